@@ -1,0 +1,135 @@
+"""Run a function over many videos with dask.distributed, streaming results back in order.
+
+A local cluster sized to the machine by default (one single-threaded worker process per core);
+``dask.scheduler_address`` connects to an existing cluster instead; ``dask.n_workers: 0`` runs
+in-process (tests, debugging). Results come back in input order through a bounded window of
+in-flight tasks, so the caller can write them to a shard as they arrive and memory stays flat
+however long the manifest is. An exception in one item becomes an :class:`Outcome` with an error
+message; it never aborts the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from tqdm.auto import tqdm
+
+from pipeline.params import DaskParams
+
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome:
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Guarded:
+    """Picklable wrapper that turns an exception on the worker into an Outcome with a message."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, item: Any) -> Outcome:
+        try:
+            return Outcome(value=self.fn(item))
+        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the others
+            message = str(exc) or type(exc).__name__
+            if not isinstance(exc, (RuntimeError, ValueError, OSError)):
+                # Unexpected kinds get their type and last frame so the bug can be found.
+                last = traceback.extract_tb(exc.__traceback__)[-1]
+                message = f"{type(exc).__name__}: {message} (at {last.filename}:{last.lineno})"
+            return Outcome(error=message)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def dask_client(cfg: DaskParams) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` (or None for in-process execution)."""
+    if cfg.scheduler_address is None and cfg.n_workers == 0:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if cfg.scheduler_address:
+        with Client(cfg.scheduler_address, timeout="30s") as client:
+            yield client
+        return
+    n_workers = cfg.n_workers or available_cores()
+    with LocalCluster(n_workers=n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _window(cfg: DaskParams, client: Any) -> int:
+    if cfg.max_in_flight:
+        return cfg.max_in_flight
+    workers = len(client.scheduler_info().get("workers", {})) or 1
+    return 2 * workers
+
+
+def map_ordered(fn: Callable[[T], Any], items: Iterable[T], *, dask_cfg: DaskParams, desc: str = "videos",
+                total: int | None = None, progress: bool = True, client: Any = None) -> Iterator[tuple[T, Outcome]]:
+    """Yield ``(item, Outcome)`` for every item, in input order, computing ``fn(item)`` on dask workers.
+
+    ``client`` lets a caller reuse one cluster across several maps; otherwise one is made for this map.
+    """
+    items = list(items) if total is None else items
+    total = len(items) if total is None else total  # type: ignore[arg-type]
+    guarded = _Guarded(fn)
+    bar = tqdm(total=total, desc=desc, unit="video", disable=not progress, dynamic_ncols=True)
+    try:
+        if client is None:
+            with dask_client(dask_cfg) as own:
+                yield from _run(guarded, items, dask_cfg, own, bar)
+        else:
+            yield from _run(guarded, items, dask_cfg, client, bar)
+    finally:
+        bar.close()
+
+
+def _run(guarded: _Guarded, items: Iterable[Any], cfg: DaskParams, client: Any, bar: tqdm) -> Iterator[tuple[Any, Outcome]]:
+    if client is None:
+        for item in items:
+            outcome = guarded(item)
+            bar.update(1)
+            yield item, outcome
+        return
+    window = _window(cfg, client)
+    pending: deque = deque()
+    iterator = iter(items)
+
+    def submit_next() -> None:
+        for item in iterator:
+            pending.append((item, client.submit(guarded, item, pure=False)))
+            return
+
+    for _ in range(window):
+        submit_next()
+    while pending:
+        item, future = pending.popleft()
+        try:
+            outcome = future.result()
+        except Exception as exc:  # noqa: BLE001 - a worker died or the task could not be shipped
+            outcome = Outcome(error=f"worker failure: {type(exc).__name__}: {exc}")
+        future.release()
+        submit_next()
+        bar.update(1)
+        yield item, outcome

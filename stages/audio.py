@@ -1,0 +1,38 @@
+"""``avs audio``: VGGish log-mel examples and audio embeddings of one extraction shard (HDF5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.audio.features import AudioParams
+from pipeline.audio.shard import KIND, SOURCE_KIND, compute_audio_shard
+from pipeline.params import ParamsError, from_section, section
+from pipeline.shards import failures_file, shard_file
+from stages.common import StageContext, add_common, add_dask, finish
+
+HELP = "compute log-mel [T,96,64] and audio embeddings [T,D] of one extraction shard"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, shard=True)
+    add_dask(parser)
+    parser.add_argument("--in", dest="in_path",
+                        help="extraction shard .h5 (default: {data.root}/{dataset}/extract/shard-NNN.h5)")
+    parser.add_argument("--out", help="output shard .h5 (default: {data.root}/{dataset}/audio/shard-NNN.h5)")
+    parser.add_argument("--strict", action="store_true", help="exit non-zero if any video fails")
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = StageContext(args)
+    params = from_section(AudioParams, section(ctx.params, "audio"), "audio")
+    if args.in_path and args.out:
+        in_path, out_path = Path(args.in_path), Path(args.out)
+    elif args.dataset is not None and args.shard is not None:
+        in_path = Path(args.in_path) if args.in_path else shard_file(ctx.data_root, args.dataset, SOURCE_KIND, args.shard)
+        out_path = Path(args.out) if args.out else shard_file(ctx.data_root, args.dataset, KIND, args.shard)
+    else:
+        raise ParamsError("give --dataset and --shard, or --in and --out")
+    failures = compute_audio_shard(in_path, out_path, params, ctx.dask(), progress=ctx.progress)
+    print(f"audio {out_path}: encoder {params.encoder}, {len(failures.errors)} failed")
+    return finish(failures, failures_file(out_path), strict=args.strict, what=f"audio {out_path}")

@@ -1,0 +1,59 @@
+"""What every stage does the same way: load params, resolve dataset/shard paths, report failures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.failures import FailureLog
+from pipeline.params import DaskParams, DataParams, load_dataclass, load_params
+
+
+def add_common(parser: argparse.ArgumentParser, *, dataset: bool = True, shard: bool = False) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    if dataset:
+        parser.add_argument("--dataset", help="dataset name (a key of manifest.datasets)")
+    if shard:
+        parser.add_argument("--shard", type=int, help="shard number (0..N-1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_dask(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scheduler", help="dask scheduler address (overrides dask.scheduler_address)")
+    parser.add_argument("--workers", type=int, help="local dask workers (0 = in-process; overrides dask.n_workers)")
+
+
+class StageContext:
+    """Params and paths of one stage run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.params: dict[str, Any] = load_params(args.params)
+        self.data = load_dataclass(DataParams, "data", self.params)
+        self.progress = not getattr(args, "no_progress", False)
+
+    def dask(self) -> DaskParams:
+        cfg = load_dataclass(DaskParams, "dask", self.params)
+        if getattr(self.args, "scheduler", None):
+            cfg.scheduler_address = self.args.scheduler
+        if getattr(self.args, "workers", None) is not None:
+            cfg.n_workers = self.args.workers
+        return cfg
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.data.root)
+
+
+def finish(failures: FailureLog, failures_path: Path, *, strict: bool, what: str) -> int:
+    """Write the failures file, print a one-line summary, and choose the exit code."""
+    failures.write(failures_path)
+    errors, warnings = len(failures.errors), len(failures.rows) - len(failures.errors)
+    if errors or warnings:
+        print(f"{what}: {errors} failed, {warnings} warning(s); see {failures_path}", file=sys.stderr)
+    if errors and strict:
+        print(f"{what}: strict mode: failing because {errors} video(s) failed", file=sys.stderr)
+        return 1
+    return 0

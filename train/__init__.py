@@ -1,0 +1,1 @@
+"""Learning side of the AVS toolkit: models, losses, data loading, training loop."""
