@@ -1,0 +1,36 @@
+"""``avs evaluate``: AVSBench metrics of a checkpoint on cached test shards, plus overlays and the
+audio-shuffle check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.params import from_section, section
+from stages.common import StageContext, add_common
+from train.evaluate import EvalParams, evaluate
+
+HELP = "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, dataset=False)
+    parser.add_argument("--checkpoint", help="checkpoint (default: {data.root}/runs/train/model.pt)")
+    parser.add_argument("--out", help="output folder (default: {data.root}/runs/eval)")
+    parser.add_argument("--metrics", help="metrics JSON path (default: OUT/metrics.json)")
+    parser.add_argument("--videos-per-batch", type=int, help="1 = COMBO protocol, 4 = AVSBench test.sh")
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = StageContext(args)
+    cfg = from_section(EvalParams, section(ctx.params, "evaluate"), "evaluate")
+    if args.videos_per_batch:
+        cfg.videos_per_batch = args.videos_per_batch
+    checkpoint = Path(args.checkpoint) if args.checkpoint else ctx.data_root / "runs" / "train" / "model.pt"
+    out = Path(args.out) if args.out else ctx.data_root / "runs" / "eval"
+    metrics = evaluate(checkpoint, cfg, str(ctx.data_root), ctx.data.shards, out, metrics_path=args.metrics)
+    summary = {name: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
+               for name, m in metrics.items() if isinstance(m, dict)}
+    print(f"evaluate {checkpoint}: {json.dumps(summary)}")
+    return 0
