@@ -111,7 +111,9 @@ def extract_shard(rows: list[ManifestRow], out_path: Path, cfg: ExtractParams, d
     """Extract every row into one shard at ``out_path`` (written atomically, in manifest order)."""
     failures = FailureLog(stage=KIND)
     work = functools.partial(extract_video, cfg=cfg)
-    with ShardWriter(out_path, kind=KIND, params_hash=cfg.hash(), attrs={"dataset": dataset}) as writer:
+    settings = {k: v for k, v in asdict(cfg).items() if k != "strict"}
+    with ShardWriter(out_path, kind=KIND, params_hash=cfg.hash(),
+                     attrs={"dataset": dataset, "extract_params": settings}) as writer:
         for row, outcome in map_ordered(work, rows, dask_cfg=dask_cfg, desc=f"extract {out_path.stem}",
                                         progress=progress):
             source = row.source_video or row.source_audio

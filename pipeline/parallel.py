@@ -73,7 +73,13 @@ def dask_client(cfg: DaskParams) -> Iterator[Any]:
             yield client
         return
     n_workers = cfg.n_workers or available_cores()
-    with LocalCluster(n_workers=n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+    if not cfg.processes:
+        # One in-process worker with a thread per core: no start-up cost, models shared by the threads.
+        # Right when the work releases the GIL (ffmpeg subprocesses, onnxruntime, torch, h5py I/O).
+        n_workers, threads = 1, n_workers * cfg.threads_per_worker
+    else:
+        threads = cfg.threads_per_worker
+    with LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=cfg.processes,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
@@ -81,8 +87,9 @@ def dask_client(cfg: DaskParams) -> Iterator[Any]:
 def _window(cfg: DaskParams, client: Any) -> int:
     if cfg.max_in_flight:
         return cfg.max_in_flight
-    workers = len(client.scheduler_info().get("workers", {})) or 1
-    return 2 * workers
+    workers = client.scheduler_info().get("workers", {})
+    slots = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
+    return 2 * slots
 
 
 def map_ordered(fn: Callable[[T], Any], items: Iterable[T], *, dask_cfg: DaskParams, desc: str = "videos",

@@ -133,6 +133,7 @@ class DaskParams:
     scheduler_address: str | None = None  # e.g. "tcp://10.0.0.5:8786"; None = a local cluster
     n_workers: int | None = None  # local cluster size; None = one per core; 0 = in-process (no cluster)
     threads_per_worker: int = 1
+    processes: bool = False  # local cluster: threads in this process (fast start, shared models) or worker processes
     max_in_flight: int | None = None  # tasks submitted ahead of the writer; None = 2 x workers
 
 

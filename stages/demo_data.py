@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.demo import DemoConfig, generate_demo
+from pipeline.parallel import available_cores
 from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
 
@@ -27,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         demo["seed"] = args.seed
     cfg = from_section(DemoConfig, demo, "demo")
-    summary = generate_demo(out, cfg, flavours=flavours, progress=ctx.progress)
+    summary = generate_demo(out, cfg, flavours=flavours, progress=ctx.progress, workers=available_cores())
     print(f"demo-data -> {out}: {summary}")
     return 0

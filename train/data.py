@@ -174,6 +174,20 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    def feature_params(self) -> dict[str, Any]:
+        """The params the feature shards were made with (from their file attributes), so that
+        ``avs predict`` can compute the same features for a new video."""
+        if not self.clips:
+            return {}
+        ref = self.clips[0]
+        found: dict[str, Any] = {}
+        for kind, path in self._paths(ref.dataset, ref.shard).items():
+            with ShardReader(path) as reader:
+                attrs = reader.file_attrs()
+            if f"{kind}_params" in attrs:
+                found[kind] = attrs[f"{kind}_params"]
+        return found
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

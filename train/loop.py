@@ -196,6 +196,7 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
     sampler = LengthGroupedSampler([c.num_frames for c in dataset.clips], cfg.batch_size, seed=cfg.seed,
                                    rank=info.rank, world_size=info.world_size,
                                    drop_last=len(dataset) >= cfg.batch_size * info.world_size)
+    feature_params = dataset.feature_params()
     audio_dim = dataset[0]["audio" if cfg.audio_key == "embeddings" else "logmel"].shape[-1]
     model_config = model_config_for(cfg, audio_dim)
     model = build_model(cfg.model, **model_config).to(device)
@@ -229,6 +230,7 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
             return
         _atomic_save({
             "model_name": cfg.model, "model_config": model_config, "task": cfg.task,
+            "feature_params": feature_params,
             "train_params": {k: v for k, v in asdict(cfg).items()},
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": step,

@@ -149,12 +149,14 @@ def test_killed_run_then_rerun_equals_uninterrupted(tmp_path, make_video):
     assert not list(shard.parent.glob("*.tmp-*"))  # the killed writer's temporary was cleaned up
 
 
-def test_dask_local_cluster_gives_same_shard(tmp_path, make_video):
+@pytest.mark.parametrize("processes", [False, True])
+def test_dask_local_cluster_gives_same_shard(tmp_path, make_video, processes):
     root = tmp_path / "videos"
     root.mkdir()
     for i in range(4):
         make_video(f"v{i}.mp4", seconds=5.2, folder=root)
     params = write_params(tmp_path, root, workers=0)
+    params.write_text(params.read_text().replace("n_workers: 0", f"n_workers: 0\n  processes: {str(processes).lower()}"))
     assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 0
     shard = tmp_path / "data" / "vids" / "extract" / "shard-0.h5"
     assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress"]) == 0

@@ -1,0 +1,68 @@
+"""Registry of audio encoders: log-mel examples [N,96,64] -> embeddings [N,D].
+
+An encoder is a class registered with ``@register_encoder("name")``; ``build_encoder(name, **cfg)``
+instantiates it. Every encoder accepts the same keyword arguments (checkpoint, pca,
+pca_checkpoint, allow_random_init, batch_size, num_threads) and exposes:
+
+- ``dim``: embedding width D;
+- ``log_offset``: the offset of log(mel + offset) the network was trained with (the mel
+  examples are shared; only the log floor differs between VGGish and YAMNet);
+- ``provenance``: str -> str attributes recorded in the output shard;
+- ``encode(examples: float32 [N,96,64]) -> float32 [N,D]``, batched internally.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class AudioEncoderError(RuntimeError):
+    """An encoder cannot be built (missing or unreadable weights, bad configuration)."""
+
+
+class AudioEncoder(Protocol):
+    dim: int
+    log_offset: float
+    provenance: dict[str, str]
+
+    def encode(self, examples: np.ndarray) -> np.ndarray: ...
+
+
+_ENCODERS: dict[str, Callable[..., AudioEncoder]] = {}
+# Modules holding the built-in encoders; imported on first use of the registry (they import this module).
+_BUILTIN_MODULES = ("pipeline.audio.vggish", "pipeline.audio.yamnet")
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[..., AudioEncoder]]:
+    """Class decorator that makes an encoder available to ``build_encoder(name)``."""
+
+    def decorate(factory: Callable[..., AudioEncoder]) -> Callable[..., AudioEncoder]:
+        if name in _ENCODERS and _ENCODERS[name] is not factory:
+            raise ValueError(f"audio encoder {name!r} is already registered")
+        _ENCODERS[name] = factory
+        return factory
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def list_encoders() -> list[str]:
+    """Names accepted by ``build_encoder`` (and by ``audio.encoder`` in params.yaml)."""
+    _load_builtins()
+    return sorted(_ENCODERS)
+
+
+def build_encoder(name: str, **cfg: Any) -> AudioEncoder:
+    """Instantiate the encoder registered as ``name`` with keyword configuration ``cfg``."""
+    _load_builtins()
+    if name not in _ENCODERS:
+        raise AudioEncoderError(f"unknown audio encoder {name!r}; choose one of {sorted(_ENCODERS)}")
+    return _ENCODERS[name](**cfg)

@@ -1,0 +1,160 @@
+"""One audio shard from one extraction shard: log-mel + embeddings of every video.
+
+Reads ``audio`` int16 [T*16000] and the ``num_seconds`` attribute (T) of each video of an
+extraction shard, and writes ``logmel`` float32 [T,96,64] and ``embeddings`` float32 [T,D] per
+video to the audio shard (same shard id, kind "audio"), with the encoder's provenance in the
+file attributes. Videos are grouped into chunks of about ``batch_seconds`` seconds so that each
+encoder call covers many videos; chunks run on dask workers, each of which loads the encoder
+once. A video whose audio is missing or unreadable goes to the failures log, never aborts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio.features import AudioParams, clip_features, get_encoder, validate_clip
+from pipeline.failures import FailureLog
+from pipeline.parallel import map_ordered
+from pipeline.params import DaskParams, params_hash
+from pipeline.shards import ShardError, ShardReader, ShardWriter
+
+KIND = "audio"
+SOURCE_KIND = "extract"
+# Attribute names that hold T in an extraction shard, in order of preference.
+_SECONDS_ATTRS = ("num_seconds", "T")
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One video's input, shipped to a worker."""
+
+    video_id: str
+    audio: np.ndarray  # int16 [N]
+    num_seconds: int
+    audio_source: str = ""
+
+
+@dataclass(frozen=True)
+class EncodeChunk:
+    """Picklable worker function: features of a chunk of clips with the per-process encoder."""
+
+    params: AudioParams
+    num_threads: int | None = None
+
+    def __call__(self, chunk: list[ClipJob]) -> list[dict[str, np.ndarray]]:
+        encoder = get_encoder(self.params, self.num_threads)
+        return clip_features([(job.audio, job.num_seconds) for job in chunk], encoder)
+
+
+def audio_params_hash(params: AudioParams) -> str:
+    return params_hash({"stage": KIND, **asdict(params)})
+
+
+def clip_seconds(reader: ShardReader, video_id: str) -> int:
+    """T of one video of an extraction shard (its ``num_seconds`` attribute)."""
+    attrs = reader.video_attrs(video_id)
+    seconds = next((attrs[name] for name in _SECONDS_ATTRS if name in attrs), None)
+    if seconds is None:
+        raise ValueError(f"no {' / '.join(_SECONDS_ATTRS)} attribute (number of seconds T)")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, np.integer)) or int(seconds) < 1:
+        raise ValueError(f"number of seconds T must be a positive integer, got {seconds!r}")
+    return int(seconds)
+
+
+def read_clip(reader: ShardReader, video_id: str, num_seconds: int) -> ClipJob:
+    """Audio of one video of an extraction shard; ValueError/ShardError says what is wrong."""
+    if "audio" not in reader.keys(video_id):
+        raise ValueError("no 'audio' array in the extraction shard")
+    try:
+        audio = reader.read(video_id, "audio")
+    except OSError as error:  # h5py reports corrupt chunks as OSError
+        raise ValueError(f"audio is unreadable ({error})") from error
+    audio = validate_clip(audio, num_seconds)
+    source = reader.video_attrs(video_id).get("audio_source", "")
+    return ClipJob(video_id, audio, num_seconds, str(source))
+
+
+def plan_chunks(reader: ShardReader, seconds_per_chunk: int, failures: FailureLog,
+                source: str) -> list[list[tuple[str, int]]]:
+    """Group (video_id, T) into chunks of at most ``seconds_per_chunk`` seconds (at least one video each)."""
+    plan: list[list[tuple[str, int]]] = []
+    seconds = 0
+    for video_id in reader.video_ids():
+        try:
+            num_seconds = clip_seconds(reader, video_id)
+        except (ShardError, ValueError) as error:
+            failures.add(video_id, str(error), source=source)
+            continue
+        if not plan or seconds + num_seconds > seconds_per_chunk:
+            plan.append([])
+            seconds = 0
+        plan[-1].append((video_id, num_seconds))
+        seconds += num_seconds
+    return plan
+
+
+def _read_chunks(reader: ShardReader, plan: list[list[tuple[str, int]]], failures: FailureLog,
+                 source: str) -> Iterator[list[ClipJob]]:
+    """Read each planned chunk's audio when the parallel map asks for it (memory stays flat)."""
+    for planned in plan:
+        chunk = []
+        for video_id, num_seconds in planned:
+            try:
+                chunk.append(read_clip(reader, video_id, num_seconds))
+            except (ShardError, ValueError, TypeError) as error:
+                failures.add(video_id, str(error), source=source)
+        yield chunk
+
+
+def compute_audio_shard(in_path: Path, out_path: Path, params: AudioParams, dask_cfg: DaskParams,
+                        progress: bool = True) -> FailureLog:
+    """Write the audio shard ``out_path`` for extraction shard ``in_path``; returns the failures.
+
+    The encoder is built here first (a missing checkpoint stops the stage with its message before
+    any work), and its provenance goes into the shard's file attributes.
+    """
+    failures = FailureLog(stage=KIND)
+    encoder = get_encoder(params)
+    threads = None if (dask_cfg.scheduler_address is None and dask_cfg.n_workers == 0) else dask_cfg.threads_per_worker
+    work = EncodeChunk(params, threads)
+    source = str(in_path)
+    with ShardReader(in_path) as reader:
+        source_attrs = reader.file_attrs()
+        if source_attrs.get("kind", SOURCE_KIND) != SOURCE_KIND:
+            raise ShardError(f"{in_path}: expected an extraction shard (kind 'extract'), got kind {source_attrs['kind']!r}")
+        file_attrs = {
+            **encoder.provenance,
+            "dataset": source_attrs.get("dataset", ""),
+            "source_shard": source,
+            "source_params_hash": source_attrs.get("params_hash", ""),
+            "audio_params": asdict(params),
+        }
+        digest = audio_params_hash(params)
+        with ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer:
+            plan = plan_chunks(reader, params.batch_seconds, failures, source)
+            chunks = _read_chunks(reader, plan, failures, source)
+            for chunk, outcome in map_ordered(work, chunks, dask_cfg=dask_cfg, desc=f"audio {out_path.stem}",
+                                              total=len(plan), progress=progress):
+                if outcome.ok:
+                    results = outcome.value
+                else:
+                    # A chunk failed as a whole: redo its clips one by one here so only the bad one is lost.
+                    results = []
+                    for job in chunk:
+                        try:
+                            results.extend(clip_features([(job.audio, job.num_seconds)], encoder))
+                        except Exception as error:  # noqa: BLE001 - one bad video must not stop the shard
+                            failures.add(job.video_id, f"audio features failed: {error}", source=source)
+                            results.append(None)
+                for job, result in zip(chunk, results):
+                    if result is None:
+                        continue
+                    attrs = {"num_seconds": job.num_seconds, "num_examples": int(result["num_examples"]),
+                             "audio_source": job.audio_source, "params_hash": digest}
+                    writer.write_video(job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]},
+                                       attrs)
+    return failures

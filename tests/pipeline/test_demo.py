@@ -1,0 +1,263 @@
+"""Synthetic demo dataset: layouts, determinism, and ground truth that only audio can explain."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import demo, manifest
+from pipeline.demo import CLASSES, DemoConfig, generate_demo, plan_videos
+from pipeline.media import AUDIO_RATE, extract_clip, probe, read_audio
+
+TINY = DemoConfig(seed=7, frame_size=(64, 80), num_classes=6, s4_videos=(2, 1, 1), ms3_videos=(1, 1, 1),
+                  avss_videos=(2, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo") / "data"
+    summary = generate_demo(out, TINY, progress=False)
+    return out, summary
+
+
+def _csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _truth(root: Path) -> dict:
+    return json.loads((root / "demo_truth.json").read_text())
+
+
+def test_summary_counts(tiny):
+    out, summary = tiny
+    assert summary["counts"] == {"s4": {"train": 2, "val": 1, "test": 1}, "ms3": {"train": 1, "val": 1, "test": 1},
+                                 "avss": {"train": 2, "val": 1, "test": 1}}
+    assert summary["num_videos"] == 11
+    assert not list(out.parent.glob(".data.*")), "temporary folders left behind"
+
+
+def test_same_seed_gives_identical_files(tiny, tmp_path):
+    """x264 runs single-threaded with bitexact flags, so mp4 bytes (not only frames) are compared.
+    The files depend neither on the number of workers nor on which flavours are generated."""
+    out, _ = tiny
+    again = tmp_path / "again"
+    generate_demo(again, TINY, progress=False, workers=2)
+    first, second = _files(out), _files(again)
+    assert first.keys() == second.keys()
+    different = [name for name in first if first[name] != second[name] and name != "demo_summary.json"]
+    assert not different
+    only_ms3 = tmp_path / "ms3_only"
+    generate_demo(only_ms3, TINY, flavours=("ms3",), progress=False)
+    for name, data in _files(only_ms3).items():
+        if name.startswith("ms3/"):
+            assert data == first[name], name
+
+
+def test_other_seed_differs():
+    a = demo.build_scene(plan_videos(TINY, "s4")[0], TINY)
+    other = DemoConfig(**{**TINY.__dict__, "seed": 8})
+    b = demo.build_scene(plan_videos(other, "s4")[0], other)
+    assert not np.array_equal(a.background, b.background)
+
+
+def test_media_format(tiny):
+    out, _ = tiny
+    info = probe(out / "s4" / "raw_videos" / "test" / _csv(out / "s4" / "s4_meta_data.csv")[1][-1]["category"]
+                 / "demo_s4_test_0000.mp4")
+    assert info.fps == 25 and (info.height, info.width) == TINY.frame_size
+    assert info.audio_rate == AUDIO_RATE and info.audio_channels == 1
+    assert info.duration == pytest.approx(5.0, abs=0.1)
+
+
+def test_s4_layout(tiny):
+    out, _ = tiny
+    root = out / "s4"
+    header, rows = _csv(root / "s4_meta_data.csv")
+    assert header == ["name", "start_time", "category", "split"]
+    assert [r["split"] for r in rows].count("train") == 2 and len(rows) == 4
+    names = {c.name for c in CLASSES[: TINY.num_classes]}
+    for r in rows:
+        split, cat, name = r["split"], r["category"], r["name"]
+        assert cat in names
+        assert (root / "raw_videos" / split / cat / f"{name}.mp4").is_file()
+        masks = sorted(p.name for p in (root / "gt_masks" / split / cat / name).iterdir())
+        expected = [f"{name}_1.png"] if split == "train" else [f"{name}_{k}.png" for k in range(1, 6)]
+        assert masks == expected  # S4 train: frame 1 only
+        for m in masks:
+            with Image.open(root / "gt_masks" / split / cat / name / m) as img:
+                assert img.mode == "L" and img.size == (TINY.frame_size[1], TINY.frame_size[0])
+                values = set(np.unique(np.asarray(img)).tolist())
+            assert values <= {0, 255} and 255 in values
+
+
+def test_ms3_layout(tiny):
+    out, _ = tiny
+    root = out / "ms3"
+    header, rows = _csv(root / "ms3_meta_data.csv")
+    assert header == ["video_id", "split"] and sorted(r["split"] for r in rows) == ["test", "train", "val"]
+    for r in rows:
+        vid = r["video_id"]
+        assert (root / "raw_videos" / f"{vid}.mp4").is_file()
+        masks = sorted(p.name for p in (root / "gt_masks" / r["split"] / vid).iterdir())
+        assert masks == [f"{vid}_{k}.png" for k in range(1, 6)]
+        for m in masks:
+            assert set(np.unique(np.asarray(Image.open(root / "gt_masks" / r["split"] / vid / m)))) <= {0, 255}
+
+
+def test_avss_layout_and_palette(tiny):
+    out, _ = tiny
+    root = out / "avss"
+    header, rows = _csv(root / "metadata.csv")
+    assert header == ["uid", "label", "split"] and {r["label"] for r in rows} == {"v1s", "v1m"}
+    _, classes = _csv(root / "classes.csv")
+    assert classes[0] == {"id": "0", "name": "background"}
+    assert len(classes) - 1 >= 6 and [int(c["id"]) for c in classes] == list(range(len(classes)))
+    palette = manifest.voc_palette(256)
+    allowed = {tuple(palette[i]) for i in range(len(classes))}
+    assert tuple(palette[1]) == (128, 0, 0)
+    for r in rows:
+        folder = root / r["label"] / r["uid"]
+        assert (folder / "raw_video.mp4").is_file()
+        labels = sorted(p.name for p in (folder / "labels_rgb").iterdir())
+        v1s_train = r["label"] == "v1s" and r["split"] == "train"
+        assert labels == (["0.png"] if v1s_train else [f"{i}.png" for i in range(5)])
+        for name in labels:
+            rgb = np.asarray(Image.open(folder / "labels_rgb" / name).convert("RGB")).reshape(-1, 3)
+            assert {tuple(c) for c in np.unique(rgb, axis=0)} <= allowed
+
+
+def test_manifest_reads_the_demo(tiny):
+    out, _ = tiny
+    s4 = manifest.rows_from_avsbench_s4(out / "s4")
+    ms3 = manifest.rows_from_avsbench_ms3(out / "ms3")
+    avss = manifest.rows_from_avsbench_semantic(out / "avss")
+    assert (len(s4), len(ms3), len(avss)) == (4, 3, 4)
+    assert all(r.source_video for r in s4 + ms3 + avss)
+    for row in s4:
+        labelled = [bool(p) for p in row.label_paths.split(";")]
+        assert labelled == ([True] + [False] * 4 if row.split == "train" else [True] * 5)
+    for row in avss:
+        for path in filter(None, row.label_paths.split(";")):
+            ids = manifest.decode_label(path, "voc_rgb", TINY.frame_size)
+            assert ids.max() <= TINY.num_classes  # every colour decodes to a class, never 255
+
+
+def _band_share(segment: np.ndarray) -> dict[str, float]:
+    """Share of a second's spectral energy within each class's band around its fundamental."""
+    spec = np.abs(np.fft.rfft(segment * np.hanning(segment.size))) ** 2
+    freqs = np.fft.rfftfreq(segment.size, 1 / AUDIO_RATE)
+    total = spec.sum()
+    return {c.name: float(spec[np.abs(freqs - c.f0) <= max(0.05 * c.f0, 25.0)].sum() / total)
+            for c in CLASSES[: TINY.num_classes]}
+
+
+def test_audio_encodes_the_sounding_classes(tiny):
+    """Decoded from the AAC track: energy at a class's pitch iff that class sounds in that second."""
+    out, _ = tiny
+    for flavour, videos in _truth(out).items():
+        for name, info in videos.items():
+            audio = read_audio(out / info["video"], 5).astype(np.float64)
+            for sec in range(5):
+                shares = _band_share(audio[sec * AUDIO_RATE:(sec + 1) * AUDIO_RATE])
+                heard = {c for c, share in shares.items() if share > 0.02}
+                assert heard == set(info["sounding_classes"][sec]), (flavour, name, sec, shares)
+
+
+def test_ground_truth_covers_the_sounding_objects(tiny):
+    """The GT region of each labelled frame has the colour of a sounding class in the decoded video,
+    and AVSS labels carry exactly the sounding classes."""
+    out, _ = tiny
+    truth = _truth(out)
+    colours = np.array([c.colour for c in CLASSES[: TINY.num_classes]], np.float64)
+    palette = manifest.voc_palette(256)
+    semantic_id = {c.name: i + 1 for i, c in enumerate(CLASSES)}
+    for flavour, videos in truth.items():
+        for name, info in videos.items():
+            clip = extract_clip(out / info["video"], 5, size=TINY.frame_size)
+            assert clip.frame_indices == list(demo.KEY_FRAMES)
+            for sec in info["labelled_seconds"]:
+                sounding = set(info["sounding_classes"][sec])
+                if flavour == "avss":
+                    path = out / Path(info["video"]).parent / "labels_rgb" / f"{sec}.png"
+                    rgb = np.asarray(Image.open(path).convert("RGB"))
+                    present = {int(i) for i in range(1, TINY.num_classes + 1)
+                               if (rgb == palette[i]).all(-1).any()}
+                    assert present == {semantic_id[s] for s in sounding}
+                    mask = (rgb != 0).any(-1)
+                else:
+                    if flavour == "s4":
+                        folder = out / "s4" / "gt_masks" / info["split"] / info["category"] / name
+                    else:
+                        folder = out / "ms3" / "gt_masks" / info["split"] / name
+                    mask = np.asarray(Image.open(folder / f"{name}_{sec + 1}.png")) == 255
+                assert mask.any(), (name, sec)
+                if len(sounding) == 1:  # one sounding object: its pixels have its class colour
+                    mean = clip.frames[sec][mask].astype(np.float64).mean(0)
+                    nearest = CLASSES[int(np.argmin(((colours - mean) ** 2).sum(1)))].name
+                    assert {nearest} == sounding, (name, sec, mean)
+
+
+def test_plans_need_audio_to_decide():
+    """Default config: several classes always visible, each class both sounds somewhere and is a
+    silent look-alike elsewhere; S4 test sounding classes are balanced; MS3 sets change per second."""
+    config = DemoConfig()
+    sounds, silent = set(), set()
+    for flavour in demo.FLAVOURS:
+        for plan in plan_videos(config, flavour):
+            assert len(set(plan.class_ids)) == len(plan.class_ids) >= 2
+            for cid, row in zip(plan.class_ids, plan.sounding):
+                (sounds if row.any() else silent).add(cid)
+            per_second = plan.sounding.sum(0)
+            assert (per_second >= 1).all() and (per_second < len(plan.class_ids)).all()
+            if flavour == "s4" or plan.category == "v1s":
+                assert plan.sounding.any(1).sum() == 1 and plan.sounding.any(1).sum() == plan.sounding.all(1).sum()
+            else:
+                assert len({tuple(plan.sounding[:, s]) for s in range(5)}) >= 2
+    assert sounds == silent == set(range(config.num_classes))
+    test_classes = [p.category for p in plan_videos(config, "s4") if p.split == "test"]
+    counts = [test_classes.count(c.name) for c in CLASSES[: config.num_classes]]
+    assert max(counts) - min(counts) <= 1
+
+
+def test_default_size_fits_the_budget():
+    config = DemoConfig()
+    videos = sum(sum(config.counts(f).values()) for f in demo.FLAVOURS)
+    assert 130 <= videos <= 160 and config.frame_size == (224, 224)
+
+
+@pytest.mark.parametrize("bad", [dict(frame_size=(63, 64)), dict(num_classes=5), dict(num_classes=9),
+                                 dict(s4_videos=(1, 2)), dict(ms3_videos=(1, -1, 1))])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="DemoConfig"):
+        DemoConfig(**bad)
+
+
+def test_crash_leaves_no_partial_dataset(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous dataset")
+    calls = []
+
+    def failing_encode(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"x")
+
+    monkeypatch.setattr(demo, "encode_video", failing_encode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_demo(out, TINY, flavours=("ms3",), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
