@@ -1,0 +1,1 @@
+"""Loss functions and set-prediction criteria shared by the AVS models."""

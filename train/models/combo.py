@@ -1,0 +1,454 @@
+"""COMBO: COoperation of Multi-order Bilateral relatiOns for audio-visual segmentation
+(Yang et al., CVPR 2024).
+
+Per frame (N = B*T frames of B clips with T frames):
+
+1. Siam-Encoder Module (Sec. 3.1, eq. 1-3): image and maskige backbones; at every stage i
+   F_vi <- F_vi + F_mi * sigmoid(MLP(GAP(F_mi))) (bottleneck MLP C -> C/16 -> C as in the code).
+2. MSDeformAttn pixel decoder -> P_1 (1/4) and P_2..P_4 (1/8, 1/16, 1/32).
+3. Bilateral-Fusion Module (Sec. 3.2, eq. 4-5) between P_1 and the frame's audio embedding F_a,
+   then an audio MLP (128 -> 4096 -> 4096 -> 256) to the query width.
+4. Mask2Former decoder whose learnable queries get the frame's fused audio added ("add", Table 6).
+5. Losses (eq. 8): lambda_cls * CE + lambda_mask * (BCE + dice) with deep supervision, plus
+   lambda_ada * L_ada (eq. 6-7) on consecutive frames' mask logits of the intermediate layers.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from train.losses.criterion import SetCriterion, masks_to_targets
+from train.losses.matcher import HungarianMatcher
+from train.losses.temporal import adaptive_inter_frame_loss
+from train.models.backbones import STAGE_NAMES, build_backbone
+from train.models.inference import predict_from_outputs
+from train.models.pixel_decoder import MSDeformAttnPixelDecoder
+from train.models.position_encoding import PositionEmbeddingSine
+from train.models.registry import register_model
+from train.models.transformer_decoder import MLP, MaskedAttentionDecoder
+from train.models.vggish import VGGISH_EMBEDDING_DIM, load_vggish
+
+# ----------------------------------------------------------------------------------------------
+# Siam-Encoder Module
+# ----------------------------------------------------------------------------------------------
+
+
+class ChannelWeightedFusion(nn.Module):
+    """Paper eq. 3: F_v + F_m * sigmoid(W2 relu(W1 GAP(F_m))), W1: C->C/r, W2: C/r->C.
+
+    forward(f_visual [N,C,H,W], f_maskige [N,C,H,W]) -> [N,C,H,W].
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
+                                 nn.Sigmoid())
+
+    def forward(self, f_visual: torch.Tensor, f_maskige: torch.Tensor) -> torch.Tensor:
+        weight = self.mlp(f_maskige.mean(dim=(2, 3)))  # [N,C]
+        return f_visual + f_maskige * weight[:, :, None, None]
+
+
+class SiamEncoder(nn.Module):
+    """Image encoder E_v and maskige encoder E_m (eq. 1-2) fused stage-wise (eq. 3).
+
+    ``maskige_backbone=None`` shares the image backbone's weights (paper Table 4, "shared").
+    forward(frames [N,3,H,W], maskiges [N,3,H,W]) -> dict res2..res5 [N,C_i,H/2^(i+1),W/2^(i+1)].
+    """
+
+    def __init__(self, image_backbone: nn.Module, maskige_backbone: nn.Module | None = None,
+                 reduction: int = 16) -> None:
+        super().__init__()
+        self.image_backbone = image_backbone
+        self.maskige_backbone = maskige_backbone
+        self.out_channels: dict[str, int] = dict(image_backbone.out_channels)
+        self.fusion = nn.ModuleDict({name: ChannelWeightedFusion(self.out_channels[name], reduction)
+                                     for name in STAGE_NAMES})
+
+    def forward(self, frames: torch.Tensor, maskiges: torch.Tensor) -> dict[str, torch.Tensor]:
+        visual = self.image_backbone(frames)
+        maskige_encoder = self.image_backbone if self.maskige_backbone is None else self.maskige_backbone
+        maskige = maskige_encoder(maskiges)
+        return {name: self.fusion[name](visual[name], maskige[name]) for name in STAGE_NAMES}
+
+
+# ----------------------------------------------------------------------------------------------
+# Bilateral-Fusion Module
+# ----------------------------------------------------------------------------------------------
+
+
+class BilateralFusion(nn.Module):
+    """Bilateral-Fusion Module (paper Sec. 3.2, eq. 4-5, Fig. 3).
+
+    Q = LN(P_1)+pos_sine W_Q, K = LN(F_a)+pos_learned W_K, V_v = LN(P_1) W_V^v, V_a = LN(F_a) W_V^a;
+    A = QK^T / sqrt(d) is computed once per head and used in both directions:
+        P_1 <- P_1 + gamma_v * W_o^v(softmax(A) V_a)        (eq. 4, softmax over audio tokens)
+        F_a <- F_a + gamma_a * W_o^a(softmax(A^T) V_v)      (eq. 5, softmax over pixels)
+    Pre-LayerNorm, layer-scale gammas initialised to ``layer_scale_init`` (1e-4).
+
+    Args:
+        visual_dim: channels C of P_1 (256). audio_dim: D of F_a (128).
+        embed_dim: attention width d (256 = 8 heads x 32). num_heads: 8.
+        max_audio_tokens: audio tokens per frame (1: one embedding per frame).
+
+    forward(visual [N,C,H,W], audio [N,L,D], return_attention=False) ->
+        (visual [N,C,H,W], audio [N,L,D]) or, with return_attention, a third element
+        {"logits": [N,M,H*W,L], "visual_attention": [N,M,H*W,L], "audio_attention": [N,M,L,H*W]}.
+    """
+
+    def __init__(self, visual_dim: int = 256, audio_dim: int = 128, embed_dim: int = 256, num_heads: int = 8,
+                 layer_scale_init: float = 1e-4, max_audio_tokens: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.visual_norm = nn.LayerNorm(visual_dim)
+        self.audio_norm = nn.LayerNorm(audio_dim)
+        self.visual_position = PositionEmbeddingSine(visual_dim // 2)
+        self.audio_pos_embed = nn.Parameter(torch.zeros(max_audio_tokens, audio_dim))
+        nn.init.trunc_normal_(self.audio_pos_embed, std=0.02)
+        self.query_proj = nn.Linear(visual_dim, embed_dim)
+        self.key_proj = nn.Linear(audio_dim, embed_dim)
+        self.visual_value_proj = nn.Linear(visual_dim, embed_dim)
+        self.audio_value_proj = nn.Linear(audio_dim, embed_dim)
+        self.visual_out_proj = nn.Linear(embed_dim, visual_dim)
+        self.audio_out_proj = nn.Linear(embed_dim, audio_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.visual_gamma = nn.Parameter(torch.full((visual_dim,), layer_scale_init))
+        self.audio_gamma = nn.Parameter(torch.full((audio_dim,), layer_scale_init))
+        for layer in (self.query_proj, self.key_proj, self.visual_value_proj, self.audio_value_proj,
+                      self.visual_out_proj, self.audio_out_proj):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, _ = x.shape
+        return x.view(n, length, self.num_heads, self.head_dim).transpose(1, 2)  # [N,M,len,d]
+
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, return_attention: bool = False):
+        n, channels, h, w = visual.shape
+        if audio.shape[1] > self.audio_pos_embed.shape[0]:
+            raise ValueError(f"BFM built for {self.audio_pos_embed.shape[0]} audio tokens, got {audio.shape[1]}")
+        pixels = visual.flatten(2).transpose(1, 2)  # [N,HW,C]
+        pixel_pos = self.visual_position(visual).flatten(2).transpose(1, 2)
+        pixels_normed = self.visual_norm(pixels)
+        audio_normed = self.audio_norm(audio)
+        audio_pos = self.audio_pos_embed[: audio.shape[1]].unsqueeze(0).to(audio.dtype)
+
+        query = self._heads(self.query_proj(pixels_normed + pixel_pos))  # [N,M,HW,d]
+        key = self._heads(self.key_proj(audio_normed + audio_pos))  # [N,M,L,d]
+        visual_value = self._heads(self.visual_value_proj(pixels_normed))  # [N,M,HW,d]
+        audio_value = self._heads(self.audio_value_proj(audio_normed))  # [N,M,L,d]
+
+        logits = (query @ key.transpose(-1, -2)).float() / math.sqrt(self.head_dim)  # [N,M,HW,L], once
+        visual_attention = logits.softmax(-1)  # eq. 4: each pixel over audio tokens
+        audio_attention = logits.transpose(-1, -2).softmax(-1)  # eq. 5: each audio token over pixels
+        to_visual = (self.dropout(visual_attention).to(audio_value.dtype) @ audio_value)  # [N,M,HW,d]
+        to_audio = (self.dropout(audio_attention).to(visual_value.dtype) @ visual_value)  # [N,M,L,d]
+        to_visual = to_visual.transpose(1, 2).flatten(2)
+        to_audio = to_audio.transpose(1, 2).flatten(2)
+
+        pixels = pixels + self.visual_gamma * self.visual_out_proj(to_visual)
+        audio = audio + self.audio_gamma * self.audio_out_proj(to_audio)
+        fused_visual = pixels.transpose(1, 2).reshape(n, channels, h, w)
+        if return_attention:
+            return fused_visual, audio, {"logits": logits, "visual_attention": visual_attention,
+                                         "audio_attention": audio_attention}
+        return fused_visual, audio
+
+
+# ----------------------------------------------------------------------------------------------
+# COMBO model
+# ----------------------------------------------------------------------------------------------
+
+
+class COMBO(nn.Module):
+    """COMBO audio-visual segmentation model with the toolkit's common model interface.
+
+    forward(batch) with batch["frames"], batch["maskiges"] float [B,T,3,H,W] and either
+    batch["audio"] float [B,T,D] (precomputed embeddings) or batch["logmel"] float [B,T,96,64]
+    (``audio_encoder`` = frozen VGGish) ->
+        {"pred_logits": [B,T,Q,K+1], "pred_masks": [B,T,Q,H/4,W/4],
+         "aux_outputs": list of dicts with the same keys (earlier decoder layers)}
+    """
+
+    def __init__(self, siam_encoder: SiamEncoder, pixel_decoder: MSDeformAttnPixelDecoder,
+                 bilateral_fusion: BilateralFusion, audio_mlp: MLP, decoder: MaskedAttentionDecoder,
+                 criterion: SetCriterion, num_classes: int, audio_encoder: nn.Module | None = None,
+                 class_weight: float = 2.0, mask_weight: float = 5.0, dice_weight: float = 5.0,
+                 lambda_ada: float = 10.0) -> None:
+        super().__init__()
+        self.siam_encoder = siam_encoder
+        self.pixel_decoder = pixel_decoder
+        self.bilateral_fusion = bilateral_fusion
+        self.audio_mlp = audio_mlp
+        self.decoder = decoder
+        self.criterion = criterion
+        self.audio_encoder = audio_encoder
+        if audio_encoder is not None:
+            audio_encoder.requires_grad_(False)
+            audio_encoder.eval()
+        self.num_classes = num_classes
+        self.audio_dim = bilateral_fusion.audio_norm.normalized_shape[0]  # D of batch["audio"]
+        self.task = "binary" if num_classes == 2 else "semantic"
+        self.class_weight, self.mask_weight, self.dice_weight = class_weight, mask_weight, dice_weight
+        self.lambda_ada = lambda_ada
+
+    def train(self, mode: bool = True) -> COMBO:
+        super().train(mode)
+        if self.audio_encoder is not None:
+            self.audio_encoder.eval()  # frozen VGGish stays in inference mode
+        return self
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def encode_audio(self, batch: dict) -> torch.Tensor:
+        """Audio embedding per frame [B,T,D] from batch["audio"] or (VGGish) batch["logmel"]."""
+        if self.audio_encoder is not None:
+            if "logmel" not in batch:
+                raise KeyError("COMBO with audio_encoder='vggish' needs batch['logmel'] [B,T,96,64]")
+            logmel = batch["logmel"]
+            b, t = logmel.shape[:2]
+            with torch.no_grad():
+                return self.audio_encoder(logmel.reshape(b * t, *logmel.shape[2:])).reshape(b, t, -1)
+        if "audio" not in batch:
+            raise KeyError("COMBO with precomputed audio needs batch['audio'] [B,T,D]")
+        return batch["audio"]
+
+    def forward(self, batch: dict) -> dict:
+        frames = batch["frames"]
+        b, t = frames.shape[:2]
+        maskiges = batch["maskiges"]
+        audio = self.encode_audio(batch).to(frames.dtype)  # [B,T,D]
+        features = self.siam_encoder(frames.flatten(0, 1), maskiges.flatten(0, 1))
+        mask_features, multi_scale = self.pixel_decoder(features)
+        # One audio token per frame; BFM runs per frame on P_1 [N,C,H/4,W/4].
+        mask_features, audio_tokens = self.bilateral_fusion(mask_features, audio.flatten(0, 1).unsqueeze(1))
+        # Frame t's fused audio is added to every query of frame t: [N,1,C] broadcast over Q.
+        audio_queries = self.audio_mlp(audio_tokens)
+        decoded = self.decoder(multi_scale, mask_features, query_add=audio_queries)
+
+        def per_clip(prediction: dict) -> dict:
+            return {key: value.reshape(b, t, *value.shape[1:]) for key, value in prediction.items()
+                    if key in ("pred_logits", "pred_masks")}
+
+        outputs = per_clip(decoded)
+        outputs["aux_outputs"] = [per_clip(aux) for aux in decoded["aux_outputs"]]
+        return outputs
+
+    # -- losses ----------------------------------------------------------------------------------
+
+    def compute_losses(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """Paper eq. 8. Returns weighted terms summed over decoder layers:
+        {"ce": lambda_cls*L_ce, "bce": lambda_mask*L_bce, "dice": lambda_mask*L_dice,
+         "ada": lambda_ada*L_ada, "total": their sum}.
+
+        Supervised terms use only frames with batch["labelled"]; L_ada uses all consecutive frames
+        of the intermediate layers (``aux_outputs``), not the final prediction.
+        """
+        gt = batch["masks"]
+        b, t = gt.shape[:2]
+        labelled = batch.get("labelled")
+        labelled = torch.ones(b, t, dtype=torch.bool) if labelled is None else labelled.bool()
+        frame_ids = labelled.reshape(-1).nonzero().flatten().tolist()
+        flat_gt = gt.reshape(b * t, *gt.shape[2:])
+        targets = [masks_to_targets(flat_gt[i], self.num_classes) for i in frame_ids]
+        layers = [*outputs["aux_outputs"], outputs]
+        zero = outputs["pred_logits"].sum() * 0.0
+        ce = bce = dice = zero
+        if frame_ids:
+            index = torch.as_tensor(frame_ids, device=outputs["pred_logits"].device)
+            for layer in layers:
+                terms = self.criterion(layer["pred_logits"].flatten(0, 1)[index],
+                                       layer["pred_masks"].flatten(0, 1)[index], targets)
+                ce, bce, dice = ce + terms["ce"], bce + terms["bce"], dice + terms["dice"]
+        ada = zero
+        for layer in outputs["aux_outputs"]:
+            ada = ada + adaptive_inter_frame_loss(layer["pred_masks"])
+        losses = {
+            "ce": self.class_weight * ce,
+            "bce": self.mask_weight * bce,
+            "dice": self.dice_weight * dice,
+            "ada": self.lambda_ada * ada,
+        }
+        losses["total"] = losses["ce"] + losses["bce"] + losses["dice"] + losses["ada"]
+        return losses
+
+    # -- inference -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, outputs: dict, size: tuple[int, int]) -> torch.Tensor:
+        """Binary: foreground probability [B,T,H,W]; semantic: class scores [B,T,K,H,W]."""
+        return predict_from_outputs(outputs["pred_logits"], outputs["pred_masks"], tuple(size), self.task)
+
+    # -- optimiser -------------------------------------------------------------------------------
+
+    def backbone_parameter_names(self) -> set[str]:
+        return {f"siam_encoder.{name}" for name, _ in self.siam_encoder.named_parameters()
+                if name.startswith(("image_backbone.", "maskige_backbone."))}
+
+    def parameter_groups(self, lr: float = 1e-4, weight_decay: float = 0.05,
+                         backbone_lr_mult: float = 0.1) -> list[dict]:
+        """AdamW parameter groups: backbones at lr * backbone_lr_mult; no weight decay on norms,
+        biases, 1-D parameters (layer scales), embeddings and learnable queries / positional
+        embeddings; frozen parameters (VGGish) are left out."""
+        return split_parameter_groups(self, self.backbone_parameter_names(), lr, weight_decay, backbone_lr_mult)
+
+
+_NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Embedding)
+_NO_DECAY_NAME_PARTS = ("pos_embed", "level_embed", "query_feat", "query_embed")
+
+
+def split_parameter_groups(model: nn.Module, backbone_names: set[str], lr: float, weight_decay: float,
+                           backbone_lr_mult: float) -> list[dict]:
+    """Group trainable parameters into (backbone | rest) x (decay | no decay) AdamW groups."""
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, _NORM_TYPES):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = id(param) in no_decay_ids or param.ndim <= 1 or any(p in name for p in _NO_DECAY_NAME_PARTS)
+        groups.setdefault((name in backbone_names, no_decay), []).append(param)
+    result = []
+    for (is_backbone, no_decay), params in sorted(groups.items()):
+        result.append({
+            "params": params,
+            "lr": lr * (backbone_lr_mult if is_backbone else 1.0),
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "name": f"{'backbone' if is_backbone else 'head'}_{'no_decay' if no_decay else 'decay'}",
+        })
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Builder and registered configs
+# ----------------------------------------------------------------------------------------------
+
+
+def build_combo(
+    backbone: str = "resnet50",
+    backbone_weights: str | None = None,
+    backbone_kwargs: dict | None = None,
+    shared_backbone: bool = False,
+    num_classes: int = 2,
+    audio_dim: int = 128,
+    audio_encoder: str = "precomputed",
+    vggish_weights: str | None = None,
+    hidden_dim: int = 256,
+    pixel_decoder_layers: int = 6,
+    pixel_decoder_heads: int = 8,
+    pixel_decoder_ffn: int = 1024,
+    pixel_decoder_points: int = 4,
+    decoder_layers: int = 9,
+    num_queries: int = 100,
+    decoder_heads: int = 8,
+    decoder_ffn: int = 2048,
+    fusion_reduction: int = 16,
+    bfm_heads: int = 8,
+    bfm_layer_scale: float = 1e-4,
+    audio_mlp_hidden: Sequence[int] = (4096, 4096),
+    class_weight: float = 2.0,
+    mask_weight: float = 5.0,
+    dice_weight: float = 5.0,
+    no_object_weight: float = 0.1,
+    num_points: int = 12544,
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+    lambda_ada: float | None = None,
+) -> COMBO:
+    """Assemble a COMBO model. Defaults are the paper's ResNet-50 config (Sec. 4.2).
+
+    ``num_classes``: 2 for binary datasets (S4/MS3: background, foreground), 71 for AVSS.
+    ``audio_encoder``: "precomputed" (batch["audio"] [B,T,audio_dim]) or "vggish" (frozen VGGish on
+    batch["logmel"]; ``vggish_weights`` = path of ``vggish-10086976.pth``; audio_dim is then 128).
+    ``lambda_ada``: defaults to 10 for binary and 5 for semantic datasets (paper Sec. 4.2).
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background + objects), got {num_classes}")
+    backbone_kwargs = dict(backbone_kwargs or {})
+    image_backbone = build_backbone(backbone, pretrained=backbone_weights, **backbone_kwargs)
+    maskige_backbone = None
+    if not shared_backbone:  # same ImageNet init, separate weights (COMBO default)
+        maskige_backbone = build_backbone(backbone, pretrained=backbone_weights, **backbone_kwargs)
+    siam = SiamEncoder(image_backbone, maskige_backbone, fusion_reduction)
+
+    encoder: nn.Module | None = None
+    if audio_encoder == "vggish":
+        if audio_dim != VGGISH_EMBEDDING_DIM:
+            raise ValueError(f"audio_encoder='vggish' gives {VGGISH_EMBEDDING_DIM}-d audio, got audio_dim={audio_dim}")
+        if vggish_weights is None:
+            warnings.warn("COMBO: VGGish built without weights (vggish_weights=None); its audio features are random",
+                          stacklevel=2)
+        encoder = load_vggish(vggish_weights)
+    elif audio_encoder != "precomputed":
+        raise ValueError(f"audio_encoder must be 'precomputed' or 'vggish', got {audio_encoder!r}")
+
+    pixel_decoder = MSDeformAttnPixelDecoder(siam.out_channels, hidden_dim=hidden_dim, num_layers=pixel_decoder_layers,
+                                             num_heads=pixel_decoder_heads, num_points=pixel_decoder_points,
+                                             ffn_dim=pixel_decoder_ffn)
+    fusion = BilateralFusion(visual_dim=hidden_dim, audio_dim=audio_dim, embed_dim=hidden_dim, num_heads=bfm_heads,
+                             layer_scale_init=bfm_layer_scale)
+    audio_mlp = MLP(audio_dim, tuple(audio_mlp_hidden), hidden_dim)
+    decoder = MaskedAttentionDecoder(num_classes, hidden_dim=hidden_dim, num_queries=num_queries,
+                                     num_heads=decoder_heads, ffn_dim=decoder_ffn, num_layers=decoder_layers)
+    matcher = HungarianMatcher(class_weight, mask_weight, dice_weight, num_points=num_points)
+    criterion = SetCriterion(num_classes, matcher, no_object_weight, num_points, oversample_ratio,
+                             importance_sample_ratio)
+    if lambda_ada is None:
+        lambda_ada = 10.0 if num_classes == 2 else 5.0
+    return COMBO(siam, pixel_decoder, fusion, audio_mlp, decoder, criterion, num_classes, encoder,
+                 class_weight, mask_weight, dice_weight, lambda_ada)
+
+
+@register_model("combo_r50")
+def combo_r50(**overrides) -> COMBO:
+    """Paper config: ResNet-50 siam encoder (separate weights), 6-layer MSDeformAttn pixel decoder,
+    9-layer decoder with 100 queries, in-model frozen VGGish (158.9 M parameters, Table 4)."""
+    config = dict(backbone="resnet50", audio_encoder="vggish")
+    config.update(overrides)
+    return build_combo(**config)
+
+
+@register_model("combo_pvt_b5")
+def combo_pvt_b5(**overrides) -> COMBO:
+    """Paper config with the PVT-v2-B5 siam encoder."""
+    config = dict(backbone="pvt_v2_b5", audio_encoder="vggish")
+    config.update(overrides)
+    return build_combo(**config)
+
+
+@register_model("combo_mnv2")
+def combo_mnv2(**overrides) -> COMBO:
+    """Demo config that trains on 2 CPU cores: ImageNet MobileNetV2 siam encoder (offline weights),
+    hidden 64, 2 pixel-decoder layers, 3 decoder layers (one round over 3 scales), 16 queries,
+    precomputed audio embeddings, audio MLP audio_dim -> 256 -> 64. Use 112x112 or 224x224 clips."""
+    config = dict(backbone="mobilenet_v2", backbone_weights="imagenet", hidden_dim=64, pixel_decoder_layers=2,
+                  pixel_decoder_heads=4, pixel_decoder_ffn=256, decoder_layers=3, num_queries=16, decoder_heads=4,
+                  decoder_ffn=256, bfm_heads=4, audio_mlp_hidden=(256,), num_points=3136)
+    config.update(overrides)
+    return build_combo(**config)
+
+
+@register_model("combo_tiny")
+def combo_tiny(**overrides) -> COMBO:
+    """Test config: small ResNet-18 (8..32 channels), hidden 32, 1 pixel-decoder layer, 3 decoder
+    layers, 8 queries, 16-d precomputed audio, 256 sampled points. Inputs of 32x32 or more."""
+    config = dict(backbone="resnet18_small", hidden_dim=32, audio_dim=16, pixel_decoder_layers=1,
+                  pixel_decoder_heads=4, pixel_decoder_ffn=64, pixel_decoder_points=2, decoder_layers=3,
+                  num_queries=8, decoder_heads=4, decoder_ffn=64, bfm_heads=4, audio_mlp_hidden=(32,),
+                  num_points=256)
+    config.update(overrides)
+    return build_combo(**config)
+
+
+__all__ = ["COMBO", "BilateralFusion", "ChannelWeightedFusion", "SiamEncoder", "build_combo",
+           "split_parameter_groups"]

@@ -1,0 +1,398 @@
+"""TransAVS (Ling et al., "TransAVS: End-to-end audio-visual segmentation with transformer", 2023).
+
+Equation numbers refer to that paper (Sec. 2). Data flow for a clip of T frames::
+
+    audio  [B,T,D] --Linear(D,d)--> F_a [B,T,d] --W_1 (eq. 1)--> A_q^0 [B,N,d]
+           --N_1 self-attention layers (eq. 2-3)--> A_q [B,N,d] --h--> h(A_q) (AQDL, eq. 10)
+    frames [B,T,3,H,W] --backbone--> res2..res5 --pixel decoder--> f_v^1, f_v^2, f_v^3
+           (1/32, 1/16, 1/8) and W_2 f_v^4 (1/4, before upsampling; see choice 2)
+    A_q (per frame) --N_2 cross-attention layers over f_v^1..3 round robin (eq. 4-6)--> F_av
+    M = sigmoid(F_av W_2 f_v^4) (eq. 7),  P = softmax(g(F_av)) (eq. 8)
+
+The losses (eq. 9-13, 18) live in train/losses/transavs_losses.py; inference (eq. 14-15) is
+``TransAVS.predict``.
+
+Interpretation choices (the paper leaves these open; each is listed with its reason)
+-----------------------------------------------------------------------------------
+1. Scales. The paper writes f_v^i with stride 2^(4-i) (1/8, 1/4, 1/2) and f_v^4 at full
+   resolution. No standard backbone has a stride-2 feature, and the rest of the design (three
+   scales visited round robin, a 1x1 conv W_2 on the finest map) is Mask2Former's. So
+   f_v^1, f_v^2, f_v^3 are the multi-scale outputs of the MSDeformAttn pixel decoder at
+   1/32, 1/16, 1/8 (coarse to fine, the paper's order of increasing resolution), and the
+   finest decoder map (f_v^3 upsampled to 1/4 and fused with res2, Mask2Former's FPN step) is
+   f_v^4 before its final upsampling to H x W.
+2. W_2 is the pixel decoder's final 1x1 convolution (``mask_features``, with mask_dim = d).
+   W_2 f_v^4 is computed at 1/4 resolution; the masks of eq. 7 at H_v x W_v are the bilinear
+   upsampling of the 1/4-resolution logits. This is exact, not an approximation: bilinear
+   interpolation is linear with weights summing to 1, so it commutes with the per-pixel affine
+   map W_2 (bias included) and with the dot product with F_av. ``pred_masks`` therefore holds
+   the 1/4-resolution logits and full-resolution masks are made on demand (dice loss,
+   matching, ``predict``), which saves 16x memory for N = 300 queries.
+3. Clip-level queries, per-frame decoding. Eq. 1 (W_1 in R^{N x T}) mixes the T seconds of
+   audio into one set of N queries per clip; every frame of the clip is decoded (eq. 4-8) with
+   these queries against its own features ("taking one frame v_i as input"). Supervision and
+   inference are per frame. W_1 has ``max_frames`` columns (10 by default); a clip with
+   T < max_frames has its audio zero-padded to max_frames seconds, which equals using the first
+   T columns of W_1 (one model for AVSS with 5- and 10-second clips). The audio embeddings (D = 128 VGGish or 1024 YAMNet) are
+   first projected to the model width d by a linear layer (in the paper D = d = 128).
+4. Layers follow eq. 2-3 and 6 literally: softmax(Q K^T / sqrt(d)) V plus the residual, with
+   bias-free W_Q, W_K, W_V, no output projection, no LayerNorm, no FFN and no positional
+   encoding (the pixel decoder's features already carry position). ``num_heads`` > 1 splits d
+   into heads (scale sqrt(d / heads)); the paper configs use 1 head, as eq. 2 is written.
+5. Round robin (eq. 4): layer l = 1..N_2 attends to f_v^i with i = (l mod 3) + 1, i.e. the
+   order f_v^2, f_v^3, f_v^1, f_v^2, ... exactly as written (Mask2Former starts at the
+   coarsest scale instead). F_av^1 = A_q (eq. 5); the fused feature F_av is the output of the
+   N_2-th layer (the paper's "F_av^{N_2}" is off by one with l starting at 1).
+6. N_1 and N_2 are not given in the paper: the paper configs use N_1 = 6 (a standard
+   Transformer encoder [28]) and N_2 = 9 (three rounds over the three scales, as Mask2Former).
+7. Classes. K counts "not a sounding object" (class 0: background, silent object, or no
+   object, the target of unmatched queries) plus the sounding classes: K = 2 for the binary
+   datasets (paper), K = 71 for AVSS (class ids as in the ground truth, 0 = background).
+   g is a linear layer with a bias initialised to the focal-loss prior of [29] (Sec. 4.1,
+   pi = 0.01 for the sounding classes together), so that the confident sets S_1, S_2 start
+   (nearly) empty instead of holding half of the 300 queries. h is bias-free (R^{d x d}).
+8. Inference (eq. 14-15): c_i = argmax_c p_i(c) over all K classes; queries with c_i = 0 are
+   "not sounding" and claim no pixel (as Mask2Former's panoptic inference, which eq. 14 is,
+   drops no-object queries). For each sounding class c the map
+   S_c(x, y) = max over queries with c_i = c of p_i(c_i) m_i(x, y) is returned, and background
+   is 1 - max_c S_c. The argmax over classes is then the eq.-14 winner's class when its score
+   p_i(c_i) m_i(x, y) exceeds 0.5 and background otherwise: "only when both the class
+   probability and the mask probability are high enough will a pixel be assigned to z_i".
+   The binary head returns S_1, so thresholding at 0.5 gives the same decision.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from train.losses.transavs_losses import TransAVSCriterion, TransAVSLossConfig
+from train.models.backbones import build_backbone
+from train.models.inference import upsample_mask_logits
+from train.models.pixel_decoder import MSDeformAttnPixelDecoder
+from train.models.registry import register_model
+
+TASKS = ("binary", "semantic")
+
+
+class ResidualAttention(nn.Module):
+    """One attention layer of eq. 3 (self-attention) or eq. 6 (cross-attention).
+
+        X^{n+1} = softmax((X W_Q)(C W_K)^T / sqrt(d)) (C W_V) + X      (eq. 2, 3, 6)
+
+    with C = X for self-attention. W_Q, W_K, W_V are bias-free (matrices in R^{d x d}).
+
+    forward(x [B,N,d], context [B,S,d_c] or None) -> [B,N,d].
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None, num_heads: int = 1) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"ResidualAttention: dim {dim} must be divisible by num_heads {num_heads}")
+        context_dim = dim if context_dim is None else context_dim
+        self.num_heads = num_heads
+        self.w_q = nn.Linear(dim, dim, bias=False)
+        self.w_k = nn.Linear(context_dim, dim, bias=False)
+        self.w_v = nn.Linear(context_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, n, d = x.shape
+        heads = self.num_heads
+        q = self.w_q(x).view(b, n, heads, d // heads).transpose(1, 2)
+        k = self.w_k(context).view(b, context.shape[1], heads, d // heads).transpose(1, 2)
+        v = self.w_v(context).view(b, context.shape[1], heads, d // heads).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(d/heads)
+        return attended.transpose(1, 2).reshape(b, n, d) + x
+
+
+class AudioQueryGenerator(nn.Module):
+    """Eq. 1-3: audio queries from the per-second audio embeddings of a clip.
+
+        F_a = audio Wa^T + ba                    [B,T,d]   (projection D -> d, choice 3)
+        A_q^0 = W_1 F_a,  W_1 in R^{N x T}       [B,N,d]   (eq. 1)
+        A_q^{n+1} = Atten(A_q^n W_Q^n, A_q^n W_K^n, A_q^n W_V^n) + A_q^n,  n < N_1   (eq. 2-3)
+
+    forward(audio [B,T,D]) -> A_q = A_q^{N_1} [B,N,d].
+    """
+
+    def __init__(self, audio_dim: int, dim: int, num_queries: int, max_frames: int, num_layers: int,
+                 num_heads: int = 1) -> None:
+        super().__init__()
+        self.audio_dim, self.max_frames = audio_dim, max_frames
+        self.audio_proj = nn.Linear(audio_dim, dim)
+        self.query_weight = nn.Parameter(torch.empty(num_queries, max_frames))  # W_1
+        bound = 1.0 / math.sqrt(max_frames)
+        nn.init.uniform_(self.query_weight, -bound, bound)
+        self.layers = nn.ModuleList(ResidualAttention(dim, num_heads=num_heads) for _ in range(num_layers))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() != 3 or audio.shape[-1] != self.audio_dim:
+            raise ValueError(f"TransAVS: batch['audio'] must be float [B,T,{self.audio_dim}] audio embeddings, "
+                             f"got shape {tuple(audio.shape)} (set audio_dim=128 for VGGish, 1024 for YAMNet)")
+        t = audio.shape[1]
+        if t > self.max_frames:
+            raise ValueError(f"TransAVS: clip has T={t} audio frames but the model was built with "
+                             f"max_frames={self.max_frames}")
+        features = self.audio_proj(audio)  # F_a [B,T,d]
+        # zero-padding to max_frames seconds (= using W_1[:, :T]) keeps every column of W_1 in the
+        # graph, so distributed training sees no unused parameter when T < max_frames
+        features = F.pad(features, (0, 0, 0, self.max_frames - t))
+        queries = torch.einsum("nt,btd->bnd", self.query_weight.to(features.dtype), features)  # eq. 1
+        for layer in self.layers:  # eq. 3
+            queries = layer(queries)
+        return queries
+
+
+class AudioVisualDecoder(nn.Module):
+    """Eq. 4-6: N_2 cross-attention layers from the audio queries to the image features.
+
+        i = (l mod 3) + 1                                                          (eq. 4)
+        F_av^1 = A_q                                                               (eq. 5)
+        F_av^{l+1} = Atten(F_av^l W_Q^l, f_v^i W_K^l, f_v^i W_V^l) + F_av^l        (eq. 6)
+
+    forward(queries [F,N,d], features: list of 3 maps f_v^1..f_v^3 [F,C_v,h_i,w_i]) -> F_av [F,N,d].
+    """
+
+    def __init__(self, dim: int, feature_dim: int, num_layers: int, num_heads: int = 1, num_scales: int = 3) -> None:
+        super().__init__()
+        self.num_scales = num_scales
+        self.layers = nn.ModuleList(ResidualAttention(dim, feature_dim, num_heads) for _ in range(num_layers))
+
+    def scale_of_layer(self, layer: int) -> int:
+        """0-based index into [f_v^1, f_v^2, f_v^3] for 1-based layer l (eq. 4: i = (l mod 3) + 1)."""
+        return layer % self.num_scales
+
+    def forward(self, queries: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        if len(features) != self.num_scales:
+            raise ValueError(f"AudioVisualDecoder: expected {self.num_scales} feature maps, got {len(features)}")
+        tokens = [f.flatten(2).transpose(1, 2) for f in features]  # [F, h_i*w_i, C_v]
+        fused = queries  # eq. 5
+        for l, layer in enumerate(self.layers, start=1):
+            fused = layer(fused, tokens[self.scale_of_layer(l)])  # eq. 6
+        return fused
+
+
+class TransAVS(nn.Module):
+    """TransAVS with the common model interface of train/models/registry.py.
+
+    Args:
+        backbone: image backbone (``out_channels`` for res2..res5, forward -> dict of 4 maps).
+        pixel_decoder: multi-scale decoder -> (W_2 f_v^4 [F,d,H/4,W/4], [f_v^1, f_v^2, f_v^3]).
+        audio_queries: ``AudioQueryGenerator`` (eq. 1-3).
+        decoder: ``AudioVisualDecoder`` (eq. 4-6).
+        num_classes: K (2 for binary, 71 for AVSS; class 0 = not a sounding object).
+        task: "binary" or "semantic".
+        loss_config: eq. 9-13, 18 hyper-parameters.
+        class_prior: initial probability of the sounding classes together (choice 7).
+
+    forward(batch) -> outputs dict:
+        "pred_logits":       [B,T,N,K] class logits g(F_av) (eq. 8 before softmax)
+        "pred_masks":        [B,T,N,H/4,W/4] mask logits F_av W_2 f_v^4 (eq. 7 before sigmoid and
+                              before the exact bilinear upsampling to H x W, choice 2)
+        "audio_queries":     [B,N,d] A_q (the q_i of Z)
+        "projected_queries": [B,N,d] h(A_q) (eq. 10)
+    """
+
+    def __init__(self, backbone: nn.Module, pixel_decoder: nn.Module, audio_queries: AudioQueryGenerator,
+                 decoder: AudioVisualDecoder, num_classes: int, task: str = "binary",
+                 loss_config: TransAVSLossConfig | None = None, class_prior: float = 0.01) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"TransAVS: task must be one of {TASKS}, got {task!r}")
+        if task == "binary" and num_classes != 2:
+            raise ValueError(f"TransAVS: the binary task has K = 2 classes (paper eq. 8), got num_classes={num_classes}")
+        if num_classes < 2:
+            raise ValueError(f"TransAVS: num_classes must be >= 2, got {num_classes}")
+        self.task, self.num_classes = task, num_classes
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.audio_queries = audio_queries
+        self.decoder = decoder
+        dim = audio_queries.audio_proj.out_features
+        self.classifier = nn.Linear(dim, num_classes)  # g (eq. 8)
+        self.projection_head = nn.Linear(dim, dim, bias=False)  # h (eq. 10)
+        nn.init.zeros_(self.classifier.bias)
+        with torch.no_grad():  # [29] Sec. 4.1 prior: P(sounding) = class_prior at initialisation
+            self.classifier.bias[1:] = math.log(class_prior / ((1 - class_prior) * (num_classes - 1)))
+        self.criterion = TransAVSCriterion(num_classes, loss_config)
+
+    # ------------------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for key in ("frames", "audio"):
+            if key not in batch:
+                raise KeyError(f"TransAVS: batch has no {key!r} (keys: {sorted(batch)}); expected "
+                               f"frames float [B,T,3,H,W] and audio float [B,T,D] embeddings")
+        frames, audio = batch["frames"], batch["audio"]
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise ValueError(f"TransAVS: batch['frames'] must be [B,T,3,H,W], got {tuple(frames.shape)}")
+        b, t = frames.shape[:2]
+        if audio.shape[:2] != (b, t):
+            raise ValueError(f"TransAVS: batch['audio'] {tuple(audio.shape)} does not match frames [B,T] = {(b, t)}")
+
+        features = self.backbone(frames.flatten(0, 1))
+        mask_features, multi_scale = self.pixel_decoder(features)  # W_2 f_v^4; [f_v^1, f_v^2, f_v^3]
+        audio_queries = self.audio_queries(audio)  # A_q [B,N,d]
+        per_frame = audio_queries.repeat_interleave(t, dim=0)  # [B*T,N,d], choice 3
+        fused = self.decoder(per_frame, multi_scale)  # F_av [B*T,N,d]
+        class_logits = self.classifier(fused)  # eq. 8
+        mask_logits = torch.einsum("fnd,fdhw->fnhw", fused, mask_features)  # eq. 7
+        n = fused.shape[1]
+        return {
+            "pred_logits": class_logits.view(b, t, n, -1),
+            "pred_masks": mask_logits.view(b, t, n, *mask_logits.shape[-2:]),
+            "audio_queries": audio_queries,
+            "projected_queries": self.projection_head(audio_queries),
+        }
+
+    def compute_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                       step: int = 0) -> dict[str, torch.Tensor]:
+        """Eq. 13 with the eq.-18 thresholds at training iteration ``step``; see ``TransAVSCriterion``."""
+        return self.criterion(outputs, batch, step=step)
+
+    @torch.no_grad()
+    def predict(self, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Eq. 14-15 (choice 8) at output size (H, W).
+
+        Returns:
+            binary: float [B,T,H,W] foreground probability; semantic: float [B,T,C,H,W].
+        """
+        logits, mask_logits = outputs["pred_logits"], outputs["pred_masks"]
+        b, t, n, k = logits.shape
+        probs = logits.float().softmax(-1)
+        score, label = probs.max(-1)  # p_i(c_i), c_i (eq. 15)
+        score = score * (label > 0)  # "not sounding" queries claim no pixel
+        out = mask_logits.new_zeros(b * t, k, *size, dtype=torch.float32)
+        for frame in range(b * t):  # one frame at a time bounds memory to N x H x W
+            masks = upsample_mask_logits(mask_logits.flatten(0, 1)[frame].float(), size).sigmoid()  # m_i, eq. 7
+            weighted = score.flatten(0, 1)[frame][:, None, None] * masks  # p_i(c_i) m_i(x,y), eq. 14
+            index = label.flatten(0, 1)[frame][:, None, None].expand_as(weighted)
+            out[frame].scatter_reduce_(0, index, weighted, reduce="amax", include_self=True)
+            out[frame, 0] = 1.0 - out[frame, 1:].amax(0)
+        out = out.view(b, t, k, *size)
+        return out[:, :, 1] if self.task == "binary" else out
+
+    def parameter_groups(self, lr: float = 1e-4, weight_decay: float = 0.05,
+                         backbone_lr_mult: float = 0.1) -> list[dict]:
+        """AdamW parameter groups: backbone at ``lr * backbone_lr_mult``; no weight decay on norms,
+        biases, embeddings and queries (W_1); frozen parameters left out."""
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = (id(param) in backbone_ids, _no_weight_decay(name, param))
+            groups.setdefault(key, []).append(param)
+        result = []
+        for (in_backbone, no_decay), params in sorted(groups.items()):
+            result.append({
+                "params": params,
+                "lr": lr * (backbone_lr_mult if in_backbone else 1.0),
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "name": f"{'backbone' if in_backbone else 'head'}_{'no_decay' if no_decay else 'decay'}",
+            })
+        return result
+
+
+_NO_DECAY_NAME_PARTS: tuple[str, ...] = ("norm", "embed", "query_weight")
+
+
+def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and norm weights (1-d), embeddings and the query matrix W_1 take no weight decay."""
+    return param.ndim <= 1 or any(part in name for part in _NO_DECAY_NAME_PARTS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Builder and registered configs
+# ----------------------------------------------------------------------------------------------
+
+
+def build_transavs(
+    task: str = "binary",
+    num_classes: int | None = None,
+    backbone: str = "resnet50",
+    pretrained: str | None = None,
+    backbone_kwargs: dict | None = None,
+    hidden_dim: int = 256,
+    pixel_decoder_layers: int = 6,
+    pixel_decoder_heads: int = 8,
+    pixel_decoder_points: int = 4,
+    pixel_decoder_ffn: int = 1024,
+    num_queries: int = 300,
+    encoder_layers: int = 6,
+    decoder_layers: int = 9,
+    num_heads: int = 1,
+    audio_dim: int = 128,
+    max_frames: int = 10,
+    class_prior: float = 0.01,
+    loss: dict | None = None,
+) -> TransAVS:
+    """Build TransAVS from plain config values.
+
+    ``hidden_dim`` is both C_v (pixel decoder width) and d (query width; W_2 maps to it).
+    ``num_classes`` defaults to 2 (binary) or 71 (semantic). ``loss`` overrides fields of
+    ``TransAVSLossConfig`` (e.g. ``{"d0": 0.5}``).
+    """
+    if task not in TASKS:
+        raise ValueError(f"build_transavs: task must be one of {TASKS}, got {task!r}")
+    if num_classes is None:
+        num_classes = 2 if task == "binary" else 71
+    image_backbone = build_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
+    pixel_decoder = MSDeformAttnPixelDecoder(
+        image_backbone.out_channels, hidden_dim=hidden_dim, num_layers=pixel_decoder_layers, mask_dim=hidden_dim,
+        num_heads=pixel_decoder_heads, num_points=pixel_decoder_points, ffn_dim=pixel_decoder_ffn)
+    audio_queries = AudioQueryGenerator(audio_dim, hidden_dim, num_queries, max_frames, encoder_layers, num_heads)
+    decoder = AudioVisualDecoder(hidden_dim, hidden_dim, decoder_layers, num_heads)
+    return TransAVS(image_backbone, pixel_decoder, audio_queries, decoder, num_classes=num_classes, task=task,
+                    loss_config=TransAVSLossConfig(**(loss or {})), class_prior=class_prior)
+
+
+def _with_defaults(defaults: dict, overrides: dict) -> TransAVS:
+    unknown = set(overrides) - set(inspect.signature(build_transavs).parameters)
+    if unknown:
+        raise TypeError(f"TransAVS config: unknown keys {sorted(unknown)}")
+    return build_transavs(**{**defaults, **overrides})
+
+
+@register_model("transavs_r50")
+def transavs_r50(**overrides) -> TransAVS:
+    """Paper config: ResNet-50 (pass ``pretrained=<torchvision file>``), d = 256, N = 300."""
+    return _with_defaults({"backbone": "resnet50"}, overrides)
+
+
+@register_model("transavs_pvt_b5")
+def transavs_pvt_b5(**overrides) -> TransAVS:
+    """Paper settings with a PVT-v2-b5 backbone (pass ``pretrained=<official release file>``)."""
+    return _with_defaults({"backbone": "pvt_v2_b5"}, overrides)
+
+
+@register_model("transavs_mnv2")
+def transavs_mnv2(**overrides) -> TransAVS:
+    """CPU demo: ImageNet MobileNetV2 (offline weights), d = 64, N = 32 queries, N_1 = 2, N_2 = 3."""
+    return _with_defaults({
+        "backbone": "mobilenet_v2", "pretrained": "imagenet", "hidden_dim": 64, "pixel_decoder_layers": 2,
+        "pixel_decoder_heads": 4, "pixel_decoder_points": 4, "pixel_decoder_ffn": 128, "num_queries": 32,
+        "encoder_layers": 2, "decoder_layers": 3,
+    }, overrides)
+
+
+@register_model("transavs_tiny")
+def transavs_tiny(**overrides) -> TransAVS:
+    """Test config: small ResNet-18, d = 16, N = 8 queries, N_1 = 1, N_2 = 3; random weights."""
+    return _with_defaults({
+        "backbone": "resnet18_small", "hidden_dim": 16, "pixel_decoder_layers": 1, "pixel_decoder_heads": 2,
+        "pixel_decoder_points": 2, "pixel_decoder_ffn": 32, "num_queries": 8, "encoder_layers": 1,
+        "decoder_layers": 3, "max_frames": 5,
+    }, overrides)
+
+
+__all__ = [
+    "AudioQueryGenerator",
+    "AudioVisualDecoder",
+    "ResidualAttention",
+    "TransAVS",
+    "build_transavs",
+]
