@@ -189,8 +189,10 @@ def extract_clip(path: str | Path, num_seconds: int, size: tuple[int, int] = (22
     wanted = avsbench_frame_indices(num_seconds, info.fps)
     terms = [f"eq(n,{i})" for i in wanted]
     estimated = int(info.duration * rfps) if info.duration else None
-    if estimated is None or wanted[-1] >= estimated - rfps:
-        # The clip may end before the last wanted index: keep the tail too so we can clamp.
+    # Only when the header says the clip may end before the last wanted index do we also keep the
+    # tail (to clamp to the true last frame); otherwise ffmpeg stops after the last wanted frame.
+    needs_tail = estimated is None or wanted[-1] >= estimated - 1
+    if needs_tail:
         tail_start = max(0, min(wanted[-1], estimated if estimated is not None else wanted[-1]) - 2 * rfps)
         terms.append(f"gte(n,{tail_start})")
     select_expr = "+".join(terms)
@@ -198,10 +200,11 @@ def extract_clip(path: str | Path, num_seconds: int, size: tuple[int, int] = (22
         raw_video = Path(tmp) / "frames.rgb"
         raw_audio = Path(tmp) / "audio.s16"
         source = ffmpeg.input(str(path))
-        video = (source.video.filter("setpts", "N").filter("select", select_expr).filter("showinfo")
-                 .filter("scale", width, height, flags=resize_filter))
+        video = (source.video.filter("setpts", "N").filter("select", select_expr)
+                 .filter("scale", width, height, flags=resize_filter).filter("showinfo"))
+        video_kwargs = {} if needs_tail else {"frames:v": len(wanted)}  # stop decoding once all are out
         outputs = [ffmpeg.output(video, str(raw_video), format="rawvideo", pix_fmt="rgb24",
-                                 fps_mode="passthrough")]
+                                 fps_mode="passthrough", **video_kwargs)]
         if info.has_audio:
             audio = source.audio.filter("apad", whole_len=num_seconds * AUDIO_RATE)
             outputs.append(ffmpeg.output(audio, str(raw_audio), format="s16le", acodec="pcm_s16le",

@@ -11,7 +11,6 @@ from pipeline.params import ParamsError, from_section, section
 from pipeline.shards import failures_file, shard_file
 from stages.common import StageContext, add_common, add_dask, finish
 
-HELP = "compute log-mel [T,96,64] and audio embeddings [T,D] of one extraction shard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

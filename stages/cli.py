@@ -12,63 +12,46 @@ import importlib
 import os
 import sys
 
-# name -> module; modules are imported only when their command runs, so `avs --help` stays fast.
+# name -> (module, one-line help). Modules are imported only when their command runs, so
+# `avs --help` stays fast (several stages import torch).
 COMMANDS = {
-    "demo-data": "stages.demo_data",
-    "manifest": "stages.manifest",
-    "extract": "stages.extract",
-    "audio": "stages.audio",
-    "proposals": "stages.proposals",
-    "train": "stages.train",
-    "evaluate": "stages.evaluate",
-    "predict": "stages.predict",
+    "demo-data": ("stages.demo_data", "generate the synthetic demo dataset (mp4 + ground truth in AVSBench layouts)"),
+    "manifest": ("stages.manifest", "build the manifest CSV of a dataset and its per-shard slices"),
+    "extract": ("stages.extract", "extract the T kept frames and 16 kHz mono audio of one shard into HDF5"),
+    "audio": ("stages.audio", "compute log-mel [T,96,64] and audio embeddings [T,D] of one extraction shard"),
+    "proposals": ("stages.proposals", "class-agnostic SAM-family masks of one shard, encoded as maskiges"),
+    "train": ("stages.train", "train COMBO / TransAVS on cached shards (torchrun-ready; --resume continues exactly)"),
+    "evaluate": ("stages.evaluate", "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check"),
+    "predict": ("stages.predict", "segment the sounding objects of any video: overlay mp4 + per-second mask PNGs"),
 }
 
 
-def _available() -> dict[str, object]:
-    modules = {}
-    for name, module in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the stage exists but one of its imports is missing: report it
-                modules[name] = exc
-    return modules
-
-
-def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only ``command``'s module is imported (to add its arguments)."""
     parser = argparse.ArgumentParser(prog="avs", description="Audio-visual segmentation pipeline (see README.md).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in modules.items():
-        if isinstance(module, Exception):
-            sub.add_parser(name, help=f"(unavailable: {module})")
-            continue
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    wanted = argv[0] if argv and not argv[0].startswith("-") else None
-    if wanted in COMMANDS:
-        try:
-            modules = {wanted: importlib.import_module(COMMANDS[wanted])}
-        except ModuleNotFoundError as exc:
-            print(f"avs {wanted}: error: this command is not available ({exc})", file=sys.stderr)
-            return 2
-    else:
-        modules = _available()
-    parser = build_parser(modules)
+    wanted = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        parser = build_parser(wanted)
+    except ModuleNotFoundError as exc:
+        print(f"avs {wanted}: error: this command is not available ({exc})", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    module = getattr(args, "_module", None)
-    if module is None:
-        print(f"avs {args.command}: error: not available in this installation", file=sys.stderr)
-        return 2
+    module = args._module
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ from pipeline.parallel import available_cores
 from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
 
-HELP = "generate the synthetic demo dataset (mp4 + ground truth in AVSBench layouts)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,6 @@ from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
 from train.evaluate import EvalParams, evaluate
 
-HELP = "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,6 @@ from pipeline.params import ParamsError, load_dataclass
 from pipeline.shards import failures_file, shard_file
 from stages.common import StageContext, add_common, add_dask, finish
 
-HELP = "extract the T kept frames and 16 kHz mono audio of one shard into HDF5"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

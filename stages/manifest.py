@@ -9,7 +9,6 @@ from pipeline.manifest import SourceParams, build_manifest, write_manifest, writ
 from pipeline.params import ParamsError, from_section, section
 from stages.common import StageContext, add_common
 
-HELP = "build the manifest CSV of a dataset and its per-shard slices"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,6 @@ from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
 from train.loop import TrainParams, train
 
-HELP = "train COMBO / TransAVS on cached shards (torchrun-ready; --resume continues exactly)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
