@@ -49,6 +49,7 @@ class TrainParams:
     backbone_lr_mult: float = 0.1
     poly_power: float = 0.9
     grad_clip: float = 0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01)
+    freeze_backbone: bool = False  # keep ImageNet backbones fixed (fast CPU training); BN stays in eval mode
     augment: bool = True
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
@@ -138,6 +139,15 @@ def _accepts_step(model: nn.Module) -> bool:
     return "step" in inspect.signature(model.compute_losses).parameters
 
 
+def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
+    """Training mode, except frozen backbones, whose BatchNorm statistics must not drift."""
+    model.train()
+    if freeze_backbone:
+        for name, module in model.named_modules():
+            if name.endswith("backbone"):
+                module.eval()
+
+
 def poly_lambda(max_steps: int, power: float):
     return lambda step: max(0.0, 1.0 - step / max_steps) ** power
 
@@ -200,6 +210,10 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
     audio_dim = dataset[0]["audio" if cfg.audio_key == "embeddings" else "logmel"].shape[-1]
     model_config = model_config_for(cfg, audio_dim)
     model = build_model(cfg.model, **model_config).to(device)
+    if cfg.freeze_backbone:
+        for name, param in model.named_parameters():
+            if "backbone" in name:
+                param.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameter_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                          backbone_lr_mult=cfg.backbone_lr_mult))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.max_steps, cfg.poly_power))
@@ -242,7 +256,7 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
                disable=not (progress and info.is_main), dynamic_ncols=True)
     losses_seen: list[float] = []
     done_here = 0
-    model.train()
+    set_train_mode(model, cfg.freeze_backbone)
     start = time.perf_counter()
     while step < cfg.max_steps and (stop_after is None or done_here < stop_after):
         epoch, position = divmod(step, steps_per_epoch)
