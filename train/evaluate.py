@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.manifest import voc_palette
 from train.data import IMAGENET_MEAN, IMAGENET_STD, ClipDataset, ClipSource, collate_clips
 from train.loop import build_from_checkpoint, load_checkpoint
 from train.metrics import BinaryMetricAccumulator, SemanticMetricAccumulator
@@ -74,19 +75,10 @@ def _denormalise(frames: torch.Tensor) -> np.ndarray:
 
 
 def _colourise(labels: np.ndarray, binary: bool) -> np.ndarray:
-    """int [H,W] -> uint8 [H,W,3] (binary: white foreground; semantic: VOC palette)."""
+    """int [H,W] -> uint8 [H,W,3] (binary: white foreground; semantic: the AVSBench VOC palette)."""
     if binary:
         return np.repeat((labels > 0)[..., None] * np.uint8(255), 3, axis=-1).astype(np.uint8)
-    palette = np.zeros((256, 3), np.uint8)
-    for label in range(256):
-        c, r, g, b = label, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette[label] = (r, g, b)
-    return palette[labels.astype(np.uint8)]
+    return voc_palette(256)[labels.astype(np.uint8)]
 
 
 def write_overlay(path: Path, frames: np.ndarray, gt: np.ndarray, pred: np.ndarray, valid: np.ndarray,
