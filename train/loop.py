@@ -29,6 +29,7 @@ from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampl
 from train.models import build_model
 
 NUM_CLASSES = {"binary": 2, "semantic": 71}
+LOG_FLUSH_EVERY = 10  # steps between rewrites of the CSV log
 
 
 @dataclass
@@ -291,8 +292,8 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
             bar.set_postfix(loss=f"{values['total']:.3f}")
             if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
                 save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
-                if info.is_main:
-                    log.flush()
+            if info.is_main and (step % LOG_FLUSH_EVERY == 0 or step % cfg.checkpoint_every == 0):
+                log.flush()  # so `dvc plots` / `tail` show a run in progress
             if step >= cfg.max_steps or (stop_after is not None and done_here >= stop_after):
                 break
     bar.close()

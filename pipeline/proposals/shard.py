@@ -1,0 +1,108 @@
+"""One shard: extraction frames in, maskige shard (kind "proposals") out.
+
+Frames are read from the extraction shard (kind "extract", key "frames" uint8 [T,H,W,3]) on
+the worker, proposals run with a backend loaded once per worker process, finished videos are
+reused from the content-addressed cache, and the main process writes the output shard in
+manifest order. A video that fails (bad frames, model error) goes to the failures log.
+
+Output per video: ``maskige`` uint8 [T,H,W,3] (gzip, one chunk per frame), ``mask_counts``
+int32 [T] (masks per frame), ``dropped_masks`` int32 [T] (masks beyond the palette); file
+attributes carry the backend, checkpoint path and sha256, and every proposal setting.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.failures import FailureLog
+from pipeline.params import DaskParams, params_hash
+from pipeline.parallel import map_ordered
+from pipeline.proposals.backends import build_backend, import_semantic_sam, resolve_checkpoint
+from pipeline.proposals.config import ProposalParams
+from pipeline.proposals.models import ProposalModelError, file_sha256
+from pipeline.proposals.video import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
+from pipeline.shards import ShardReader, ShardWriter
+
+KIND = "proposals"
+FRAMES_KEY = "frames"
+
+
+def preflight(params: ProposalParams) -> tuple[str, str]:
+    """Fail fast, in the main process, with a clear message: (checkpoint path, its sha256)."""
+    if params.backend == "semantic_sam":
+        import_semantic_sam()
+    checkpoint = resolve_checkpoint(params)
+    if not Path(checkpoint).is_file():
+        raise ProposalModelError(
+            f"{checkpoint}: {params.backend} checkpoint not found (set proposals.checkpoint in params.yaml)"
+        )
+    return checkpoint, file_sha256(checkpoint)
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_backend(params_json: str):
+    """The backend of this worker process, built once per distinct params."""
+    import torch
+
+    params = ProposalParams(**json.loads(params_json))
+    torch.set_num_threads(params.threads_per_worker)
+    return build_backend(params.backend, params)
+
+
+def propose_one(video_id: str, *, extract_path: str, params_json: str) -> dict[str, Any]:
+    """Worker task: read one video's frames, propose (or reuse the cache), return arrays + attrs."""
+    with ShardReader(extract_path) as reader:
+        if not reader.has(video_id):
+            raise ValueError(f"{extract_path}: video {video_id!r} has no extracted frames")
+        frames = reader.read(video_id, FRAMES_KEY)
+    backend = _worker_backend(params_json)
+    params = ProposalParams(**json.loads(params_json))
+    cache = ProposalCache(params.cache_dir) if params.cache_dir else None
+    result, hit = cached_propose_video(frames, backend, params.model_settings(), cache)
+    return {
+        "arrays": {"maskige": result.maskige, "mask_counts": result.mask_counts, "dropped_masks": result.dropped},
+        "attrs": {"cache_hit": hit, "num_frames": int(frames.shape[0])},
+    }
+
+
+def propose_shard(extract_path: Path, out_path: Path, params: ProposalParams, dask_cfg: DaskParams,
+                  video_ids: list[str] | None = None, dataset: str = "",
+                  progress: bool = True) -> tuple[FailureLog, int]:
+    """Write the proposals shard for ``video_ids`` (default: every video of the extraction shard).
+
+    Returns (failures, number of videos served from the cache).
+    """
+    checkpoint, checkpoint_sha = preflight(params)
+    if params.cache_dir:  # workers may run elsewhere: ship an absolute path
+        params = replace(params, cache_dir=str(Path(params.cache_dir).resolve()))
+    if video_ids is None:
+        with ShardReader(extract_path) as reader:
+            video_ids = reader.video_ids()
+    settings = params.model_settings()
+    provenance = {
+        "dataset": dataset,
+        "backend": params.backend,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": checkpoint_sha,
+        "proposal_settings": settings,
+        "maskige_format": MASKIGE_FORMAT_VERSION,
+        "source_shard": str(extract_path),
+    }
+    shard_hash = params_hash({"settings": settings, "checkpoint_sha256": checkpoint_sha,
+                              "format": MASKIGE_FORMAT_VERSION})
+    work = functools.partial(propose_one, extract_path=str(extract_path),
+                             params_json=json.dumps(asdict(params), sort_keys=True))
+    failures = FailureLog(stage=KIND)
+    hits = 0
+    with ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=provenance) as writer:
+        for video_id, outcome in map_ordered(work, video_ids, dask_cfg=dask_cfg, desc=f"proposals {out_path.stem}",
+                                             progress=progress):
+            if not outcome.ok:
+                failures.add(video_id, outcome.error or "unknown error", source=str(extract_path))
+                continue
+            hits += int(outcome.value["attrs"]["cache_hit"])
+            writer.write_video(video_id, outcome.value["arrays"], outcome.value["attrs"])
+    return failures, hits

@@ -1,0 +1,122 @@
+"""Per-video proposals -> maskige, with a content-addressed cache of finished videos.
+
+A video's result depends only on (its frames, the backend, the checkpoint file, every proposal
+setting, the maskige encoding). The cache key hashes exactly those, so a rerun of a shard
+(e.g. after one video was added to the manifest) reuses every video already done and can never
+serve a result computed with other frames, weights or settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.proposals.backends import ProposalBackend
+from pipeline.proposals.maskige import encode_maskige
+
+# Bump when the encoding or the generator changes behaviour: old cache entries then miss.
+MASKIGE_FORMAT_VERSION = 1
+
+
+@dataclass
+class VideoProposals:
+    """maskige uint8 [T,H,W,3]; mask_counts int32 [T] (masks K per frame); dropped int32 [T]
+    (masks beyond the 149-label palette, see maskige.py)."""
+
+    maskige: np.ndarray
+    mask_counts: np.ndarray
+    dropped: np.ndarray
+
+
+def check_frames(frames: np.ndarray, where: str = "frames") -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"{where}: expected uint8 [T,H,W,3], got {frames.dtype} {list(frames.shape)}")
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise ValueError(f"{where}: empty frames array {list(frames.shape)}")
+    return frames
+
+
+def propose_video(frames: np.ndarray, backend: ProposalBackend) -> VideoProposals:
+    """Run the backend on every frame [T,H,W,3] and encode each frame's masks as a maskige."""
+    frames = check_frames(frames)
+    maskiges, counts, dropped = [], [], []
+    for frame in frames:
+        proposals = backend.propose(np.ascontiguousarray(frame))
+        maskige, n_dropped = encode_maskige(proposals.masks, size_hw=frame.shape[:2])
+        maskiges.append(maskige)
+        counts.append(proposals.masks.shape[0])
+        dropped.append(n_dropped)
+    return VideoProposals(np.stack(maskiges), np.array(counts, np.int32), np.array(dropped, np.int32))
+
+
+def video_content_hash(frames: np.ndarray) -> str:
+    """sha256 of the frames array bytes (with shape and dtype)."""
+    digest = hashlib.sha256(f"{frames.dtype}{list(frames.shape)}".encode())
+    digest.update(np.ascontiguousarray(frames).tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(content_hash: str, backend: str, checkpoint_sha256: str, settings: dict[str, Any]) -> str:
+    """Content address of one video's result: every input that can change it."""
+    payload = {
+        "format": MASKIGE_FORMAT_VERSION,
+        "frames": content_hash,
+        "backend": backend,
+        "checkpoint_sha256": checkpoint_sha256,
+        "settings": settings,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class ProposalCache:
+    """Folder of ``<key[:2]>/<key>.npz`` files, each written to a temporary name and renamed."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> VideoProposals | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as stored:
+                if str(stored["key"]) != key:
+                    return None
+                return VideoProposals(stored["maskige"], stored["mask_counts"], stored["dropped"])
+        except Exception:  # unreadable entry (truncated disk, foreign file): recompute and overwrite
+            return None
+
+    def put(self, key: str, result: VideoProposals) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npz")
+        try:
+            np.savez_compressed(tmp, key=np.array(key), maskige=result.maskige,
+                                mask_counts=result.mask_counts, dropped=result.dropped)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def cached_propose_video(frames: np.ndarray, backend: ProposalBackend, settings: dict[str, Any],
+                         cache: ProposalCache | None) -> tuple[VideoProposals, bool]:
+    """(result, served_from_cache). ``settings``: ``ProposalParams.model_settings()``."""
+    frames = check_frames(frames)
+    if cache is None:
+        return propose_video(frames, backend), False
+    key = cache_key(video_content_hash(frames), backend.name, backend.checkpoint_sha256, settings)
+    hit = cache.get(key)
+    if hit is not None and hit.maskige.shape == frames.shape:
+        return hit, True
+    result = propose_video(frames, backend)
+    cache.put(key, result)
+    return result, False

