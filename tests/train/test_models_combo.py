@@ -209,3 +209,13 @@ def test_tiny_model_overfits_two_clips() -> None:
         optimizer.step()
         first = first if first is not None else losses["total"].item()
     assert losses["total"].item() < first / 10, (first, losses["total"].item())
+
+
+@pytest.mark.parametrize("alias,target,kwargs", [("combo", "combo_mnv2", {"backbone_weights": None}),
+                                                  ("transavs", "transavs_mnv2", {})])
+def test_short_aliases_build_the_cpu_configs(alias, target, kwargs):
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    assert count(build_model(alias, num_classes=2, audio_dim=16, **kwargs)) == \
+        count(build_model(target, num_classes=2, audio_dim=16, **kwargs))

@@ -52,9 +52,14 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
+# Short names for the configs that train on a CPU in minutes (`dvc exp run -S train.model=transavs`).
+MODEL_ALIASES: dict[str, str] = {"combo": "combo_mnv2", "transavs": "transavs_mnv2"}
+
+
 def build_model(name: str, **overrides) -> nn.Module:
-    """Build the registered model ``name``; keyword ``overrides`` replace config defaults."""
+    """Build the registered model ``name`` (or an alias); keyword ``overrides`` replace config defaults."""
     _import_model_modules()
+    name = MODEL_ALIASES.get(name, name)
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; registered models: {sorted(_MODELS)}")
     return _MODELS[name](**overrides)
