@@ -8,9 +8,10 @@ never aborts a run; ``strict`` turns errors into a non-zero exit at the end.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pipeline.atomic import atomic_path
 
 COLUMNS = ("video_id", "stage", "level", "source", "reason")
 
@@ -44,15 +45,11 @@ class FailureLog:
         return [r for r in self.rows if r.level == "error"]
 
     def write(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=COLUMNS)
             writer.writeheader()
             for row in self.rows:
                 writer.writerow(asdict(row))
-        os.replace(tmp, path)
 
 
 def read_failures(path: str | Path) -> list[dict[str, str]]:

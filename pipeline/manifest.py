@@ -31,15 +31,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from pipeline import media
+from pipeline.atomic import atomic_path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
 SPLITS = ("train", "val", "test")
@@ -138,10 +138,8 @@ class HashCache:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.entries))
 
 
 def _fill_media(row: ManifestRow, hashes: HashCache) -> ManifestRow:
@@ -352,15 +350,11 @@ def build_manifest(cfg: SourceParams, num_shards: int, hash_cache: Path | None =
 
 
 def write_manifest(rows: list[ManifestRow], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow(asdict(row))
-    os.replace(tmp, path)
 
 
 def read_manifest(path: str | Path) -> list[ManifestRow]:

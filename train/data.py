@@ -11,9 +11,8 @@ frame 1 only (semi-supervised), MS3 on all frames, AVSS where labels exist.
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 

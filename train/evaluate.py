@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.atomic import atomic_path
 from pipeline.manifest import voc_palette
 from train.data import IMAGENET_MEAN, IMAGENET_STD, ClipDataset, ClipSource, collate_clips
 from train.loop import build_from_checkpoint, load_checkpoint
@@ -96,10 +96,8 @@ def write_overlay(path: Path, frames: np.ndarray, gt: np.ndarray, pred: np.ndarr
             alpha = np.where(labels > 0, 0.6, 0.0)[..., None] if show else np.zeros((h, w, 1))
             cols.append((frame * (1 - alpha) + colour * alpha).astype(np.uint8))
         rows.append(np.concatenate(cols, axis=1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(np.concatenate(rows, axis=0)).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp)
 
 
 @torch.no_grad()
@@ -188,17 +186,13 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=float))
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
     fields = fields or sorted({k for row in rows for k in row}, key=lambda k: (k not in ("dataset", "video_id"), k))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pipeline.atomic import atomic_path
 from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips
 from train.models import build_model
 
@@ -108,10 +109,8 @@ def model_config_for(cfg: TrainParams, audio_dim: int) -> dict[str, Any]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -172,13 +171,10 @@ class TrainLog:
     def flush(self) -> None:
         if not self.rows or self.fields is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Path, *, resume: str | bool = False,

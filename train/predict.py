@@ -10,7 +10,6 @@ are processed in windows of that many seconds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline import media
+from pipeline.atomic import atomic_path
 from train.data import normalise, resize_clip, to_unit_float
 from train.evaluate import _colourise
 from train.loop import build_from_checkpoint, load_checkpoint
@@ -91,10 +91,8 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path
     masks_dir = out_dir / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
     for second, label in enumerate(labels):
-        path = masks_dir / f"second_{second:04d}.png"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-        Image.fromarray(label * 255 if binary else label).save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(masks_dir / f"second_{second:04d}.png", suffix=".png") as tmp:
+            Image.fromarray(label * 255 if binary else label).save(tmp)
     colours = np.stack([_colourise(label, binary) for label in labels])
     alpha = np.where(labels > 0, 0.55, 0.0)[..., None]
     overlay = (clip.frames * (1 - alpha) + colours * alpha).astype(np.uint8)
@@ -102,5 +100,6 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path
     summary = {"video": str(video), "checkpoint": str(checkpoint), "model": ckpt["model_name"], "seconds": num_seconds,
                "frame_indices": clip.frame_indices, "audio_source": clip.audio_source,
                "foreground_fraction_per_second": [round(float((l > 0).mean()), 4) for l in labels]}
-    (out_dir / "prediction.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(out_dir / "prediction.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     return summary
