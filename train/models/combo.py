@@ -30,6 +30,7 @@ from train.models.pixel_decoder import MSDeformAttnPixelDecoder
 from train.models.position_encoding import PositionEmbeddingSine
 from train.models.registry import register_model
 from train.models.transformer_decoder import MLP, MaskedAttentionDecoder
+from train.models.param_groups import split_parameter_groups
 from train.models.vggish import VGGISH_EMBEDDING_DIM, load_vggish
 
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +169,9 @@ class BilateralFusion(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+COMBO_NO_DECAY_NAME_PARTS = ("pos_embed", "level_embed", "query_feat", "query_embed")
+
+
 class COMBO(nn.Module):
     """COMBO audio-visual segmentation model with the toolkit's common model interface.
 
@@ -298,35 +302,10 @@ class COMBO(nn.Module):
         """AdamW parameter groups: backbones at lr * backbone_lr_mult; no weight decay on norms,
         biases, 1-D parameters (layer scales), embeddings and learnable queries / positional
         embeddings; frozen parameters (VGGish) are left out."""
-        return split_parameter_groups(self, self.backbone_parameter_names(), lr, weight_decay, backbone_lr_mult)
+        return split_parameter_groups(self, self.backbone_parameter_names(), lr, weight_decay, backbone_lr_mult,
+                                      no_decay_name_parts=COMBO_NO_DECAY_NAME_PARTS)
 
 
-_NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Embedding)
-_NO_DECAY_NAME_PARTS = ("pos_embed", "level_embed", "query_feat", "query_embed")
-
-
-def split_parameter_groups(model: nn.Module, backbone_names: set[str], lr: float, weight_decay: float,
-                           backbone_lr_mult: float) -> list[dict]:
-    """Group trainable parameters into (backbone | rest) x (decay | no decay) AdamW groups."""
-    no_decay_ids = set()
-    for module in model.modules():
-        if isinstance(module, _NORM_TYPES):
-            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = id(param) in no_decay_ids or param.ndim <= 1 or any(p in name for p in _NO_DECAY_NAME_PARTS)
-        groups.setdefault((name in backbone_names, no_decay), []).append(param)
-    result = []
-    for (is_backbone, no_decay), params in sorted(groups.items()):
-        result.append({
-            "params": params,
-            "lr": lr * (backbone_lr_mult if is_backbone else 1.0),
-            "weight_decay": 0.0 if no_decay else weight_decay,
-            "name": f"{'backbone' if is_backbone else 'head'}_{'no_decay' if no_decay else 'decay'}",
-        })
-    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,5 +429,4 @@ def combo_tiny(**overrides) -> COMBO:
     return build_combo(**config)
 
 
-__all__ = ["COMBO", "BilateralFusion", "ChannelWeightedFusion", "SiamEncoder", "build_combo",
-           "split_parameter_groups"]
+__all__ = ["COMBO", "BilateralFusion", "ChannelWeightedFusion", "SiamEncoder", "build_combo"]

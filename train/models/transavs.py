@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from train.losses.transavs_losses import TransAVSCriterion, TransAVSLossConfig
 from train.models.backbones import build_backbone
 from train.models.inference import upsample_mask_logits
+from train.models.param_groups import split_parameter_groups
 from train.models.pixel_decoder import MSDeformAttnPixelDecoder
 from train.models.registry import register_model
 
@@ -279,30 +280,13 @@ class TransAVS(nn.Module):
                          backbone_lr_mult: float = 0.1) -> list[dict]:
         """AdamW parameter groups: backbone at ``lr * backbone_lr_mult``; no weight decay on norms,
         biases, embeddings and queries (W_1); frozen parameters left out."""
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            key = (id(param) in backbone_ids, _no_weight_decay(name, param))
-            groups.setdefault(key, []).append(param)
-        result = []
-        for (in_backbone, no_decay), params in sorted(groups.items()):
-            result.append({
-                "params": params,
-                "lr": lr * (backbone_lr_mult if in_backbone else 1.0),
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "name": f"{'backbone' if in_backbone else 'head'}_{'no_decay' if no_decay else 'decay'}",
-            })
-        return result
+        backbone_names = {f"backbone.{name}" for name, _ in self.backbone.named_parameters()}
+        return split_parameter_groups(self, backbone_names, lr, weight_decay, backbone_lr_mult,
+                                      no_decay_name_parts=_NO_DECAY_NAME_PARTS)
 
 
 _NO_DECAY_NAME_PARTS: tuple[str, ...] = ("norm", "embed", "query_weight")
 
-
-def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
-    """Biases and norm weights (1-d), embeddings and the query matrix W_1 take no weight decay."""
-    return param.ndim <= 1 or any(part in name for part in _NO_DECAY_NAME_PARTS)
 
 
 # ----------------------------------------------------------------------------------------------
