@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipeline.audio.features import AudioParams
 from pipeline.audio.shard import KIND, SOURCE_KIND, compute_audio_shard
-from pipeline.params import ParamsError, from_section, section
-from pipeline.shards import failures_file, shard_file
+from pipeline.params import from_section, section
+from pipeline.shards import failures_file
 from stages.common import StageContext, add_common, add_dask, finish
 
 
@@ -25,13 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
     params = from_section(AudioParams, section(ctx.params, "audio"), "audio")
-    if args.in_path and args.out:
-        in_path, out_path = Path(args.in_path), Path(args.out)
-    elif args.dataset is not None and args.shard is not None:
-        in_path = Path(args.in_path) if args.in_path else shard_file(ctx.data_root, args.dataset, SOURCE_KIND, args.shard)
-        out_path = Path(args.out) if args.out else shard_file(ctx.data_root, args.dataset, KIND, args.shard)
-    else:
-        raise ParamsError("give --dataset and --shard, or --in and --out")
+    in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
     failures = compute_audio_shard(in_path, out_path, params, ctx.dask(), progress=ctx.progress)
     print(f"audio {out_path}: encoder {params.encoder}, {len(failures.errors)} failed")
     return finish(failures, failures_file(out_path), strict=args.strict, what=f"audio {out_path}")

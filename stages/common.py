@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.failures import FailureLog
-from pipeline.params import DaskParams, DataParams, load_dataclass, load_params
+from pipeline.params import DaskParams, DataParams, ParamsError, load_dataclass, load_params
+from pipeline.shards import shard_file
 
 
 def add_common(parser: argparse.ArgumentParser, *, dataset: bool = True, shard: bool = False) -> None:
@@ -45,6 +46,21 @@ class StageContext:
     @property
     def data_root(self) -> Path:
         return Path(self.data.root)
+
+    def shard_io(self, source_kind: str, kind: str) -> tuple[Path, Path]:
+        """(input shard, output shard) of a feature stage: ``--in``/``--out``, else derived from
+        ``--dataset``/``--shard``. The input must exist."""
+        args = self.args
+        if args.in_path and args.out:
+            in_path, out_path = Path(args.in_path), Path(args.out)
+        elif args.dataset is not None and args.shard is not None:
+            in_path = Path(args.in_path) if args.in_path else shard_file(self.data_root, args.dataset, source_kind, args.shard)
+            out_path = Path(args.out) if args.out else shard_file(self.data_root, args.dataset, kind, args.shard)
+        else:
+            raise ParamsError("give --dataset and --shard, or --in and --out")
+        if not in_path.is_file():
+            raise ParamsError(f"{in_path}: {source_kind} shard not found (run `avs {source_kind}` first)")
+        return in_path, out_path
 
 
 def finish(failures: FailureLog, failures_path: Path, *, strict: bool, what: str) -> int:

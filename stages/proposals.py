@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pipeline.params import ParamsError, section
+from pipeline.params import section
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.shard import KIND, propose_shard
-from pipeline.shards import failures_file, shard_file
+from pipeline.shards import failures_file
 from stages.common import StageContext, add_common, add_dask, finish
 
 SOURCE_KIND = "extract"
@@ -30,16 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         mapping["cache_dir"] = args.cache_dir
     params = ProposalParams.from_mapping(mapping)
-    if args.in_path and args.out:
-        in_path, out_path = Path(args.in_path), Path(args.out)
-    elif args.dataset is not None and args.shard is not None:
-        in_path = (Path(args.in_path) if args.in_path
-                   else shard_file(ctx.data_root, args.dataset, SOURCE_KIND, args.shard))
-        out_path = Path(args.out) if args.out else shard_file(ctx.data_root, args.dataset, KIND, args.shard)
-    else:
-        raise ParamsError("give --dataset and --shard, or --in and --out")
-    if not in_path.is_file():
-        raise ParamsError(f"{in_path}: extraction shard not found (run `avs extract` first)")
+    in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
     failures, hits = propose_shard(in_path, out_path, params, ctx.dask(), dataset=args.dataset or "",
                                    progress=ctx.progress)
     print(f"proposals {out_path}: backend {params.backend}, {hits} from cache, {len(failures.errors)} failed")
