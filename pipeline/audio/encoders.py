@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.registry import Registry
+
 
 class AudioEncoderError(RuntimeError):
     """An encoder cannot be built (missing or unreadable weights, bad configuration)."""
@@ -32,21 +34,14 @@ class AudioEncoder(Protocol):
     def encode(self, examples: np.ndarray) -> np.ndarray: ...
 
 
-_ENCODERS: dict[str, Callable[..., AudioEncoder]] = {}
+_ENCODERS = Registry("audio encoder")
 # Modules holding the built-in encoders; imported on first use of the registry (they import this module).
 _BUILTIN_MODULES = ("pipeline.audio.vggish", "pipeline.audio.yamnet")
 
 
 def register_encoder(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[..., AudioEncoder]]:
     """Class decorator that makes an encoder available to ``build_encoder(name)``."""
-
-    def decorate(factory: Callable[..., AudioEncoder]) -> Callable[..., AudioEncoder]:
-        if name in _ENCODERS and _ENCODERS[name] is not factory:
-            raise ValueError(f"audio encoder {name!r} is already registered")
-        _ENCODERS[name] = factory
-        return factory
-
-    return decorate
+    return _ENCODERS.register(name)
 
 
 def _load_builtins() -> None:

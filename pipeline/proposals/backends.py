@@ -27,6 +27,7 @@ from pipeline.proposals.models import (
     bundled_mobile_sam_checkpoint,
     file_sha256,
 )
+from pipeline.registry import Registry
 
 SEMANTIC_SAM_INSTALL = (
     "the semantic_sam backend needs Semantic-SAM, which is not installed: clone "
@@ -60,17 +61,11 @@ class ProposalBackend(Protocol):
 
 
 BackendBuilder = Callable[[ProposalParams], ProposalBackend]
-_BACKENDS: dict[str, BackendBuilder] = {}
+_BACKENDS = Registry("proposal backend")
 
 
 def register_backend(name: str) -> Callable[[BackendBuilder], BackendBuilder]:
-    def decorator(builder: BackendBuilder) -> BackendBuilder:
-        if name in _BACKENDS:
-            raise ValueError(f"proposal backend {name!r} registered twice")
-        _BACKENDS[name] = builder
-        return builder
-
-    return decorator
+    return _BACKENDS.register(name)
 
 
 def list_backends() -> list[str]:

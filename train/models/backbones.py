@@ -28,22 +28,17 @@ from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from pipeline.registry import Registry
+
 STAGE_NAMES: tuple[str, ...] = ("res2", "res3", "res4", "res5")
 
 BackboneBuilder = Callable[..., nn.Module]
-_BACKBONES: dict[str, BackboneBuilder] = {}
+_BACKBONES = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator registering ``builder(**kw) -> backbone`` under ``name``."""
-
-    def decorator(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _BACKBONES and _BACKBONES[name] is not builder:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = builder
-        return builder
-
-    return decorator
+    return _BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:

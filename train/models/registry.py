@@ -19,9 +19,11 @@ from typing import Callable
 
 import torch.nn as nn
 
+from pipeline.registry import Registry
+
 ModelBuilder = Callable[..., nn.Module]
 
-_MODELS: dict[str, ModelBuilder] = {}
+_MODELS = Registry("model")
 
 # Modules that register models when imported. Imported lazily by build_model/list_models
 # so that importing a single part (e.g. a backbone) does not build the whole model zoo.
@@ -30,14 +32,7 @@ _MODEL_MODULES: tuple[str, ...] = ("train.models.combo", "train.models.transavs"
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder(**cfg) -> nn.Module`` under ``name``."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS and _MODELS[name] is not builder:
-            raise ValueError(f"model {name!r} is already registered by {_MODELS[name].__module__}")
-        _MODELS[name] = builder
-        return builder
-
-    return decorator
+    return _MODELS.register(name)
 
 
 def _import_model_modules() -> None:
