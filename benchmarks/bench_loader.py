@@ -17,10 +17,12 @@ benchmarks/results/cache/bench_loader/combo/: ``visual_frames/<video id>/<name>_
 ``audio_embeddings/<video id>.pkl`` (the [T,D] float32 array, pickled) and an index CSV
 (video id, split, T, labelled frames) like AVSBench's meta-data CSV. PIL writes the PNGs at its
 default compression. ``ComboLayoutDataset.__getitem__`` opens T frame PNGs, T maskige PNGs, the GT
-PNGs and the pickle, then runs exactly the code ClipDataset runs after reading (``to_unit_float``,
-``Augmentation`` with the same (seed, epoch, index) generator or ``resize_clip``, ``normalise``), so
-the two differ only in storage and decoding. Both must give identical tensors (checked on the first
-clips, with and without augmentation, before anything is timed).
+PNGs and the pickle, then runs exactly the code ClipDataset runs after reading (``train.data.clip_item``:
+uint8 ``Augmentation`` with the same (seed, epoch, index) generator, or ``resize_clip``), so the two
+differ only in storage and decoding. Both must give identical items (uint8 frames/maskiges/masks,
+labelled, audio, jitter factors; checked on the first clips, with and without augmentation, before
+anything is timed). The HDF5 side reads gzip chunks the way ``pipeline.shards`` does (raw chunks
+inflated with ISA-L when ``isal`` is installed), the COMBO side decodes PNGs with PIL.
 
 Loader throughput. ``torch.utils.data.DataLoader`` with ``collate_clips``, batch 4, a
 ``LengthGroupedSampler`` order (shuffled), ``num_workers`` 0 and 2 (fork, as train/loop.py), with
@@ -28,7 +30,9 @@ and without augmentation, at 224x224 (the cached size); plus the params.yaml tra
 (112x112, augmentation) with 0 and 2 workers. Each measurement builds a fresh loader, takes ``warmup``
 batches untimed (worker start, first file opens), then times ``batches`` more batches: samples/s =
 clips / seconds. All configurations run one after another within a repeat (the order rotated each
-repeat); the tables give medians over the repeats and ratios of medians (HDF5 / COMBO). With 0
+repeat); the tables give medians over the repeats and ratios of medians (HDF5 / COMBO). A timed batch
+ends with ``train.data.prepare_batch(batch, cpu)`` (uint8 -> float32, colour jitter when augmenting,
+ImageNet normalisation, int64 masks) for both layouts: a batch the model can take. With 0
 workers the process CPU time of the timed part is recorded too (CPU ms per clip: insensitive to
 the other jobs on the shared 2-core machine). The loader runs with torch threads = 1 (what a
 DataLoader worker gets).
@@ -36,7 +40,8 @@ DataLoader worker gets).
 Cold vs warm reads. For each layout: every file of the layout is evicted from the page cache with
 ``posix_fadvise(POSIX_FADV_DONTNEED)`` (only our own copies; residency checked with util-linux
 ``fincore`` when available), then one pass over all clips with 0 workers and no augmentation
-(fresh dataset, so file opens count) is "cold", and an immediate second pass is "warm". This is
+(fresh dataset, so file opens count; ``prepare_batch`` included) is "cold", and an immediate second
+pass is "warm". This is
 cold for the guest page cache only: the virtual disk may still be cached by the host.
 
 Model step rate. ``combo_mnv2`` (num_classes 2, audio_dim from the data), backbone frozen as
@@ -53,7 +58,7 @@ proposal statistics the loader does not read), of a shard set holding only what 
 (written with ShardWriter, same compression), and of the COMBO layout (sum of file sizes, and the
 disk blocks allocated, which small files round up to 4 KiB).
 
-    python benchmarks/bench_loader.py            # ~4 min on the shared 2-core machine
+    python benchmarks/bench_loader.py            # ~1.5-3 min on the shared 2-core machine
     python benchmarks/bench_loader.py --quick    # smoke run, ~1 min
 """
 
@@ -80,14 +85,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import REPO_ROOT, RESULTS_DIR, machine_info, median, moving_frames, print_table, write_json  # noqa: E402
 
 from pipeline.shards import ShardReader, ShardWriter, shard_file  # noqa: E402
-from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips,  # noqa: E402
-                        normalise, resize_clip, to_unit_float)
+from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler,  # noqa: E402
+                        augmentation_generator, clip_item, collate_clips, image_tensor, label_tensor, prepare_batch)
 
 CACHE = RESULTS_DIR / "cache" / "bench_loader"
 KINDS = ("extract", "audio", "proposals")
 BATCH = 4
 SPLITS = ("train", "val", "test")
-COMPARED_KEYS = ("frames", "maskiges", "masks", "labelled", "audio")
+COMPARED_KEYS = ("frames", "maskiges", "masks", "labelled", "audio", "jitter")
+CPU = torch.device("cpu")
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -211,8 +217,9 @@ def build_combo_layout(hdf5_root: Path, pairs: list[tuple[str, int]], root: Path
 
 class ComboLayoutDataset(Dataset):
     """The COMBO/AVSBench way of loading a clip: one PNG per frame and maskige, GT PNGs of the labelled
-    frames, one audio pickle per video. Items are identical to :class:`train.data.ClipDataset`'s (same
-    keys, shapes, normalisation, augmentation randomness from (seed, epoch, index))."""
+    frames, one audio pickle per video. After decoding it runs ``train.data.clip_item``, the code
+    :class:`train.data.ClipDataset` runs after reading, so items are identical (same keys, dtypes, shapes,
+    augmentation randomness from (seed, epoch, index))."""
 
     def __init__(self, root: Path, video_ids: list[str], size: tuple[int, int],
                  augmentation: Augmentation | None = None, seed: int = 0) -> None:
@@ -223,7 +230,8 @@ class ComboLayoutDataset(Dataset):
         if missing:
             raise KeyError(f"{combo_index_path(self.root)}: no rows for {missing[:3]} (rebuild the layout)")
         self.rows = [rows[v] for v in video_ids]  # same order as the ClipDataset it is compared with
-        self.size, self.augmentation, self.seed, self.epoch = size, augmentation, seed, 0
+        self.source = ClipSource(size=size)
+        self.augmentation, self.seed, self.epoch = augmentation, seed, 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -243,23 +251,18 @@ class ComboLayoutDataset(Dataset):
 
         row = self.rows[index]
         T, name = int(row["num_frames"]), row["video_id"].rsplit("/", 1)[-1]
-        frames = to_unit_float(self._images("visual_frames", row, T))
-        maskiges = to_unit_float(self._images("maskiges", row, T))
-        masks = torch.zeros(T, *frames.shape[-2:], dtype=torch.int64)
+        frames = image_tensor(self._images("visual_frames", row, T))
+        maskiges = image_tensor(self._images("maskiges", row, T))
+        masks = np.zeros((T, *frames.shape[-2:]), np.uint8)
         labelled = torch.zeros(T, dtype=torch.bool)
         for k in (int(x) for x in row["labelled"].split()):
-            path = self.root / row["dataset"] / "gt_masks" / row["video_id"] / f"{name}_{k}.png"
-            masks[k - 1] = torch.from_numpy(np.asarray(Image.open(path)).astype(np.int64))
+            masks[k - 1] = np.asarray(Image.open(self.root / row["dataset"] / "gt_masks" / row["video_id"] / f"{name}_{k}.png"))
             labelled[k - 1] = True
         with open(self.root / row["dataset"] / "audio_embeddings" / f"{row['video_id']}.pkl", "rb") as fh:
             audio = torch.from_numpy(pickle.load(fh)).float()
-        if self.augmentation is not None:
-            gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
-            frames, maskiges, masks = self.augmentation(frames, maskiges, masks, gen)
-        else:
-            frames, maskiges, masks = resize_clip(frames, maskiges, masks, self.size)
-        return {"frames": normalise(frames), "maskiges": normalise(maskiges), "masks": masks, "labelled": labelled,
-                "audio": audio, "index": index, "video_id": row["video_id"], "dataset": row["dataset"]}
+        gen = augmentation_generator(self.seed, self.epoch, index) if self.augmentation is not None else None
+        return clip_item(frames, maskiges, label_tensor(masks), labelled, audio, self.source, self.augmentation, gen,
+                         index=index, video_id=row["video_id"], dataset=row["dataset"])
 
 
 # -- measurement helpers ---------------------------------------------------------------------------
@@ -278,7 +281,7 @@ def read_hdf5_arrays(dataset: ClipDataset, index: int) -> list[np.ndarray]:
     paths = dataset._paths(ref.dataset, ref.shard)
     extract = dataset._readers.get(paths["extract"])
     arrays = [extract.read(ref.video_id, "frames")]
-    if "gt_masks" in extract.keys(ref.video_id):
+    if extract.has_array(ref.video_id, "gt_masks"):
         arrays += [extract.read(ref.video_id, "gt_masks"), extract.read(ref.video_id, "gt_valid")]
     arrays.append(dataset._readers.get(paths["proposals"]).read(ref.video_id, "maskige"))
     arrays.append(dataset._readers.get(paths["audio"]).read(ref.video_id, dataset.source.audio_key))
@@ -315,7 +318,7 @@ def check_identical(sets: dict[str, Dataset], count: int) -> bool:
     for index in range(min(count, len(sets["hdf5"]))):
         a, b = sets["hdf5"][index], sets["combo"][index]
         for key in COMPARED_KEYS:
-            if not torch.equal(a[key], b[key]):
+            if (key in a) != (key in b) or (key in a and not torch.equal(a[key], b[key])):
                 raise AssertionError(f"clip {index} ({a['video_id']}): {key} differs between the layouts")
     return True
 
@@ -336,16 +339,17 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def time_loader(dataset: Dataset, plan: list[list[int]], workers: int, warmup: int) -> dict[str, float]:
-    """Samples/s of a fresh DataLoader over ``plan`` after ``warmup`` untimed batches."""
+    """Samples/s of a fresh DataLoader over ``plan`` after ``warmup`` untimed batches; each timed batch
+    includes ``prepare_batch`` on the CPU (the float conversion, jitter and normalisation of the batch)."""
     loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate_clips, num_workers=workers,
                         multiprocessing_context="fork" if workers > 0 else None)
     iterator = iter(loader)
     for _ in range(warmup):
-        next(iterator)
+        prepare_batch(next(iterator), CPU)
     clips = 0
     cpu0, start = cpu_seconds(), time.perf_counter()
     for batch in iterator:
-        clips += batch["frames"].shape[0]
+        clips += prepare_batch(batch, CPU)["frames"].shape[0]
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     del iterator
     out = {"clips": clips, "wall_s": wall, "samples_per_s": clips / wall}
@@ -527,8 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("cold", "warm"):
                 fresh = make_datasets(hdf5_root, combo_root, datasets, shards, 224, False)[layout]
                 start = time.perf_counter()
-                for _ in DataLoader(fresh, batch_sampler=cold_plan, collate_fn=collate_clips, num_workers=0):
-                    pass
+                for batch in DataLoader(fresh, batch_sampler=cold_plan, collate_fn=collate_clips, num_workers=0):
+                    prepare_batch(batch, CPU)
                 passes[name] = n_clips / (time.perf_counter() - start)
             cold[layout].append({"resident_before_cold": before, "cold_samples_per_s": passes["cold"],
                                  "warm_samples_per_s": passes["warm"]})
@@ -582,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     model_rows, model = [], {}
     for size in (112, 224):
         probe = make_datasets(hdf5_root, combo_root, datasets, shards, size, True)["hdf5"]
-        batch = collate_clips([probe[i] for i in range(BATCH)])
+        batch = prepare_batch(collate_clips([probe[i] for i in range(BATCH)]), CPU)
         rate = model_step_rate(batch, model_steps, 1, threads=2)
         key = (True, 2, size)
         load_h = med("hdf5", *key) if key in configs else float("nan")

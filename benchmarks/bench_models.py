@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train.data import prepare_batch  # noqa: E402
 from train.models import build_model, list_models  # noqa: E402
 
 BIG_MODEL_MARKERS = ("r50", "pvt_b5")
@@ -32,19 +33,20 @@ OFFLINE_OVERRIDES = {"combo_mnv2": {"backbone_weights": None}}
 
 
 def make_batch(model: torch.nn.Module, frames: int, size: int, device: torch.device) -> dict:
-    """Synthetic one-clip batch in the format of docs/CONVENTIONS.md."""
+    """Synthetic one-clip loader batch (uint8 images and masks, docs/CONVENTIONS.md) made into the model
+    batch by ``prepare_batch``, as training does."""
     batch = {
-        "frames": torch.randn(1, frames, 3, size, size, device=device),
-        "maskiges": torch.randn(1, frames, 3, size, size, device=device),
-        "masks": torch.randint(0, getattr(model, "num_classes", 2), (1, frames, size, size), device=device),
-        "labelled": torch.ones(1, frames, dtype=torch.bool, device=device),
-        "logmel": torch.randn(1, frames, 96, 64, device=device),
+        "frames": torch.randint(0, 256, (1, frames, 3, size, size), dtype=torch.uint8),
+        "maskiges": torch.randint(0, 256, (1, frames, 3, size, size), dtype=torch.uint8),
+        "masks": torch.randint(0, getattr(model, "num_classes", 2), (1, frames, size, size), dtype=torch.uint8),
+        "labelled": torch.ones(1, frames, dtype=torch.bool),
+        "logmel": torch.randn(1, frames, 96, 64),
     }
     audio_dim = getattr(model, "audio_dim", None)
     if audio_dim is None and hasattr(model, "bilateral_fusion"):
         audio_dim = model.bilateral_fusion.audio_norm.normalized_shape[0]
-    batch["audio"] = torch.randn(1, frames, audio_dim or 128, device=device)
-    return batch
+    batch["audio"] = torch.randn(1, frames, audio_dim or 128)
+    return prepare_batch(batch, device)
 
 
 def time_step(model: torch.nn.Module, batch: dict, device: torch.device, repeats: int, bf16: bool) -> float:

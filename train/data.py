@@ -1,9 +1,15 @@
-"""Clip datasets over the cached HDF5 shards, and the augmentation shared by frame, maskige and mask.
+"""Clip datasets over the cached HDF5 shards, the augmentation shared by frame, maskige and mask, and
+:func:`prepare_batch`, which turns a collated batch into the model batch.
 
 A sample is one video clip of T frames. Every array comes from the shards written by the
 feature stages (``extract``: frames + ground truth, ``proposals``: maskiges, ``audio``: embeddings
 or log-mel); nothing is recomputed here. Shards are opened lazily in the process that reads them
 (each DataLoader worker gets its own h5py handles; a handle is never inherited across fork).
+
+Images stay uint8 from the shard to the collated batch: the dataset only crops, resizes and flips
+(uint8 in, uint8 out), and colour jitter, float conversion and ImageNet normalisation happen once
+per batch in :func:`prepare_batch`, on the training device. That is 4x less memory to resize, stack
+and pass between DataLoader processes (8x for masks) than float32/int64 samples.
 
 Which frames are supervised comes from the data (``gt_valid``): S4 train clips carry a label on
 frame 1 only (semi-supervised), MS3 on all frames, AVSS where labels exist.
@@ -38,61 +44,167 @@ class ClipRef:
     num_frames: int
 
 
+@dataclass(frozen=True)
+class CropBox:
+    """A window of the source frame in whole pixels, resized to the output size, mirrored when ``flip``."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
+
+
 @dataclass
 class Augmentation:
     """Same random geometry for frame, maskige and mask (COMBO: resize shortest edge in a range,
     random crop, flip), colour jitter on the frame only. Randomness comes from a generator the
     caller seeds, so a sample's augmentation depends on (seed, epoch, index) only: reproducible
-    with any number of DataLoader workers and across resumes."""
+    with any number of DataLoader workers and across resumes.
+
+    The geometry is COMBO's (resize the whole frame, then crop), computed the cheap way round: the
+    crop window is mapped back to source pixels and only that window is resized to ``size``. The
+    colour jitter factors are drawn here and returned; :func:`prepare_batch` applies them."""
 
     size: tuple[int, int] = (224, 224)
     scale_range: tuple[float, float] = (0.5, 2.0)  # COMBO: shortest edge 112..448 for 224 crops
     hflip: bool = True
     colour_jitter: float = 0.2
 
-    def __call__(self, frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """frames, maskiges: float [T,3,H,W] in [0,1]; masks: int64 [T,H,W] -> same, at ``size``."""
+    def draw(self, height: int, width: int, gen: torch.Generator) -> tuple[CropBox, torch.Tensor | None]:
+        """The random choices for one clip of ``height`` x ``width`` frames, drawn from ``gen`` in a fixed
+        order (scale, crop top, crop left, flip, brightness, contrast) -> (crop box in source pixels,
+        float32 [2] brightness and contrast factors, or None without colour jitter)."""
         out_h, out_w = self.size
         lo, hi = self.scale_range
         scale = lo + (hi - lo) * float(torch.rand((), generator=gen))
-        short = min(out_h, out_w) * scale
-        h, w = frames.shape[-2:]
-        ratio = short / min(h, w)
-        new_h, new_w = max(out_h, round(h * ratio)), max(out_w, round(w * ratio))
-        frames = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False)
-        if maskiges is not None:
-            maskiges = F.interpolate(maskiges, size=(new_h, new_w), mode="nearest")
-        masks = F.interpolate(masks[:, None].float(), size=(new_h, new_w), mode="nearest")[:, 0].long()
+        ratio = min(out_h, out_w) * scale / min(height, width)
+        # The frame as COMBO resizes it (never smaller than the crop) and the crop's place in it.
+        new_h, new_w = max(out_h, round(height * ratio)), max(out_w, round(width * ratio))
         top = int(torch.randint(0, new_h - out_h + 1, (), generator=gen))
         left = int(torch.randint(0, new_w - out_w + 1, (), generator=gen))
-        crop = (slice(None), slice(None), slice(top, top + out_h), slice(left, left + out_w))
-        frames, masks = frames[crop], masks[:, top:top + out_h, left:left + out_w]
-        if maskiges is not None:
-            maskiges = maskiges[crop]
-        if self.hflip and float(torch.rand((), generator=gen)) < 0.5:
-            frames, masks = frames.flip(-1), masks.flip(-1)
-            if maskiges is not None:
-                maskiges = maskiges.flip(-1)
+        flip = self.hflip and float(torch.rand((), generator=gen)) < 0.5
+        jitter = None
         if self.colour_jitter > 0:
             j = self.colour_jitter
             brightness = 1 + (torch.rand((), generator=gen) * 2 - 1) * j
             contrast = 1 + (torch.rand((), generator=gen) * 2 - 1) * j
-            mean = frames.mean(dim=(1, 2, 3), keepdim=True)
-            frames = ((frames - mean) * contrast + mean) * brightness
-            frames = frames.clamp(0, 1)
-        return frames.contiguous(), (maskiges.contiguous() if maskiges is not None else None), masks.contiguous()
+            jitter = torch.stack([brightness, contrast]).float()
+        rows = _source_span(top, out_h, height / new_h, height)
+        cols = _source_span(left, out_w, width / new_w, width)
+        return CropBox(rows[0], cols[0], rows[1], cols[1], flip), jitter
+
+    def __call__(self, frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """frames, maskiges: uint8 [T,3,H,W] (any strides); masks: uint8/int64 [T,H,W] -> frames, maskiges uint8
+        [T,3,h,w] and masks [T,h,w] (same dtype) at ``size``, contiguous, all from one crop box (bilinear for
+        frames, nearest for maskiges and masks); plus the jitter factors (see :meth:`draw`)."""
+        box, jitter = self.draw(*frames.shape[-2:], gen)
+        frames = crop_resize_bilinear(frames, box, self.size)
+        if maskiges is not None:
+            maskiges = crop_resize_nearest(maskiges, box, self.size)
+        return frames, maskiges, crop_resize_nearest(masks, box, self.size), jitter
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """float [T,3,H,W] in [0,1] -> ImageNet mean/std normalised (frames and maskiges alike, as COMBO)."""
-    return (images - IMAGENET_MEAN) / IMAGENET_STD
+def _source_span(start: int, length: int, source_per_output: float, limit: int) -> tuple[int, int]:
+    """(first pixel, pixel count) in the source of ``length`` output pixels from ``start`` of a resize by
+    1 / ``source_per_output``, rounded to whole pixels and kept inside ``[0, limit)``."""
+    count = min(limit, max(1, round(length * source_per_output)))
+    return min(round(start * source_per_output), limit - count), count
 
 
-def to_unit_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 [T,H,W,3] -> float [T,3,H,W] in [0,1]."""
-    # contiguous() before float(): channels-first memory makes the later normalise ~2x faster.
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+def crop_resize_bilinear(images: torch.Tensor, box: CropBox, size: Sequence[int]) -> torch.Tensor:
+    """uint8 [T,C,H,W] CPU tensor (any strides) -> ``box`` resized bilinearly to ``size``: uint8 [T,C,h,w], contiguous.
+
+    No antialiasing, as F.interpolate did on floats before and as COMBO's cv2 resize. uint8 in and out
+    runs torch's vectorised uint8 kernel, fastest on the channels-last strides the shards give."""
+    window = images[..., box.top:box.top + box.height, box.left:box.left + box.width]
+    if (box.height, box.width) != tuple(size):
+        window = F.interpolate(window, size=tuple(size), mode="bilinear", align_corners=False, antialias=False)
+    return _dense(window, box.flip)
+
+
+def crop_resize_nearest(images: torch.Tensor, box: CropBox, size: Sequence[int]) -> torch.Tensor:
+    """[T,C,H,W] or [T,H,W] CPU tensor (uint8 maskiges, uint8/int64 masks; any strides) -> ``box`` resized to
+    ``size`` by nearest neighbour, same dtype, contiguous. Output pixel i takes box pixel floor(i * box / size),
+    F.interpolate's "nearest" rule, as an index gather (exact for any dtype, and cheaper on uint8)."""
+    out_h, out_w = size
+    window = images[..., box.top:box.top + box.height, box.left:box.left + box.width]
+    if (box.height, box.width) == (out_h, out_w):
+        return _dense(window, box.flip)
+    rows = np.arange(out_h) * box.height // out_h
+    cols = np.arange(out_w) * box.width // out_w
+    if box.flip:
+        cols = cols[::-1]
+    if out_h * out_w < box.height * box.width and window.dim() == 4 and window.stride(1) == 1:
+        # Shrinking a channels-last window: gather in its memory order, transpose the smaller result.
+        pixels = window.permute(0, 2, 3, 1).numpy().take(rows, axis=1).take(cols, axis=2)
+        return _dense(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+    # Growing (or channels-first already): make the smaller window channels-first, then gather.
+    return torch.from_numpy(_dense(window).numpy().take(rows, axis=-2).take(cols, axis=-1))
+
+
+def _dense(images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """``images`` as a contiguous (channels-first) CPU tensor, mirrored left-right when ``flip``. numpy makes
+    the strided uint8 copy (channels-last view -> channels-first) ~3x faster than torch's .contiguous()."""
+    if images.is_contiguous() and not flip:
+        return images
+    array = images.numpy()
+    return torch.from_numpy(np.ascontiguousarray(array[..., ::-1] if flip else array))
+
+
+def image_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [T,H,W,3] (as stored) -> uint8 [T,3,H,W] view with channels-last strides, no copy: the
+    geometry (:class:`Augmentation`, :func:`resize_clip`) writes the contiguous channels-first result."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+def label_tensor(masks: np.ndarray) -> torch.Tensor:
+    """Ground truth [T,H,W] as uint8 when every id fits (0..255, 255 = IGNORE_LABEL), else int64; ids are
+    widened to int64 (what the losses and metrics index with) only in :func:`prepare_batch`."""
+    if masks.dtype != np.uint8:
+        fits = masks.dtype.kind in "biu" and (masks.size == 0 or (masks.min() >= 0 and masks.max() <= 255))
+        masks = masks.astype(np.uint8 if fits else np.int64)
+    return torch.from_numpy(masks)
+
+
+def normalise_images(images: torch.Tensor, jitter: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [...,3,H,W] -> float32 [...,3,H,W], ImageNet mean/std normalised (frames and maskiges alike,
+    as COMBO). With ``jitter`` (float [B,2]: brightness, contrast per clip, for images [B,T,3,H,W]) the
+    frame colour jitter comes first: on [0,1] values, x -> ((x - m) * contrast + m) * brightness with m the
+    mean of each frame, clamped to [0,1]."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images (the loader's output), got {images.dtype}")
+    x = images.float()
+    mean, std = IMAGENET_MEAN.to(x.device), IMAGENET_STD.to(x.device)
+    if jitter is None:
+        return x.mul_(1 / (255 * std)).sub_(mean / std)  # (x / 255 - mean) / std in two in-place passes
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    brightness, contrast = jitter[:, 0].to(x).view(shape), jitter[:, 1].to(x).view(shape)
+    frame_mean = x.mean(dim=(-3, -2, -1), keepdim=True) / 255
+    # The jitter and the normalisation are both affine per (clip, frame, channel), so they fold into one
+    # multiply and one add on the 0..255 values: ((x/255 - m) * c + m) * b, then (. - mean) / std. The map
+    # is increasing (std > 0), so clamping to [0,1] before it equals clamping to the images of 0 and 1 after.
+    x.mul_(contrast * brightness / (255 * std)).add_((frame_mean * (1 - contrast) * brightness - mean) / std)
+    torch.maximum(x, -mean / std, out=x)
+    return torch.minimum(x, (1 - mean) / std, out=x)
+
+
+def prepare_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Collated loader batch -> the model batch of docs/CONVENTIONS.md, on ``device``.
+
+    In: ``frames`` (and ``maskiges``) uint8 [B,T,3,H,W], ``masks`` uint8/int64 [B,T,H,W], optional
+    ``jitter`` float [B,2]; other tensors as the model takes them. Every tensor moves as it is (uint8: a
+    quarter of the float32 bytes), then on ``device``: frames -> float32, jitter applied, normalised;
+    maskiges -> float32, normalised (no jitter); masks -> int64. ``jitter`` is consumed."""
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    jitter = out.pop("jitter", None)
+    out["frames"] = normalise_images(out["frames"], jitter)
+    if "maskiges" in out:
+        out["maskiges"] = normalise_images(out["maskiges"])
+    if "masks" in out:
+        out["masks"] = out["masks"].long()
+    return out
 
 
 class _Readers:
@@ -124,9 +236,11 @@ class ClipSource:
 class ClipDataset(Dataset):
     """Clips of ``split`` from the shards of ``datasets``; videos missing from any needed shard are skipped.
 
-    Item: dict with ``frames`` float [T,3,H,W] (normalised), ``maskiges`` float [T,3,H,W] (normalised, when
-    ``source.maskige``), ``audio`` float [T,D] or ``logmel`` float [T,96,64], ``masks`` int64 [T,H,W],
-    ``labelled`` bool [T], ``index`` int, ``video_id`` str, ``dataset`` str.
+    Item: dict with ``frames`` uint8 [T,3,H,W], ``maskiges`` uint8 [T,3,H,W] (when ``source.maskige``), both
+    contiguous channels-first at the model size, ``audio`` float [T,D] or ``logmel`` float [T,96,64],
+    ``masks`` uint8 [T,H,W] (int64 if an id exceeds 255), ``labelled`` bool [T], ``jitter`` float [2]
+    (brightness, contrast; only when augmenting with colour jitter), ``index`` int, ``video_id`` str,
+    ``dataset`` str. :func:`collate_clips` stacks items; :func:`prepare_batch` makes the model batch.
     """
 
     def __init__(self, datasets: Sequence[str], shards: Sequence[int], split: str | Sequence[str],
@@ -195,39 +309,60 @@ class ClipDataset(Dataset):
         ref = self.clips[index]
         paths = self._paths(ref.dataset, ref.shard)
         extract = self._readers.get(paths["extract"])
-        frames = to_unit_float(extract.read(ref.video_id, "frames"))
+        frames = image_tensor(extract.read(ref.video_id, "frames"))
         T = frames.shape[0]
-        if "gt_masks" in extract.keys(ref.video_id):
-            masks = torch.from_numpy(extract.read(ref.video_id, "gt_masks").astype(np.int64))
+        if extract.has_array(ref.video_id, "gt_masks"):
+            masks = label_tensor(extract.read(ref.video_id, "gt_masks"))
             labelled = torch.from_numpy(extract.read(ref.video_id, "gt_valid").astype(bool))
         else:
-            masks = torch.zeros(T, *frames.shape[-2:], dtype=torch.int64)
+            masks = torch.zeros(T, *frames.shape[-2:], dtype=torch.uint8)
             labelled = torch.zeros(T, dtype=torch.bool)
         maskiges = None
         if self.source.maskige:
-            maskiges = to_unit_float(self._readers.get(paths["proposals"]).read(ref.video_id, "maskige"))
+            maskiges = image_tensor(self._readers.get(paths["proposals"]).read(ref.video_id, "maskige"))
         audio = torch.from_numpy(self._readers.get(paths["audio"]).read(ref.video_id, self.source.audio_key)).float()
-        if self.augmentation is not None:
-            gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
-            frames, maskiges, masks = self.augmentation(frames, maskiges, masks, gen)
-        else:
-            frames, maskiges, masks = resize_clip(frames, maskiges, masks, self.source.size)
-        item = {"frames": normalise(frames), "masks": masks, "labelled": labelled,
-                "audio" if self.source.audio_key == "embeddings" else "logmel": audio,
-                "index": index, "video_id": ref.video_id, "dataset": ref.dataset}
-        if maskiges is not None:
-            item["maskiges"] = normalise(maskiges)
-        return item
+        gen = augmentation_generator(self.seed, self.epoch, index) if self.augmentation is not None else None
+        return clip_item(frames, maskiges, masks, labelled, audio, self.source, self.augmentation, gen,
+                         index=index, video_id=ref.video_id, dataset=ref.dataset)
+
+
+def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of one sample's augmentation: a function of (seed, epoch, index) only."""
+    return torch.Generator().manual_seed(hash((seed, epoch, index)) & 0x7FFFFFFF)
+
+
+def clip_item(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor, labelled: torch.Tensor,
+              audio: torch.Tensor, source: ClipSource, augmentation: Augmentation | None,
+              gen: torch.Generator | None, **info: Any) -> dict[str, Any]:
+    """One dataset item (see :class:`ClipDataset`) from the arrays as read: frames/maskiges uint8 [T,3,H,W]
+    (any strides, e.g. :func:`image_tensor` views), masks [T,H,W] from :func:`label_tensor`, labelled bool
+    [T], audio float [T,D] or [T,96,64]; augmented with ``gen`` (see :func:`augmentation_generator`) or,
+    without augmentation, resized to ``source.size``. Shared by every dataset that must give identical items."""
+    jitter = None
+    if augmentation is not None:
+        assert gen is not None, "augmentation needs its (seed, epoch, index) generator"
+        frames, maskiges, masks, jitter = augmentation(frames, maskiges, masks, gen)
+    else:
+        frames, maskiges, masks = resize_clip(frames, maskiges, masks, source.size)
+    item = {"frames": frames, "masks": masks, "labelled": labelled,
+            "audio" if source.audio_key == "embeddings" else "logmel": audio, **info}
+    if maskiges is not None:
+        item["maskiges"] = maskiges
+    if jitter is not None:
+        item["jitter"] = jitter
+    return item
 
 
 def resize_clip(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
-                size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Deterministic resize to the model size (evaluation); masks keep their own size for scoring."""
-    if tuple(frames.shape[-2:]) != tuple(size):
-        frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
-        if maskiges is not None:
-            maskiges = F.interpolate(maskiges, size=size, mode="nearest")
-    return frames, maskiges, masks
+                size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Deterministic resize to the model size (evaluation, prediction): frames uint8 [T,3,H,W] bilinear,
+    maskiges uint8 [T,3,H,W] nearest (any strides) -> uint8 [T,3,h,w], contiguous; masks keep their own
+    size for scoring (made contiguous)."""
+    box = CropBox(0, 0, *frames.shape[-2:])
+    frames = crop_resize_bilinear(frames, box, size)
+    if maskiges is not None:
+        maskiges = crop_resize_nearest(maskiges, box, size)
+    return frames, maskiges, _dense(masks)
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_path
 from pipeline.manifest import voc_palette
-from train.data import IMAGENET_MEAN, IMAGENET_STD, ClipDataset, ClipSource, collate_clips
+from train.data import ClipDataset, ClipSource, collate_clips, prepare_batch
 from train.loop import build_from_checkpoint, load_checkpoint
 from train.metrics import BinaryMetricAccumulator, SemanticMetricAccumulator
 
@@ -68,10 +68,9 @@ class ShuffledAudio(Dataset):
         return item
 
 
-def _denormalise(frames: torch.Tensor) -> np.ndarray:
-    """float [T,3,H,W] normalised -> uint8 [T,H,W,3]."""
-    images = (frames.cpu() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
-    return (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+def _overlay_frames(frames: torch.Tensor) -> np.ndarray:
+    """The loader's uint8 [T,3,H,W] frames (before prepare_batch normalises them) -> uint8 [T,H,W,3]."""
+    return np.ascontiguousarray(frames.cpu().permute(0, 2, 3, 1).numpy())
 
 
 def _colourise(labels: np.ndarray, binary: bool) -> np.ndarray:
@@ -112,11 +111,10 @@ def score(model: torch.nn.Module, dataset: Dataset, cfg: EvalParams, device: tor
     loader = DataLoader(dataset, batch_size=1, collate_fn=collate_clips, num_workers=cfg.num_workers)
     drawn = 0
     for batch in tqdm(loader, desc=progress_desc, unit="video", dynamic_ncols=True):
-        gt, valid = batch["masks"][0], batch["labelled"][0]
+        gt, valid = batch["masks"][0].long(), batch["labelled"][0]
         if not bool(valid.any()):
             continue
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        outputs = model(inputs)
+        outputs = model(prepare_batch(batch, device))
         probs = model.predict(outputs, size=tuple(gt.shape[-2:]))[0].float().cpu()
         vid = f"{batch['dataset'][0]}/{batch['video_id'][0]}"
         if binary:
@@ -128,7 +126,7 @@ def score(model: torch.nn.Module, dataset: Dataset, cfg: EvalParams, device: tor
             pred = pred_t.numpy()
         if overlay_dir is not None and drawn < cfg.overlays:
             safe = vid.replace("/", "__")
-            write_overlay(overlay_dir / f"{safe}.png", _denormalise(batch["frames"][0]), gt.numpy(), pred,
+            write_overlay(overlay_dir / f"{safe}.png", _overlay_frames(batch["frames"][0]), gt.numpy(), pred,
                           valid.numpy(), binary)
             drawn += 1
     return acc.compute()

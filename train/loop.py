@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pipeline.atomic import atomic_path
-from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips
+from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, prepare_batch
 from train.models import build_model
 
 NUM_CLASSES = {"binary": 2, "semantic": 71}
@@ -95,10 +95,6 @@ def init_distributed() -> DistInfo:
 
 def pick_device(info: DistInfo) -> torch.device:
     return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def model_config_for(cfg: TrainParams, audio_dim: int) -> dict[str, Any]:
@@ -264,7 +260,7 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
                             generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.type == "cuda",
                             multiprocessing_context="fork" if cfg.num_workers > 0 else None)
         for batch in loader:
-            batch = move_batch(batch, device)
+            batch = prepare_batch(batch, device)  # uint8 -> normalised float32 (+ colour jitter) on the device
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
             with autocast:
                 outputs = train_model(batch)

@@ -19,7 +19,7 @@ import torch
 
 from pipeline import media
 from pipeline.atomic import atomic_path
-from train.data import normalise, resize_clip, to_unit_float
+from train.data import image_tensor, prepare_batch, resize_clip
 from train.evaluate import _colourise
 from train.loop import build_from_checkpoint, load_checkpoint
 
@@ -73,16 +73,17 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path
     predictions = []
     for start in range(0, num_seconds, window):
         stop = min(num_seconds, start + window)
-        frames = to_unit_float(clip.frames[start:stop])
-        maskiges = to_unit_float(feats["maskige"][start:stop]) if is_combo else None
-        dummy = torch.zeros(stop - start, *frames.shape[-2:], dtype=torch.long)
-        frames, maskiges, _ = resize_clip(frames, maskiges, dummy, model_size)
-        batch = {"frames": normalise(frames)[None],
+        # The evaluation path: uint8 resize to the model size, then prepare_batch (float + normalisation).
+        frames = image_tensor(clip.frames[start:stop])
+        maskiges = image_tensor(feats["maskige"][start:stop]) if is_combo else None
+        no_masks = torch.zeros(stop - start, 0, 0, dtype=torch.uint8)
+        frames, maskiges, _ = resize_clip(frames, maskiges, no_masks, model_size)
+        batch = {"frames": frames[None],
                  "audio" if audio_key == "embeddings" else "logmel": torch.from_numpy(feats[audio_key][start:stop])[None],
                  "labelled": torch.zeros(1, stop - start, dtype=torch.bool)}
         if maskiges is not None:
-            batch["maskiges"] = normalise(maskiges)[None]
-        probs = model.predict(model(batch), size=frame_size)[0].float()
+            batch["maskiges"] = maskiges[None]
+        probs = model.predict(model(prepare_batch(batch, "cpu")), size=frame_size)[0].float()
         predictions.append((probs > threshold).to(torch.uint8) if model.task == "binary" else probs.argmax(1).to(torch.uint8))
     labels = torch.cat(predictions).numpy()  # [T,H,W]
     binary = model.task == "binary"

@@ -1,0 +1,168 @@
+"""ShardReader's per-frame ISA-L read gives exactly the arrays h5py's own read gives.
+
+h5py is imported here (and only here outside pipeline/shards.py) to read the files the plain way and
+to build chunk layouts ShardWriter never writes (raw chunks, shuffle, damaged or missing chunks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import shards
+from pipeline.shards import ShardReader, ShardWriter
+
+T = 4
+INDICES = [None, 0, 2, -1, np.int64(1), slice(1, 3), slice(None, None, 2), slice(3, 1), slice(-2, None)]
+
+
+def arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (T, 24, 32, 3), dtype=np.uint8)
+    frames[:, :8] = 17  # flat regions as well as noise, as real frames have
+    masks = np.zeros((T, 24, 32), np.uint8)
+    masks[:, 5:15, 3:20] = 1
+    masks[1, 0, 0] = 255
+    return {
+        "frames": frames,  # [T,H,W,3]: per-frame chunks + gzip (fast path)
+        "gt_masks": masks,  # [T,H,W]: same
+        "logmel": rng.normal(size=(T, 96, 64)).astype(np.float32),  # float [T,96,64]: same
+        "embeddings": rng.normal(size=(T, 1030)).astype(np.float32),  # 2-D, gzip with h5py's chunks: h5py path
+        "audio": rng.integers(-3000, 3000, T * 1600, dtype=np.int16),  # 1-D, gzip: h5py path
+        "gt_valid": np.array([True, False, True, True]),  # 1-D, small, contiguous: h5py path
+    }
+
+
+@pytest.fixture
+def shard(tmp_path) -> Path:
+    path = tmp_path / "shard-0.h5"
+    with ShardWriter(path, kind="extract", params_hash="t") as writer:
+        writer.write_video("a/b", arrays())
+    return path
+
+
+@pytest.fixture
+def inflate_calls(monkeypatch) -> list[int]:
+    """Counts ISA-L inflations (one per compressed chunk read by the fast path)."""
+    calls: list[int] = []
+    real = shards._isal_decompress
+    assert real is not None, "isal is a declared dependency; the fast path must be tested"
+
+    def counting(data: bytes) -> bytes:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(shards, "_isal_decompress", counting)
+    return calls
+
+
+def plain_read(path: Path, key: str, index, video: str = "a%2Fb") -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        dataset = f["videos"][video][key]
+        return dataset[()] if index is None else dataset[index]
+
+
+def assert_same(ours: np.ndarray, plain: np.ndarray) -> None:
+    assert type(ours) is type(plain)
+    assert ours.dtype == plain.dtype and ours.shape == plain.shape
+    assert np.array_equal(ours, plain)
+
+
+@pytest.mark.parametrize("key", list(arrays()))
+def test_reads_equal_plain_h5py(shard, inflate_calls, key):
+    with ShardReader(shard) as reader:
+        for index in INDICES:
+            assert_same(reader.read("a/b", key, index), plain_read(shard, key, index))
+        array = reader.read("a/b", key)
+        assert array.flags.writeable  # torch.from_numpy needs no copy and gives no warning
+    assert bool(inflate_calls) == (key in ("frames", "gt_masks", "logmel"))
+
+
+def test_frames_array_equals_what_was_written(shard, inflate_calls):
+    with ShardReader(shard) as reader:
+        assert np.array_equal(reader.read("a/b", "frames"), arrays()["frames"])
+    assert len(inflate_calls) == T  # one chunk per frame
+
+
+def test_without_isal_every_read_goes_through_h5py(shard, monkeypatch):
+    monkeypatch.setattr(shards, "_isal_decompress", None)
+    with ShardReader(shard) as reader:
+        for key, expected in arrays().items():
+            assert np.array_equal(reader.read("a/b", key), expected)
+            assert_same(reader.read("a/b", key, 1), plain_read(shard, key, 1))
+
+
+def add_dataset(path: Path, key: str, **kwargs) -> h5py.Dataset:
+    f = h5py.File(path, "a")
+    return f["videos"]["a%2Fb"].create_dataset(key, **kwargs)
+
+
+def test_chunk_stored_uncompressed_is_read_as_is(shard, inflate_calls):
+    frames = arrays()["frames"]
+    dataset = add_dataset(shard, "mixed", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
+                          compression="gzip", compression_opts=4)
+    dataset[0::2] = frames[0::2]  # deflated by HDF5
+    for t in (1, 3):  # stored raw; filter mask bit 0 says the deflate filter was skipped
+        dataset.id.write_direct_chunk((t, 0, 0, 0), frames[t].tobytes(), filter_mask=1)
+    dataset.file.close()
+    with ShardReader(shard) as reader:
+        assert np.array_equal(reader.read("a/b", "mixed"), frames)
+        assert_same(reader.read("a/b", "mixed", 1), plain_read(shard, "mixed", 1))
+    assert len(inflate_calls) == 2  # frames 0 and 2; the raw frames 1 and 3 are not inflated
+
+
+def test_other_filters_and_unwritten_chunks_use_h5py(shard, inflate_calls):
+    frames = arrays()["frames"]
+    add_dataset(shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip",
+                shuffle=True).file.close()
+    add_dataset(shard, "checksummed", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip",
+                fletcher32=True).file.close()
+    add_dataset(shard, "two_frames_per_chunk", data=frames, chunks=(2, *frames.shape[1:]),
+                compression="gzip").file.close()
+    partial = add_dataset(shard, "partial", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
+                          compression="gzip", fillvalue=7)
+    partial[0] = frames[0]
+    partial.file.close()
+    with ShardReader(shard) as reader:
+        for key in ("shuffled", "checksummed", "two_frames_per_chunk"):
+            assert np.array_equal(reader.read("a/b", key), frames)
+        assert_same(reader.read("a/b", "partial"), plain_read(shard, "partial", None))
+        assert (reader.read("a/b", "partial", 3) == 7).all()
+    assert inflate_calls == []
+
+
+def test_damaged_chunk_raises_oserror_like_h5py(shard):
+    frames = arrays()["frames"]
+    dataset = add_dataset(shard, "damaged", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip")
+    dataset.id.write_direct_chunk((2, 0, 0, 0), b"not a zlib stream at all")
+    dataset.file.close()
+    with ShardReader(shard) as reader:
+        assert np.array_equal(reader.read("a/b", "damaged", 1), frames[1])
+        with pytest.raises(OSError):
+            reader.read("a/b", "damaged")
+
+
+def test_has_array_and_missing_arrays(shard):
+    with ShardReader(shard) as reader:
+        assert reader.has_array("a/b", "frames") and not reader.has_array("a/b", "nope")
+        assert not reader.has_array("missing", "frames")
+        with pytest.raises(shards.ShardError, match="has no 'nope'"):
+            reader.read("a/b", "nope")
+        with pytest.raises(shards.ShardError, match="no video 'missing'"):
+            reader.read("missing", "frames")
+        assert reader.shape("a/b", "frames") == (T, 24, 32, 3)
+
+
+def test_scalar_empty_and_text_arrays_read_like_h5py(tmp_path, inflate_calls):
+    path = tmp_path / "shard-1.h5"
+    odd = {"scalar": np.float32(3.5), "empty": np.zeros((0, 3), np.int16), "empty_frames": np.zeros((0, 4, 4, 3), np.uint8),
+           "text": np.array([b"ab", b"cde"]), "big_endian": np.arange(6000, dtype=">i4").reshape(2, 3000)}
+    with ShardWriter(path, kind="extract", params_hash="t") as writer:
+        writer.write_video("v", odd)
+    with ShardReader(path) as reader:
+        for key in odd:
+            assert_same(reader.read("v", key), plain_read(path, key, None, video="v"))
+    assert inflate_calls == []
