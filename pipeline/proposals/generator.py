@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from pipeline.proposals.decoder import SharedImageDecoder
+
 
 @dataclass(frozen=True)
 class GeneratorSettings:
@@ -100,34 +102,17 @@ def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
     return out
 
 
-def decode_multimask(decoder: nn.Module, embedding: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
-                     dense: torch.Tensor, iou_thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """segment-anything's ``MaskDecoder`` in multimask mode, with the predicted-IoU filter applied
-    before the mask upscaling: the IoU head only needs the transformer's tokens, and the upscaling
-    (two transposed convolutions per prompt) is a quarter of the decoder's cost.
+def frame_resize_operator(low_side: int, encoder_size: int, valid: int, out: int) -> torch.Tensor:
+    """The linear map [out, low_side] that segment-anything's ``postprocess_masks`` applies along one
+    axis: bilinear upsampling of the low-res logits to the encoder input (encoder_size), crop to
+    the frame's extent in it (valid), bilinear resize to the frame (out); align_corners=False.
 
-    embedding [1,256,h,w], image_pe [1,256,h,w], sparse [B,n,256], dense [B,256,h,w] ->
-    (low-res logits [N,4h,4w], predicted IoU [N]) of the N multimask outputs with IoU > iou_thresh.
-    """
-    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-    src = embedding.expand(tokens.shape[0], -1, -1, -1) + dense
-    pos = image_pe.expand(tokens.shape[0], -1, -1, -1)
-    b, c, h, w = src.shape
-    hs, src = decoder.transformer(src, pos, tokens)
-    iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]  # multimask outputs are tokens 1..3
-    keep = iou > iou_thresh  # [B,3]
-    prompts = keep.any(1)
-    if not bool(prompts.any()):
-        return torch.zeros((0, 4 * h, 4 * w)), torch.zeros(0)
-    src = src[prompts].transpose(1, 2).reshape(-1, c, h, w)
-    upscaled = decoder.output_upscaling(src)  # [P,C',4h,4w]
-    mask_tokens = hs[prompts, 2:1 + decoder.num_mask_tokens, :]  # skip the iou token and the single-mask token
-    hyper = torch.stack([decoder.output_hypernetworks_mlps[i + 1](mask_tokens[:, i, :])
-                         for i in range(mask_tokens.shape[1])], dim=1)  # [P,3,C']
-    logits = (hyper @ upscaled.flatten(2)).view(upscaled.shape[0], -1, *upscaled.shape[-2:])
-    kept = keep[prompts]
-    return logits[kept], iou[prompts][kept]
+    Both resizes are separable and linear, so the whole chain is L -> M_h L M_w^T: the reference
+    masks exactly, without ever building the [1024,1024] intermediate per mask."""
+    eye = torch.eye(low_side, dtype=torch.float64).view(low_side, 1, low_side, 1)
+    up = F.interpolate(eye, size=(encoder_size, 1), mode="bilinear", align_corners=False)[:, :, :valid]
+    down = F.interpolate(up, size=(out, 1), mode="bilinear", align_corners=False)
+    return down[:, 0, :, 0].T.contiguous().float()
 
 
 class FastMaskGenerator:
@@ -135,6 +120,13 @@ class FastMaskGenerator:
 
     ``generate(frame uint8 [H,W,3]) -> (masks bool [K,H,W], scores float32 [K])``; scores are
     the decoder's predicted IoU; K varies with the frame (0 is possible).
+
+    For the prompts it runs, the masks, predicted IoU and stability scores are those of
+    segment-anything's ``SamAutomaticMaskGenerator`` (same image resize, same logits up to float
+    rounding, same frame-resolution thresholds): the speed comes from the decoder
+    (:class:`SharedImageDecoder`), from skipping the upscaling of prompts whose every mask fails
+    the IoU filter, from the separable post-processing (:func:`frame_resize_operator`), and from
+    prompting fewer points (refinement rounds).
     """
 
     def __init__(self, model: nn.Module, settings: GeneratorSettings | None = None) -> None:
@@ -142,6 +134,7 @@ class FastMaskGenerator:
         self.settings = settings or GeneratorSettings()
         self.encoder_size = int(model.image_encoder.img_size)
         self.mask_threshold = 0.0
+        self._operators: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------------------ encoder
     @torch.inference_mode()
@@ -149,65 +142,81 @@ class FastMaskGenerator:
         """Image embedding [1,256,S/16,S/16] and the (h, w) the frame occupies in the S x S input."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"frame must be uint8 [H,W,3], got {frame.dtype} {list(frame.shape)}")
+        from PIL import Image
+
         h, w = frame.shape[:2]
         scale = self.encoder_size / max(h, w)
-        new_h, new_w = int(round(h * scale)), int(round(w * scale))
-        image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
-        image = F.interpolate(image, (new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
+        new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+        # PIL bilinear on uint8, as segment-anything's ResizeLongestSide: the embedding (hence every
+        # mask) is then the reference generator's own.
+        resized = np.array(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
+        image = torch.from_numpy(resized).permute(2, 0, 1)[None].float()
         image = (image - self.model.pixel_mean.view(1, 3, 1, 1)) / self.model.pixel_std.view(1, 3, 1, 1)
         image = F.pad(image, (0, self.encoder_size - new_w, 0, self.encoder_size - new_h))
         return self.model.image_encoder(image), (new_h, new_w)
 
+    def _frame_operators(self, low_side: int, valid_hw: tuple[int, int],
+                         frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (low_side, valid_hw, frame_hw)
+        if key not in self._operators:
+            self._operators[key] = (frame_resize_operator(low_side, self.encoder_size, valid_hw[0], frame_hw[0]),
+                                    frame_resize_operator(low_side, self.encoder_size, valid_hw[1], frame_hw[1]))
+        return self._operators[key]
+
     # ------------------------------------------------------------------------------ decoder
+    def _shared_decoder(self, embedding: torch.Tensor) -> SharedImageDecoder:
+        prompt_encoder = self.model.prompt_encoder
+        dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *embedding.shape[-2:])
+        return SharedImageDecoder(self.model.mask_decoder, embedding, prompt_encoder.get_dense_pe(), dense)
+
     @torch.inference_mode()
-    def _decode(self, embedding: torch.Tensor, points_xy: np.ndarray, valid_hw: tuple[int, int],
+    def _decode(self, decoder: SharedImageDecoder, points_xy: np.ndarray, valid_hw: tuple[int, int],
                 frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits [N,h,w] (cropped to the frame) and predicted IoU [N] of the masks that pass
-        the IoU and stability filters, for points (x, y) in frame pixels [P,2]."""
+        """Binary masks bool [K,H,W] at frame resolution and predicted IoU [K] of the multimask outputs
+        of points (x, y) in frame pixels [P,2] that pass the IoU and stability filters."""
         s = self.settings
-        low_side = embedding.shape[-1] * 4
-        crop_h = int(round(valid_hw[0] * low_side / self.encoder_size))
-        crop_w = int(round(valid_hw[1] * low_side / self.encoder_size))
+        low_side = decoder.hw[0] * 4
+        rows, cols = self._frame_operators(low_side, valid_hw, frame_hw)
         scale = torch.tensor([valid_hw[1] / frame_hw[1], valid_hw[0] / frame_hw[0]])
-        dense_pe = self.model.prompt_encoder.get_dense_pe()
-        kept_logits, kept_scores = [], []
+        kept_masks, kept_scores = [], []
         for start in range(0, len(points_xy), s.points_per_batch):
             coords = torch.as_tensor(points_xy[start:start + s.points_per_batch], dtype=torch.float32) * scale
             labels = torch.ones(coords.shape[0], 1)
-            sparse, dense = self.model.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
-            logits, iou = decode_multimask(self.model.mask_decoder, embedding, dense_pe, sparse, dense,
-                                           s.pred_iou_thresh)
-            logits = logits[..., :crop_h, :crop_w]
-            stable = stability_scores(logits, self.mask_threshold, s.stability_score_offset)
-            keep = stable >= s.stability_score_thresh
-            kept_logits.append(logits[keep])
-            kept_scores.append(iou[keep])
-        if not kept_logits:
-            return torch.zeros((0, crop_h, crop_w)), torch.zeros(0)
-        return torch.cat(kept_logits), torch.cat(kept_scores)
+            sparse, _ = self.model.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
+            tokens, image = decoder.transformer(sparse)
+            iou = decoder.iou(tokens)[:, 1:]  # multimask outputs are mask tokens 1..3
+            keep = iou > s.pred_iou_thresh  # [B,3]
+            prompts = keep.any(1)
+            if not bool(prompts.any()):
+                continue
+            # The IoU head needs only the tokens: upscale just the prompts with a surviving mask.
+            low = decoder.masks(tokens[prompts], image[prompts])[keep[prompts]]  # [K,4h,4w]
+            logits = rows @ low @ cols.T  # [K,H,W]: the reference's upsample-crop-resize, exactly
+            stable = stability_scores(logits, self.mask_threshold, s.stability_score_offset) >= s.stability_score_thresh
+            kept_masks.append(logits[stable] > self.mask_threshold)
+            kept_scores.append(iou[prompts][keep[prompts]][stable])
+        if not kept_masks:
+            return torch.zeros((0, *frame_hw), dtype=torch.bool), torch.zeros(0)
+        return torch.cat(kept_masks), torch.cat(kept_scores)
 
-    def _nms(self, logits: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if logits.shape[0] == 0:
-            return logits, scores
-        binary = logits > self.mask_threshold
-        nonempty = binary.flatten(1).any(1)
-        logits, scores, binary = logits[nonempty], scores[nonempty], binary[nonempty]
-        boxes = mask_boxes(binary)
+    def _nms(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if masks.shape[0] == 0:
+            return masks, scores
+        boxes = mask_boxes(masks)
         keep = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), self.settings.box_nms_thresh)
-        return logits[keep], scores[keep]
+        return masks[keep], scores[keep]
 
-    def _uncovered_points(self, logits: torch.Tensor, frame_hw: tuple[int, int]) -> np.ndarray:
+    def _uncovered_points(self, masks: torch.Tensor, frame_hw: tuple[int, int]) -> np.ndarray:
         """Points of the refinement grid (frame pixels, [P,2]) that no kept mask covers."""
         s = self.settings
         h, w = frame_hw
         grid = point_grid(s.refine_points_per_side) * np.array([w, h])
-        if logits.shape[0] == 0:
+        if masks.shape[0] == 0:
             candidates = grid
         else:
-            covered = (logits > self.mask_threshold).any(0).numpy()
-            ch, cw = covered.shape
-            rows = np.clip((grid[:, 1] * ch / h).astype(int), 0, ch - 1)
-            cols = np.clip((grid[:, 0] * cw / w).astype(int), 0, cw - 1)
+            covered = masks.any(0).numpy()
+            rows = np.clip(grid[:, 1].astype(int), 0, h - 1)
+            cols = np.clip(grid[:, 0].astype(int), 0, w - 1)
             candidates = grid[~covered[rows, cols]]
         if len(candidates) > s.max_refine_points:
             pick = np.linspace(0, len(candidates) - 1, s.max_refine_points).round().astype(int)
@@ -220,30 +229,23 @@ class FastMaskGenerator:
         s = self.settings
         frame_hw = frame.shape[:2]
         embedding, valid_hw = self.encode(frame)
+        decoder = self._shared_decoder(embedding)
         points = point_grid(s.points_per_side) * np.array([frame_hw[1], frame_hw[0]])
-        logits, scores = self._nms(*self._decode(embedding, points, valid_hw, frame_hw))
+        masks, scores = self._nms(*self._decode(decoder, points, valid_hw, frame_hw))
         for _ in range(s.refine_rounds):
-            points = self._uncovered_points(logits, frame_hw)
+            points = self._uncovered_points(masks, frame_hw)
             if len(points) == 0:
                 break
-            more_logits, more_scores = self._decode(embedding, points, valid_hw, frame_hw)
-            logits, scores = self._nms(torch.cat([logits, more_logits]), torch.cat([scores, more_scores]))
-        return self._to_frame(logits, scores, frame_hw)
+            more_masks, more_scores = self._decode(decoder, points, valid_hw, frame_hw)
+            masks, scores = self._nms(torch.cat([masks, more_masks]), torch.cat([scores, more_scores]))
+        return self._finish(masks, scores)
 
-    def _to_frame(self, logits: torch.Tensor, scores: torch.Tensor,
-                  frame_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Upsample the surviving low-res logits to the frame and binarise: bool [K,H,W], float32 [K]."""
-        if logits.shape[0] == 0:
-            return np.zeros((0, *frame_hw), dtype=bool), np.zeros(0, dtype=np.float32)
-        masks = []
-        for start in range(0, logits.shape[0], 64):
-            up = F.interpolate(logits[start:start + 64, None], frame_hw, mode="bilinear", align_corners=False)
-            masks.append(up[:, 0] > self.mask_threshold)
-        binary = torch.cat(masks).numpy()
+    def _finish(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Optional small-region cleaning, drop empty masks, sort by score: bool [K,H,W], float32 [K]."""
+        binary = masks.numpy()
         scores_np = scores.numpy().astype(np.float32)
-        if self.settings.min_mask_region_area > 0:
+        if len(binary) and self.settings.min_mask_region_area > 0:
             binary = np.stack([remove_small_regions(m, self.settings.min_mask_region_area) for m in binary])
-        # Upsampling or region cleaning can empty a mask; and an empty mask is no proposal.
         nonempty = binary.reshape(len(binary), -1).any(1)
         order = np.argsort(-scores_np[nonempty], kind="stable")
         return binary[nonempty][order], scores_np[nonempty][order]

@@ -246,19 +246,29 @@ def test_non_square_frames_keep_their_size_and_geometry(mobile_sam_backend):
 
 
 @needs_mobile_sam
-def test_early_iou_filter_decoder_matches_the_stock_decoder(mobile_sam_backend):
-    from pipeline.proposals.generator import decode_multimask
+def test_decoded_masks_are_the_reference_generators_masks(mobile_sam_backend):
+    """Same points -> same masks, IoU and stability decisions as segment-anything's own
+    SamPredictor + SamAutomaticMaskGenerator filters (image resize, logits, frame-size post-processing)."""
+    from mobile_sam import SamPredictor
+    from mobile_sam.utils.amg import calculate_stability_score
 
-    model = mobile_sam_backend.generator.model
+    generator = mobile_sam_backend.generator
+    s = generator.settings
+    frame = np.ascontiguousarray(np.concatenate([shapes_frame(64), shapes_frame(64)[::-1]], axis=1))  # 64x128
+    points = np.array([[20.0, 20.0], [100.0, 40.0], [60.0, 10.0], [5.0, 60.0], [90.0, 20.0]])
+    predictor = SamPredictor(generator.model)
+    predictor.set_image(frame)
     with torch.inference_mode():
-        embedding, _ = mobile_sam_backend.generator.encode(shapes_frame(64))
-        dense_pe = model.prompt_encoder.get_dense_pe()
-        points = torch.tensor([[[60.0, 60.0]], [[250.0, 250.0]], [[300.0, 40.0]]])
-        sparse, dense = model.prompt_encoder(points=(points, torch.ones(3, 1)), boxes=None, masks=None)
-        logits, iou = model.mask_decoder(image_embeddings=embedding, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
-                                         dense_prompt_embeddings=dense, multimask_output=True)
-        threshold = float(iou.median())
-        ours_logits, ours_iou = decode_multimask(model.mask_decoder, embedding, dense_pe, sparse, dense, threshold)
-    keep = iou > threshold
-    assert 0 < int(keep.sum()) < keep.numel()
-    assert torch.allclose(ours_logits, logits[keep], atol=1e-4) and torch.allclose(ours_iou, iou[keep], atol=1e-5)
+        coords = torch.as_tensor(predictor.transform.apply_coords(points, frame.shape[:2]), dtype=torch.float32)
+        logits, iou, _ = predictor.predict_torch(coords[:, None], torch.ones(len(points), 1), multimask_output=True,
+                                                 return_logits=True)
+        keep = (iou > s.pred_iou_thresh) & (calculate_stability_score(logits, 0.0, s.stability_score_offset)
+                                            >= s.stability_score_thresh)
+        want_masks, want_scores = logits[keep] > 0, iou[keep]
+        embedding, valid = generator.encode(frame)
+        torch.testing.assert_close(embedding, predictor.features, rtol=0, atol=1e-4)
+        masks, scores = generator._decode(generator._shared_decoder(embedding), points, valid, frame.shape[:2])
+    assert 0 < len(want_masks) == len(masks)
+    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-4)
+    differ = (masks != want_masks).flatten(1).sum(1)
+    assert int(differ.max()) <= 2  # a pixel whose logit is within float rounding of 0 may flip
