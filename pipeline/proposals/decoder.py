@@ -126,10 +126,11 @@ class SharedImageDecoder(nn.Module):
         return attn.out_proj(values)
 
     @staticmethod
-    def _image_to_token(attn: nn.Module, keys_in: torch.Tensor, values_in: torch.Tensor, *,
+    def _image_to_token(attn: nn.Module, keys_in: torch.Tensor, values_in: torch.Tensor, residual: torch.Tensor, *,
                         image_queries: torch.Tensor | None = None,
                         image_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """Image tokens attend to the T prompt tokens: the update [B,N,C] added to the image tokens.
+        """Image tokens attend to the T prompt tokens: ``residual`` ([B,N,C] or shared [N,C]) plus the
+        attention output, [B,N,C] (one new tensor: the residual add rides on the GEMM).
 
         keys_in, values_in [B,T,C]; either ``image_queries`` [N,D] (already projected, shared) or
         ``image_pos`` [B,N,C] (image + positional encoding, per prompt)."""
@@ -146,7 +147,7 @@ class SharedImageDecoder(nn.Module):
         weights = _softmax_small_last(logits.view(b, n, heads, t)).view(b, n, heads * t)
         v = _block_diagonal(attn.v_proj(values_in), mask)  # [B,H*T,D]
         projected = v @ attn.out_proj.weight.T  # [B,H*T,C]: out_proj applied to T tokens, not N
-        return torch.baddbmm(attn.out_proj.bias.expand(b, n, -1), weights, projected)
+        return torch.baddbmm(residual + attn.out_proj.bias, weights, projected)
 
     # ------------------------------------------------------------------------------- forward
     def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,9 +160,8 @@ class SharedImageDecoder(nn.Module):
         queries = first.norm2(queries + self._token_to_shared_image(
             first.cross_attn_token_to_image, queries + tokens, self.keys1, self.values1))
         queries = first.norm3(queries + first.mlp(queries))
-        update = self._image_to_token(first.cross_attn_image_to_token, queries + tokens, queries,
-                                      image_queries=self.queries1)
-        image = first.norm4(update + self.image)
+        image = first.norm4(self._image_to_token(first.cross_attn_image_to_token, queries + tokens, queries,
+                                                 self.image, image_queries=self.queries1))
         for layer in transformer.layers[1:]:
             q = queries + tokens
             queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
@@ -169,9 +169,8 @@ class SharedImageDecoder(nn.Module):
             queries = layer.norm2(queries + self._token_to_image(
                 layer.cross_attn_token_to_image, queries + tokens, image, image_pos))
             queries = layer.norm3(queries + layer.mlp(queries))
-            update = self._image_to_token(layer.cross_attn_image_to_token, queries + tokens, queries,
-                                          image_pos=image_pos)
-            image = layer.norm4(image + update)
+            image = layer.norm4(self._image_to_token(layer.cross_attn_image_to_token, queries + tokens, queries,
+                                                     image, image_pos=image_pos))
         queries = transformer.norm_final_attn(queries + self._token_to_image(
             transformer.final_attn_token_to_image, queries + tokens, image, image + self.pos))
         return queries, image

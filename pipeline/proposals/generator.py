@@ -1,17 +1,21 @@
 """A fast class-agnostic mask generator for segment-anything-compatible models.
 
-Same idea as segment-anything's ``SamAutomaticMaskGenerator`` (prompt the decoder with a
-grid of points, keep confident and stable masks, suppress duplicates), reorganised so that
-almost no work is done at full resolution:
+segment-anything's ``SamAutomaticMaskGenerator`` prompts the decoder with a 32 x 32 grid of
+points, keeps confident (predicted IoU) and stable masks and suppresses duplicates (box NMS).
+This generator returns the same masks for the points it prompts, and gets there much faster:
 
-1. the image is encoded once, at the model's encoder size (a smaller TinyViT input is
-   enough for 224x224 frames, see ``models.build_mobile_sam``);
-2. the decoder runs on large point batches; the predicted-IoU filter runs before the mask
-   upscaling (:func:`decode_multimask`), stability and box NMS on the low-resolution logits
-   [S/4,S/4] - the reference upsamples every candidate to 1024x1024 and back before filtering;
-3. refinement rounds prompt only where no kept mask exists yet (points of a finer grid that
-   fall in uncovered pixels), instead of a dense grid everywhere;
-4. only the survivors of NMS are upsampled (bilinear) to the frame size and thresholded.
+1. the image is resized exactly as the reference does (PIL bilinear, uint8), so the image
+   embedding is the reference's own (an encoder input below 1024 is allowed for speed);
+2. the decoder is :class:`pipeline.proposals.decoder.SharedImageDecoder`: the released weights,
+   reorganised around what the prompts share (3-6x less work per prompt on a CPU);
+3. the predicted-IoU filter runs on the transformer's tokens, before the mask upscaling, which
+   then runs only for prompts with a surviving mask;
+4. the reference's post-processing (upsample to the encoder input, crop, resize to the frame) is
+   one separable linear map per axis (:func:`frame_resize_operator`), applied to survivors only;
+   stability, thresholds and NMS then run at frame resolution, as in the reference;
+5. coarse-to-fine rounds (:func:`coarse_to_fine_rounds`): every 8th grid point first, then the
+   stride halves and only grid points that no kept mask covers are prompted. ``coarse_levels: 0``
+   prompts the whole grid: the reference itself.
 """
 from __future__ import annotations
 
@@ -25,16 +29,21 @@ from torchvision.ops import batched_nms
 
 from pipeline.proposals.decoder import SharedImageDecoder
 
+# Part of every proposal cache key: bump it whenever a code change alters the masks for the same
+# settings, so that cached per-video results from older code are never served.
+GENERATOR_VERSION = 2  # 2: reference-exact resize/post-processing, shared decoder, coarse-to-fine rounds
+
 
 @dataclass(frozen=True)
 class GeneratorSettings:
     """Knobs of :class:`FastMaskGenerator` (the ``proposals`` params section carries them)."""
 
-    points_per_side: int = 16          # first round: regular grid of points_per_side^2 points
-    refine_rounds: int = 1             # extra rounds prompting uncovered pixels only
-    refine_points_per_side: int = 32   # candidate grid for the refinement rounds
-    max_refine_points: int = 256       # cap per refinement round (evenly thinned)
-    points_per_batch: int = 64         # points per decoder call (memory ~ 4 MB x points at 1024)
+    points_per_side: int = 32          # the prompt grid (SAM's automatic generator: 32 x 32)
+    coarse_levels: int = 3             # round 1 prompts every 2^levels-th grid point per axis; each next
+                                       # round halves the stride and prompts only grid points that no
+                                       # kept mask covers yet. 0: the whole grid in one round (the reference)
+    points_per_batch: int = 2          # prompts per decoder call: [B,4096,256] tensors stay cache-sized
+                                       # (measured on a CPU: 25 s at 2, 35 s at 8, 40 s at 16 per frame)
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
@@ -42,12 +51,30 @@ class GeneratorSettings:
     min_mask_region_area: int = 0      # > 0: drop islands and fill holes smaller than this (pixels)
 
     def __post_init__(self) -> None:
-        if self.points_per_side < 1 or self.refine_points_per_side < 1:
-            raise ValueError("points_per_side and refine_points_per_side must be >= 1")
+        if self.points_per_side < 1:
+            raise ValueError("points_per_side must be >= 1")
         if self.points_per_batch < 1:
             raise ValueError("points_per_batch must be >= 1")
-        if self.refine_rounds < 0 or self.max_refine_points < 0:
-            raise ValueError("refine_rounds and max_refine_points must be >= 0")
+        if self.coarse_levels < 0:
+            raise ValueError("coarse_levels must be >= 0")
+
+
+def coarse_to_fine_rounds(n_per_side: int, levels: int) -> list[np.ndarray]:
+    """Indices into :func:`point_grid` (row-major) of each round's candidate points: round 0 takes
+    rows/columns ``s//2, s//2 + s, ...`` with stride ``s = 2^levels``, each later round halves the
+    stride. Every grid point appears in exactly one round; the last round completes the grid."""
+    seen = np.zeros((n_per_side, n_per_side), bool)
+    rounds = []
+    for level in range(levels, -1, -1):
+        stride = 2**level
+        pick = np.zeros_like(seen)
+        pick[stride // 2::stride, stride // 2::stride] = True
+        pick &= ~seen
+        seen |= pick
+        rounds.append(np.flatnonzero(pick))
+    if not seen.all():  # a stride that does not reach some rows/columns: they join the last round
+        rounds[-1] = np.union1d(rounds[-1], np.flatnonzero(~seen))
+    return rounds
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -190,38 +217,33 @@ class FastMaskGenerator:
             if not bool(prompts.any()):
                 continue
             # The IoU head needs only the tokens: upscale just the prompts with a surviving mask.
-            low = decoder.masks(tokens[prompts], image[prompts])[keep[prompts]]  # [K,4h,4w]
+            if not bool(prompts.all()):  # indexing copies [P,N,C]: only when some prompt drops out
+                tokens, image, iou, keep = tokens[prompts], image[prompts], iou[prompts], keep[prompts]
+            low = decoder.masks(tokens, image)[keep]  # [K,4h,4w]
             logits = rows @ low @ cols.T  # [K,H,W]: the reference's upsample-crop-resize, exactly
             stable = stability_scores(logits, self.mask_threshold, s.stability_score_offset) >= s.stability_score_thresh
             kept_masks.append(logits[stable] > self.mask_threshold)
-            kept_scores.append(iou[prompts][keep[prompts]][stable])
+            kept_scores.append(iou[keep][stable])
         if not kept_masks:
             return torch.zeros((0, *frame_hw), dtype=torch.bool), torch.zeros(0)
         return torch.cat(kept_masks), torch.cat(kept_scores)
 
-    def _nms(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if masks.shape[0] == 0:
-            return masks, scores
-        boxes = mask_boxes(masks)
-        keep = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), self.settings.box_nms_thresh)
-        return masks[keep], scores[keep]
+    def _nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Indices of the candidates that survive box NMS (best first)."""
+        if scores.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.long)
+        return batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), self.settings.box_nms_thresh)
 
-    def _uncovered_points(self, masks: torch.Tensor, frame_hw: tuple[int, int]) -> np.ndarray:
-        """Points of the refinement grid (frame pixels, [P,2]) that no kept mask covers."""
-        s = self.settings
-        h, w = frame_hw
-        grid = point_grid(s.refine_points_per_side) * np.array([w, h])
-        if masks.shape[0] == 0:
-            candidates = grid
-        else:
-            covered = masks.any(0).numpy()
-            rows = np.clip(grid[:, 1].astype(int), 0, h - 1)
-            cols = np.clip(grid[:, 0].astype(int), 0, w - 1)
-            candidates = grid[~covered[rows, cols]]
-        if len(candidates) > s.max_refine_points:
-            pick = np.linspace(0, len(candidates) - 1, s.max_refine_points).round().astype(int)
-            candidates = candidates[pick]
-        return candidates
+    @staticmethod
+    def _uncovered(points_xy: np.ndarray, masks: torch.Tensor) -> np.ndarray:
+        """The points (frame pixels, [P,2]) that no kept mask [K,H,W] covers."""
+        if masks.shape[0] == 0 or len(points_xy) == 0:
+            return points_xy
+        covered = masks.any(0).numpy()
+        h, w = covered.shape
+        rows = np.clip(points_xy[:, 1].astype(int), 0, h - 1)
+        cols = np.clip(points_xy[:, 0].astype(int), 0, w - 1)
+        return points_xy[~covered[rows, cols]]
 
     # ------------------------------------------------------------------------------ public
     @torch.inference_mode()
@@ -230,15 +252,25 @@ class FastMaskGenerator:
         frame_hw = frame.shape[:2]
         embedding, valid_hw = self.encode(frame)
         decoder = self._shared_decoder(embedding)
-        points = point_grid(s.points_per_side) * np.array([frame_hw[1], frame_hw[0]])
-        masks, scores = self._nms(*self._decode(decoder, points, valid_hw, frame_hw))
-        for _ in range(s.refine_rounds):
-            points = self._uncovered_points(masks, frame_hw)
+        grid = point_grid(s.points_per_side) * np.array([frame_hw[1], frame_hw[0]])
+        # Every candidate is kept until the end and NMS always runs on all of them, so the result
+        # is the reference's NMS over the prompted points, whatever the order of the rounds.
+        masks = torch.zeros((0, *frame_hw), dtype=torch.bool)
+        scores, boxes = torch.zeros(0), torch.zeros((0, 4))
+        kept = torch.zeros(0, dtype=torch.long)
+        self.last_prompts = 0
+        for i, indices in enumerate(coarse_to_fine_rounds(s.points_per_side, s.coarse_levels)):
+            # A point inside a kept mask would mostly return that mask again (NMS drops it): only
+            # points on not-yet-segmented pixels are worth a decoder call.
+            points = grid[indices] if i == 0 else self._uncovered(grid[indices], masks[kept])
             if len(points) == 0:
-                break
-            more_masks, more_scores = self._decode(decoder, points, valid_hw, frame_hw)
-            masks, scores = self._nms(torch.cat([masks, more_masks]), torch.cat([scores, more_scores]))
-        return self._finish(masks, scores)
+                continue
+            self.last_prompts += len(points)
+            new_masks, new_scores = self._decode(decoder, points, valid_hw, frame_hw)
+            masks, scores = torch.cat([masks, new_masks]), torch.cat([scores, new_scores])
+            boxes = torch.cat([boxes, mask_boxes(new_masks)])
+            kept = self._nms(boxes, scores)
+        return self._finish(masks[kept], scores[kept])
 
     def _finish(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Optional small-region cleaning, drop empty masks, sort by score: bool [K,H,W], float32 [K]."""

