@@ -11,6 +11,14 @@ Intel ISA-L (``isal``), about twice as fast as the zlib inside HDF5 on the same 
 with byte-identical results. Every other layout, and every read when ``isal`` is not installed,
 goes through h5py's normal read. The files themselves are plain gzip HDF5, readable by any h5py.
 
+Repeated reads (the training loader): :meth:`ShardReader.locate` records once where an array's bytes
+lie in the file (file offsets of its contiguous block or of each deflate chunk, a few numbers and no
+handle, so the record can cross fork and pickle), and :class:`ArrayReader` reads such records later
+with plain ``pread`` calls and ISA-L (or zlib) inflation, without any HDF5 call per read. A record
+carries the file's identity (device, inode, size, mtime); reading it from a file that has since been
+rewritten is refused. Layouts the record cannot describe (other filters, unwritten chunks, compact
+storage, non-native or non-numeric types) are read through h5py by the same :class:`ArrayReader`.
+
 Writing: exactly one process writes a shard, to ``shard-N.h5.tmp-PID``, renamed into place
 only when the writer closes without error; a crash leaves the previous file (or none).
 """
@@ -18,7 +26,10 @@ only when the writer closes without error; a crash leaves the previous file (or 
 from __future__ import annotations
 
 import json
+import math
 import os
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -162,6 +173,8 @@ class ShardReader:
             raise ShardError(f"{self.path}: not a readable HDF5 shard ({exc})") from exc
         self._videos = self._h5["videos"] if "videos" in self._h5 else None
         self._ids: list[str] | None = None
+        self._stamp: FileStamp | None = None
+        self._userblock_size: int | None = None
 
     def __enter__(self) -> "ShardReader":
         return self
@@ -225,6 +238,60 @@ class ShardReader:
 
     def shape(self, video_id: str, key: str) -> tuple[int, ...]:
         return tuple(self._dataset_id(video_id, key).shape)
+
+    def _userblock(self) -> int:
+        if self._userblock_size is None:
+            self._userblock_size = self._h5.id.get_create_plist().get_userblock()
+        return self._userblock_size
+
+    def stamp(self) -> FileStamp:
+        """The identity of the file this reader has open (not of whatever the path names now)."""
+        return FileStamp.of_file(self._h5.id.get_vfd_handle())
+
+    def locate(self, video_id: str, key: str) -> ArrayLocation:
+        """Where array ``key`` of ``video_id`` lies in this file, for :class:`ArrayReader` to read it later (in
+        any process) without HDF5: the file offsets of its contiguous bytes or of each of its chunks when the
+        layout allows plain reads (see :class:`ArrayLocation`), else a record that sends the read to h5py.
+        Raises :class:`ShardError` for a missing video or array, as :meth:`read` does."""
+        dataset_id = self._dataset_id(video_id, key)
+        shape, dtype = tuple(dataset_id.shape), dataset_id.dtype
+        if self._stamp is None:
+            self._stamp = self.stamp()
+        base = ArrayLocation(str(self.path.absolute()), self._stamp, video_id, key, shape, dtype)
+        plain = dtype.kind in "biuf" and dtype.isnative and len(shape) >= 1 and 0 not in shape
+        # File addresses in HDF5 are relative to the end of the user block: with none (ShardWriter never
+        # writes one) they are byte offsets in the file.
+        if not plain or self._userblock() != 0:
+            return base
+        plist = dataset_id.get_create_plist()
+        nbytes = dtype.itemsize * math.prod(shape)
+        layout = plist.get_layout()
+        if layout == h5d.CONTIGUOUS:
+            offset = dataset_id.get_offset()
+            if offset is None or dataset_id.get_storage_size() != nbytes:
+                return base  # never written: h5py gives the fill value
+            return replace(base, chunk_shape=shape, chunks=((offset, nbytes, 0, (0,) * len(shape)),),
+                           span=(offset, offset + nbytes))
+        if layout != h5d.CHUNKED:
+            return base  # compact: the bytes live in the object header
+        filters = plist.get_nfilters()
+        if filters > 1 or (filters == 1 and plist.get_filter(0)[0] != h5z.FILTER_DEFLATE):
+            return base
+        chunk_shape = tuple(plist.get_chunk())
+        infos: list[Any] = []
+        if hasattr(dataset_id, "chunk_iter"):  # one call for all chunks (HDF5 >= 1.12.3 / 1.14)
+            dataset_id.chunk_iter(infos.append)
+        else:  # pragma: no cover - older HDF5
+            infos = [dataset_id.get_chunk_info(i) for i in range(dataset_id.get_num_chunks())]
+        if len(infos) != math.prod(-(-s // c) for s, c in zip(shape, chunk_shape)):
+            return base  # some chunks never written: h5py gives the fill value there
+        # Bit 0 of a chunk's filter mask set: the (only) deflate filter was skipped, the chunk is stored as is.
+        chunks = [(info.byte_offset, info.size, int(filters == 1 and not info.filter_mask & 1), tuple(info.chunk_offset))
+                  for info in infos]
+        by_offset = sorted(chunks)
+        adjacent = all(a[0] + a[1] == b[0] for a, b in zip(by_offset, by_offset[1:]))
+        span = (by_offset[0][0], by_offset[-1][0] + by_offset[-1][1]) if adjacent else None
+        return replace(base, chunk_shape=chunk_shape, chunks=tuple(chunks), span=span)
 
     def video_attrs(self, video_id: str) -> dict[str, Any]:
         return {k: _from_attr(v) for k, v in self._group(video_id).attrs.items()}
@@ -301,6 +368,167 @@ def _inflate_frames(dataset_id: h5d.DatasetID, shape: tuple[int, ...], dtype: np
         if len(data) != frame_bytes:
             return None
         out[slot] = np.frombuffer(data, dtype).reshape(frame_shape)
+    return out
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Which file a path named when arrays were located: a rewrite (a new file renamed into place, or the
+    same file changed) changes the inode or the size or the modification time."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of_file(cls, fd: int) -> "FileStamp":
+        st = os.fstat(fd)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class ArrayLocation:
+    """One array of one shard, as :meth:`ShardReader.locate` found it: plain data (no handle), so it can be
+    made once in a parent process and read in DataLoader workers after fork.
+
+    ``chunks`` (None: the layout needs HDF5, :class:`ArrayReader` reads the array through h5py) holds one
+    ``(file offset, stored bytes, compressed, first element)`` per chunk of ``chunk_shape`` elements; a
+    contiguous array is one uncompressed chunk of its whole shape. ``compressed`` chunks are zlib streams
+    (HDF5's deflate filter), the others the chunk's raw bytes. ``span`` is the byte range of all chunks when
+    they lie back to back in the file (as ShardWriter writes them), so that one read fetches them all."""
+
+    path: str
+    stamp: FileStamp
+    video_id: str
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_shape: tuple[int, ...] | None = None
+    chunks: tuple[tuple[int, int, int, tuple[int, ...]], ...] | None = None
+    span: tuple[int, int] | None = None
+
+    @property
+    def direct(self) -> bool:
+        """Whether :class:`ArrayReader` reads it with plain file reads (else through h5py)."""
+        return self.chunks is not None
+
+
+class ArrayReader:
+    """Reads :class:`ArrayLocation` records: direct ones with ``os.pread`` (one read per array when its
+    chunks lie back to back) and ISA-L inflation (zlib when ``isal`` is not installed), the others with
+    :meth:`ShardReader.read`. Keeps a file descriptor (and a ShardReader where needed) per file, opened on
+    first use in the reading process and reopened after fork (pid check): nothing opened by a parent is
+    used by a child. Refuses a file whose identity differs from the one the location recorded."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._fds: dict[str, int] = {}
+        self._readers: dict[str, ShardReader] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"open_files": "not pickled"}  # never travel (a non-empty state, so __setstate__ runs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown or a half-built object: nothing to report
+            pass
+
+    def __enter__(self) -> "ArrayReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close what this process opened (a parent's files, seen after fork, are left alone)."""
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+            for reader in self._readers.values():
+                reader.close()
+        self._fds, self._readers = {}, {}
+
+    def _forked(self) -> None:
+        if self._pid != os.getpid():
+            self._fds, self._readers = {}, {}  # the parent's: never used here, never closed from here
+            self._pid = os.getpid()
+
+    def _fd(self, location: ArrayLocation) -> int:
+        fd = self._fds.get(location.path)
+        if fd is None:
+            try:
+                fd = os.open(location.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                raise ShardError(f"{location.path}: cannot open the shard ({exc})") from exc
+            if FileStamp.of_file(fd) != location.stamp:
+                os.close(fd)
+                raise ShardError(f"{location.path}: the shard changed after its arrays were located (rewritten by "
+                                 "a stage?); build the dataset again")
+            self._fds[location.path] = fd
+        return fd
+
+    def read(self, location: ArrayLocation) -> np.ndarray:
+        """The whole array ``location`` describes, as a new writable numpy array."""
+        self._forked()
+        if location.chunks is None:
+            reader = self._readers.get(location.path)
+            if reader is None:
+                reader = self._readers[location.path] = ShardReader(location.path)
+                if reader.stamp() != location.stamp:
+                    reader.close()
+                    del self._readers[location.path]
+                    raise ShardError(f"{location.path}: the shard changed after its arrays were located (rewritten "
+                                     "by a stage?); build the dataset again")
+            return reader.read(location.video_id, location.key)
+        return _read_located(self._fd(location), location)
+
+
+def _pread(fd: int, location: ArrayLocation, offset: int, size: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: file ends inside the array "
+                         f"(bytes {offset}..{offset + size}); truncated?")
+    return data
+
+
+def _read_located(fd: int, location: ArrayLocation) -> np.ndarray:
+    shape, dtype, chunk_shape = location.shape, location.dtype, location.chunk_shape
+    assert location.chunks is not None and chunk_shape is not None
+    out = np.empty(shape, dtype)
+    if chunk_shape == shape and len(location.chunks) == 1 and not location.chunks[0][2]:
+        offset, size = location.chunks[0][:2]  # contiguous: straight into the array, no copy
+        if size != out.nbytes or os.preadv(fd, [memoryview(out).cast("B")], offset) != size:
+            raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: short read at {offset}; "
+                             "truncated?")
+        return out
+    inflate = _isal_decompress if _isal_decompress is not None else zlib.decompress
+    chunk_bytes = dtype.itemsize * math.prod(chunk_shape)
+    rows = chunk_shape[1:] == shape[1:]  # chunks of whole rows (ShardWriter's per-frame chunks)
+    start = location.span[0] if location.span is not None else 0
+    block = memoryview(_pread(fd, location, start, location.span[1] - start)) if location.span is not None else None
+    for offset, size, compressed, corner in location.chunks:
+        raw = block[offset - start:offset - start + size] if block is not None else _pread(fd, location, offset, size)
+        try:
+            data = inflate(raw) if compressed else raw
+        except (_IsalError, zlib.error) as exc:
+            raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: damaged chunk at byte "
+                             f"{offset} ({exc})") from exc
+        if len(data) != chunk_bytes:
+            raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: chunk at byte {offset} "
+                             f"holds {len(data)} bytes, expected {chunk_bytes}")
+        chunk = np.frombuffer(data, dtype).reshape(chunk_shape)
+        if rows:
+            first = corner[0]
+            count = min(chunk_shape[0], shape[0] - first)
+            out[first:first + count] = chunk[:count]
+        else:  # edge chunks are stored whole: keep the part inside the array
+            region = tuple(slice(c, min(c + n, s)) for c, n, s in zip(corner, chunk_shape, shape))
+            out[region] = chunk[tuple(slice(0, r.stop - r.start) for r in region)]
     return out
 
 

@@ -3,13 +3,22 @@
 
 A sample is one video clip of T frames. Every array comes from the shards written by the
 feature stages (``extract``: frames + ground truth, ``proposals``: maskiges, ``audio``: embeddings
-or log-mel); nothing is recomputed here. Shards are opened lazily in the process that reads them
-(each DataLoader worker gets its own h5py handles; a handle is never inherited across fork).
+or log-mel); nothing is recomputed here. Indexing the dataset opens each shard once, records where
+every array of every clip lies in it (``pipeline.shards.ArrayLocation``: file offsets, no handle) and
+reads the small per-clip facts (split, T, which frames are labelled), then closes the shard. An item
+is then a few plain file reads plus inflation, in the process that reads it: each DataLoader worker
+opens its own file descriptors (``pipeline.shards.ArrayReader``); nothing opened in the parent, h5py
+handle or descriptor, is used in a worker.
 
-Images stay uint8 from the shard to the collated batch: the dataset only crops, resizes and flips
-(uint8 in, uint8 out), and colour jitter, float conversion and ImageNet normalisation happen once
-per batch in :func:`prepare_batch`, on the training device. That is 4x less memory to resize, stack
-and pass between DataLoader processes (8x for masks) than float32/int64 samples.
+Images stay uint8 from the shard to the collated batch, and in the shards' memory order: an image
+tensor is [T,3,H,W] by shape but channels-last in memory (a permuted view of the stored [T,H,W,3],
+``torch.channels_last`` strides). The dataset only crops, resizes and flips (uint8 in, uint8 out,
+channels-last in, channels-last out; a clip already at the model size is not copied at all), the
+collate stacks in that order, and the one transposition to channels-first memory happens in
+:func:`prepare_batch`, on the training device, in the same pass as the float conversion; colour jitter
+and ImageNet normalisation follow there. That is 4x less memory to resize, stack and pass between
+DataLoader processes (8x for masks) than float32/int64 samples, and no copy in the workers that only
+reorders bytes.
 
 Which frames are supervised comes from the data (``gt_valid``): S4 train clips carry a label on
 frame 1 only (semi-supervised), MS3 on all frames, AVSS where labels exist.
@@ -17,7 +26,6 @@ frame 1 only (semi-supervised), MS3 on all frames, AVSS where labels exist.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -27,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.shards import ShardReader, shard_file
+from pipeline.shards import ArrayLocation, ArrayReader, ShardReader, shard_file
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -96,9 +104,10 @@ class Augmentation:
 
     def __call__(self, frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """frames, maskiges: uint8 [T,3,H,W] (any strides); masks: uint8/int64 [T,H,W] -> frames, maskiges uint8
-        [T,3,h,w] and masks [T,h,w] (same dtype) at ``size``, contiguous, all from one crop box (bilinear for
-        frames, nearest for maskiges and masks); plus the jitter factors (see :meth:`draw`)."""
+        """frames, maskiges: uint8 [T,3,H,W] (any strides; channels-last is the fast case); masks: uint8/int64
+        [T,H,W] -> frames, maskiges uint8 [T,3,h,w] dense channels-last and masks [T,h,w] (same dtype) contiguous,
+        at ``size``, all from one crop box (bilinear for frames, nearest for maskiges and masks); plus the
+        jitter factors (see :meth:`draw`)."""
         box, jitter = self.draw(*frames.shape[-2:], gen)
         frames = crop_resize_bilinear(frames, box, self.size)
         if maskiges is not None:
@@ -114,39 +123,59 @@ def _source_span(start: int, length: int, source_per_output: float, limit: int) 
 
 
 def crop_resize_bilinear(images: torch.Tensor, box: CropBox, size: Sequence[int]) -> torch.Tensor:
-    """uint8 [T,C,H,W] CPU tensor (any strides) -> ``box`` resized bilinearly to ``size``: uint8 [T,C,h,w], contiguous.
+    """uint8 [T,C,H,W] CPU tensor (any strides) -> ``box`` resized bilinearly to ``size``: uint8 [T,C,h,w], dense
+    channels-last (the input itself when it already is and nothing changes).
 
     No antialiasing, as F.interpolate did on floats before and as COMBO's cv2 resize. uint8 in and out
-    runs torch's vectorised uint8 kernel, fastest on the channels-last strides the shards give."""
+    runs torch's vectorised uint8 kernel, which keeps the channels-last order the shards give."""
     window = images[..., box.top:box.top + box.height, box.left:box.left + box.width]
     if (box.height, box.width) != tuple(size):
         window = F.interpolate(window, size=tuple(size), mode="bilinear", align_corners=False, antialias=False)
-    return _dense(window, box.flip)
+    return channels_last(window, box.flip)
 
 
 def crop_resize_nearest(images: torch.Tensor, box: CropBox, size: Sequence[int]) -> torch.Tensor:
-    """[T,C,H,W] or [T,H,W] CPU tensor (uint8 maskiges, uint8/int64 masks; any strides) -> ``box`` resized to
-    ``size`` by nearest neighbour, same dtype, contiguous. Output pixel i takes box pixel floor(i * box / size),
-    F.interpolate's "nearest" rule, as an index gather (exact for any dtype, and cheaper on uint8)."""
+    """[T,C,H,W] (uint8 maskiges; any strides) or [T,H,W] (uint8/int64 masks) CPU tensor -> ``box`` resized to
+    ``size`` by nearest neighbour, same dtype; images come out dense channels-last, masks contiguous. Output
+    pixel i takes box pixel floor(i * box / size), F.interpolate's "nearest" rule, as an index gather (exact for
+    any dtype, and cheaper on uint8)."""
     out_h, out_w = size
     window = images[..., box.top:box.top + box.height, box.left:box.left + box.width]
     if (box.height, box.width) == (out_h, out_w):
-        return _dense(window, box.flip)
+        return channels_last(window, box.flip) if window.dim() == 4 else _dense(window, box.flip)
     rows = np.arange(out_h) * box.height // out_h
     cols = np.arange(out_w) * box.width // out_w
     if box.flip:
         cols = cols[::-1]
-    if out_h * out_w < box.height * box.width and window.dim() == 4 and window.stride(1) == 1:
-        # Shrinking a channels-last window: gather in its memory order, transpose the smaller result.
-        pixels = window.permute(0, 2, 3, 1).numpy().take(rows, axis=1).take(cols, axis=2)
-        return _dense(torch.from_numpy(pixels).permute(0, 3, 1, 2))
-    # Growing (or channels-first already): make the smaller window channels-first, then gather.
+    if window.dim() == 4:
+        # In memory order [T,H,W,C]. Columns are gathered as single elements (element c * C + channel of
+        # each row), which numpy does several times faster than C-element pixels, and on the fewer rows:
+        # before the row gather when it grows the window, after it when it shrinks (a row gather moves
+        # whole rows and costs little either way).
+        pixels = window.permute(0, 2, 3, 1).numpy()
+        T, C = pixels.shape[0], pixels.shape[-1]
+        picks = (cols[:, None] * C + np.arange(C)).ravel()
+        if out_h > box.height:
+            pixels = np.ascontiguousarray(pixels).reshape(T, box.height, -1).take(picks, axis=2).take(rows, axis=1)
+        else:
+            pixels = pixels.take(rows, axis=1).reshape(T, out_h, -1).take(picks, axis=2)
+        return torch.from_numpy(pixels.reshape(T, out_h, out_w, C)).permute(0, 3, 1, 2)
     return torch.from_numpy(_dense(window).numpy().take(rows, axis=-2).take(cols, axis=-1))
 
 
+def channels_last(images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """[T,C,H,W] -> the same values dense in channels-last memory (``images`` itself when it already is and
+    ``flip`` is False), mirrored left-right when ``flip``."""
+    if flip:
+        images = images.flip(-1)  # keeps a channels-last input channels-last
+    if images.is_contiguous(memory_format=torch.channels_last):
+        return images
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def _dense(images: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """``images`` as a contiguous (channels-first) CPU tensor, mirrored left-right when ``flip``. numpy makes
-    the strided uint8 copy (channels-last view -> channels-first) ~3x faster than torch's .contiguous()."""
+    """``images`` (masks [T,H,W]) as a contiguous CPU tensor, mirrored left-right when ``flip`` (numpy makes
+    the strided copy faster than torch's .contiguous())."""
     if images.is_contiguous() and not flip:
         return images
     array = images.numpy()
@@ -154,8 +183,8 @@ def _dense(images: torch.Tensor, flip: bool = False) -> torch.Tensor:
 
 
 def image_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [T,H,W,3] (as stored) -> uint8 [T,3,H,W] view with channels-last strides, no copy: the
-    geometry (:class:`Augmentation`, :func:`resize_clip`) writes the contiguous channels-first result."""
+    """uint8 [T,H,W,3] (as stored) -> uint8 [T,3,H,W] view with channels-last strides, no copy: the shape
+    every consumer indexes, the memory order the shards, the augmentation and the collate keep."""
     return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
@@ -169,13 +198,16 @@ def label_tensor(masks: np.ndarray) -> torch.Tensor:
 
 
 def normalise_images(images: torch.Tensor, jitter: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 [...,3,H,W] -> float32 [...,3,H,W], ImageNet mean/std normalised (frames and maskiges alike,
-    as COMBO). With ``jitter`` (float [B,2]: brightness, contrast per clip, for images [B,T,3,H,W]) the
-    frame colour jitter comes first: on [0,1] values, x -> ((x - m) * contrast + m) * brightness with m the
-    mean of each frame, clamped to [0,1]."""
+    """uint8 [...,3,H,W] of any memory layout (the loader's are channels-last) -> contiguous float32
+    [...,3,H,W], ImageNet mean/std normalised (frames and maskiges alike, as COMBO). With ``jitter`` (float
+    [B,2]: brightness, contrast per clip, for images [B,T,3,H,W]) the frame colour jitter comes first: on
+    [0,1] values, x -> ((x - m) * contrast + m) * brightness with m the mean of each frame, clamped to [0,1]."""
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images (the loader's output), got {images.dtype}")
-    x = images.float()
+    # One pass converts to float and transposes to channels-first memory (the model's layout), on the
+    # images' device: the loader never spends a copy on reordering bytes.
+    x = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    x.copy_(images)
     mean, std = IMAGENET_MEAN.to(x.device), IMAGENET_STD.to(x.device)
     if jitter is None:
         return x.mul_(1 / (255 * std)).sub_(mean / std)  # (x / 255 - mean) / std in two in-place passes
@@ -193,10 +225,11 @@ def normalise_images(images: torch.Tensor, jitter: torch.Tensor | None = None) -
 def prepare_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """Collated loader batch -> the model batch of docs/CONVENTIONS.md, on ``device``.
 
-    In: ``frames`` (and ``maskiges``) uint8 [B,T,3,H,W], ``masks`` uint8/int64 [B,T,H,W], optional
-    ``jitter`` float [B,2]; other tensors as the model takes them. Every tensor moves as it is (uint8: a
-    quarter of the float32 bytes), then on ``device``: frames -> float32, jitter applied, normalised;
-    maskiges -> float32, normalised (no jitter); masks -> int64. ``jitter`` is consumed."""
+    In: ``frames`` (and ``maskiges``) uint8 [B,T,3,H,W] in any memory layout (channels-last from the
+    loader), ``masks`` uint8/int64 [B,T,H,W], optional ``jitter`` float [B,2]; other tensors as the model
+    takes them. Every tensor moves as it is (uint8: a quarter of the float32 bytes), then on ``device``:
+    frames -> contiguous float32, jitter applied, normalised; maskiges -> contiguous float32, normalised (no
+    jitter); masks -> int64. ``jitter`` is consumed."""
     out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     jitter = out.pop("jitter", None)
     out["frames"] = normalise_images(out["frames"], jitter)
@@ -207,20 +240,16 @@ def prepare_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str
     return out
 
 
-class _Readers:
-    """Per-process cache of open shards; reopened after fork (pid check)."""
+@dataclass(frozen=True, eq=False)
+class _ClipArrays:
+    """Where one clip's arrays lie in its shards, and its labelled frames: found once, when the dataset is
+    indexed (plain data, no handle: safe to inherit across fork)."""
 
-    def __init__(self) -> None:
-        self.pid = -1
-        self.open: dict[Path, ShardReader] = {}
-
-    def get(self, path: Path) -> ShardReader:
-        if self.pid != os.getpid():
-            self.open = {}  # inherited handles (if any) belong to the parent: never reuse them
-            self.pid = os.getpid()
-        if path not in self.open:
-            self.open[path] = ShardReader(path)
-        return self.open[path]
+    frames: ArrayLocation
+    masks: ArrayLocation | None  # None: no ground truth (masks of zeros, nothing labelled)
+    labelled: np.ndarray  # bool [T]: gt_valid as stored
+    maskige: ArrayLocation | None  # None: the source reads no maskiges
+    audio: ArrayLocation
 
 
 @dataclass
@@ -237,7 +266,8 @@ class ClipDataset(Dataset):
     """Clips of ``split`` from the shards of ``datasets``; videos missing from any needed shard are skipped.
 
     Item: dict with ``frames`` uint8 [T,3,H,W], ``maskiges`` uint8 [T,3,H,W] (when ``source.maskige``), both
-    contiguous channels-first at the model size, ``audio`` float [T,D] or ``logmel`` float [T,96,64],
+    at the model size and dense channels-last in memory (see the module docstring; shape and values are
+    what they would be channels-first), ``audio`` float [T,D] or ``logmel`` float [T,96,64],
     ``masks`` uint8 [T,H,W] (int64 if an id exceeds 255), ``labelled`` bool [T], ``jitter`` float [2]
     (brightness, contrast; only when augmenting with colour jitter), ``index`` int, ``video_id`` str,
     ``dataset`` str. :func:`collate_clips` stacks items; :func:`prepare_batch` makes the model batch.
@@ -252,10 +282,11 @@ class ClipDataset(Dataset):
         self.splits = {split} if isinstance(split, str) else set(split)
         self.clips: list[ClipRef] = []
         self.skipped: list[tuple[str, str]] = []
+        self._arrays: list[_ClipArrays] = []  # parallel to self.clips
         for dataset in datasets:
             for shard in shards:
                 self._index_shard(dataset, shard)
-        self._readers = _Readers()
+        self._reader = ArrayReader()  # opens its files in the process that reads (each worker its own)
 
     def _paths(self, dataset: str, shard: int) -> dict[str, Path]:
         root = self.source.data_root
@@ -268,7 +299,7 @@ class ClipDataset(Dataset):
         paths = self._paths(dataset, shard)
         if not paths["extract"].is_file():
             return
-        # Opened briefly and closed: no handle survives into DataLoader workers.
+        # Opened briefly and closed: no handle survives into DataLoader workers, only array locations.
         with ShardReader(paths["extract"]) as extract:
             others = {k: ShardReader(p) for k, p in paths.items() if k != "extract" and p.is_file()}
             try:
@@ -280,10 +311,20 @@ class ClipDataset(Dataset):
                     if missing:
                         self.skipped.append((vid, f"no {'/'.join(missing)} features"))
                         continue
+                    self._arrays.append(self._locate(vid, extract, others))
                     self.clips.append(ClipRef(dataset, shard, vid, int(attrs.get("num_seconds", 5))))
             finally:
                 for reader in others.values():
                     reader.close()
+
+    def _locate(self, vid: str, extract: ShardReader, others: dict[str, ShardReader]) -> _ClipArrays:
+        frames = extract.locate(vid, "frames")
+        if extract.has_array(vid, "gt_masks"):
+            masks, labelled = extract.locate(vid, "gt_masks"), extract.read(vid, "gt_valid").astype(bool)
+        else:
+            masks, labelled = None, np.zeros(frames.shape[0], bool)
+        maskige = others["proposals"].locate(vid, "maskige") if self.source.maskige else None
+        return _ClipArrays(frames, masks, labelled, maskige, others["audio"].locate(vid, self.source.audio_key))
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -305,25 +346,27 @@ class ClipDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def read_arrays(self, index: int) -> dict[str, np.ndarray | None]:
+        """Clip ``index`` as stored, the only file reads of an item: ``frames`` uint8 [T,H,W,3], ``masks``
+        [T,H,W] (None without ground truth), ``labelled`` bool [T], ``maskige`` uint8 [T,H,W,3] (None unless
+        ``source.maskige``), ``audio`` (the ``source.audio_key`` array)."""
+        where, read = self._arrays[index], self._reader.read
+        return {"frames": read(where.frames), "masks": read(where.masks) if where.masks is not None else None,
+                "labelled": where.labelled.copy(), "maskige": read(where.maskige) if where.maskige is not None else None,
+                "audio": read(where.audio)}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        ref = self.clips[index]
-        paths = self._paths(ref.dataset, ref.shard)
-        extract = self._readers.get(paths["extract"])
-        frames = image_tensor(extract.read(ref.video_id, "frames"))
-        T = frames.shape[0]
-        if extract.has_array(ref.video_id, "gt_masks"):
-            masks = label_tensor(extract.read(ref.video_id, "gt_masks"))
-            labelled = torch.from_numpy(extract.read(ref.video_id, "gt_valid").astype(bool))
+        ref, arrays = self.clips[index], self.read_arrays(index)
+        frames = image_tensor(arrays["frames"])
+        if arrays["masks"] is not None:
+            masks = label_tensor(arrays["masks"])
         else:
-            masks = torch.zeros(T, *frames.shape[-2:], dtype=torch.uint8)
-            labelled = torch.zeros(T, dtype=torch.bool)
-        maskiges = None
-        if self.source.maskige:
-            maskiges = image_tensor(self._readers.get(paths["proposals"]).read(ref.video_id, "maskige"))
-        audio = torch.from_numpy(self._readers.get(paths["audio"]).read(ref.video_id, self.source.audio_key)).float()
+            masks = torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.uint8)
+        maskiges = image_tensor(arrays["maskige"]) if arrays["maskige"] is not None else None
+        audio = torch.from_numpy(arrays["audio"]).float()
         gen = augmentation_generator(self.seed, self.epoch, index) if self.augmentation is not None else None
-        return clip_item(frames, maskiges, masks, labelled, audio, self.source, self.augmentation, gen,
-                         index=index, video_id=ref.video_id, dataset=ref.dataset)
+        return clip_item(frames, maskiges, masks, torch.from_numpy(arrays["labelled"]), audio, self.source,
+                         self.augmentation, gen, index=index, video_id=ref.video_id, dataset=ref.dataset)
 
 
 def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -335,7 +378,8 @@ def clip_item(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.
               audio: torch.Tensor, source: ClipSource, augmentation: Augmentation | None,
               gen: torch.Generator | None, **info: Any) -> dict[str, Any]:
     """One dataset item (see :class:`ClipDataset`) from the arrays as read: frames/maskiges uint8 [T,3,H,W]
-    (any strides, e.g. :func:`image_tensor` views), masks [T,H,W] from :func:`label_tensor`, labelled bool
+    (any strides; the :func:`image_tensor` views of the stored arrays are channels-last, the fast case),
+    masks [T,H,W] from :func:`label_tensor`, labelled bool
     [T], audio float [T,D] or [T,96,64]; augmented with ``gen`` (see :func:`augmentation_generator`) or,
     without augmentation, resized to ``source.size``. Shared by every dataset that must give identical items."""
     jitter = None
@@ -356,8 +400,8 @@ def clip_item(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.
 def resize_clip(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
                 size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Deterministic resize to the model size (evaluation, prediction): frames uint8 [T,3,H,W] bilinear,
-    maskiges uint8 [T,3,H,W] nearest (any strides) -> uint8 [T,3,h,w], contiguous; masks keep their own
-    size for scoring (made contiguous)."""
+    maskiges uint8 [T,3,H,W] nearest (any strides) -> uint8 [T,3,h,w], dense channels-last (no copy when
+    already at that size and layout); masks keep their own size for scoring (made contiguous)."""
     box = CropBox(0, 0, *frames.shape[-2:])
     frames = crop_resize_bilinear(frames, box, size)
     if maskiges is not None:
@@ -366,15 +410,31 @@ def resize_clip(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torc
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack clips into a batch (see docs/CONVENTIONS.md); all clips of a batch must have the same T."""
+    """Stack clips into a batch (see docs/CONVENTIONS.md); all clips of a batch must have the same T.
+    Images stay channels-last: ``frames``/``maskiges`` are uint8 [B,T,3,H,W] views of [B,T,H,W,3] blocks."""
     lengths = {item["frames"].shape[0] for item in items}
     if len(lengths) != 1:
         raise ValueError(f"clips of different lengths {sorted(lengths)} in one batch: use LengthGroupedSampler")
     batch: dict[str, Any] = {}
     for key in items[0]:
         values = [item[key] for item in items]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+        batch[key] = _stack(values) if isinstance(values[0], torch.Tensor) else values
     return batch
+
+
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack in the items' memory order: channels-last [T,C,H,W] items stack as [T,H,W,C] blocks into a
+    [B,T,H,W,C] tensor, returned as its [B,T,C,H,W] view (a plain copy, where stacking the [T,C,H,W] views
+    would transpose every image). In a DataLoader worker the result is allocated in shared memory, as
+    torch's default_collate does, so handing the batch to the main process copies nothing more."""
+    first = values[0]
+    if first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last):
+        return _stack([v.permute(0, 2, 3, 1) for v in values]).permute(0, 1, 4, 2, 3)
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        storage = first._typed_storage()._new_shared(sum(v.numel() for v in values), device=first.device)
+        out = first.new(storage).resize_(len(values), *first.shape)
+    return torch.stack(values, out=out)
 
 
 class LengthGroupedSampler(Sampler[list[int]]):

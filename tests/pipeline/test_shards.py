@@ -1,4 +1,5 @@
-"""ShardReader's per-frame ISA-L read gives exactly the arrays h5py's own read gives.
+"""ShardReader's per-frame ISA-L read, and ArrayReader's plain-file read of located arrays, give exactly the
+arrays h5py's own read gives.
 
 h5py is imported here (and only here outside pipeline/shards.py) to read the files the plain way and
 to build chunk layouts ShardWriter never writes (raw chunks, shuffle, damaged or missing chunks).
@@ -6,6 +7,8 @@ to build chunk layouts ShardWriter never writes (raw chunks, shuffle, damaged or
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline import shards
-from pipeline.shards import ShardReader, ShardWriter
+from pipeline.shards import ArrayReader, ShardReader, ShardWriter
 
 T = 4
 INDICES = [None, 0, 2, -1, np.int64(1), slice(1, 3), slice(None, None, 2), slice(3, 1), slice(-2, None)]
@@ -166,3 +169,106 @@ def test_scalar_empty_and_text_arrays_read_like_h5py(tmp_path, inflate_calls):
         for key in odd:
             assert_same(reader.read("v", key), plain_read(path, key, None, video="v"))
     assert inflate_calls == []
+
+
+# -- located arrays (ShardReader.locate + ArrayReader) ----------------------------------------------
+
+def test_located_reads_equal_plain_h5py_without_hdf5(shard, inflate_calls, monkeypatch):
+    with ShardReader(shard) as reader:
+        locations = {key: reader.locate("a/b", key) for key in arrays()}
+    assert all(location.direct for location in locations.values())  # every layout ShardWriter writes
+    expected = {key: plain_read(shard, key, None) for key in arrays()}
+    # No HDF5 call while reading: any h5py file open or read would fail.
+    monkeypatch.setattr(h5py, "File", None)
+    monkeypatch.setattr(shards, "ShardReader", None)
+    with ArrayReader() as files:
+        for key, location in locations.items():
+            array = files.read(location)
+            assert_same(array, expected[key])
+            assert array.flags.writeable and array.flags.c_contiguous
+    per_frame = sum(arrays()[k].shape[0] for k in ("frames", "gt_masks", "logmel"))
+    assert len(inflate_calls) >= per_frame  # plus the chunks of the 1-D/2-D gzip arrays
+
+
+def test_located_reads_without_isal_use_zlib(shard, monkeypatch):
+    monkeypatch.setattr(shards, "_isal_decompress", None)
+    with ShardReader(shard) as reader, ArrayReader() as files:
+        for key, expected in arrays().items():
+            assert np.array_equal(files.read(reader.locate("a/b", key)), expected)
+
+
+def test_located_layouts_that_need_hdf5_are_read_through_h5py(shard, tmp_path):
+    frames = arrays()["frames"]
+    add_dataset(shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip",
+                shuffle=True).file.close()
+    add_dataset(shard, "compact", data=np.arange(6, dtype=np.int32),
+                dcpl=_compact_plist()).file.close()
+    partial = add_dataset(shard, "partial", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
+                          compression="gzip", fillvalue=7)
+    partial[0] = frames[0]
+    partial.file.close()
+    mixed = add_dataset(shard, "mixed", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
+                        compression="gzip")
+    mixed[0::2] = frames[0::2]
+    for t in (1, 3):
+        mixed.id.write_direct_chunk((t, 0, 0, 0), frames[t].tobytes(), filter_mask=1)
+    mixed.file.close()
+    odd = tmp_path / "odd.h5"
+    with ShardWriter(odd, kind="extract", params_hash="t") as writer:
+        writer.write_video("v", {"text": np.array([b"ab", b"cde"]), "big_endian": np.arange(6000, dtype=">i4").reshape(2, 3000),
+                                 "scalar": np.float32(3.5)})
+    with ShardReader(shard) as reader, ShardReader(odd) as other, ArrayReader() as files:
+        located = {key: reader.locate("a/b", key) for key in ("shuffled", "compact", "partial", "mixed")}
+        located.update({key: other.locate("v", key) for key in ("text", "big_endian", "scalar")})
+        assert [k for k, loc in located.items() if loc.direct] == ["mixed"]  # raw chunks beside deflated ones
+        for key, location in located.items():
+            path, video = (shard, "a%2Fb") if location.path == str(shard) else (odd, "v")
+            assert_same(files.read(location), plain_read(path, key, None, video=video))
+
+
+def _compact_plist() -> h5py.h5p.PropDCID:
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_layout(h5py.h5d.COMPACT)
+    return plist
+
+
+def test_located_damaged_chunk_and_missing_arrays_raise_shard_errors(shard):
+    frames = arrays()["frames"]
+    dataset = add_dataset(shard, "damaged", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip")
+    dataset.id.write_direct_chunk((2, 0, 0, 0), b"not a zlib stream at all")
+    dataset.file.close()
+    with ShardReader(shard) as reader, ArrayReader() as files:
+        with pytest.raises(shards.ShardError, match="damaged chunk"):
+            files.read(reader.locate("a/b", "damaged"))
+        with pytest.raises(shards.ShardError, match="has no 'nope'"):
+            reader.locate("a/b", "nope")
+        with pytest.raises(shards.ShardError, match="no video 'missing'"):
+            reader.locate("missing", "frames")
+
+
+def test_located_reads_refuse_a_rewritten_shard(shard, tmp_path):
+    with ShardReader(shard) as reader:
+        location = reader.locate("a/b", "frames")
+    with ShardReader(shard) as reader:
+        assert reader.locate("a/b", "frames") == location  # same file, same record
+    copy = tmp_path / "copy.h5"
+    shutil.copy2(shard, copy)
+    os.replace(copy, shard)  # what a stage does: a new file renamed into place
+    with ArrayReader() as files, pytest.raises(shards.ShardError, match="changed after its arrays were located"):
+        files.read(location)
+
+
+def test_array_reader_opens_its_own_files_after_fork(shard, monkeypatch):
+    with ShardReader(shard) as reader:
+        location = reader.locate("a/b", "frames")
+    files = ArrayReader()
+    files.read(location)
+    parent_fd = files._fds[location.path]
+    monkeypatch.setattr(os, "getpid", lambda: -7)  # as seen from a forked child
+    assert np.array_equal(files.read(location), arrays()["frames"])
+    assert files._fds[location.path] != parent_fd  # its own descriptor; the parent's is left alone
+    os.fstat(parent_fd)  # still open
+    monkeypatch.undo()
+    os.close(parent_fd)
+    files._pid = -7  # the child's files, closed by the child only
+    files.close()

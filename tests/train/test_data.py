@@ -1,5 +1,6 @@
 """The uint8 data path: augmentation (crop box in source pixels, one box for frame, maskige and mask),
-reproducibility, the uint8 evaluation resize, and prepare_batch against the float maths it replaced."""
+reproducibility, the uint8 evaluation resize, channels-last images through items and collate, reads from
+located arrays (also in forked DataLoader workers), and prepare_batch against the float maths it replaced."""
 
 from __future__ import annotations
 
@@ -8,10 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torch.utils.data import DataLoader
+
+from pipeline.shards import ShardReader, shard_file
 from tests.train.test_loop import SIZE, write_toy_shards
 from train.data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, ClipDataset, ClipSource, CropBox,
                         augmentation_generator, collate_clips, crop_resize_nearest, image_tensor, label_tensor,
                         prepare_batch, resize_clip)
+
+CHANNELS_LAST = torch.channels_last
+
+
+def is_channels_last(images: torch.Tensor) -> bool:
+    """Dense channels-last memory, [T,3,H,W] by shape (what items hold; a 5-D batch is checked per clip)."""
+    return images.dim() == 4 and images.is_contiguous(memory_format=CHANNELS_LAST)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +57,7 @@ def test_augmentation_keeps_frame_maskige_and_mask_aligned(size):
                                           augmentation_generator(7, 0, index))
         assert out_f.shape == out_m.shape == (3, 3, *size) and out_k.shape == (3, *size)
         assert out_f.dtype == out_m.dtype == out_k.dtype == torch.uint8 and jitter.dtype == torch.float32
-        assert out_f.is_contiguous() and out_m.is_contiguous() and out_k.is_contiguous()
+        assert is_channels_last(out_f) and is_channels_last(out_m) and out_k.is_contiguous()
         # Maskige and mask share the nearest-neighbour gather: the colour still encodes the label, exactly.
         assert torch.equal(out_m[:, 0], out_k) and torch.equal(out_m[:, 1], 255 - out_k)
         # The bilinear frame sits on the same box: it equals the nearest-neighbour frame except near block edges.
@@ -99,9 +110,13 @@ def test_item_without_augmentation_is_the_stored_clip(toy_root):
     ds = ClipDataset(["toy"], [0], "test", ClipSource(str(toy_root), size=(SIZE, SIZE)))
     item = ds[0]
     assert item["frames"].dtype == torch.uint8 and item["frames"].shape == (3, 3, SIZE, SIZE)
-    assert item["frames"][0, :, 10, 5].tolist() == [200, 30, 30]  # the red square, channels first
+    assert item["frames"][0, :, 10, 5].tolist() == [200, 30, 30]  # the red square: channel is dim 1 by shape
+    assert is_channels_last(item["frames"]) and is_channels_last(item["maskiges"])  # ... and last in memory
     assert torch.equal(item["frames"], item["maskiges"]) and item["masks"].dtype == torch.uint8
     assert "jitter" not in item
+    with ShardReader(shard_file(toy_root, "toy", "extract", 0)) as extract:  # exactly what is stored
+        assert torch.equal(item["frames"], torch.from_numpy(extract.read(item["video_id"], "frames")).permute(0, 3, 1, 2))
+        assert torch.equal(item["labelled"], torch.from_numpy(extract.read(item["video_id"], "gt_valid")))
 
 
 def test_resize_clip_uint8_matches_float_resize():
@@ -113,8 +128,13 @@ def test_resize_clip_uint8_matches_float_resize():
     assert out_f.dtype == torch.uint8 and (out_f.float() - ref_f).abs().max() <= 0.5 + 1e-3  # rounding only
     assert torch.equal(out_m, ref_m.to(torch.uint8))
     assert torch.equal(out_k, torch.from_numpy(masks))  # masks keep their size for scoring
-    same, _, _ = resize_clip(image_tensor(frames), None, torch.from_numpy(masks), (48, 64))
-    assert same.is_contiguous() and torch.equal(same, torch.from_numpy(frames).permute(0, 3, 1, 2))
+    assert is_channels_last(out_f) and is_channels_last(out_m)
+    stored = image_tensor(frames)
+    same, _, _ = resize_clip(stored, None, torch.from_numpy(masks), (48, 64))
+    assert same.data_ptr() == stored.data_ptr() and torch.equal(same, torch.from_numpy(frames).permute(0, 3, 1, 2))
+    # Channels-first input (any strides) gives the same values, channels-last.
+    first, _, _ = resize_clip(stored.contiguous(), None, torch.from_numpy(masks), (24, 40))
+    assert is_channels_last(first) and torch.equal(first, out_f)
 
 
 def test_label_tensor_keeps_uint8_when_ids_fit():
@@ -181,6 +201,34 @@ def test_collated_dataset_batch_prepares_to_the_model_format(toy_root):
     assert torch.allclose(out["maskiges"], float_reference(batch["maskiges"], None), atol=1e-5)
 
 
+def test_channels_last_items_collate_and_prepare_like_channels_first(toy_root):
+    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
+                     Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2), seed=4)
+    items = [ds[i] for i in range(3)]
+    batch = collate_clips(items)
+    for key in ("frames", "maskiges"):
+        stacked = torch.stack([item[key].contiguous() for item in items])  # the channels-first batch of before
+        assert torch.equal(batch[key], stacked) and batch[key].shape == (3, 3, 3, SIZE, SIZE)
+        assert batch[key].permute(0, 1, 3, 4, 2).is_contiguous()  # one [B,T,H,W,3] block: stacked without transposing
+    first = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    ours, reference = prepare_batch(batch, "cpu"), prepare_batch(first, "cpu")
+    for key in ("frames", "maskiges", "masks"):
+        assert ours[key].is_contiguous() and torch.equal(ours[key], reference[key])  # transposed on the device
+
+
+def test_items_from_forked_workers_equal_in_process_items(toy_root):
+    # The located arrays cross the fork as plain data; each worker opens its own files, and its batches
+    # (collated into shared memory) arrive with the channels-last layout and the same values.
+    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
+                     Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2), seed=1)
+    plan = [[0, 1], [2, 3]]
+    here = [collate_clips([ds[i] for i in b]) for b in plan]  # the parent opens its files first
+    loader = DataLoader(ds, batch_sampler=plan, collate_fn=collate_clips, num_workers=1, multiprocessing_context="fork")
+    for ours, theirs in zip(here, loader):
+        for key in ("frames", "maskiges", "masks", "labelled", "audio", "jitter"):
+            assert torch.equal(ours[key], theirs[key]) and ours[key].stride() == theirs[key].stride()
+
+
 def test_crop_box_nearest_matches_interpolate_on_the_window():
     frames, _, masks = blocky_clip(seed=1)
     box = CropBox(3, 5, 29, 37, flip=True)
@@ -189,3 +237,7 @@ def test_crop_box_nearest_matches_interpolate_on_the_window():
     assert torch.equal(crop_resize_nearest(torch.from_numpy(masks), box, (20, 24)), ref)
     grown = F.interpolate(window, size=(50, 61), mode="nearest")[:, 0].flip(-1).to(torch.uint8)
     assert torch.equal(crop_resize_nearest(torch.from_numpy(masks), box, (50, 61)), grown)
+    maskige = torch.from_numpy(np.stack([masks] * 3, axis=-1)).permute(0, 3, 1, 2)  # channels-last images
+    for out_size, ref_k in (((20, 24), ref), ((50, 61), grown)):
+        out_m = crop_resize_nearest(maskige, box, out_size)
+        assert is_channels_last(out_m) and all(torch.equal(out_m[:, c], ref_k) for c in range(3))

@@ -65,7 +65,8 @@ def test_dataset_items_and_same_geometry(toy_root):
     item = ds[0]
     assert item["frames"].shape == (3, 3, SIZE, SIZE) and item["maskiges"].shape == (3, 3, SIZE, SIZE)
     assert item["frames"].dtype == item["maskiges"].dtype == item["masks"].dtype == torch.uint8
-    assert item["frames"].is_contiguous() and item["maskiges"].is_contiguous()
+    channels_last = torch.channels_last  # dense, channels-last in memory (the stored order); [T,3,H,W] by shape
+    assert item["frames"].is_contiguous(memory_format=channels_last) and item["maskiges"].is_contiguous(memory_format=channels_last)
     assert item["masks"].shape == (3, SIZE, SIZE) and item["audio"].shape == (3, 16)
     assert "jitter" not in item  # colour_jitter 0
     again = ds[0]
