@@ -212,6 +212,11 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.max_steps, cfg.poly_power))
     step = 0
     resume_path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
+    if resume_path is None and info.is_main:
+        # A fresh run owns its checkpoint folder: checkpoints left by an earlier run (other params)
+        # must never be picked up by a later `--resume`.
+        for stale in (run_dir / "checkpoints").glob("step-*.pt"):
+            stale.unlink()
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, map_location=device)
         model.load_state_dict(ckpt["state_dict"])

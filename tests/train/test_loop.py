@@ -147,3 +147,24 @@ def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path):
     # toy ground truth has background and class 1; a class only predicted counts too (IoU 0), as in AVSBench
     assert {0, 1} <= set(classes) and all(0 <= v <= 1 for v in classes.values())
     assert all(v == 0 for c, v in classes.items() if c not in (0, 1))
+
+
+@pytest.mark.parametrize("model", ["combo_tiny", "transavs_tiny"])
+def test_both_models_train_and_evaluate_through_the_same_loop(toy_root, tmp_path, model):
+    """`-S train.model=transavs` goes through the same data, loop and evaluation code as COMBO
+    (TransAVS reads no maskiges)."""
+    result = train(toy_params(model=model, max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
+    assert len(result["losses"]) == 2 and all(np.isfinite(result["losses"]))
+    assert load_checkpoint(result["final"])["model_name"] == model
+    metrics = evaluate(result["final"], EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False), str(toy_root),
+                       [0], tmp_path / "eval")
+    assert 0 <= metrics["toy"]["M_J"] <= 1
+
+
+def test_a_fresh_run_clears_checkpoints_of_an_earlier_run(toy_root, tmp_path):
+    stale = tmp_path / "run" / "checkpoints" / "step-0000900.pt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"from another run")
+    train(toy_params(max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
+    assert not stale.exists()
+    assert all(int(p.stem.split("-")[1]) <= 2 for p in stale.parent.glob("step-*.pt"))  # this run's only
