@@ -11,7 +11,6 @@ Prints a table and writes benchmarks/results/bench_maskige_store.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import write_json  # noqa: E402
 
 from pipeline.proposals.maskige import encode_maskige, label_map  # noqa: E402
 from pipeline.proposals.palette import ade20k_palette  # noqa: E402
@@ -105,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # correctness: both stores give back the same arrays
         with ShardReader(shard) as reader:
-            assert np.array_equal(reader.read("video0003", "maskige", 2), maskiges[3][2])
-        assert np.array_equal(np.asarray(Image.open(tmp / "png" / "video0003" / "2.png")), maskiges[3][2])
+            assert np.array_equal(reader.read(f"video{args.videos - 1:04d}", "maskige", args.frames - 1), maskiges[-1][-1])
+        last_png = tmp / "png" / f"video{args.videos - 1:04d}" / f"{args.frames - 1}.png"
+        assert np.array_equal(np.asarray(Image.open(last_png)), maskiges[-1][-1])
 
         start = time.perf_counter()
         for v, t in picks:
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 palette[reader.read(f"video{v:04d}", "labels", t)]
         labels_warm = (time.perf_counter() - start) / len(picks)
         with ShardReader(label_shard) as reader:
-            assert np.array_equal(palette[reader.read("video0003", "labels", 2)], maskiges[3][2])
+            assert np.array_equal(palette[reader.read(f"video{args.videos - 1:04d}", "labels", args.frames - 1)],
+                                  maskiges[-1][-1])
         start = time.perf_counter()
         for v, t in picks:
             np.asarray(Image.open(tmp / "png" / f"video{v:04d}" / f"{t}.png").convert("RGB"))
@@ -152,12 +155,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt(r['read_ms_cold_handle'], 21)} {fmt(r['read_ms_warm_handle'], 15)} {fmt(r['write_s'], 8)}")
     report = {"videos": args.videos, "frames_per_video": args.frames, "size": args.size, "reads": len(picks),
               "raw_bytes_per_frame": raw, "load_average": os.getloadavg(), "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + f".tmp-{os.getpid()}")
-    tmp_out.write_text(json.dumps(report, indent=2))
-    tmp_out.replace(out)
-    print(f"wrote {out}")
+    write_json(Path(args.out), report)
     return 0
 
 

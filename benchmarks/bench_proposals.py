@@ -33,6 +33,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import write_json  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 REFERENCE_CACHE = RESULTS_DIR / "reference_cache"
@@ -334,12 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall_iou": RECALL_IOU,
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
-    print(f"wrote {out}")
+    write_json(Path(args.out), report)
     return 0
 
 
