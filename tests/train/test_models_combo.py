@@ -17,13 +17,7 @@ FAST_COMBO = {
 }
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """The machine is shared: one intra-op thread avoids oversubscription (20x slower otherwise)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/train/conftest.py
 
 
 def small_model(name: str, **overrides) -> COMBO:
