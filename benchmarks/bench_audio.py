@@ -13,7 +13,7 @@ Every case runs in a fresh spawned process, so its peak resident memory
 reported too. Prints a table and writes JSON (default benchmarks/results/audio.json).
 
     python benchmarks/bench_audio.py
-    python benchmarks/bench_audio.py --threads 1 --seconds 32 --out /tmp/audio.json
+    python benchmarks/bench_audio.py --threads 1 --seconds 32 --out audio.json
 """
 
 from __future__ import annotations

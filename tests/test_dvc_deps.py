@@ -1,0 +1,106 @@
+"""Every dvc.yaml stage depends on all project source files its command imports (transitively).
+
+A dependency missing from ``deps`` means a code change that alters a stage's output would not
+rerun it, and DVC would serve stale results. The import graph is read from the sources with
+``ast``: imports inside functions count (the stages import lazily), and so do strings naming a
+project module (registries import their members with ``importlib``)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.cli import COMMANDS
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "stages", "train")
+MODULE_NAME = re.compile(r"(pipeline|stages|train)(\.[A-Za-z_][A-Za-z0-9_]*)+")
+# Files a stage imports that cannot change its outputs.
+NOT_OUTPUT_RELEVANT = {
+    "stages/cli.py": "argument dispatch only",
+}
+
+
+def module_file(module: str) -> Path | None:
+    base = REPO.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package = package.rsplit(".", 1)[0] + ".__init__"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:-node.level]
+                base = ".".join(parent + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
+            found.add(node.value)  # registries import their modules by name (importlib.import_module)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def project_closure(start_module: str) -> set[str]:
+    """Repository-relative paths of every project file executed when ``start_module`` is imported
+    (package ``__init__`` files included)."""
+    seen: set[Path] = set()
+    todo = [start_module]
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            path = module_file(".".join(parts[:i]))
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.extend(_imported_modules(path))
+    return {str(p.relative_to(REPO)) for p in seen}
+
+
+def stage_commands() -> dict[str, tuple[str, list[str]]]:
+    """stage name -> (avs sub-command, deps) from dvc.yaml (foreach/matrix stages once)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    out = {}
+    for name, stage in spec["stages"].items():
+        body = stage.get("do", stage)
+        command = body["cmd"].split()
+        assert command[0] == "avs", f"stage {name}: command does not start with avs"
+        out[name] = (command[1], [str(d) for d in body.get("deps", [])])
+    return out
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(stage_commands()))
+def test_stage_deps_cover_its_imported_sources(stage):
+    command, deps = stage_commands()[stage]
+    module = COMMANDS[command][0]
+    missing = sorted(p for p in project_closure(module) if not covered(p, deps) and p not in NOT_OUTPUT_RELEVANT)
+    assert not missing, f"dvc.yaml stage {stage!r} (avs {command}) imports files missing from its deps: {missing}"
+
+
+def test_closure_follows_lazy_and_package_imports():
+    closure = project_closure("stages.extract")
+    assert "pipeline/__init__.py" in closure and "pipeline/media.py" in closure and "stages/extract.py" in closure
+
+
+def test_shortened_deps_are_caught():
+    command, deps = stage_commands()["extract"]
+    files = project_closure(COMMANDS[command][0])
+    shortened = [d for d in deps if d != "pipeline/media.py" and d != "pipeline"]
+    assert any(not covered(p, shortened) for p in files if p not in NOT_OUTPUT_RELEVANT)
