@@ -29,7 +29,7 @@ from train.models import build_model, list_models  # noqa: E402
 
 BIG_MODEL_MARKERS = ("r50", "pvt_b5")
 # Overrides so that every config builds offline (no weight files needed for timing).
-OFFLINE_OVERRIDES = {"combo_mnv2": {"backbone_weights": None}}
+OFFLINE_OVERRIDES = {"combo_mnv2": {"pretrained": None}}
 
 
 def make_batch(model: torch.nn.Module, frames: int, size: int, device: torch.device) -> dict:

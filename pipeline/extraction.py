@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -13,19 +13,24 @@ from pipeline import media
 from pipeline.failures import FailureLog
 from pipeline.manifest import ManifestRow, decode_label
 from pipeline.parallel import map_ordered
-from pipeline.params import DaskParams, params_hash
+from pipeline.feature_record import feature_params, record_attrs
+from pipeline.params import DaskParams, Size2, params_hash
 from pipeline.shards import ShardWriter
 
 KIND = "extract"
+# ffmpeg's scale flags (swscale algorithms).
+ResizeFilter = Literal["fast_bilinear", "bilinear", "bicubic", "experimental", "neighbor", "area", "bicublin",
+                       "gauss", "sinc", "lanczos", "spline"]
 
 
+@feature_params(KIND)
 @dataclass
 class ExtractParams:
     """``extract`` section of params.yaml."""
 
-    frame_size: list[int] = field(default_factory=lambda: [224, 224])  # [H, W]; AVSBench: 224x224, aspect not kept
-    resize_filter: str = "bilinear"  # ffmpeg scale flags; AVSBench used cv2 INTER_LINEAR (no antialias): mean abs diff 5-7 grey levels, see benchmarks
-    missing_audio: str = "silence"  # silence: keep the video with silent audio (warning) | fail: list it as a failure
+    frame_size: Size2 = field(default_factory=lambda: [224, 224])  # [H, W]; AVSBench: 224x224, aspect not kept
+    resize_filter: ResizeFilter = "bilinear"  # ffmpeg scale flags; AVSBench used cv2 INTER_LINEAR (no antialias): mean abs diff 5-7 grey levels, see benchmarks
+    missing_audio: Literal["silence", "fail"] = "silence"  # silence: keep the video with silent audio (warning) | fail: list it as a failure
     strict: bool = False  # any failed video -> non-zero exit (after writing everything that worked)
 
     def __post_init__(self) -> None:
@@ -111,9 +116,8 @@ def extract_shard(rows: list[ManifestRow], out_path: Path, cfg: ExtractParams, d
     """Extract every row into one shard at ``out_path`` (written atomically, in manifest order)."""
     failures = FailureLog(stage=KIND)
     work = functools.partial(extract_video, cfg=cfg)
-    settings = {k: v for k, v in asdict(cfg).items() if k != "strict"}
     with ShardWriter(out_path, kind=KIND, params_hash=cfg.hash(),
-                     attrs={"dataset": dataset, "extract_params": settings}) as writer:
+                     attrs={"dataset": dataset, **record_attrs(KIND, cfg)}) as writer:
         for row, outcome in map_ordered(work, rows, dask_cfg=dask_cfg, desc=f"extract {out_path.stem}",
                                         progress=progress):
             source = row.source_video or row.source_audio

@@ -60,6 +60,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
+
+
 @contextlib.contextmanager
 def dask_client(cfg: DaskParams) -> Iterator[Any]:
     """Yield a ``distributed.Client`` (or None for in-process execution)."""
@@ -79,8 +82,11 @@ def dask_client(cfg: DaskParams) -> Iterator[Any]:
         n_workers, threads = 1, n_workers * cfg.threads_per_worker
     else:
         threads = cfg.threads_per_worker
+    # Dashboards on loopback, on free ports: a local cluster never listens on the network (nor on a
+    # fixed port that two runs on one host would fight over).
     with LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=cfg.processes,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      dashboard_address=LOOPBACK_ANY_PORT, worker_dashboard_address=LOOPBACK_ANY_PORT,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 

@@ -2,19 +2,22 @@
 
 Stages read their own section; :func:`from_section` turns a mapping into a dataclass and rejects
 unknown keys, so a typo in params.yaml is a clear error rather than a silently ignored setting.
+Types and ranges are checked by pydantic against the dataclass annotations (``Annotated[int,
+Field(ge=1)]``): a maintained validator, with the messages shortened to one line naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
 T = TypeVar("T")
@@ -56,74 +59,69 @@ def params_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ParamsError as exc:
-                errors.append(str(exc))
-        raise ParamsError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
-        return from_section(hint, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{where}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
-        vt = args[1] if len(args) == 2 else Any
-        return {k: _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ParamsError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ParamsError(f"{where}: expected a string, got {value!r}")
-        return value
-    if typing.get_origin(hint) is typing.Literal:
-        if value not in args:
-            raise ParamsError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    return value
+# Constraint markers for params fields, e.g. ``max_steps: PositiveInt = 1000`` (pydantic checks them).
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+# Dataset names become folder names and are interpolated into dvc.yaml commands: no separators, no dots first.
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Size2 = Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=2, max_length=2)]  # [H, W], pixels
+
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_MAX_SHOWN = 60  # characters of an offending value shown in a message
 
 
-def from_section(cls: type[T], mapping: dict[str, Any] | None, where: str) -> T:
-    """Build dataclass ``cls`` from ``mapping``; unknown keys and wrong types raise ParamsError."""
-    mapping = mapping or {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - set(fields))
-    if unknown:
-        raise ParamsError(f"params '{where}': unknown key(s) {unknown}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in mapping.items()}
+def _with_forbidden_extras(cls: type) -> None:
+    """Unknown keys are errors, in ``cls`` and in every dataclass nested in it."""
+    if "__pydantic_config__" not in vars(cls):
+        cls.__pydantic_config__ = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    for hint in typing.get_type_hints(cls).values():
+        for inner in (hint, *typing.get_args(hint)):
+            if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+                _with_forbidden_extras(inner)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: type) -> TypeAdapter:
+    _with_forbidden_extras(cls)
+    return TypeAdapter(cls)
+
+
+def _describe(error: dict[str, Any], where: str, cls: type) -> str:
+    """One pydantic error -> ``train.max_steps must be >= 1, got -5``."""
+    key = ".".join([where, *(str(part) for part in error["loc"])])
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"{key} must be {_BOUNDS[kind]} {bound}, got {shown}"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        known = sorted(f.name for f in dataclasses.fields(cls)) if not error["loc"][:-1] else []
+        return f"params '{where}': unknown key {error['loc'][-1]!r}" + (f"; known: {known}" if known else "")
+    if kind == "value_error":
+        return f"params '{where}': {error['msg'].removeprefix('Value error, ')}"
+    return f"{key}: {error['msg'].lower()}, got {shown}"
+
+
+def from_section(cls: type[T], mapping: dict[str, Any] | None, where: str, *, complete: bool = False) -> T:
+    """Build params dataclass ``cls`` from ``mapping``: types, ranges (``Annotated`` constraints) and
+    ``__post_init__`` checks, unknown keys rejected; any failure is one ParamsError line naming the key.
+    ``complete``: every field must be given (records read back from shards and checkpoints)."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise ParamsError(f"params '{where}' must be a mapping, got {type(mapping).__name__}")
+    if complete:
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in mapping)
+        if missing:
+            raise ParamsError(f"{where}: missing field(s) {missing}")
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ParamsError(f"params '{where}': {exc}") from exc
+        return _adapter(cls).validate_python(mapping)
+    except ValidationError as exc:
+        raise ParamsError(_describe(exc.errors()[0], where, cls)) from None
 
 
 @dataclasses.dataclass
@@ -131,10 +129,10 @@ class DaskParams:
     """``dask`` section: where preprocessing runs."""
 
     scheduler_address: str | None = None  # e.g. "tcp://10.0.0.5:8786"; None = a local cluster
-    n_workers: int | None = None  # local cluster size; None = one per core; 0 = in-process (no cluster)
-    threads_per_worker: int = 1
+    n_workers: NonNegativeInt | None = None  # local cluster size; None = one per core; 0 = in-process (no cluster)
+    threads_per_worker: PositiveInt = 1
     processes: bool = False  # local cluster: threads in this process (fast start, shared models) or worker processes
-    max_in_flight: int | None = None  # tasks submitted ahead of the writer; None = 2 x workers
+    max_in_flight: PositiveInt | None = None  # tasks submitted ahead of the writer; None = 2 x workers
 
 
 @dataclasses.dataclass
@@ -143,20 +141,13 @@ class DataParams:
 
     root: str = "data"
     manifests: str = "data_manifests"
-    datasets: list[str] = dataclasses.field(default_factory=list)
-    shards: list[int] = dataclasses.field(default_factory=lambda: [0])
+    datasets: list[DatasetName] = dataclasses.field(default_factory=list)
+    shards: list[NonNegativeInt] = dataclasses.field(default_factory=lambda: [0])
 
     def __post_init__(self) -> None:
-        if sorted(self.shards) != list(range(len(self.shards))):
+        if not self.shards or sorted(self.shards) != list(range(len(self.shards))):
             raise ValueError(f"data.shards must be 0..N-1 in some order, got {self.shards}")
 
     @property
     def num_shards(self) -> int:
         return len(self.shards)
-
-
-def load_dataclass(cls: type[T], name: str, params: dict[str, Any] | None = None,
-                   path: str | Path = DEFAULT_PARAMS) -> T:
-    """Read section ``name`` of params.yaml (or of ``params``) into dataclass ``cls``."""
-    params = load_params(path) if params is None else params
-    return from_section(cls, params.get(name) or {}, name)

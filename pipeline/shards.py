@@ -19,12 +19,14 @@ carries the file's identity (device, inode, size, mtime); reading it from a file
 rewritten is refused. Layouts the record cannot describe (other filters, unwritten chunks, compact
 storage, non-native or non-numeric types) are read through h5py by the same :class:`ArrayReader`.
 
-Writing: exactly one process writes a shard, to ``shard-N.h5.tmp-PID``, renamed into place
-only when the writer closes without error; a crash leaves the previous file (or none).
+Writing: through :func:`pipeline.atomic.atomic_path` (a random, exclusively created temporary name
+beside the shard, locked while written), read back, then renamed into place only when the writer
+closes without error; a crash leaves the previous file (or none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,6 +41,7 @@ import numpy as np
 from h5py import h5d, h5o, h5s, h5z
 
 from pipeline import __version__
+from pipeline.atomic import atomic_path
 
 try:  # optional: without it every read takes h5py's (zlib) path, same arrays
     from isal.isal_zlib import decompress as _isal_decompress
@@ -91,18 +94,6 @@ def _from_attr(value: Any) -> Any:
     return value
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``path.tmp-PID`` files left by writers that were killed (their PID is gone)."""
-    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)  # raises if no such process: the writer is dead
-        except (ValueError, ProcessLookupError):
-            tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass  # alive, someone else's process
-
-
 class ShardError(RuntimeError):
     """A shard file is missing, unreadable or lacks what was asked for."""
 
@@ -112,7 +103,8 @@ class ShardWriter:
 
     def __init__(self, path: str | Path, *, kind: str, params_hash: str, attrs: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.tmp: Path | None = None
+        self._publish = contextlib.ExitStack()
         self.kind = kind
         self.file_attrs = {"kind": kind, "params_hash": params_hash, "package_version": __version__,
                            **(attrs or {})}
@@ -120,9 +112,8 @@ class ShardWriter:
         self.count = 0
 
     def __enter__(self) -> "ShardWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(self.path)
-        # track_order keeps videos in write order; libver pinned so identical inputs give identical layouts.
+        self.tmp = self._publish.enter_context(atomic_path(self.path))
+        # track_order keeps videos in write order (manifest order).
         self._h5 = h5py.File(self.tmp, "w", track_order=True)
         for key, value in self.file_attrs.items():
             self._h5.attrs[key] = _to_attr(value)
@@ -151,13 +142,27 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None
-        self._h5.attrs["num_videos"] = self.count
-        self._h5.close()
-        self._h5 = None
+        try:
+            self._h5.attrs["num_videos"] = self.count
+        finally:
+            self._h5.close()
+            self._h5 = None
         if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+            self._check_complete()
+        self._publish.__exit__(exc_type, exc, tb)  # rename into place on success, delete on error
+
+    def _check_complete(self) -> None:
+        """Read the finished temporary back before publishing it: a file that does not open, or lacks
+        videos it wrote, is never renamed into place."""
+        try:
+            with h5py.File(self.tmp, "r") as check:
+                written = len(check["videos"]) if "videos" in check else 0
+        except OSError as exc:
+            self._publish.__exit__(ShardError, None, None)
+            raise ShardError(f"{self.path}: the written shard does not read back ({exc})") from None
+        if written != self.count:
+            self._publish.__exit__(ShardError, None, None)
+            raise ShardError(f"{self.path}: {written} of {self.count} videos read back; not published")
 
 
 class ShardReader:

@@ -6,7 +6,6 @@ import argparse
 
 from pipeline.audio.features import AudioParams
 from pipeline.audio.shard import KIND, SOURCE_KIND, compute_audio_shard
-from pipeline.params import from_section, section
 from pipeline.shards import failures_file
 from stages.common import StageContext, add_common, add_dask, finish
 
@@ -23,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    params = from_section(AudioParams, section(ctx.params, "audio"), "audio")
+    params = ctx.section(AudioParams, "audio")
+    dask_cfg = ctx.dask()
     in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
-    failures = compute_audio_shard(in_path, out_path, params, ctx.dask(), progress=ctx.progress)
+    failures = compute_audio_shard(in_path, out_path, params, dask_cfg, progress=ctx.progress)
     print(f"audio {out_path}: encoder {params.encoder}, {len(failures.errors)} failed")
     return finish(failures, failures_file(out_path), strict=args.strict, what=f"audio {out_path}")

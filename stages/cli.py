@@ -26,6 +26,9 @@ COMMANDS = {
 }
 
 
+MAX_REASON = 200  # characters of an error line's reason
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; only ``command``'s module is imported (to add its arguments)."""
     parser = argparse.ArgumentParser(prog="avs", description="Audio-visual segmentation pipeline (see README.md).")
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("AVS_DEBUG"):
             raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        if len(reason) > MAX_REASON:  # library messages can run to pages; the first part names the cause
+            reason = reason[:MAX_REASON - 3] + "..."
         print(f"avs {args.command}: error: {reason}", file=sys.stderr)
         return 2
 

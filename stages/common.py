@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pipeline.failures import FailureLog
-from pipeline.params import DaskParams, DataParams, ParamsError, load_dataclass, load_params
+from pipeline.params import DaskParams, DataParams, DatasetName, ParamsError, from_section, load_params
 from pipeline.shards import shard_file
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class _DatasetArg:
+    dataset: DatasetName
 
 
 def add_common(parser: argparse.ArgumentParser, *, dataset: bool = True, shard: bool = False) -> None:
@@ -27,21 +36,28 @@ def add_dask(parser: argparse.ArgumentParser) -> None:
 
 
 class StageContext:
-    """Params and paths of one stage run."""
+    """Params and paths of one stage run. Every stage reads its params through :meth:`section`."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.params: dict[str, Any] = load_params(args.params)
-        self.data = load_dataclass(DataParams, "data", self.params)
+        self.data = self.section(DataParams, "data")
         self.progress = not getattr(args, "no_progress", False)
+        if getattr(args, "dataset", None) is not None:
+            from_section(_DatasetArg, {"dataset": args.dataset}, "--dataset")
+
+    def section(self, cls: type[T], name: str, **overrides: Any) -> T:
+        """params.yaml section ``name`` as dataclass ``cls``, validated after applying the command-line
+        ``overrides`` (those that are not None), so an override is checked like the file's value."""
+        mapping = self.params.get(name)
+        if mapping is not None and not isinstance(mapping, dict):
+            raise ParamsError(f"params.yaml section '{name}' must be a mapping")
+        merged = {**(mapping or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return from_section(cls, merged, name)
 
     def dask(self) -> DaskParams:
-        cfg = load_dataclass(DaskParams, "dask", self.params)
-        if getattr(self.args, "scheduler", None):
-            cfg.scheduler_address = self.args.scheduler
-        if getattr(self.args, "workers", None) is not None:
-            cfg.n_workers = self.args.workers
-        return cfg
+        return self.section(DaskParams, "dask", scheduler_address=getattr(self.args, "scheduler", None),
+                            n_workers=getattr(self.args, "workers", None))
 
     @property
     def data_root(self) -> Path:

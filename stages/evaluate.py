@@ -7,7 +7,6 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
 from train.evaluate import EvalParams, evaluate
 
@@ -23,9 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    cfg = from_section(EvalParams, section(ctx.params, "evaluate"), "evaluate")
-    if args.videos_per_batch:
-        cfg.videos_per_batch = args.videos_per_batch
+    cfg = ctx.section(EvalParams, "evaluate", videos_per_batch=args.videos_per_batch)
     checkpoint = Path(args.checkpoint) if args.checkpoint else ctx.data_root / "runs" / "train" / "model.pt"
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "eval"
     metrics = evaluate(checkpoint, cfg, str(ctx.data_root), ctx.data.shards, out, metrics_path=args.metrics)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.extraction import ExtractParams, extract_shard
 from pipeline.manifest import read_manifest, shard_slice_file
-from pipeline.params import ParamsError, load_dataclass
+from pipeline.params import ParamsError
 from pipeline.shards import failures_file, shard_file
 from stages.common import StageContext, add_common, add_dask, finish
 
@@ -23,9 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    cfg = load_dataclass(ExtractParams, "extract", ctx.params)
-    if args.strict:
-        cfg.strict = True
+    cfg = ctx.section(ExtractParams, "extract", strict=args.strict or None)
+    dask_cfg = ctx.dask()  # every section is validated before any work
     if args.manifest and args.out:
         manifest, out = Path(args.manifest), Path(args.out)
     elif args.dataset is not None and args.shard is not None:
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     rows = read_manifest(manifest)
     if args.shard is not None and not args.manifest:
         rows = [r for r in rows if r.shard == args.shard]
-    failures = extract_shard(rows, out, cfg, ctx.dask(), dataset=args.dataset or "", progress=ctx.progress)
+    failures = extract_shard(rows, out, cfg, dask_cfg, dataset=args.dataset or "", progress=ctx.progress)
     done = len(rows) - len(failures.errors)
     print(f"extract {out}: {done}/{len(rows)} videos")
     return finish(failures, failures_file(out), strict=cfg.strict, what=f"extract {out}")

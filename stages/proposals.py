@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.params import section
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.shard import KIND, propose_shard
 from pipeline.shards import failures_file
@@ -25,12 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    mapping = dict(section(ctx.params, "proposals"))
-    if args.cache_dir is not None:
-        mapping["cache_dir"] = args.cache_dir
-    params = ProposalParams.from_mapping(mapping)
+    params = ctx.section(ProposalParams, "proposals", cache_dir=args.cache_dir)
+    dask_cfg = ctx.dask()
     in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
-    failures, hits = propose_shard(in_path, out_path, params, ctx.dask(), dataset=args.dataset or "",
+    failures, hits = propose_shard(in_path, out_path, params, dask_cfg, dataset=args.dataset or "",
                                    progress=ctx.progress)
     print(f"proposals {out_path}: backend {params.backend}, {hits} from cache, {len(failures.errors)} failed")
     return finish(failures, failures_file(out_path), strict=args.strict, what=f"proposals {out_path}")

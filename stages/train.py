@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
 from train.loop import TrainParams, train
 
@@ -22,9 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    cfg = from_section(TrainParams, section(ctx.params, "train"), "train")
-    if args.max_steps:
-        cfg.max_steps = args.max_steps
+    cfg = ctx.section(TrainParams, "train", max_steps=args.max_steps)
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "train"
     result = train(cfg, str(ctx.data_root), ctx.data.shards, out, resume=args.resume, progress=ctx.progress,
                    log_path=args.log)

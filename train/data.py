@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from pipeline.feature_record import records_from_attrs
 from pipeline.shards import ArrayLocation, ArrayReader, ShardReader, shard_file
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -261,6 +262,25 @@ class ClipSource:
     maskige: bool = True  # COMBO needs maskiges; TransAVS does not
     size: tuple[int, int] = (224, 224)  # model input size
 
+    @classmethod
+    def for_inputs(cls, inputs: Sequence[str], data_root: str, size: Sequence[int]) -> ClipSource:
+        """The features a model with batch keys ``inputs`` (its ``model.inputs``) consumes."""
+        audio_key = "logmel" if "logmel" in inputs else "embeddings"
+        return cls(data_root=data_root, audio_key=audio_key, maskige="maskiges" in inputs, size=tuple(size))
+
+
+def embedding_dim(data_root: str, datasets: Sequence[str], shards: Sequence[int]) -> int:
+    """D of the precomputed audio embeddings [T,D] in the first audio shard that holds a video."""
+    for dataset in datasets:
+        for shard in shards:
+            path = shard_file(data_root, dataset, "audio", shard)
+            if path.is_file():
+                with ShardReader(path) as reader:
+                    ids = reader.video_ids()
+                    if ids:
+                        return int(reader.read(ids[0], "embeddings").shape[-1])
+    raise FileNotFoundError(f"no audio shard with videos for {list(datasets)} under {data_root} (run `avs audio`)")
+
 
 class ClipDataset(Dataset):
     """Clips of ``split`` from the shards of ``datasets``; videos missing from any needed shard are skipped.
@@ -336,11 +356,9 @@ class ClipDataset(Dataset):
             return {}
         ref = self.clips[0]
         found: dict[str, Any] = {}
-        for kind, path in self._paths(ref.dataset, ref.shard).items():
+        for path in self._paths(ref.dataset, ref.shard).values():
             with ShardReader(path) as reader:
-                attrs = reader.file_attrs()
-            if f"{kind}_params" in attrs:
-                found[kind] = attrs[f"{kind}_params"]
+                found.update(records_from_attrs(reader.file_attrs()))
         return found
 
     def set_epoch(self, epoch: int) -> None:

@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_path
 from pipeline.manifest import voc_palette
+from pipeline.params import NonNegativeInt, PositiveInt, Size2
 from train.data import ClipDataset, ClipSource, collate_clips, prepare_batch
-from train.loop import build_from_checkpoint, load_checkpoint
+from train.checkpoint import build_from_checkpoint, load_checkpoint
 from train.metrics import BinaryMetricAccumulator, SemanticMetricAccumulator
 
 
@@ -31,16 +32,16 @@ class EvalParams:
 
     datasets: list[str] = field(default_factory=lambda: ["demo_s4"])  # each scored separately
     split: str = "test"
-    videos_per_batch: int = 1  # 1: COMBO protocol; 4: AVSBench test.sh
+    videos_per_batch: PositiveInt = 1  # 1: COMBO protocol; 4: AVSBench test.sh
     shuffle_audio: bool = True  # also score with audio shuffled across videos (audio-dependence check)
-    overlays: int = 6  # test videos per dataset drawn as frame | ground truth | prediction
-    # Model input size [H, W]; null = the training size. Training on crops of rescaled frames (scale
+    overlays: NonNegativeInt = 6  # test videos per dataset drawn as frame | ground truth | prediction
+    # Model input size [H, W]; null = the checkpoint's train.inference_size (else its training size). Training on crops of rescaled frames (scale
     # augmentation) teaches the model objects over a range of sizes, so a model trained on 112 crops
     # can be scored on the cached 224 frames: masks come out on a 56x56 grid instead of 28x28.
-    size: list[int] | None = None
-    seed: int = 0
-    num_workers: int = 0
-    threads: int | None = None
+    size: Size2 | None = None
+    seed: NonNegativeInt = 0
+    num_workers: NonNegativeInt = 0
+    threads: PositiveInt | None = None
 
 
 class ShuffledAudio(Dataset):
@@ -147,9 +148,8 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model = build_from_checkpoint(ckpt).to(device).eval()
     train_params = ckpt.get("train_params", {})
-    source = ClipSource(data_root=data_root, audio_key=train_params.get("audio_key", "embeddings"),
-                        maskige=ckpt["model_name"].startswith("combo"),
-                        size=tuple(cfg.size or train_params.get("size", (224, 224))))
+    size = cfg.size or train_params.get("inference_size") or train_params["size"]
+    source = ClipSource.for_inputs(model.inputs, data_root, size)
     metrics: dict[str, Any] = {"model": ckpt["model_name"], "step": int(ckpt.get("step", 0)),
                                "protocol": f"{cfg.videos_per_batch} video(s) per batch"}
     per_video_rows: list[dict[str, Any]] = []

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
 from pipeline.atomic import atomic_path
-from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, prepare_batch
+from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
+from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, embedding_dim,
+                        prepare_batch)
 from train.models import build_model
 
 NUM_CLASSES = {"binary": 2, "semantic": 71}
@@ -39,34 +42,35 @@ class TrainParams:
 
     model: str = "combo_mnv2"  # a name from train.models.list_models()
     model_config: dict[str, Any] = field(default_factory=dict)  # overrides for the model builder
-    task: str = "binary"  # binary (S4/MS3: 2 classes) | semantic (AVSS: 71 classes)
+    task: Literal["binary", "semantic"] = "binary"  # binary (S4/MS3: 2 classes) | semantic (AVSS: 71 classes)
     datasets: list[str] = field(default_factory=lambda: ["demo_s4"])
     split: str = "train"
-    size: list[int] = field(default_factory=lambda: [224, 224])  # model input [H, W]
-    audio_key: str = "embeddings"  # embeddings | logmel (model runs VGGish)
-    batch_size: int = 4  # clips per step (per process under DDP)
-    max_steps: int = 1000
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    backbone_lr_mult: float = 0.1
-    poly_power: float = 0.9
-    grad_clip: float = 0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01)
+    size: Size2 = field(default_factory=lambda: [224, 224])  # model input [H, W] in training
+    # Model input [H, W] when scoring and predicting (recorded in the checkpoint); null = size.
+    inference_size: Size2 | None = None
+    audio_key: Literal["embeddings", "logmel"] = "embeddings"  # logmel: the model runs VGGish (audio_encoder=vggish)
+    batch_size: PositiveInt = 4  # clips per step (per process under DDP)
+    max_steps: PositiveInt = 1000
+    lr: PositiveFloat = 1e-4
+    weight_decay: NonNegativeFloat = 0.05
+    backbone_lr_mult: NonNegativeFloat = 0.1
+    poly_power: NonNegativeFloat = 0.9
+    grad_clip: NonNegativeFloat = 0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01); 0 = off
     freeze_backbone: bool = False  # keep ImageNet backbones fixed (fast CPU training); BN stays in eval mode
     augment: bool = True
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    scale_range: list[PositiveFloat] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
-    colour_jitter: float = 0.2
-    seed: int = 0
-    num_workers: int = 2
-    threads: int | None = None  # torch CPU threads; None = torch's default
-    checkpoint_every: int = 200
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, off on CPU | bf16 | off
+    colour_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    seed: NonNegativeInt = 0
+    num_workers: NonNegativeInt = 2
+    threads: PositiveInt | None = None  # torch CPU threads; None = torch's default
+    checkpoint_every: PositiveInt = 200
+    keep_checkpoints: NonNegativeInt = 2  # intermediate checkpoints kept in RUN/checkpoints (newest)
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, off on CPU
 
     def __post_init__(self) -> None:
-        if self.task not in NUM_CLASSES:
-            raise ValueError(f"task must be one of {sorted(NUM_CLASSES)}, got {self.task!r}")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
+        if len(self.scale_range) != 2 or self.scale_range[0] > self.scale_range[1]:
+            raise ValueError(f"train.scale_range must be [low, high] with low <= high, got {self.scale_range}")
 
 
 @dataclass
@@ -97,48 +101,28 @@ def pick_device(info: DistInfo) -> torch.device:
     return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def model_config_for(cfg: TrainParams, audio_dim: int) -> dict[str, Any]:
+
+def model_config_for(cfg: TrainParams, audio_dim: int | None) -> dict[str, Any]:
     config = {"num_classes": NUM_CLASSES[cfg.task], **cfg.model_config}
-    if cfg.audio_key == "embeddings":
+    if cfg.audio_key == "logmel":
+        config.setdefault("audio_encoder", "vggish")
+    elif audio_dim is not None:
         config.setdefault("audio_dim", audio_dim)
     return config
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def freeze_backbone(model: nn.Module) -> None:
+    """Fix the parameters the model names as its backbones' (ImageNet features stay as loaded)."""
+    names = model.backbone_parameter_names()
+    for name, param in model.named_parameters():
+        if name in names:
+            param.requires_grad_(False)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - turn unpickling errors into one clear line
-        raise RuntimeError(f"{path}: not a loadable checkpoint ({exc})") from exc
-
-
-def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    model = build_model(ckpt["model_name"], **ckpt["model_config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step-*.pt"))
-    return found[-1] if found else None
-
-
-def _accepts_step(model: nn.Module) -> bool:
-    return "step" in inspect.signature(model.compute_losses).parameters
-
-
-def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
+def set_train_mode(model: nn.Module, frozen_backbone: bool) -> None:
     """Training mode, except frozen backbones, whose BatchNorm statistics must not drift."""
     model.train()
-    if freeze_backbone:
+    if frozen_backbone:
         for name, module in model.named_modules():
             if name.endswith("backbone"):
                 module.eval()
@@ -173,6 +157,126 @@ class TrainLog:
             writer.writerows(self.rows)
 
 
+@dataclass
+class TrainState:
+    """Everything one training run holds: data, model, optimiser, schedule and the step reached."""
+
+    cfg: TrainParams
+    info: DistInfo
+    device: torch.device
+    dataset: ClipDataset
+    sampler: LengthGroupedSampler
+    model: nn.Module
+    train_model: nn.Module  # the model, or its DDP wrapper
+    model_config: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    feature_params: dict[str, Any]
+    step: int = 0
+
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda" and self.cfg.amp in ("auto", "bf16")
+
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint of this state (see :mod:`train.checkpoint`)."""
+        return {
+            "model_name": self.cfg.model, "model_config": self.model_config, "task": self.cfg.task,
+            "feature_params": self.feature_params, "train_params": asdict(self.cfg),
+            "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": self.step,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+
+def setup_training(cfg: TrainParams, data_root: str, shards: list[int]) -> TrainState:
+    """Build the model first (it says which features it reads), then the dataset, sampler and optimiser."""
+    info = init_distributed()
+    device = pick_device(info)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    audio_dim = embedding_dim(data_root, cfg.datasets, shards) if cfg.audio_key == "embeddings" else None
+    model_config = model_config_for(cfg, audio_dim)
+    model = build_model(cfg.model, **model_config).to(device)
+    if cfg.freeze_backbone:
+        freeze_backbone(model)
+    source = ClipSource.for_inputs(model.inputs, data_root, cfg.size)
+    augmentation = (Augmentation(tuple(cfg.size), tuple(cfg.scale_range), cfg.hflip, cfg.colour_jitter)
+                    if cfg.augment else None)
+    dataset = ClipDataset(cfg.datasets, shards, cfg.split, source, augmentation, seed=cfg.seed)
+    if len(dataset) == 0:
+        raise RuntimeError(f"no '{cfg.split}' clips with all features in {cfg.datasets} under {data_root}")
+    sampler = LengthGroupedSampler([c.num_frames for c in dataset.clips], cfg.batch_size, seed=cfg.seed,
+                                   rank=info.rank, world_size=info.world_size,
+                                   drop_last=len(dataset) >= cfg.batch_size * info.world_size)
+    if len(sampler) == 0:
+        raise RuntimeError(f"{len(dataset)} clips cannot fill one batch of {cfg.batch_size}")
+    optimizer = torch.optim.AdamW(model.parameter_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                         backbone_lr_mult=cfg.backbone_lr_mult))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.max_steps, cfg.poly_power))
+    train_model: nn.Module = model
+    if info.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
+    return TrainState(cfg, info, device, dataset, sampler, model, train_model, model_config, optimizer, scheduler,
+                      dataset.feature_params())
+
+
+def resume_or_start(state: TrainState, run_dir: Path, resume: str | bool) -> None:
+    """Load the checkpoint to resume from (``True``: the latest in ``run_dir``), or start fresh: a fresh
+    run owns its checkpoint folder, so checkpoints of an earlier run (other params) are removed and can
+    never be picked up by a later ``--resume``."""
+    resume_path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
+    if resume_path is None:
+        if state.info.is_main:
+            prune_checkpoints(run_dir, keep=0)
+        return
+    ckpt = load_checkpoint(resume_path, map_location=state.device)
+    state.model.load_state_dict(ckpt["state_dict"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.step = int(ckpt["step"])
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+
+
+def train_step(state: TrainState, batch: dict[str, Any]) -> dict[str, Any]:
+    """One optimiser step on ``batch``; returns the loss values and the gradient norm (None: not clipped)."""
+    batch = prepare_batch(batch, state.device)  # uint8 -> normalised float32 (+ colour jitter) on the device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if state.use_amp else contextlib.nullcontext()
+    with autocast:
+        outputs = state.train_model(batch)
+    losses = state.model.compute_losses(outputs, batch, step=state.step)
+    state.optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    clip = state.cfg.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip) if clip > 0 else None
+    state.optimizer.step()
+    state.scheduler.step()
+    state.step += 1
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    if not math.isfinite(values["total"]):
+        raise RuntimeError(f"loss became {values['total']} at step {state.step} (lower train.lr?)")
+    return {"losses": values, "grad_norm": float(grad_norm) if grad_norm is not None else None}
+
+
+def epoch_loader(state: TrainState) -> tuple[int, DataLoader]:
+    """(epoch, loader over the rest of that epoch from ``state.step``): the data order is a function
+    of (seed, epoch), so a resumed run continues with exactly the batches it would have seen."""
+    cfg = state.cfg
+    epoch, position = divmod(state.step, len(state.sampler))
+    state.sampler.set_epoch(epoch)
+    state.dataset.set_epoch(epoch)
+    batches = list(state.sampler)[position:]
+    loader = DataLoader(state.dataset, batch_sampler=batches, collate_fn=collate_clips, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=state.device.type == "cuda",
+                        multiprocessing_context="fork" if cfg.num_workers > 0 else None)
+    return epoch, loader
+
+
 def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Path, *, resume: str | bool = False,
           progress: bool = True, log_path: str | Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on the cached shards; write checkpoints under ``run_dir``.
@@ -184,124 +288,61 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    info = init_distributed()
-    device = pick_device(info)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    source = ClipSource(data_root=data_root, audio_key=cfg.audio_key, maskige=cfg.model.startswith("combo"),
-                        size=tuple(cfg.size))
-    augmentation = (Augmentation(tuple(cfg.size), tuple(cfg.scale_range), cfg.hflip, cfg.colour_jitter)
-                    if cfg.augment else None)
-    dataset = ClipDataset(cfg.datasets, shards, cfg.split, source, augmentation, seed=cfg.seed)
-    if len(dataset) == 0:
-        raise RuntimeError(f"no '{cfg.split}' clips with all features in {cfg.datasets} under {data_root}")
-    sampler = LengthGroupedSampler([c.num_frames for c in dataset.clips], cfg.batch_size, seed=cfg.seed,
-                                   rank=info.rank, world_size=info.world_size,
-                                   drop_last=len(dataset) >= cfg.batch_size * info.world_size)
-    feature_params = dataset.feature_params()
-    audio_dim = dataset[0]["audio" if cfg.audio_key == "embeddings" else "logmel"].shape[-1]
-    model_config = model_config_for(cfg, audio_dim)
-    model = build_model(cfg.model, **model_config).to(device)
-    if cfg.freeze_backbone:
-        for name, param in model.named_parameters():
-            if "backbone" in name:
-                param.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameter_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                         backbone_lr_mult=cfg.backbone_lr_mult))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.max_steps, cfg.poly_power))
-    step = 0
-    resume_path = latest_checkpoint(run_dir) if resume is True else (Path(resume) if resume else None)
-    if resume_path is None and info.is_main:
-        # A fresh run owns its checkpoint folder: checkpoints left by an earlier run (other params)
-        # must never be picked up by a later `--resume`.
-        for stale in (run_dir / "checkpoints").glob("step-*.pt"):
-            stale.unlink()
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, map_location=device)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step = int(ckpt["step"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
-    train_model: nn.Module = model
-    if info.world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
-    use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
-    accepts_step = _accepts_step(model)
-    log = TrainLog(Path(log_path) if log_path else run_dir / "train_log.csv", step)
-    steps_per_epoch = len(sampler)
-    if steps_per_epoch == 0:
-        raise RuntimeError(f"{len(dataset)} clips cannot fill one batch of {cfg.batch_size}")
-
-    def save(path: Path) -> None:
-        if not info.is_main:
-            return
-        _atomic_save({
-            "model_name": cfg.model, "model_config": model_config, "task": cfg.task,
-            "feature_params": feature_params,
-            "train_params": {k: v for k, v in asdict(cfg).items()},
-            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        }, path)
-
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model}", unit="step",
-               disable=not (progress and info.is_main), dynamic_ncols=True)
+    state = setup_training(cfg, data_root, shards)
+    resume_or_start(state, run_dir, resume)
+    log = TrainLog(Path(log_path) if log_path else run_dir / "train_log.csv", state.step)
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {cfg.model}", unit="step",
+               disable=not (progress and state.info.is_main), dynamic_ncols=True)
     losses_seen: list[float] = []
-    done_here = 0
-    set_train_mode(model, cfg.freeze_backbone)
+    limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, state.step + stop_after)
+    set_train_mode(state.model, cfg.freeze_backbone)
     start = time.perf_counter()
-    while step < cfg.max_steps and (stop_after is None or done_here < stop_after):
-        epoch, position = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        batches = list(sampler)[position:]
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_clips, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.type == "cuda",
-                            multiprocessing_context="fork" if cfg.num_workers > 0 else None)
+    while state.step < limit:
+        epoch, loader = epoch_loader(state)
         for batch in loader:
-            batch = prepare_batch(batch, device)  # uint8 -> normalised float32 (+ colour jitter) on the device
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-            with autocast:
-                outputs = train_model(batch)
-            losses = model.compute_losses(outputs, batch, **({"step": step} if accepts_step else {}))
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            done_here += 1
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            if not math.isfinite(values["total"]):
-                raise RuntimeError(f"loss became {values['total']} at step {step}")
-            losses_seen.append(values["total"])
-            log.add({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                     **{f"loss_{k}": round(v, 6) for k, v in values.items()},
-                     "grad_norm": round(float(grad_norm), 6) if grad_norm is not None else "",
-                     "seconds": round(time.perf_counter() - start, 3)})
+            result = train_step(state, batch)
+            losses_seen.append(result["losses"]["total"])
+            log.add(_log_row(state, epoch, result, time.perf_counter() - start))
             bar.update(1)
-            bar.set_postfix(loss=f"{values['total']:.3f}")
-            if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-                save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
-            if info.is_main and (step % LOG_FLUSH_EVERY == 0 or step % cfg.checkpoint_every == 0):
-                log.flush()  # so `dvc plots` / `tail` show a run in progress
-            if step >= cfg.max_steps or (stop_after is not None and done_here >= stop_after):
+            bar.set_postfix(loss=f"{result['losses']['total']:.3f}")
+            _save_periodically(state, run_dir, log)
+            if state.step >= limit:
                 break
     bar.close()
-    final = None
-    if info.is_main:
-        if step >= cfg.max_steps:
-            final = run_dir / "model.pt"
-            save(final)
-        else:
-            save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
-        log.flush()
-    if info.world_size > 1:
+    final = _save_at_end(state, run_dir, log)
+    if state.info.world_size > 1:
         dist.barrier()
-    return {"final": final, "steps": step, "losses": losses_seen}
+    return {"final": final, "steps": state.step, "losses": losses_seen}
+
+
+def _log_row(state: TrainState, epoch: int, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    grad_norm = result["grad_norm"]
+    return {"step": state.step, "epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"],
+            **{f"loss_{k}": round(v, 6) for k, v in result["losses"].items()},
+            "grad_norm": round(grad_norm, 6) if grad_norm is not None else "", "seconds": round(seconds, 3)}
+
+
+def _save_periodically(state: TrainState, run_dir: Path, log: TrainLog) -> None:
+    if not state.info.is_main:
+        return
+    if state.step % state.cfg.checkpoint_every == 0 and state.step < state.cfg.max_steps:
+        save_checkpoint(state.payload(), run_dir / "checkpoints" / f"step-{state.step:07d}.pt")
+        prune_checkpoints(run_dir, keep=max(1, state.cfg.keep_checkpoints))
+    if state.step % LOG_FLUSH_EVERY == 0 or state.step % state.cfg.checkpoint_every == 0:
+        log.flush()  # so `dvc plots` / `tail` show a run in progress
+
+
+def _save_at_end(state: TrainState, run_dir: Path, log: TrainLog) -> Path | None:
+    """The final model when max_steps is reached (intermediate checkpoints pruned to
+    ``keep_checkpoints``), else a checkpoint to resume from."""
+    if not state.info.is_main:
+        return None
+    final = None
+    if state.step >= state.cfg.max_steps:
+        final = run_dir / "model.pt"
+        save_checkpoint(state.payload(), final)
+        prune_checkpoints(run_dir, keep=state.cfg.keep_checkpoints)
+    else:
+        save_checkpoint(state.payload(), run_dir / "checkpoints" / f"step-{state.step:07d}.pt")
+    log.flush()
+    return final

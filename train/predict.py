@@ -1,107 +1,215 @@
 """``avs predict``: segment the sounding objects of any video with a trained checkpoint.
 
 The new video goes through the very code the pipeline used for training data (``pipeline.media``
-extraction, ``pipeline.audio`` features, ``pipeline.proposals`` maskiges), with the settings
-recorded in the checkpoint (``feature_params``), so a prediction sees what training saw. One
-prediction per second (the frame AVSBench's rule keeps); clips longer than the training window
-are processed in windows of that many seconds.
+extraction, ``pipeline.audio`` features, ``pipeline.proposals`` maskiges), with the feature-stage
+params recorded in the checkpoint (:mod:`pipeline.feature_record`, read back strictly), so a
+prediction sees what training saw. One prediction per second (the frame AVSBench's rule keeps),
+in windows of ``window`` seconds; the model runs at the size it was scored at (``train.inference_size``
+recorded in the checkpoint) and its masks are resized back to the video's own resolution.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import fields
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline import media
 from pipeline.atomic import atomic_path
+from pipeline.params import from_section
+from pipeline.feature_record import read_record
+from train.checkpoint import build_from_checkpoint, load_checkpoint
 from train.data import image_tensor, prepare_batch, resize_clip
 from train.evaluate import _colourise
-from train.loop import build_from_checkpoint, load_checkpoint
+
+OVERLAY_MAX_SIDE = 640  # overlay video: the video's aspect ratio, longest side at most this
 
 
-def _dataclass_from(cls, mapping: dict[str, Any] | None):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (mapping or {}).items() if k in names})
+@dataclass
+class Predictor:
+    """A trained model and the feature settings it was trained with."""
+
+    model: nn.Module
+    features: dict[str, Any]  # kind -> params dataclass (extract, audio, proposals when the model reads maskiges)
+    model_size: tuple[int, int]  # model input [H, W]
+    checkpoint: Path
+    model_name: str
 
 
-def compute_features(frames: np.ndarray, audio: np.ndarray, num_seconds: int, feature_params: dict[str, Any],
-                     need_maskige: bool) -> dict[str, np.ndarray]:
-    """Audio embeddings + log-mel (and maskiges for COMBO) of one clip, with the training settings."""
-    from pipeline.audio.features import AudioParams, clip_features, get_encoder
+def load_predictor(checkpoint: str | Path, size: tuple[int, int] | None = None,
+                   proposals_override: dict[str, Any] | None = None) -> Predictor:
+    """Model + strict feature records of ``checkpoint``; ``proposals_override`` replaces recorded proposal
+    settings (with a warning: the maskiges then differ from those the model was trained on)."""
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    model = build_from_checkpoint(ckpt).eval()
+    kinds = ("extract", "audio", "proposals") if "maskiges" in model.inputs else ("extract", "audio")
+    features = feature_params_of(ckpt, checkpoint, kinds)
+    if proposals_override:
+        features["proposals"] = _override_proposals(features.get("proposals"), proposals_override)
+    train_params = ckpt.get("train_params") or {}
+    model_size = tuple(size or train_params.get("inference_size") or train_params["size"])
+    return Predictor(model, features, model_size, checkpoint, ckpt["model_name"])
 
-    audio_params = _dataclass_from(AudioParams, feature_params.get("audio"))
-    features = clip_features([(audio, num_seconds)], get_encoder(audio_params))[0]
-    out = {"embeddings": features["embeddings"], "logmel": features["logmel"]}
-    if need_maskige:
-        from pipeline.proposals.backends import build_backend
-        from pipeline.proposals.config import ProposalParams
+
+def feature_params_of(ckpt: dict[str, Any], path: str | Path, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """kind -> params dataclass of each feature stage in ``kinds``, rebuilt strictly from the
+    checkpoint's records (a missing, incomplete or unknown record is an error naming ``path``)."""
+    import pipeline.audio.features  # noqa: F401 - register the params classes of the feature stages
+    import pipeline.extraction  # noqa: F401
+    import pipeline.proposals.config  # noqa: F401
+
+    records = ckpt.get("feature_params") or {}
+    return {kind: read_record(kind, records.get(kind), f"{path}: feature_params") for kind in kinds}
+
+
+def _override_proposals(recorded: Any, override: dict[str, Any]) -> Any:
+    if recorded is None:
+        raise ValueError("this model reads no maskiges: proposal settings cannot be overridden")
+    params = from_section(type(recorded), {**dataclasses.asdict(recorded), **override}, "--proposals")
+    changed = sorted(k for k in override if getattr(params, k) != getattr(recorded, k))
+    if changed:
+        print(f"predict: warning: proposal settings {changed} differ from training; maskiges will differ from "
+              f"those the model learnt on", file=sys.stderr)
+    return params
+
+
+def clip_features(predictor: Predictor, frames: np.ndarray, audio: np.ndarray, num_seconds: int,
+                  progress: bool = False) -> dict[str, np.ndarray]:
+    """The model's inputs for one clip, computed as the feature stages computed them: ``audio`` (embeddings
+    [T,D]) or ``logmel`` [T,96,64], and ``maskige`` uint8 [T,H,W,3] for models that read maskiges."""
+    from pipeline.audio.features import clip_features as audio_features
+    from pipeline.audio.features import get_encoder
+
+    audio_params = predictor.features["audio"]
+    computed = audio_features([(audio, num_seconds)], get_encoder(audio_params))[0]
+    out = {"audio": computed["embeddings"], "logmel": computed["logmel"]}
+    if "proposals" in predictor.features:
         from pipeline.proposals.video import propose_video
 
-        params = ProposalParams.from_mapping({k: v for k, v in (feature_params.get("proposals") or {}).items()
-                                              if k in {f.name for f in fields(ProposalParams)}})
-        out["maskige"] = propose_video(frames, build_backend(params.backend, params)).maskige
+        params = predictor.features["proposals"]
+        backend = _cached_backend(params)
+        out["maskige"] = propose_video(frames, backend, progress=progress).maskige
     return out
 
 
+_BACKENDS: dict[str, Any] = {}
+
+
+def _cached_backend(params: Any):
+    from pipeline.params import params_hash
+    from pipeline.proposals.backends import build_backend
+
+    key = params_hash(params)
+    if key not in _BACKENDS:
+        _BACKENDS.clear()
+        _BACKENDS[key] = build_backend(params.backend, params)
+    return _BACKENDS[key]
+
+
 @torch.no_grad()
-def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path, threshold: float = 0.5,
-                  window: int = 5, size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Write ``out_dir/overlay.mp4`` (one frame per second, prediction drawn over it),
-    ``out_dir/masks/second_XXXX.png`` (binary 0/255, or class ids for semantic models) and
-    ``out_dir/prediction.json``. ``size``: model input [H, W] (None: the training size, as
-    ``evaluate.size``). Returns that summary."""
-    video, out_dir = Path(video), Path(out_dir)
-    ckpt = load_checkpoint(checkpoint)
-    model = build_from_checkpoint(ckpt).eval()
-    feature_params = ckpt.get("feature_params") or {}
-    train_params = ckpt.get("train_params") or {}
-    frame_size = tuple((feature_params.get("extract") or {}).get("frame_size", (224, 224)))
-    model_size = tuple(size or train_params.get("size", frame_size))
-    info = media.probe(video)
-    if not info.has_video:
-        raise media.MediaError(f"{video}: no video stream")
-    num_seconds = media.seconds_in(info)
-    clip = media.extract_clip(video, num_seconds, frame_size, info=info,
-                              resize_filter=(feature_params.get("extract") or {}).get("resize_filter", "bilinear"))
-    is_combo = ckpt["model_name"].startswith("combo")
-    feats = compute_features(clip.frames, clip.audio, num_seconds, feature_params, need_maskige=is_combo)
-    audio_key = train_params.get("audio_key", "embeddings")
-    predictions = []
-    for start in range(0, num_seconds, window):
-        stop = min(num_seconds, start + window)
-        # The evaluation path: uint8 resize to the model size, then prepare_batch (float + normalisation).
-        frames = image_tensor(clip.frames[start:stop])
-        maskiges = image_tensor(feats["maskige"][start:stop]) if is_combo else None
-        no_masks = torch.zeros(stop - start, 0, 0, dtype=torch.uint8)
-        frames, maskiges, _ = resize_clip(frames, maskiges, no_masks, model_size)
-        batch = {"frames": frames[None],
-                 "audio" if audio_key == "embeddings" else "logmel": torch.from_numpy(feats[audio_key][start:stop])[None],
-                 "labelled": torch.zeros(1, stop - start, dtype=torch.bool)}
-        if maskiges is not None:
-            batch["maskiges"] = maskiges[None]
-        probs = model.predict(model(prepare_batch(batch, "cpu")), size=frame_size)[0].float()
-        predictions.append((probs > threshold).to(torch.uint8) if model.task == "binary" else probs.argmax(1).to(torch.uint8))
-    labels = torch.cat(predictions).numpy()  # [T,H,W]
-    binary = model.task == "binary"
+def predict_window(predictor: Predictor, frames: np.ndarray, features: dict[str, np.ndarray],
+                   threshold: float) -> np.ndarray:
+    """Labels uint8 [T,H,W] at the frames' size for one window: frames uint8 [T,H,W,3] at the extract
+    size, ``features`` from :func:`clip_features` (sliced to the window)."""
+    model = predictor.model
+    images = image_tensor(frames)
+    maskiges = image_tensor(features["maskige"]) if "maskiges" in model.inputs else None
+    no_masks = torch.zeros(frames.shape[0], 0, 0, dtype=torch.uint8)
+    images, maskiges, _ = resize_clip(images, maskiges, no_masks, predictor.model_size)
+    batch: dict[str, Any] = {"frames": images[None], "labelled": torch.zeros(1, frames.shape[0], dtype=torch.bool)}
+    for key in ("audio", "logmel"):
+        if key in model.inputs:
+            batch[key] = torch.from_numpy(features[key])[None]
+    if maskiges is not None:
+        batch["maskiges"] = maskiges[None]
+    probs = model.predict(model(prepare_batch(batch, "cpu")), size=frames.shape[1:3])[0].float()
+    labels = (probs > threshold) if model.task == "binary" else probs.argmax(1)
+    return labels.to(torch.uint8).numpy()
+
+
+def overlay_size(height: int, width: int, max_side: int = OVERLAY_MAX_SIDE) -> tuple[int, int]:
+    """(H, W) with the video's aspect ratio, longest side <= ``max_side``, both even (H.264)."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
+
+
+def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [T,h,w] -> [T,H,W] nearest neighbour (class ids stay ids)."""
+    tensor = torch.from_numpy(labels)[:, None].float()
+    return torch.nn.functional.interpolate(tensor, size=size, mode="nearest")[:, 0].to(torch.uint8).numpy()
+
+
+def write_masks(labels: np.ndarray, out_dir: Path, first_second: int, binary: bool) -> None:
+    """One PNG per second at the video's resolution: binary 0/255, or class ids."""
     from PIL import Image
 
     masks_dir = out_dir / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    for second, label in enumerate(labels):
-        with atomic_path(masks_dir / f"second_{second:04d}.png", suffix=".png") as tmp:
+    for offset, label in enumerate(labels):
+        with atomic_path(masks_dir / f"second_{first_second + offset:04d}.png", suffix=".png") as tmp:
             Image.fromarray(label * 255 if binary else label).save(tmp)
+
+
+def draw_overlay(frames: np.ndarray, labels: np.ndarray, binary: bool) -> np.ndarray:
+    """frames uint8 [T,H,W,3] with the prediction ``labels`` [T,H,W] tinted over them."""
     colours = np.stack([_colourise(label, binary) for label in labels])
     alpha = np.where(labels > 0, 0.55, 0.0)[..., None]
-    overlay = (clip.frames * (1 - alpha) + colours * alpha).astype(np.uint8)
-    media.encode_video(out_dir / "overlay.mp4", overlay, fps=1)
-    summary = {"video": str(video), "checkpoint": str(checkpoint), "model": ckpt["model_name"], "seconds": num_seconds,
+    return (frames * (1 - alpha) + colours * alpha).astype(np.uint8)
+
+
+def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path, threshold: float = 0.5,
+                  window: int = 5, size: tuple[int, int] | None = None,
+                  proposals_override: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Write ``out_dir/overlay.mp4`` (one frame per second, the video's aspect ratio), ``out_dir/masks/
+    second_XXXX.png`` (the video's resolution; binary 0/255 or class ids) and ``out_dir/prediction.json``.
+    ``size``: model input [H, W] (None: the checkpoint's inference size). Returns that summary."""
+    from tqdm.auto import tqdm
+
+    video, out_dir = Path(video), Path(out_dir)
+    predictor = load_predictor(checkpoint, size, proposals_override)
+    extract = predictor.features["extract"]
+    info = media.probe(video)
+    if not info.has_video:
+        raise media.MediaError(f"{video}: no video stream")
+    num_seconds = media.seconds_in(info)
+    clip = media.extract_clip(video, num_seconds, tuple(extract.frame_size), info=info,
+                              resize_filter=extract.resize_filter)
+    native = media.extract_clip(video, num_seconds, (info.height, info.width), info=info).frames
+    feats = clip_features(predictor, clip.frames, clip.audio, num_seconds, progress=progress)
+    binary = predictor.model.task == "binary"
+    shown = overlay_size(info.height, info.width)
+    overlays, foreground = [], []
+    for start in tqdm(range(0, num_seconds, window), desc=f"predict {video.name}", unit="window",
+                      disable=not progress):
+        stop = min(num_seconds, start + window)
+        window_feats = {k: v[start:stop] for k, v in feats.items()}
+        labels = _resize_labels(predict_window(predictor, clip.frames[start:stop], window_feats, threshold),
+                                (info.height, info.width))
+        write_masks(labels, out_dir, start, binary)
+        foreground += [round(float((label > 0).mean()), 4) for label in labels]
+        overlays.append(draw_overlay(media_resize(native[start:stop], shown), _resize_labels(labels, shown), binary))
+    media.encode_video(out_dir / "overlay.mp4", np.concatenate(overlays), fps=1)
+    summary = {"video": str(video), "checkpoint": str(checkpoint), "model": predictor.model_name,
+               "seconds": num_seconds, "model_size": list(predictor.model_size),
                "frame_indices": clip.frame_indices, "audio_source": clip.audio_source,
-               "foreground_fraction_per_second": [round(float((l > 0).mean()), 4) for l in labels]}
+               "foreground_fraction_per_second": foreground}
     with atomic_path(out_dir / "prediction.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def media_resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [T,H,W,3] -> [T,h,w,3] bilinear (display only)."""
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    out = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

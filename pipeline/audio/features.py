@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.audio.encoders import AudioEncoder, AudioEncoderError, build_encoder, list_encoders
+from pipeline.feature_record import feature_params
+from pipeline.params import PositiveInt
 from pipeline.audio.logmel import (
     MIN_SAMPLES_FOR_ONE_EXAMPLE,
     VGGISH_LOG_OFFSET,
@@ -26,6 +28,7 @@ from pipeline.audio.logmel import (
 )
 
 
+@feature_params("audio")
 @dataclass(frozen=True)
 class AudioParams:
     """``audio`` section of params.yaml."""
@@ -35,7 +38,7 @@ class AudioParams:
     pca: bool = False  # vggish only: PCA + 8-bit quantisation of the original post-processor
     pca_checkpoint: str | None = None  # vggish_pca_params-970ea276.pth (or the TF .npz)
     allow_random_init: bool = False  # vggish without checkpoint: random weights, recorded as "random-init"
-    batch_seconds: int = 64  # examples (seconds of audio) per encoder forward pass
+    batch_seconds: PositiveInt = 64  # examples (seconds of audio) per encoder forward pass
 
     def __post_init__(self) -> None:
         if self.batch_seconds < 1:

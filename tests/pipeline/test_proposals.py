@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.params import ParamsError
+from pipeline.params import ParamsError, from_section
 from pipeline.proposals import backends as backends_mod
 from pipeline.proposals.backends import Proposals, build_backend, list_backends
 from pipeline.proposals.config import PRESETS, ProposalParams
@@ -54,16 +54,16 @@ def test_registry_lists_the_three_backends():
 
 
 def test_params_validation_and_presets():
-    params = ProposalParams.from_mapping({"preset": "demo", "generator": {"points_per_side": 5}})
+    params = from_section(ProposalParams, {"preset": "demo", "generator": {"points_per_side": 5}}, "proposals")
     settings = params.generator_settings()
     assert settings.points_per_side == 5 and settings.coarse_levels == PRESETS["demo"]["coarse_levels"]
     assert params.model_settings()["encoder_size"] == 384
     with pytest.raises(ParamsError, match="unknown key"):
-        ProposalParams.from_mapping({"points": 3})
+        from_section(ProposalParams, {"points": 3}, "proposals")
     with pytest.raises(ParamsError, match="generator: unknown keys"):
-        ProposalParams.from_mapping({"generator": {"pointz": 3}})
+        from_section(ProposalParams, {"generator": {"pointz": 3}}, "proposals")
     with pytest.raises(ParamsError, match="preset"):
-        ProposalParams.from_mapping({"preset": "turbo"})
+        from_section(ProposalParams, {"preset": "turbo"}, "proposals")
     # everything that changes masks is in model_settings; the cache folder and threads are not
     a = ProposalParams(cache_dir="x", threads_per_worker=2).model_settings()
     assert a == ProposalParams().model_settings()

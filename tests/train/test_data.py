@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pipeline.shards import ShardReader, shard_file
-from tests.train.test_loop import SIZE, write_toy_shards
 from train.data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, ClipDataset, ClipSource, CropBox,
                         augmentation_generator, collate_clips, crop_resize_nearest, image_tensor, label_tensor,
                         prepare_batch, resize_clip)
@@ -20,16 +19,12 @@ from train.data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, ClipDataset, 
 CHANNELS_LAST = torch.channels_last
 
 
+SIZE = 32  # the toy shards' frame size (conftest.py)
+
+
 def is_channels_last(images: torch.Tensor) -> bool:
     """Dense channels-last memory, [T,3,H,W] by shape (what items hold; a 5-D batch is checked per clip)."""
     return images.dim() == 4 and images.is_contiguous(memory_format=CHANNELS_LAST)
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data_shards")
-    write_toy_shards(root)
-    return root
 
 
 def blocky_clip(T: int = 3, H: int = 40, W: int = 56, seed: int = 0):

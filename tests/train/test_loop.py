@@ -14,48 +14,7 @@ from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampl
 from train.evaluate import EvalParams, evaluate
 from train.loop import TrainParams, load_checkpoint, train
 
-SIZE = 32
-
-
-def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int = 3, dim: int = 16) -> None:
-    """A square whose position is announced by the audio: the sounding square is the ground truth."""
-    rng = np.random.default_rng(0)
-    paths = {k: shard_file(root, dataset, k, 0) for k in ("extract", "audio", "proposals")}
-    with ShardWriter(paths["extract"], kind="extract", params_hash="t") as ex, \
-            ShardWriter(paths["audio"], kind="audio", params_hash="t") as au, \
-            ShardWriter(paths["proposals"], kind="proposals", params_hash="t") as pr:
-        for v in range(videos):
-            frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
-            masks = np.zeros((T, SIZE, SIZE), np.uint8)
-            audio = np.zeros((T, dim), np.float32)
-            for t in range(T):
-                left = (v + t) % 2 == 0
-                frames[t, 8:20, 2:14] = (200, 30, 30)
-                frames[t, 8:20, 18:30] = (30, 30, 200)
-                masks[t, 8:20, 2:14 if left else 18:30] = 1 if left else 0
-                if not left:
-                    masks[t, 8:20, 18:30] = 1
-                audio[t, 0 if left else 1] = 1.0
-                audio[t, 2:] = rng.normal(0, 0.1, dim - 2)
-            split = "test" if v >= videos - 2 else "train"
-            ex.write_video(f"v{v}", {"frames": frames, "audio": np.zeros(T * 16000, np.int16), "gt_masks": masks,
-                                     "gt_valid": np.ones(T, bool)}, {"split": split, "num_seconds": T})
-            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)})
-            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)})
-
-
-def toy_params(**over) -> TrainParams:
-    base = dict(model="combo_tiny", datasets=["toy"], size=[SIZE, SIZE], batch_size=2, max_steps=4, num_workers=0,
-                checkpoint_every=2, grad_clip=1.0, seed=3, threads=1)
-    base.update(over)
-    return TrainParams(**base)
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shards")
-    write_toy_shards(root)
-    return root
+SIZE = 32  # the toy shards' frame size (conftest.py)
 
 
 def test_dataset_items_and_same_geometry(toy_root):
@@ -98,7 +57,7 @@ def test_sampler_groups_lengths_and_splits_ranks():
     assert not {i for b in r0 for i in b} & {i for b in r1 for i in b}
 
 
-def test_resume_gives_identical_losses(toy_root, tmp_path):
+def test_resume_gives_identical_losses(toy_root, tmp_path, toy_params):
     full = train(toy_params(), str(toy_root), [0], tmp_path / "full", progress=False)
     first = train(toy_params(), str(toy_root), [0], tmp_path / "split", progress=False, stop_after=2)
     assert first["final"] is None and len(first["losses"]) == 2
@@ -111,7 +70,7 @@ def test_resume_gives_identical_losses(toy_root, tmp_path):
     assert len(log) == 5 and log[0].startswith("step,epoch,lr,loss_")
 
 
-def test_evaluate_writes_metrics_overlays_and_shuffle(toy_root, tmp_path):
+def test_evaluate_writes_metrics_overlays_and_shuffle(toy_root, tmp_path, toy_params):
     result = train(toy_params(max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
     metrics = evaluate(result["final"], EvalParams(datasets=["toy"], overlays=1), str(toy_root), [0], tmp_path / "eval")
     entry = metrics["toy"]
@@ -122,7 +81,7 @@ def test_evaluate_writes_metrics_overlays_and_shuffle(toy_root, tmp_path):
     assert (tmp_path / "eval" / "per_video.csv").read_text().count("\n") == 3
 
 
-def test_evaluate_at_another_input_size(toy_root, tmp_path):
+def test_evaluate_at_another_input_size(toy_root, tmp_path, toy_params):
     """evaluate.size scores a model at a different input size than it was trained at (masks come back
     at the ground-truth size either way)."""
     result = train(toy_params(max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
@@ -131,11 +90,11 @@ def test_evaluate_at_another_input_size(toy_root, tmp_path):
     assert 0 <= metrics["toy"]["M_J"] <= 1 and metrics["toy"]["num_videos"] == 2
 
 
-def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path):
+def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path, toy_params, toy_shards):
     """A semantic (AVSS-style) run: per_class_iou.csv, the source of the per-class IoU bar chart
     (dvc.yaml plots), has one row per class present in the test ground truth or prediction."""
     root = tmp_path / "shards"
-    write_toy_shards(root, dataset="toy_sem")
+    toy_shards(root, dataset="toy_sem")
     result = train(toy_params(datasets=["toy_sem"], task="semantic", max_steps=2), str(root), [0],
                    tmp_path / "run", progress=False)
     metrics = evaluate(result["final"], EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False),
@@ -150,7 +109,7 @@ def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["combo_tiny", "transavs_tiny"])
-def test_both_models_train_and_evaluate_through_the_same_loop(toy_root, tmp_path, model):
+def test_both_models_train_and_evaluate_through_the_same_loop(toy_root, tmp_path, model, toy_params):
     """`-S train.model=transavs` goes through the same data, loop and evaluation code as COMBO
     (TransAVS reads no maskiges)."""
     result = train(toy_params(model=model, max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
@@ -161,7 +120,7 @@ def test_both_models_train_and_evaluate_through_the_same_loop(toy_root, tmp_path
     assert 0 <= metrics["toy"]["M_J"] <= 1
 
 
-def test_a_fresh_run_clears_checkpoints_of_an_earlier_run(toy_root, tmp_path):
+def test_a_fresh_run_clears_checkpoints_of_an_earlier_run(toy_root, tmp_path, toy_params):
     stale = tmp_path / "run" / "checkpoints" / "step-0000900.pt"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"from another run")

@@ -13,7 +13,7 @@ COMBO_MODELS = [name for name in list_models() if name.startswith("combo_")]
 # The paper-size configs take seconds per forward on CPU; they are covered by the parameter-count test.
 FAST_COMBO = {
     "combo_tiny": dict(),
-    "combo_mnv2": dict(backbone_weights=None, num_points=64),
+    "combo_mnv2": dict(pretrained=None, num_points=64),
 }
 
 
@@ -205,7 +205,7 @@ def test_tiny_model_overfits_two_clips() -> None:
     assert losses["total"].item() < first / 10, (first, losses["total"].item())
 
 
-@pytest.mark.parametrize("alias,target,kwargs", [("combo", "combo_mnv2", {"backbone_weights": None}),
+@pytest.mark.parametrize("alias,target,kwargs", [("combo", "combo_mnv2", {"pretrained": None}),
                                                   ("transavs", "transavs_mnv2", {})])
 def test_short_aliases_build_the_cpu_configs(alias, target, kwargs):
     def count(model):

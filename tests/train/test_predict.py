@@ -7,16 +7,19 @@ import json
 import numpy as np
 import pytest
 
+import torch
+
 from pipeline import media
+from pipeline.shards import ShardReader, shard_file
 from stages.cli import main
-from tests.train.test_loop import toy_params, write_toy_shards
-from train.loop import train
+from train.loop import TrainParams, train
+from train.predict import clip_features, load_predictor
 
 
 @pytest.fixture(scope="module")
-def transavs_checkpoint(tmp_path_factory):
+def transavs_checkpoint(tmp_path_factory, toy_params, toy_shards):
     root = tmp_path_factory.mktemp("predict_shards")
-    write_toy_shards(root, dim=1024)  # YAMNet width: predict computes real YAMNet embeddings
+    toy_shards(root, dim=1024)  # YAMNet width: predict computes real YAMNet embeddings
     result = train(toy_params(model="transavs_tiny", max_steps=2), str(root), [0], root / "run", progress=False)
     return result["final"]
 
@@ -40,3 +43,67 @@ def test_predict_bad_input_is_one_line(tmp_path, transavs_checkpoint, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a video.mp4" in err[0]
     assert main(["predict", str(bad), "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
+
+
+TINY_GENERATOR = {"points_per_side": 2, "coarse_levels": 0, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5}
+
+
+@pytest.fixture(scope="module")
+def combo_pipeline(tmp_path_factory):
+    """A real folder dataset through manifest -> extract -> audio -> proposals, and a COMBO checkpoint
+    trained one step on those shards (so its feature records are the stages' own)."""
+    import yaml
+
+    from tests.conftest import index_frames, tone
+
+    root = tmp_path_factory.mktemp("combo_predict")
+    videos = root / "videos"
+    videos.mkdir()
+    for name in ("a", "b"):
+        media.encode_video(videos / f"{name}.mp4", index_frames(80, 48, 64), 25, tone(3.2))
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "data": {"root": str(root / "data"), "manifests": str(root / "manifests"), "datasets": ["vids"], "shards": [0]},
+        "dask": {"n_workers": 0},
+        "manifest": {"datasets": {"vids": {"source": "folder", "root": str(videos), "seconds": 3, "split": "train"}}},
+        "extract": {"frame_size": [48, 64]}, "audio": {"encoder": "yamnet"},
+        "proposals": {"preset": "demo", "encoder_size": 256, "generator": TINY_GENERATOR, "cache_dir": ""},
+    }))
+    common = ["--params", str(params), "--dataset", "vids", "--no-progress"]
+    assert main(["manifest", *common]) == 0
+    for stage in ("extract", "audio", "proposals"):
+        assert main([stage, *common, "--shard", "0"]) == 0, stage
+    cfg = TrainParams(model="combo_tiny", datasets=["vids"], size=[48, 64], batch_size=1, max_steps=1,
+                      num_workers=0, threads=1, augment=False)
+    result = train(cfg, str(root / "data"), [0], root / "run", progress=False)
+    return root, result["final"]
+
+
+def test_combo_predict_computes_the_maskiges_the_proposals_stage_computed(combo_pipeline, tmp_path):
+    root, checkpoint = combo_pipeline
+    predictor = load_predictor(checkpoint)
+    assert predictor.features["proposals"].preset == "demo"  # the recorded settings, not the default preset
+    video = root / "videos" / "a.mp4"
+    clip = media.extract_clip(video, 3, tuple(predictor.features["extract"].frame_size))
+    features = clip_features(predictor, clip.frames, clip.audio, 3)
+    with ShardReader(shard_file(root / "data", "vids", "proposals", 0)) as reader:
+        stored = reader.read("a.mp4", "maskige")
+    np.testing.assert_array_equal(features["maskige"], stored)
+    out = tmp_path / "pred"
+    assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]) == 0
+    masks = sorted((out / "masks").glob("second_*.png"))
+    assert len(masks) == 3
+    from PIL import Image
+
+    assert Image.open(masks[0]).size == (64, 48)  # the video's own resolution (W, H)
+
+
+def test_predict_refuses_a_checkpoint_without_feature_records(combo_pipeline, tmp_path, capsys):
+    _, checkpoint = combo_pipeline
+    ckpt = torch.load(checkpoint, weights_only=True)
+    del ckpt["feature_params"]["proposals"]["preset"]
+    broken = tmp_path / "broken.pt"
+    torch.save(ckpt, broken)
+    assert main(["predict", str(broken), "--checkpoint", str(broken), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.pt" in err and "preset" in err and len(err.strip().splitlines()) == 1

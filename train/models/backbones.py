@@ -28,6 +28,8 @@ from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from pipeline.torch_files import TorchFileError, load_torch_file
+
 from pipeline.registry import Registry
 
 STAGE_NAMES: tuple[str, ...] = ("res2", "res3", "res4", "res5")
@@ -85,9 +87,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"backbone weights file {path} cannot be read by torch.load: {error}") from error
+        state = load_torch_file(path, "backbone weights")
+    except TorchFileError as error:
+        raise ValueError(str(error)) from None
     for wrapper_key in ("state_dict", "model"):
         if isinstance(state, dict) and wrapper_key in state and isinstance(state[wrapper_key], dict):
             state = state[wrapper_key]

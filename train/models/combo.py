@@ -248,13 +248,19 @@ class COMBO(nn.Module):
 
     # -- losses ----------------------------------------------------------------------------------
 
-    def compute_losses(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Batch keys the model reads: frames, maskiges and precomputed audio (or log-mel for VGGish)."""
+        return ("frames", "maskiges", "logmel" if self.audio_encoder is not None else "audio")
+
+    def compute_losses(self, outputs: dict, batch: dict, step: int = 0) -> dict[str, torch.Tensor]:
         """Paper eq. 8. Returns weighted terms summed over decoder layers:
         {"ce": lambda_cls*L_ce, "bce": lambda_mask*L_bce, "dice": lambda_mask*L_dice,
          "ada": lambda_ada*L_ada, "total": their sum}.
 
         Supervised terms use only frames with batch["labelled"]; L_ada uses all consecutive frames
-        of the intermediate layers (``aux_outputs``), not the final prediction.
+        of the intermediate layers (``aux_outputs``), not the final prediction. ``step`` is unused
+        (COMBO's losses do not change over training); it is part of the common interface.
         """
         gt = batch["masks"]
         b, t = gt.shape[:2]
@@ -315,7 +321,7 @@ class COMBO(nn.Module):
 
 def build_combo(
     backbone: str = "resnet50",
-    backbone_weights: str | None = None,
+    pretrained: str | None = None,
     backbone_kwargs: dict | None = None,
     shared_backbone: bool = False,
     num_classes: int = 2,
@@ -354,10 +360,10 @@ def build_combo(
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background + objects), got {num_classes}")
     backbone_kwargs = dict(backbone_kwargs or {})
-    image_backbone = build_backbone(backbone, pretrained=backbone_weights, **backbone_kwargs)
+    image_backbone = build_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
     maskige_backbone = None
     if not shared_backbone:  # same ImageNet init, separate weights (COMBO default)
-        maskige_backbone = build_backbone(backbone, pretrained=backbone_weights, **backbone_kwargs)
+        maskige_backbone = build_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
     siam = SiamEncoder(image_backbone, maskige_backbone, fusion_reduction)
 
     encoder: nn.Module | None = None
@@ -410,7 +416,7 @@ def combo_mnv2(**overrides) -> COMBO:
     """Demo config that trains on 2 CPU cores: ImageNet MobileNetV2 siam encoder (offline weights),
     hidden 64, 2 pixel-decoder layers, 3 decoder layers (one round over 3 scales), 16 queries,
     precomputed audio embeddings, audio MLP audio_dim -> 256 -> 64. Use 112x112 or 224x224 clips."""
-    config = dict(backbone="mobilenet_v2", backbone_weights="imagenet", hidden_dim=64, pixel_decoder_layers=2,
+    config = dict(backbone="mobilenet_v2", pretrained="imagenet", hidden_dim=64, pixel_decoder_layers=2,
                   pixel_decoder_heads=4, pixel_decoder_ffn=256, decoder_layers=3, num_queries=16, decoder_heads=4,
                   decoder_ffn=256, bfm_heads=4, audio_mlp_hidden=(256,), num_points=3136)
     config.update(overrides)

@@ -187,7 +187,7 @@ class TransAVS(nn.Module):
         decoder: ``AudioVisualDecoder`` (eq. 4-6).
         num_classes: K (2 for binary, 71 for AVSS; class 0 = not a sounding object).
         task: "binary" or "semantic".
-        loss_config: eq. 9-13, 18 hyper-parameters.
+        criterion: ``TransAVSCriterion`` (eq. 9-13, 18).
         class_prior: initial probability of the sounding classes together (choice 7).
 
     forward(batch) -> outputs dict:
@@ -199,8 +199,8 @@ class TransAVS(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, pixel_decoder: nn.Module, audio_queries: AudioQueryGenerator,
-                 decoder: AudioVisualDecoder, num_classes: int, task: str = "binary",
-                 loss_config: TransAVSLossConfig | None = None, class_prior: float = 0.01) -> None:
+                 decoder: AudioVisualDecoder, criterion: TransAVSCriterion, num_classes: int, task: str = "binary",
+                 class_prior: float = 0.01) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"TransAVS: task must be one of {TASKS}, got {task!r}")
@@ -219,7 +219,9 @@ class TransAVS(nn.Module):
         nn.init.zeros_(self.classifier.bias)
         with torch.no_grad():  # [29] Sec. 4.1 prior: P(sounding) = class_prior at initialisation
             self.classifier.bias[1:] = math.log(class_prior / ((1 - class_prior) * (num_classes - 1)))
-        self.criterion = TransAVSCriterion(num_classes, loss_config)
+        self.criterion = criterion
+
+    inputs: tuple[str, ...] = ("frames", "audio")  # batch keys the model reads
 
     # ------------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -276,12 +278,14 @@ class TransAVS(nn.Module):
         out = out.view(b, t, k, *size)
         return out[:, :, 1] if self.task == "binary" else out
 
+    def backbone_parameter_names(self) -> set[str]:
+        return {f"backbone.{name}" for name, _ in self.backbone.named_parameters()}
+
     def parameter_groups(self, lr: float = 1e-4, weight_decay: float = 0.05,
                          backbone_lr_mult: float = 0.1) -> list[dict]:
         """AdamW parameter groups: backbone at ``lr * backbone_lr_mult``; no weight decay on norms,
         biases, embeddings and queries (W_1); frozen parameters left out."""
-        backbone_names = {f"backbone.{name}" for name, _ in self.backbone.named_parameters()}
-        return split_parameter_groups(self, backbone_names, lr, weight_decay, backbone_lr_mult,
+        return split_parameter_groups(self, self.backbone_parameter_names(), lr, weight_decay, backbone_lr_mult,
                                       no_decay_name_parts=_NO_DECAY_NAME_PARTS)
 
 
@@ -330,8 +334,9 @@ def build_transavs(
         num_heads=pixel_decoder_heads, num_points=pixel_decoder_points, ffn_dim=pixel_decoder_ffn)
     audio_queries = AudioQueryGenerator(audio_dim, hidden_dim, num_queries, max_frames, encoder_layers, num_heads)
     decoder = AudioVisualDecoder(hidden_dim, hidden_dim, decoder_layers, num_heads)
-    return TransAVS(image_backbone, pixel_decoder, audio_queries, decoder, num_classes=num_classes, task=task,
-                    loss_config=TransAVSLossConfig(**(loss or {})), class_prior=class_prior)
+    criterion = TransAVSCriterion(num_classes, TransAVSLossConfig(**(loss or {})))
+    return TransAVS(image_backbone, pixel_decoder, audio_queries, decoder, criterion, num_classes=num_classes,
+                    task=task, class_prior=class_prior)
 
 
 def _with_defaults(defaults: dict, overrides: dict) -> TransAVS:
