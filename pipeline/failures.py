@@ -11,7 +11,7 @@ import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import write_csv
 
 COLUMNS = ("video_id", "stage", "level", "source", "reason")
 
@@ -45,11 +45,7 @@ class FailureLog:
         return [r for r in self.rows if r.level == "error"]
 
     def write(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow(asdict(row))
+        write_csv(path, (asdict(row) for row in self.rows), COLUMNS)
 
 
 def read_failures(path: str | Path) -> list[dict[str, str]]:

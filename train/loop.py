@@ -25,7 +25,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import write_csv
 from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
 from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, embedding_dim,
@@ -151,10 +151,7 @@ class TrainLog:
     def flush(self) -> None:
         if not self.rows or self.fields is None:
             return
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_csv(self.path, self.rows, self.fields)
 
 
 @dataclass

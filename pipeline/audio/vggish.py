@@ -9,7 +9,6 @@ embeddings are >= 0.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import warnings
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch import nn
 
 from pipeline.audio.encoders import AudioEncoderError, register_encoder
 from pipeline.audio.logmel import EXAMPLE_FRAMES, NUM_MEL_BANDS, VGGISH_LOG_OFFSET
+from pipeline.hashing import file_sha256
 from pipeline.torch_files import TorchFileError, load_torch_file
 
 EMBEDDING_DIM = 128
@@ -84,15 +84,6 @@ class VGGish(nn.Module):
         # The TensorFlow original flattens channels-last; the released weights depend on that order.
         flat = maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1)
         return self.embeddings(flat)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _torch_load(path: Path) -> object:

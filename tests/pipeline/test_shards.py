@@ -1,7 +1,7 @@
-"""ShardReader's per-frame ISA-L read, and ArrayReader's plain-file read of located arrays, give exactly the
+"""The located read path (ShardReader.read, and ArrayReader on recorded locations) gives exactly the
 arrays h5py's own read gives.
 
-h5py is imported here (and only here outside pipeline/shards.py) to read the files the plain way and
+h5py is imported here (and only here outside pipeline/shards/) to read the files the plain way and
 to build chunk layouts ShardWriter never writes (raw chunks, shuffle, damaged or missing chunks).
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline import shards
+from pipeline.shards import located, reader as reader_module
 from pipeline.shards import ArrayReader, ShardReader, ShardWriter
 
 T = 4
@@ -51,14 +52,14 @@ def shard(tmp_path) -> Path:
 def inflate_calls(monkeypatch) -> list[int]:
     """Counts ISA-L inflations (one per compressed chunk read by the fast path)."""
     calls: list[int] = []
-    real = shards._isal_decompress
+    real = located._isal_decompress
     assert real is not None, "isal is a declared dependency; the fast path must be tested"
 
     def counting(data: bytes) -> bytes:
         calls.append(len(data))
         return real(data)
 
-    monkeypatch.setattr(shards, "_isal_decompress", counting)
+    monkeypatch.setattr(located, "_isal_decompress", counting)
     return calls
 
 
@@ -81,7 +82,8 @@ def test_reads_equal_plain_h5py(shard, inflate_calls, key):
             assert_same(reader.read("a/b", key, index), plain_read(shard, key, index))
         array = reader.read("a/b", key)
         assert array.flags.writeable  # torch.from_numpy needs no copy and gives no warning
-    assert bool(inflate_calls) == (key in ("frames", "gt_masks", "logmel"))
+    # Every deflated layout goes through the one located path; the small contiguous array has nothing to inflate.
+    assert bool(inflate_calls) == (key != "gt_valid")
 
 
 def test_frames_array_equals_what_was_written(shard, inflate_calls):
@@ -90,8 +92,8 @@ def test_frames_array_equals_what_was_written(shard, inflate_calls):
     assert len(inflate_calls) == T  # one chunk per frame
 
 
-def test_without_isal_every_read_goes_through_h5py(shard, monkeypatch):
-    monkeypatch.setattr(shards, "_isal_decompress", None)
+def test_without_isal_reads_inflate_with_zlib(shard, monkeypatch):
+    monkeypatch.setattr(located, "_isal_decompress", None)
     with ShardReader(shard) as reader:
         for key, expected in arrays().items():
             assert np.array_equal(reader.read("a/b", key), expected)
@@ -130,21 +132,24 @@ def test_other_filters_and_unwritten_chunks_use_h5py(shard, inflate_calls):
     partial[0] = frames[0]
     partial.file.close()
     with ShardReader(shard) as reader:
-        for key in ("shuffled", "checksummed", "two_frames_per_chunk"):
+        for key in ("shuffled", "checksummed"):
             assert np.array_equal(reader.read("a/b", key), frames)
         assert_same(reader.read("a/b", "partial"), plain_read(shard, "partial", None))
         assert (reader.read("a/b", "partial", 3) == 7).all()
-    assert inflate_calls == []
+        assert inflate_calls == []  # h5py's path: layouts the located path cannot read
+        for index in INDICES:  # chunks of two frames: located, and only the chunks holding the frames
+            assert_same(reader.read("a/b", "two_frames_per_chunk", index),
+                        plain_read(shard, "two_frames_per_chunk", index))
 
 
-def test_damaged_chunk_raises_oserror_like_h5py(shard):
+def test_damaged_chunk_is_a_shard_error_naming_the_array(shard):
     frames = arrays()["frames"]
     dataset = add_dataset(shard, "damaged", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip")
     dataset.id.write_direct_chunk((2, 0, 0, 0), b"not a zlib stream at all")
     dataset.file.close()
     with ShardReader(shard) as reader:
-        assert np.array_equal(reader.read("a/b", "damaged", 1), frames[1])
-        with pytest.raises(OSError):
+        assert np.array_equal(reader.read("a/b", "damaged", 1), frames[1])  # its own chunk is intact
+        with pytest.raises(shards.ShardError, match="'damaged': damaged chunk"):
             reader.read("a/b", "damaged")
 
 
@@ -180,7 +185,7 @@ def test_located_reads_equal_plain_h5py_without_hdf5(shard, inflate_calls, monke
     expected = {key: plain_read(shard, key, None) for key in arrays()}
     # No HDF5 call while reading: any h5py file open or read would fail.
     monkeypatch.setattr(h5py, "File", None)
-    monkeypatch.setattr(shards, "ShardReader", None)
+    monkeypatch.setattr(reader_module, "ShardReader", None)
     with ArrayReader() as files:
         for key, location in locations.items():
             array = files.read(location)
@@ -191,7 +196,7 @@ def test_located_reads_equal_plain_h5py_without_hdf5(shard, inflate_calls, monke
 
 
 def test_located_reads_without_isal_use_zlib(shard, monkeypatch):
-    monkeypatch.setattr(shards, "_isal_decompress", None)
+    monkeypatch.setattr(located, "_isal_decompress", None)
     with ShardReader(shard) as reader, ArrayReader() as files:
         for key, expected in arrays().items():
             assert np.array_equal(files.read(reader.locate("a/b", key)), expected)

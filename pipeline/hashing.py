@@ -1,0 +1,31 @@
+"""sha256 of files: the one implementation (provenance of weights, identities of source videos)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+BLOCK = 1 << 20  # bytes read at a time
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _memoised(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of_file(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, memoised on (absolute path, size, modification time): weights files are hashed
+    once per process however many times their provenance is recorded."""
+    path = Path(path).absolute()
+    stat = path.stat()
+    return _memoised(str(path), stat.st_size, stat.st_mtime_ns)

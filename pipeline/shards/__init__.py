@@ -1,0 +1,31 @@
+"""Every HDF5 read and write of the project (nothing else imports h5py).
+
+Layout: ``{data_root}/{dataset}/{kind}/shard-N.h5`` where ``kind`` is the producing stage
+(``extract``, ``audio``, ``proposals``). One group per video under ``/videos``, named by the
+percent-encoded video id (ids may contain ``/``); the id itself is the group's ``video_id``
+attribute. Arrays with 3 or more dimensions are chunked one frame per chunk and gzip-compressed,
+so reading one frame decompresses one frame.
+
+Reading (one fast path, :mod:`pipeline.shards.located`): :meth:`ShardReader.locate` records where an
+array's bytes lie in the file (file offsets of its contiguous block or of each deflate chunk: a few
+numbers and no handle, so the record can cross fork and pickle), and the bytes are read with plain
+``pread`` calls and inflated with Intel ISA-L (``isal``; zlib without it), about twice as fast as the
+zlib inside HDF5, byte-identical. :meth:`ShardReader.read` locates and reads at once; the training
+loader locates once and reads later in its workers (:class:`ArrayReader`). The files are plain gzip
+HDF5, readable by any h5py. A record
+carries the file's identity (device, inode, size, mtime); reading it from a file that has since been
+rewritten is refused. Layouts the record cannot describe (other filters, unwritten chunks, compact
+storage, non-native or non-numeric types) are read through h5py by the same :class:`ArrayReader`.
+
+Writing: through :func:`pipeline.atomic.atomic_path` (a random, exclusively created temporary name
+beside the shard, locked while written), read back, then renamed into place only when the writer
+closes without error; a crash leaves the previous file (or none).
+"""
+
+from pipeline.shards.located import ArrayLocation, FileStamp
+from pipeline.shards.paths import GZIP_LEVEL, ShardError, failures_file, shard_file, shard_name
+from pipeline.shards.reader import ArrayReader, ShardReader, read_arrays
+from pipeline.shards.writer import ShardWriter
+
+__all__ = ["GZIP_LEVEL", "ArrayLocation", "ArrayReader", "FileStamp", "ShardError", "ShardReader", "ShardWriter",
+           "failures_file", "read_arrays", "shard_file", "shard_name"]

@@ -1,0 +1,81 @@
+"""Writing one shard atomically (the only HDF5 writer of the project)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline import __version__
+from pipeline.atomic import atomic_path
+from pipeline.shards.paths import GZIP_LEVEL, ShardError, group_name, to_attr
+
+
+class ShardWriter:
+    """Write one shard atomically: ``with ShardWriter(path, kind=..., params_hash=...) as w: ...``."""
+
+    def __init__(self, path: str | Path, *, kind: str, params_hash: str, attrs: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.tmp: Path | None = None
+        self._publish = contextlib.ExitStack()
+        self.kind = kind
+        self.file_attrs = {"kind": kind, "params_hash": params_hash, "package_version": __version__,
+                           **(attrs or {})}
+        self._h5: h5py.File | None = None
+        self.count = 0
+
+    def __enter__(self) -> "ShardWriter":
+        self.tmp = self._publish.enter_context(atomic_path(self.path))
+        # track_order keeps videos in write order (manifest order).
+        self._h5 = h5py.File(self.tmp, "w", track_order=True)
+        for key, value in self.file_attrs.items():
+            self._h5.attrs[key] = to_attr(value)
+        self._videos = self._h5.create_group("videos", track_order=True)
+        return self
+
+    def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
+        assert self._h5 is not None, "use ShardWriter as a context manager"
+        name = group_name(video_id)
+        if name in self._videos:
+            raise ShardError(f"{self.path}: video id {video_id!r} written twice")
+        group = self._videos.create_group(name)
+        group.attrs["video_id"] = video_id
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = to_attr(value)
+        for key, array in arrays.items():
+            array = np.asarray(array)
+            if array.ndim >= 3 and array.shape[0] > 0:
+                group.create_dataset(key, data=array, chunks=(1, *array.shape[1:]), compression="gzip", track_times=False,
+                                     compression_opts=GZIP_LEVEL, shuffle=False)
+            elif array.ndim >= 1 and array.size > 4096:
+                group.create_dataset(key, data=array, compression="gzip", compression_opts=GZIP_LEVEL, track_times=False)
+            else:
+                group.create_dataset(key, data=array, track_times=False)
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._h5 is not None
+        try:
+            self._h5.attrs["num_videos"] = self.count
+        finally:
+            self._h5.close()
+            self._h5 = None
+        if exc_type is None:
+            self._check_complete()
+        self._publish.__exit__(exc_type, exc, tb)  # rename into place on success, delete on error
+
+    def _check_complete(self) -> None:
+        """Read the finished temporary back before publishing it: a file that does not open, or lacks
+        videos it wrote, is never renamed into place."""
+        try:
+            with h5py.File(self.tmp, "r") as check:
+                written = len(check["videos"]) if "videos" in check else 0
+        except OSError as exc:
+            self._publish.__exit__(ShardError, None, None)
+            raise ShardError(f"{self.path}: the written shard does not read back ({exc})") from None
+        if written != self.count:
+            self._publish.__exit__(ShardError, None, None)
+            raise ShardError(f"{self.path}: {written} of {self.count} videos read back; not published")
