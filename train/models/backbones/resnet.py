@@ -1,0 +1,91 @@
+"""ResNet backbones (torchvision blocks; torchvision's ImageNet checkpoint layout)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from train.models.backbones.registry import STAGE_NAMES, register_backbone
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet trunk (torchvision parameter names, so torchvision ImageNet files load).
+
+    Args:
+        block: ``BasicBlock`` (ResNet-18/34) or ``Bottleneck`` (ResNet-50/101).
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        widths: base width of each stage (64, 128, 256, 512 in the standard nets); stage output
+            channels are ``width * block.expansion``.
+        stem_width: output channels of the 7x7 stem convolution.
+        norm_layer: ``nn.BatchNorm2d`` or ``FrozenBatchNorm2d`` (Mask2Former / COMBO use frozen BN).
+
+    forward(x [N,3,H,W]) -> dict res2..res5 at strides 4..32.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
+        stem_width: int = 64,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_channels = stem_width
+        stages = []
+        for index, (num_blocks, width) in enumerate(zip(layers, widths)):
+            stride = 1 if index == 0 else 2
+            out_channels = width * block.expansion
+            downsample = None
+            if stride != 1 or in_channels != out_channels:
+                downsample = nn.Sequential(
+                    nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                    norm_layer(out_channels),
+                )
+            blocks = [block(in_channels, width, stride, downsample, norm_layer=norm_layer)]
+            blocks += [block(out_channels, width, norm_layer=norm_layer) for _ in range(num_blocks - 1)]
+            stages.append(nn.Sequential(*blocks))
+            in_channels = out_channels
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.out_channels = {name: w * block.expansion for name, w in zip(STAGE_NAMES, widths)}
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        res2 = self.layer1(x)
+        res3 = self.layer2(res2)
+        res4 = self.layer3(res3)
+        res5 = self.layer4(res4)
+        return {"res2": res2, "res3": res3, "res4": res4, "res5": res5}
+
+
+def _norm(frozen_bn: bool) -> Callable[[int], nn.Module]:
+    return FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+
+
+@register_backbone("resnet50")
+def resnet50(frozen_bn: bool = True) -> ResNetBackbone:
+    """ResNet-50 (paper config; frozen BN as in Mask2Former/COMBO). Channels 256/512/1024/2048."""
+    return ResNetBackbone(Bottleneck, (3, 4, 6, 3), norm_layer=_norm(frozen_bn))
+
+
+@register_backbone("resnet18")
+def resnet18(frozen_bn: bool = False) -> ResNetBackbone:
+    """ResNet-18, channels 64/128/256/512."""
+    return ResNetBackbone(BasicBlock, (2, 2, 2, 2), norm_layer=_norm(frozen_bn))
+
+
+@register_backbone("resnet18_small")
+def resnet18_small(frozen_bn: bool = False, widths: tuple[int, int, int, int] = (8, 16, 24, 32)) -> ResNetBackbone:
+    """ResNet-18 layout with few channels (default 8/16/24/32) for fast tests; no pretrained weights."""
+    return ResNetBackbone(BasicBlock, (2, 2, 2, 2), widths=tuple(widths), stem_width=widths[0],
+                          norm_layer=_norm(frozen_bn))
