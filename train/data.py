@@ -331,7 +331,12 @@ class ClipDataset(Dataset):
                     if missing:
                         self.skipped.append((vid, f"no {'/'.join(missing)} features"))
                         continue
-                    self._arrays.append(self._locate(vid, extract, others))
+                    arrays = self._locate(vid, extract, others)
+                    mismatch = _length_mismatch(arrays)
+                    if mismatch:
+                        self.skipped.append((vid, mismatch))
+                        continue
+                    self._arrays.append(arrays)
                     self.clips.append(ClipRef(dataset, shard, vid, int(attrs.get("num_seconds", 5))))
             finally:
                 for reader in others.values():
@@ -350,15 +355,21 @@ class ClipDataset(Dataset):
         return len(self.clips)
 
     def feature_params(self) -> dict[str, Any]:
-        """The params the feature shards were made with (from their file attributes), so that
-        ``avs predict`` can compute the same features for a new video."""
-        if not self.clips:
-            return {}
-        ref = self.clips[0]
+        """The feature records (kind -> params record) the shards of this dataset were made with, so that
+        ``avs predict`` computes the same features for a new video. Every shard must hold the same records:
+        a model trained on features made with different settings has no single recipe to reproduce."""
         found: dict[str, Any] = {}
-        for path in self._paths(ref.dataset, ref.shard).values():
-            with ShardReader(path) as reader:
-                found.update(records_from_attrs(reader.file_attrs()))
+        first: dict[str, Path] = {}
+        for ref in {(c.dataset, c.shard): c for c in self.clips}.values():
+            for path in self._paths(ref.dataset, ref.shard).values():
+                with ShardReader(path) as reader:
+                    records = records_from_attrs(reader.file_attrs())
+                for kind, record in records.items():
+                    if kind in found and found[kind] != record:
+                        raise ValueError(f"{path} and {first[kind]}: {kind} features made with different settings; "
+                                         f"rerun `avs {kind}` so that all shards share one")
+                    found.setdefault(kind, record)
+                    first.setdefault(kind, path)
         return found
 
     def set_epoch(self, epoch: int) -> None:
@@ -385,6 +396,18 @@ class ClipDataset(Dataset):
         gen = augmentation_generator(self.seed, self.epoch, index) if self.augmentation is not None else None
         return clip_item(frames, maskiges, masks, torch.from_numpy(arrays["labelled"]), audio, self.source,
                          self.augmentation, gen, index=index, video_id=ref.video_id, dataset=ref.dataset)
+
+
+def _length_mismatch(arrays: _ClipArrays) -> str:
+    """Why a clip's arrays cannot form one sample (their T differ), or "" when they agree."""
+    lengths = {"frames": arrays.frames.shape[0], "audio": arrays.audio.shape[0]}
+    if arrays.maskige is not None:
+        lengths["maskiges"] = arrays.maskige.shape[0]
+    if arrays.masks is not None:
+        lengths["ground truth"] = arrays.masks.shape[0]
+    if len(set(lengths.values())) > 1:
+        return "arrays of different lengths: " + ", ".join(f"{k} {v}" for k, v in lengths.items())
+    return ""
 
 
 def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -236,3 +236,22 @@ def test_crop_box_nearest_matches_interpolate_on_the_window():
     for out_size, ref_k in (((20, 24), ref), ((50, 61), grown)):
         out_m = crop_resize_nearest(maskige, box, out_size)
         assert is_channels_last(out_m) and all(torch.equal(out_m[:, c], ref_k) for c in range(3))
+
+
+def test_clips_whose_arrays_disagree_in_length_are_skipped_with_a_reason(tmp_path, toy_shards):
+    """A video whose audio covers fewer seconds than its frames is not scored on misaligned audio."""
+    from pipeline.shards import ShardReader, ShardWriter, shard_file
+
+    toy_shards(tmp_path)
+    audio_path = shard_file(tmp_path, "toy", "audio", 0)
+    with ShardReader(audio_path) as reader:
+        attrs = reader.file_attrs()
+        videos = {vid: {k: reader.read(vid, k) for k in ("embeddings", "logmel")} for vid in reader.video_ids()}
+    videos["v4"] = {k: v[:-1] for k, v in videos["v4"].items()}  # one second short
+    with ShardWriter(audio_path, kind="audio", params_hash="t", attrs={k: v for k, v in attrs.items()
+                                                                       if k not in ("kind", "params_hash")}) as writer:
+        for vid, arrays in videos.items():
+            writer.write_video(vid, arrays)
+    ds = ClipDataset(["toy"], [0], "test", ClipSource(str(tmp_path), size=(SIZE, SIZE)))
+    assert [c.video_id for c in ds.clips] == ["v5"]
+    assert ds.skipped == [("v4", "arrays of different lengths: frames 3, audio 2, maskiges 3, ground truth 3")]
