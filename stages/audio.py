@@ -6,18 +6,11 @@ import argparse
 
 from pipeline.audio.features import AudioParams
 from pipeline.audio.shard import KIND, SOURCE_KIND, compute_audio_shard
-from pipeline.shards import failures_file
-from stages.common import StageContext, add_common, add_dask, finish
-
+from stages.common import StageContext, add_feature_stage, finish
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, shard=True)
-    add_dask(parser)
-    parser.add_argument("--in", dest="in_path",
-                        help="extraction shard .h5 (default: {data.root}/{dataset}/extract/shard-NNN.h5)")
-    parser.add_argument("--out", help="output shard .h5 (default: {data.root}/{dataset}/audio/shard-NNN.h5)")
-    parser.add_argument("--strict", action="store_true", help="exit non-zero if any video fails")
+    add_feature_stage(parser, SOURCE_KIND, KIND)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,4 +20,4 @@ def run(args: argparse.Namespace) -> int:
     in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
     failures = compute_audio_shard(in_path, out_path, params, dask_cfg, progress=ctx.progress)
     print(f"audio {out_path}: encoder {params.encoder}, {len(failures.errors)} failed")
-    return finish(failures, failures_file(out_path), strict=args.strict, what=f"audio {out_path}")
+    return finish(failures, out_path, strict=args.strict, what=f"audio {out_path}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pipeline.failures import FailureLog
 from pipeline.params import DaskParams, DataParams, DatasetName, ParamsError, from_section, load_params
-from pipeline.shards import shard_file
+from pipeline.shards import ShardReader, failures_file, shard_file
 
 
 T = TypeVar("T")
@@ -28,6 +29,16 @@ def add_common(parser: argparse.ArgumentParser, *, dataset: bool = True, shard: 
     if shard:
         parser.add_argument("--shard", type=int, help="shard number (0..N-1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_feature_stage(parser: argparse.ArgumentParser, source_kind: str, kind: str) -> None:
+    """The arguments every shard-to-shard feature stage takes (``--in``/``--out`` or dataset + shard)."""
+    add_common(parser, shard=True)
+    add_dask(parser)
+    parser.add_argument("--in", dest="in_path",
+                        help=f"{source_kind} shard .h5 (default: {{data.root}}/{{dataset}}/{source_kind}/shard-N.h5)")
+    parser.add_argument("--out", help=f"output shard .h5 (default: {{data.root}}/{{dataset}}/{kind}/shard-N.h5)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any video fails")
 
 
 def add_dask(parser: argparse.ArgumentParser) -> None:
@@ -79,12 +90,31 @@ class StageContext:
         return in_path, out_path
 
 
-def finish(failures: FailureLog, failures_path: Path, *, strict: bool, what: str) -> int:
-    """Write the failures file, print a one-line summary, and choose the exit code."""
+def _videos_in(shard: Path) -> int:
+    if not shard.is_file():
+        return 0
+    with ShardReader(shard) as reader:
+        return len(reader.video_ids())
+
+
+def _reason_kind(failure) -> str:
+    """A failure's reason without the file and video it names, so that one cause counts across videos."""
+    reason = failure.reason.split(": ", 1)[-1].replace(f"video {failure.video_id!r} ", "")
+    return reason[:150]
+
+
+def finish(failures: FailureLog, out_path: Path, *, strict: bool, what: str) -> int:
+    """Write the failures file beside shard ``out_path``, print a one-line summary, and choose the exit code:
+    1 when videos failed and none was written (nothing succeeded), or when any failed in strict mode."""
+    failures_path = failures_file(out_path)
     failures.write(failures_path)
     errors, warnings = len(failures.errors), len(failures.rows) - len(failures.errors)
     if errors or warnings:
         print(f"{what}: {errors} failed, {warnings} warning(s); see {failures_path}", file=sys.stderr)
+    if errors and _videos_in(out_path) == 0:
+        reason, count = Counter(_reason_kind(f) for f in failures.errors).most_common(1)[0]
+        print(f"{what}: every video failed ({errors}); most common reason ({count}x): {reason}", file=sys.stderr)
+        return 1
     if errors and strict:
         print(f"{what}: strict mode: failing because {errors} video(s) failed", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.extraction import ExtractParams, extract_shard
 from pipeline.manifest import read_manifest, shard_slice_file
 from pipeline.params import ParamsError
-from pipeline.shards import failures_file, shard_file
+from pipeline.shards import shard_file
 from stages.common import StageContext, add_common, add_dask, finish
 
 
@@ -38,4 +38,4 @@ def run(args: argparse.Namespace) -> int:
     failures = extract_shard(rows, out, cfg, dask_cfg, dataset=args.dataset or "", progress=ctx.progress)
     done = len(rows) - len(failures.errors)
     print(f"extract {out}: {done}/{len(rows)} videos")
-    return finish(failures, failures_file(out), strict=cfg.strict, what=f"extract {out}")
+    return finish(failures, out, strict=cfg.strict, what=f"extract {out}")

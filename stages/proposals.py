@@ -6,20 +6,14 @@ import argparse
 
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.shard import KIND, propose_shard
-from pipeline.shards import failures_file
-from stages.common import StageContext, add_common, add_dask, finish
+from stages.common import StageContext, add_feature_stage, finish
 
 SOURCE_KIND = "extract"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, shard=True)
-    add_dask(parser)
-    parser.add_argument("--in", dest="in_path",
-                        help="extraction shard .h5 (default: {data.root}/{dataset}/extract/shard-NNN.h5)")
-    parser.add_argument("--out", help="output shard .h5 (default: {data.root}/{dataset}/proposals/shard-NNN.h5)")
+    add_feature_stage(parser, SOURCE_KIND, KIND)
     parser.add_argument("--cache-dir", help="per-video result cache (overrides proposals.cache_dir; '' disables)")
-    parser.add_argument("--strict", action="store_true", help="exit non-zero if any video fails")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,4 +24,4 @@ def run(args: argparse.Namespace) -> int:
     failures, hits = propose_shard(in_path, out_path, params, dask_cfg, dataset=args.dataset or "",
                                    progress=ctx.progress)
     print(f"proposals {out_path}: backend {params.backend}, {hits} from cache, {len(failures.errors)} failed")
-    return finish(failures, failures_file(out_path), strict=args.strict, what=f"proposals {out_path}")
+    return finish(failures, out_path, strict=args.strict, what=f"proposals {out_path}")

@@ -47,3 +47,17 @@ def test_foreign_torch_file_is_not_a_model_checkpoint(tmp_path, capsys):
     torch.save({"conv.weight": torch.zeros(1)}, foreign)
     assert main(["evaluate", "--checkpoint", str(foreign), "--no-progress"]) == 2
     assert "not a model checkpoint" in capsys.readouterr().err
+
+
+def test_a_shard_in_which_every_video_failed_exits_1_with_the_reason(tmp_path, capsys):
+    """Never "0 videos, exit 0": proposals on a shard whose videos all lack frames."""
+    with ShardWriter(shard_file(tmp_path / "data", "demo", "extract", 0), kind="extract", params_hash="x") as writer:
+        for vid in ("a", "b", "c"):
+            writer.write_video(vid, {"audio": np.zeros(16000, np.int16)})  # no frames
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data")}, "dask": {"n_workers": 0},
+                                      "proposals": {"preset": "demo", "cache_dir": ""}}))
+    code = main(["proposals", "--params", str(params), "--dataset", "demo", "--shard", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "every video failed (3); most common reason (3x)" in err and "has no 'frames'" in err
