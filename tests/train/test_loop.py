@@ -127,3 +127,10 @@ def test_a_fresh_run_clears_checkpoints_of_an_earlier_run(toy_root, tmp_path, to
     train(toy_params(max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
     assert not stale.exists()
     assert all(int(p.stem.split("-")[1]) <= 2 for p in stale.parent.glob("step-*.pt"))  # this run's only
+
+
+def test_only_the_newest_intermediate_checkpoints_are_kept(toy_root, tmp_path, toy_params):
+    train(toy_params(max_steps=6, checkpoint_every=1, keep_checkpoints=2), str(toy_root), [0], tmp_path / "run",
+          stop_after=5, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*.pt"))
+    assert kept == ["step-0000004.pt", "step-0000005.pt"]
