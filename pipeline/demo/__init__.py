@@ -82,7 +82,7 @@ def _make_video(root: Path, config: DemoConfig, plan: VideoPlan) -> dict:
     return {
         "split": plan.split, "category": plan.category, "video": files.video.as_posix(),
         "frames": [p.as_posix() for p in files.frames], "audio": files.audio.as_posix(),
-        "labelled_seconds": [s for s, _ in files.labels],
+        "labelled_seconds": [s for s, _ in files.labels], "labels": [p.as_posix() for _, p in files.labels],
         "objects": [{"class": CLASSES[o.class_id].name, "class_id": o.class_id, "draw_order": k,
                      "sounding": list(o.sounding)} for k, o in enumerate(scene.objects)],
         "sounding_classes": sounding,
