@@ -247,12 +247,24 @@ def test_avss_release_tree(trees, tmp_path):
             for t in np.flatnonzero(valid):
                 path = trees / "AVSBench_semantic" / label / uid / "labels_rgb" / f"{t}.png"
                 official = official_avss_label(path, SIZE, row.split)
-                # The decoder with the row's fit equals the official loader for every split.
                 decoded = labels.read_label(path, "voc_rgb", SIZE, fit=row.frame_fit)
-                assert np.array_equal(decoded.ids, official) and decoded.unknown_pixels > 0
-                if row.split != "train":  # extraction resizes like val/test (train: see frame_fit)
-                    assert np.array_equal(gt[t], official)
-                assert gt[t].max() < labels.NUM_AVSS_CLASSES
+                assert np.array_equal(gt[t], official) and np.array_equal(decoded.ids, official)
+                assert decoded.unknown_pixels > 0 and gt[t].max() < labels.NUM_AVSS_CLASSES
+    warned = {f["video_id"] for f in read_failures(shard.with_suffix(".failures.csv"))
+              if f["level"] == "warning" and "outside the 71-class palette" in f["reason"]}
+    assert warned == {r.video_id for r in rows}  # every video has a patch of an unknown colour
+
+
+def test_avss_train_frames_are_centre_cropped(trees, tmp_path):
+    """Train frames: short side to the frame size + centre crop (BILINEAR), as the official train loader."""
+    rows, shard = _manifest_and_extract(tmp_path, "avsbench_semantic", trees / "AVSBench_semantic")
+    row = next(r for r in rows if r.video_id == "v1m/u3m")  # portrait 48x80 frames, train
+    with ShardReader(shard) as reader:
+        frames = reader.read(row.video_id, "frames")
+    img = Image.open(trees / "AVSBench_semantic" / "v1m" / "u3m" / "frames" / "0.jpg").convert("RGB")
+    scaled = img.resize((SIZE[1], int(1.0 * 80 * SIZE[1] / 48)), Image.BILINEAR)
+    y1 = int(round((scaled.size[1] - SIZE[0]) / 2.0))
+    assert np.array_equal(frames[0], np.asarray(scaled)[y1:y1 + SIZE[0]])
 
 
 def test_crop_fit_matches_the_official_train_geometry():
