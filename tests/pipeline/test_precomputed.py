@@ -133,3 +133,43 @@ def test_palette_and_size_are_checked(tmp_path):
     Image.fromarray(ade20k_palette()[np.ones(SIZE, np.int64)]).save(tmp_path / "d.png")  # RGB copy, frame size
     maskige, count = read_maskige(tmp_path / "d.png", SIZE)
     assert count == 1 and (maskige == ade20k_palette()[1]).all()
+
+
+def test_proposals_stage_with_the_precomputed_backend(tmp_path):
+    """``avs manifest`` + ``avs extract`` + ``avs proposals`` on an S4 release tree with COMBO's maskiges."""
+    import wave
+
+    import yaml
+
+    from pipeline.failures import read_failures
+    from stages.cli import main
+
+    top = tmp_path / "Single-source"
+    data = top / "s4_data"
+    top.mkdir()
+    (top / "s4_meta_data.csv").write_text("name,start,category,split\nv1,0,dog,test\nv2,0,dog,test\n")
+    for name in ("v1", "v2"):
+        for k in range(1, 6):
+            frame = data / "visual_frames" / "test" / "dog" / name / f"{name}_{k}.png"
+            frame.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(RNG.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(frame)
+            if name == "v1" or k != 4:  # v2 lacks the maskige of frame 4
+                write_combo_maskige(data / "pre_SAM_mask" / "test" / "dog" / name / f"{name}_{k}_mask_color.png",
+                                    random_masks())
+        wav = data / "audio_wav" / "test" / "dog" / f"{name}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(wav), "wb") as fh:
+            fh.setnchannels(1), fh.setsampwidth(2), fh.setframerate(16000)
+            fh.writeframes(np.zeros(5 * 16000, "<i2").tobytes())
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "data": {"root": str(tmp_path / "data"), "manifests": str(tmp_path / "m"), "datasets": ["s4"], "shards": [0]},
+        "dask": {"n_workers": 0}, "manifest": {"datasets": {"s4": {"source": "avsbench_s4", "root": str(top)}}},
+        "extract": {"frame_size": list(SIZE)}, "proposals": {"backend": "precomputed", "checkpoint": str(top)}}))
+    for argv in (["manifest"], ["extract", "--shard", "0"], ["proposals", "--shard", "0"]):
+        assert main([argv[0], "--params", str(params), "--dataset", "s4", "--no-progress", *argv[1:]]) == 0
+    out = tmp_path / "data" / "s4" / "proposals" / "shard-0.h5"
+    with ShardReader(out) as reader:
+        assert reader.video_ids() == ["dog/v1"] and reader.read("dog/v1", "maskige").shape == (5, *SIZE, 3)
+    failed = read_failures(out.with_suffix(".failures.csv"))
+    assert [f["video_id"] for f in failed] == ["dog/v2"] and "v2_4_mask_color.png" in failed[0]["reason"]
