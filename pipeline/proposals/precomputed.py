@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.failures import FailureLog
+from pipeline.feature_record import record_attrs
 from pipeline.params import params_hash
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
@@ -156,10 +157,11 @@ class PrecomputedBackend:
                                "masks for a bare frame")
 
 
-def _provenance(root: str, dataset: str, extract_path: Path) -> dict[str, Any]:
-    return {"dataset": dataset, "backend": NAME, "checkpoint": root, "checkpoint_sha256": "",
-            "proposal_settings": {"backend": NAME}, "maskige_format": MASKIGE_FORMAT_VERSION,
-            "source_shard": str(extract_path)}
+def _provenance(params: ProposalParams, dataset: str, extract_path: Path) -> dict[str, Any]:
+    """The proposals shard's file attributes, with the typed ``proposals_params`` record training copies."""
+    return {"dataset": dataset, "backend": NAME, "checkpoint": str(params.checkpoint), "checkpoint_sha256": "",
+            **record_attrs(KIND, params), "proposal_settings": {"backend": NAME},
+            "maskige_format": MASKIGE_FORMAT_VERSION, "source_shard": str(extract_path)}
 
 
 def precomputed_shard(extract_path: Path, out_path: Path, params: ProposalParams, dataset: str = "",
@@ -171,7 +173,7 @@ def precomputed_shard(extract_path: Path, out_path: Path, params: ProposalParams
     failures = FailureLog(stage=KIND)
     shard_hash = params_hash({"backend": NAME, "format": MASKIGE_FORMAT_VERSION})
     with ShardReader(extract_path) as reader, \
-            ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=_provenance(root, dataset, extract_path)) as writer:
+            ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=_provenance(params, dataset, extract_path)) as writer:
         for video_id in tqdm(reader.video_ids(), desc=f"maskiges {out_path.stem}", disable=not progress):
             attrs = reader.video_attrs(video_id)
             frames = reader.read(video_id, "frames")
