@@ -338,8 +338,8 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
     """AVSBench-semantic (``AVSBench_semantic/``): ``metadata.csv`` (uid, label in v1s/v1m/v2, split) and
     ``label2idx.json``; per video ``{label}/{uid}/frames/{i}.jpg`` (i = 0.., 5 for v1s/v1m, 10 for v2),
     ``audio.wav``, ``labels_rgb/{i}.png`` (VOC palette; v1s train: i = 0 only). ``raw_video.*`` beside
-    them (not in the release; the demo writes one) is used by ``media: video``. Train rows get
-    ``frame_fit = train_fit`` (the official train loader centre-crops)."""
+    them (not in the release; the demo writes one) is used by ``media: video``. Train rows read from
+    the released frames get ``frame_fit = train_fit`` (the official train loader centre-crops)."""
     meta = root / "metadata.csv"
     rows = []
     for i, rec in enumerate(_read_csv(meta, ("uid", "label", "split"))):
@@ -355,6 +355,8 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
                           label_format="voc_rgb", frame_fit=train_fit if split == "train" else "stretch")
         frames = [folder / "frames" / f"{k}.jpg" for k in range(num)]
         _choose_media(row, frames, folder / "audio.wav", _find_media([folder / "raw_video"]), media_pref)
+        if row.source_video:  # ffmpeg scales raw videos to the frame size: labels must match that
+            row.frame_fit = "stretch"
         row.label_paths = _labels([folder / "labels_rgb" / f"{k}.png" for k in range(num)])
         rows.append(row)
     return rows

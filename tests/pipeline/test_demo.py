@@ -170,6 +170,9 @@ def test_manifest_reads_the_demo(tiny):
     assert (len(s4), len(ms3), len(avss)) == (4, 3, 4)
     assert all(r.source_frames and not r.source_video for r in s4 + ms3 + avss)  # the released frames
     assert all(r.source_video for r in manifest.rows_from_avsbench_ms3(out / MS3, media_pref="video"))
+    assert {r.frame_fit for r in avss if r.split == "train"} == {"crop"}
+    # raw videos are scaled by ffmpeg, so their labels are never cropped
+    assert {r.frame_fit for r in manifest.rows_from_avsbench_semantic(out / AVSS, media_pref="video")} == {"stretch"}
     for row in s4:
         labelled = [bool(p) for p in row.label_paths.split(";")]
         assert labelled == ([True] + [False] * 4 if row.split == "train" else [True] * 5)
