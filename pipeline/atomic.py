@@ -118,3 +118,8 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], fieldnames: list
         writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

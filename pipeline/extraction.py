@@ -11,7 +11,8 @@ import numpy as np
 
 from pipeline import media
 from pipeline.failures import FailureLog
-from pipeline.manifest import ManifestRow, decode_label
+from pipeline.labels import NUM_AVSS_CLASSES, fit_image, read_label
+from pipeline.manifest import ManifestRow
 from pipeline.parallel import map_ordered
 from pipeline.feature_record import feature_params, record_attrs
 from pipeline.params import DaskParams, Size2, params_hash
@@ -51,14 +52,14 @@ class ExtractedVideo:
     warnings: list[str]
 
 
-def _read_frame_images(paths: list[str], size: tuple[int, int]) -> np.ndarray:
+def _read_frame_images(paths: list[str], size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
     from PIL import Image
 
     frames = []
     for p in paths:
         try:
             with Image.open(p) as img:
-                frames.append(np.asarray(img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)))
+                frames.append(np.asarray(fit_image(img.convert("RGB"), size, fit)))
         except (OSError, ValueError) as exc:
             raise media.MediaError(f"{p}: unreadable frame image ({exc})") from exc
     return np.stack(frames)
@@ -82,7 +83,7 @@ def extract_video(row: ManifestRow, cfg: ExtractParams) -> ExtractedVideo:
         if clip.decoded_frames <= max(media.avsbench_frame_indices(T, info.fps)):
             warnings.append(f"video shorter than {T} s ({clip.decoded_frames} frames): last frame repeated")
     else:
-        frames = _read_frame_images(row.frame_paths, size)
+        frames = _read_frame_images(row.frame_paths, size, row.frame_fit)
         if len(frames) != T:
             raise media.MediaError(f"{row.video_id}: {len(frames)} frame images for T={T}")
         indices = list(range(T))
@@ -99,10 +100,15 @@ def extract_video(row: ManifestRow, cfg: ExtractParams) -> ExtractedVideo:
         labels = row.labels
         gt = np.zeros((T, *size), np.uint8)
         valid = np.zeros(T, bool)
+        unknown = 0
         for t, label in enumerate(labels[:T]):
             if label:
-                gt[t] = decode_label(label, row.label_format, size)
-                valid[t] = True
+                decoded = read_label(label, row.label_format, size, fit=row.frame_fit)
+                gt[t], valid[t] = decoded.ids, True
+                unknown += decoded.unknown_pixels
+        if unknown:
+            warnings.append(f"{unknown} label pixel(s) of colours outside the {NUM_AVSS_CLASSES}-class palette "
+                            "read as background 0 (as the official loader does)")
         arrays["gt_masks"] = gt
         arrays["gt_valid"] = valid
     attrs = {"source_sha256": row.source_sha256, "split": row.split, "task": row.task, "category": row.category,

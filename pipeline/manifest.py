@@ -18,9 +18,13 @@ audio_rate       sample rate of the first audio stream
 num_seconds      T, frames/seconds kept per video
 label_paths      T ground-truth images; an empty entry is an unlabelled frame
 label_format     binary_png ({0,255}), voc_rgb (AVSS palette) or none
+frame_fit        stretch (resize to the frame size) or crop (short side + centre crop: AVSS train)
 shard            stable hash of the video id modulo the number of shards
 probe_error      why ffmpeg could not read the source (the extraction stage reports it)
 ================ ============================================================================
+
+Sources: a folder of videos, or the AVSBench release trees (``docs/data.md`` shows them), read
+as the official loaders read them. Label decoding lives in :mod:`pipeline.labels`.
 
 Adding a video changes exactly one shard's slice (``{data}/{dataset}/manifest/shard-N.csv``),
 so only that shard's extraction reruns.
@@ -31,15 +35,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator
-
-import numpy as np
+from typing import Iterable
 
 from pipeline import media
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, write_csv
+from pipeline.labels import FITS
+from pipeline.labels import voc_palette  # noqa: F401 - moved to pipeline.labels; kept until train/evaluate.py imports it there
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
 SPLITS = ("train", "val", "test")
@@ -68,6 +74,7 @@ class ManifestRow:
     label_format: str = "none"
     shard: int = 0
     probe_error: str = ""
+    frame_fit: str = "stretch"
 
     @property
     def frame_paths(self) -> list[str]:
@@ -91,6 +98,7 @@ class ManifestRow:
 
 
 COLUMNS = [f.name for f in fields(ManifestRow)]
+OPTIONAL_COLUMNS = {"frame_fit": "stretch"}  # added later: manifests written before still read
 
 
 def validate_video_id(video_id: str, where: str) -> str:
@@ -150,6 +158,9 @@ def _fill_media(row: ManifestRow, hashes: HashCache) -> ManifestRow:
             row.source_sha256 = hashes.sha256(path) if path.is_file() else ""
             info = media.probe(path)
         else:
+            missing = [p for p in row.frame_paths if not Path(p).is_file()]
+            if missing:
+                raise media.MediaError(f"{missing[0]}: frame image missing ({len(missing)} of {len(row.frame_paths)})")
             parts = [hashes.sha256(Path(p)) for p in row.frame_paths]
             if row.source_audio and Path(row.source_audio).is_file():
                 parts.append(hashes.sha256(Path(row.source_audio)))
@@ -200,15 +211,53 @@ def _check_split(split: str, where: str) -> str:
     return split
 
 
-def rows_from_folder(root: Path, seconds: int | None, split: str = "auto") -> list[ManifestRow]:
-    """Every video under ``root`` (recursive). Id = path relative to root; split from a top-level
-    train/val/test folder when ``split == 'auto'`` (else 'test'); T = ``seconds`` or whole seconds."""
+def _skip_reason(path: Path) -> str | None:
+    """Why the folder source does not take ``path`` (None: it is a video file it takes)."""
+    if path.name.startswith("."):
+        return "hidden file or folder"
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link"
+    if path.is_dir():
+        return "a folder named like a video (only files are read)" if path.suffix.lower() in VIDEO_EXTENSIONS else None
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        return f"extension {path.suffix or '(none)'!r} is not a video extension ({' '.join(VIDEO_EXTENSIONS)})"
+    return None
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Video files under ``root`` (recursive, hidden folders not entered) and (relative path, reason)
+    of everything else that is not a plain folder, so nothing is skipped silently."""
     if not root.is_dir():
         raise ManifestError(f"{root}: video folder not found")
+    videos, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        for name in sorted(dirnames):
+            reason = _skip_reason(base / name)
+            if reason:
+                skipped.append((_rel(base / name, root), reason))
+        dirnames[:] = sorted(d for d in dirnames if not _skip_reason(base / d))
+        for name in sorted(filenames):
+            reason = _skip_reason(base / name)
+            if reason:
+                skipped.append((_rel(base / name, root), reason))
+            else:
+                videos.append(base / name)
+    return sorted(videos), sorted(skipped)
+
+
+def rows_from_folder(root: Path, seconds: int | None, split: str = "auto",
+                     skipped: list[tuple[str, str]] | None = None) -> list[ManifestRow]:
+    """Every video under ``root`` (recursive). Id = path relative to root; split from a top-level
+    train/val/test folder when ``split == 'auto'`` (else 'test'); T = ``seconds`` or whole seconds.
+    Files not taken are appended to ``skipped`` as (relative path, reason)."""
+    videos, not_taken = scan_folder(root)
+    if skipped is not None:
+        skipped.extend(not_taken)
     rows = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in VIDEO_EXTENSIONS or path.name.startswith("."):
-            continue
+    for path in videos:
         video_id = validate_video_id(_rel(path, root), str(path))
         first = PurePosixPath(video_id).parts[0]
         row_split = (first if first in SPLITS else "test") if split == "auto" else _check_split(split, str(root))
@@ -217,11 +266,39 @@ def rows_from_folder(root: Path, seconds: int | None, split: str = "auto") -> li
     return rows
 
 
-def rows_from_avsbench_s4(root: Path) -> list[ManifestRow]:
-    """AVSBench-object S4: ``s4_meta_data.csv`` (name, category, split), raw videos when present,
-    else ``visual_frames/{split}/{category}/{name}/{name}_{k}.png`` + ``audio_wav/{split}/{category}/{name}.wav``;
-    labels ``gt_masks/{split}/{category}/{name}/{name}_{k}.png`` (train: frame 1 only)."""
-    meta = root / "s4_meta_data.csv"
+def release_root(root: Path, meta_name: str, data_name: str) -> tuple[Path, Path]:
+    """(meta CSV, data folder) of an AVSBench-object release root: ``Single-source`` /
+    ``Multi-sources`` (meta CSV beside ``s4_data`` / ``ms3_data``), or the data folder itself
+    (meta CSV one level up)."""
+    if (root / meta_name).is_file():
+        return root / meta_name, (root / data_name if (root / data_name).is_dir() else root)
+    if (root.parent / meta_name).is_file():
+        return root.parent / meta_name, root
+    raise ManifestError(f"{root / meta_name}: meta CSV not found (give the release folder holding {meta_name} "
+                        f"beside {data_name}/, or {data_name}/ itself)")
+
+
+def _choose_media(row: ManifestRow, frames: list[Path], audio: Path, video: Path | None, media_pref: str) -> None:
+    """Fill the row's sources: the released frames + wav, or a raw video (``media``: auto | frames | video)."""
+    use_video = video is not None and (media_pref == "video" or (media_pref == "auto"
+                                                                  and not all(p.is_file() for p in frames)))
+    if use_video:
+        row.source_video = str(video)
+    else:
+        row.source_frames = ";".join(str(p) for p in frames)
+        row.source_audio = str(audio)
+
+
+def _labels(paths: list[Path]) -> str:
+    return ";".join(str(p) if p.is_file() else "" for p in paths)
+
+
+def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[ManifestRow]:
+    """AVSBench-object S4 (``Single-source/`` or ``Single-source/s4_data/``): ``s4_meta_data.csv``
+    (name, start, category, split); in ``s4_data/``: ``visual_frames/{split}/{category}/{name}/{name}_{k}.png``
+    (k = 1..5), ``audio_wav/{split}/{category}/{name}.wav``, ``gt_masks/{split}/{category}/{name}/{name}_{k}.png``
+    (train: k = 1 only); raw videos (the preprocessing input) ``raw_videos/{split}/{category}/{name}.mp4``."""
+    meta, data = release_root(root, "s4_meta_data.csv", "s4_data")
     rows = []
     for i, rec in enumerate(_read_csv(meta, ("name", "category", "split"))):
         where = f"{meta}:{i + 2}"
@@ -230,47 +307,40 @@ def rows_from_avsbench_s4(root: Path) -> list[ManifestRow]:
         validate_video_id(name, where)
         row = ManifestRow(video_id=video_id, split=split, task="s4", category=category, num_seconds=5,
                           label_format="binary_png")
-        video = _find_media([root / "raw_videos" / split / category / name, root / "raw_videos" / category / name])
-        if video is not None:
-            row.source_video = str(video)
-        else:
-            frames = [root / "visual_frames" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
-            row.source_frames = ";".join(str(p) for p in frames)
-            row.source_audio = str(root / "audio_wav" / split / category / f"{name}.wav")
-        labels = [root / "gt_masks" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
-        row.label_paths = ";".join(str(p) if p.is_file() else "" for p in labels)
+        frames = [data / "visual_frames" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
+        video = _find_media([data / "raw_videos" / split / category / name])
+        _choose_media(row, frames, data / "audio_wav" / split / category / f"{name}.wav", video, media_pref)
+        row.label_paths = _labels([data / "gt_masks" / split / category / name / f"{name}_{k}.png"
+                                   for k in range(1, 6)])
         rows.append(row)
     return rows
 
 
-def rows_from_avsbench_ms3(root: Path) -> list[ManifestRow]:
-    """AVSBench-object MS3: ``ms3_meta_data.csv`` (video_id, split), raw videos when present, else
-    ``visual_frames/{video}/{video}.mp4_{k}.png`` + ``audio_wav/{split}/{video}.wav``; labels
-    ``gt_masks/{split}/{video}/{video}_{k}.png``."""
-    meta = root / "ms3_meta_data.csv"
+def rows_from_avsbench_ms3(root: Path, media_pref: str = "auto") -> list[ManifestRow]:
+    """AVSBench-object MS3 (``Multi-sources/`` or ``Multi-sources/ms3_data/``): ``ms3_meta_data.csv``
+    (video_id, split); in ``ms3_data/``: ``visual_frames/{video}/{video}.mp4_{k}.png`` (no split folder,
+    k = 1..5), ``audio_wav/{split}/{video}.wav``, ``gt_masks/{split}/{video}/{video}_{k}.png`` (all 5);
+    raw videos ``raw_videos/{video}.mp4``."""
+    meta, data = release_root(root, "ms3_meta_data.csv", "ms3_data")
     rows = []
     for i, rec in enumerate(_read_csv(meta, ("video_id", "split"))):
         where = f"{meta}:{i + 2}"
         vid, split = validate_video_id(rec["video_id"], where), _check_split(rec["split"], where)
         row = ManifestRow(video_id=vid, split=split, task="ms3", num_seconds=5, label_format="binary_png")
-        video = _find_media([root / "raw_videos" / split / vid, root / "raw_videos" / vid])
-        if video is not None:
-            row.source_video = str(video)
-        else:
-            frames = [root / "visual_frames" / vid / f"{vid}.mp4_{k}.png" for k in range(1, 6)]
-            row.source_frames = ";".join(str(p) for p in frames)
-            wav = root / "audio_wav" / split / f"{vid}.wav"
-            row.source_audio = str(wav if wav.is_file() else root / "audio_wav" / f"{vid}.wav")
-        labels = [root / "gt_masks" / split / vid / f"{vid}_{k}.png" for k in range(1, 6)]
-        row.label_paths = ";".join(str(p) if p.is_file() else "" for p in labels)
+        frames = [data / "visual_frames" / vid / f"{vid}.mp4_{k}.png" for k in range(1, 6)]
+        video = _find_media([data / "raw_videos" / vid])
+        _choose_media(row, frames, data / "audio_wav" / split / f"{vid}.wav", video, media_pref)
+        row.label_paths = _labels([data / "gt_masks" / split / vid / f"{vid}_{k}.png" for k in range(1, 6)])
         rows.append(row)
     return rows
 
 
-def rows_from_avsbench_semantic(root: Path) -> list[ManifestRow]:
-    """AVSBench-semantic: ``metadata.csv`` (uid, label in v1s/v1m/v2, split); per video
-    ``{label}/{uid}/raw_video.*`` when present, else ``frames/{i}.jpg`` + ``audio.wav``; labels
-    ``labels_rgb/{i}.png`` (VOC palette). v1s/v1m keep 5 frames, v2 keeps 10."""
+def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit: str = "crop") -> list[ManifestRow]:
+    """AVSBench-semantic (``AVSBench_semantic/``): ``metadata.csv`` (uid, label in v1s/v1m/v2, split) and
+    ``label2idx.json``; per video ``{label}/{uid}/frames/{i}.jpg`` (i = 0.., 5 for v1s/v1m, 10 for v2),
+    ``audio.wav``, ``labels_rgb/{i}.png`` (VOC palette; v1s train: i = 0 only). ``raw_video.*`` beside
+    them (not in the release; the demo writes one) is used by ``media: video``. Train rows read from
+    the released frames get ``frame_fit = train_fit`` (the official train loader centre-crops)."""
     meta = root / "metadata.csv"
     rows = []
     for i, rec in enumerate(_read_csv(meta, ("uid", "label", "split"))):
@@ -283,29 +353,18 @@ def rows_from_avsbench_semantic(root: Path) -> list[ManifestRow]:
         num = 10 if label == "v2" else 5
         folder = root / label / uid
         row = ManifestRow(video_id=video_id, split=split, task="avss", category=label, num_seconds=num,
-                          label_format="voc_rgb")
-        video = _find_media([folder / "raw_video", folder / uid])
-        if video is not None:
-            row.source_video = str(video)
-        else:
-            frames = []
-            for k in range(num):
-                jpg, png = folder / "frames" / f"{k}.jpg", folder / "frames" / f"{k}.png"
-                frames.append(png if png.is_file() and not jpg.is_file() else jpg)
-            row.source_frames = ";".join(str(p) for p in frames)
-            row.source_audio = str(folder / "audio.wav")
-        labels = [folder / "labels_rgb" / f"{k}.png" for k in range(num)]
-        row.label_paths = ";".join(str(p) if p.is_file() else "" for p in labels)
+                          label_format="voc_rgb", frame_fit=train_fit if split == "train" else "stretch")
+        frames = [folder / "frames" / f"{k}.jpg" for k in range(num)]
+        _choose_media(row, frames, folder / "audio.wav", _find_media([folder / "raw_video"]), media_pref)
+        if row.source_video:  # ffmpeg scales raw videos to the frame size: labels must match that
+            row.frame_fit = "stretch"
+        row.label_paths = _labels([folder / "labels_rgb" / f"{k}.png" for k in range(num)])
         rows.append(row)
     return rows
 
 
-SOURCES = {
-    "folder": rows_from_folder,
-    "avsbench_s4": rows_from_avsbench_s4,
-    "avsbench_ms3": rows_from_avsbench_ms3,
-    "avsbench_semantic": rows_from_avsbench_semantic,
-}
+SOURCES = ("folder", "avsbench_s4", "avsbench_ms3", "avsbench_semantic")
+MEDIA = ("auto", "frames", "video")
 
 
 @dataclass
@@ -316,45 +375,74 @@ class SourceParams:
     root: str = ""
     seconds: int | None = 5  # folder sources only: T; null = whole seconds of each video
     split: str = "auto"  # folder sources only
+    media: str = "auto"  # avsbench_*: auto (released frames + wav, else raw video) | frames | video
+    train_fit: str = "crop"  # avsbench_semantic train frames: crop (official short side + centre crop) | stretch
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(f"source {self.source!r} is not one of {sorted(SOURCES)}")
+            raise ValueError(f"source {self.source!r} is not one of {list(SOURCES)}")
         if not self.root:
             raise ValueError("root is required")
+        if self.media not in MEDIA:
+            raise ValueError(f"media must be one of {list(MEDIA)}, got {self.media!r}")
+        if self.train_fit not in FITS:
+            raise ValueError(f"train_fit must be one of {list(FITS)}, got {self.train_fit!r}")
 
 
-def build_manifest(cfg: SourceParams, num_shards: int, hash_cache: Path | None = None,
-                   threads: int = 4, progress: bool = True) -> list[ManifestRow]:
-    """List, hash and probe every video of a dataset source; assign shards."""
+def list_rows(cfg: SourceParams, skipped: list[tuple[str, str]] | None = None) -> list[ManifestRow]:
+    """The rows of a dataset source, before hashing and probing."""
     root = Path(cfg.root)
     if cfg.source == "folder":
-        rows = rows_from_folder(root, cfg.seconds, cfg.split)
-    else:
-        rows = SOURCES[cfg.source](root)
-    seen: dict[str, ManifestRow] = {}
+        return rows_from_folder(root, cfg.seconds, cfg.split, skipped)
+    if cfg.source == "avsbench_s4":
+        return rows_from_avsbench_s4(root, cfg.media)
+    if cfg.source == "avsbench_ms3":
+        return rows_from_avsbench_ms3(root, cfg.media)
+    return rows_from_avsbench_semantic(root, cfg.media, cfg.train_fit)
+
+
+def build_manifest(cfg: SourceParams, num_shards: int, hash_cache: Path | None = None, threads: int = 4,
+                   progress: bool = True, skipped: list[tuple[str, str]] | None = None) -> list[ManifestRow]:
+    """List, hash and probe every video of a dataset source; assign shards. Files a folder source
+    does not take are appended to ``skipped`` as (relative path, reason)."""
+    rows = list_rows(cfg, skipped)
+    seen: set[str] = set()
     for row in rows:
         if row.video_id in seen:
-            raise ManifestError(f"{root}: video id {row.video_id!r} appears twice")
-        seen[row.video_id] = row
+            raise ManifestError(f"{cfg.root}: video id {row.video_id!r} appears twice")
+        seen.add(row.video_id)
         row.shard = shard_of(row.video_id, num_shards)
     hashes = HashCache(hash_cache)
     from tqdm.auto import tqdm
 
     # Probing is one short ffmpeg process per file: threads overlap the process start-up.
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = list(tqdm(pool.map(lambda r: _fill_media(r, hashes), rows), total=len(rows), desc=f"manifest {root}",
-                         unit="video", disable=not progress))
+        rows = list(tqdm(pool.map(lambda r: _fill_media(r, hashes), rows), total=len(rows),
+                         desc=f"manifest {cfg.root}", unit="video", disable=not progress))
     hashes.save()
     return rows
 
 
+def _reason_only(row: ManifestRow) -> str:
+    """The probe error without the file name, so errors of different videos can be counted together."""
+    error = row.probe_error
+    for path in (row.source_video, row.source_audio, *row.frame_paths):
+        if path and error.startswith(f"{path}: "):
+            return error[len(path) + 2:]
+    return error
+
+
+def unreadable_summary(rows: list[ManifestRow]) -> tuple[int, str]:
+    """(number of unreadable rows, the most common reason with its count)."""
+    bad = [r for r in rows if r.probe_error]
+    if not bad:
+        return 0, ""
+    reason, count = Counter(_reason_only(r) for r in bad).most_common(1)[0]
+    return len(bad), f"{reason} ({count} of {len(bad)})"
+
+
 def write_manifest(rows: list[ManifestRow], path: str | Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(asdict(row))
+    write_csv(path, (asdict(row) for row in rows), COLUMNS)
 
 
 def read_manifest(path: str | Path) -> list[ManifestRow]:
@@ -363,13 +451,13 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         raise ManifestError(f"{path}: manifest not found (run `avs manifest` first)")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
         if missing:
             raise ManifestError(f"{path}: not a manifest, missing column(s) {missing}")
         rows = []
         for i, rec in enumerate(reader):
             try:
-                rec = {k: rec[k] for k in COLUMNS}
+                rec = {k: rec.get(k) if rec.get(k) is not None else OPTIONAL_COLUMNS.get(k, "") for k in COLUMNS}
                 rec["num_seconds"] = int(rec["num_seconds"])
                 rec["shard"] = int(rec["shard"])
             except ValueError as exc:
@@ -397,50 +485,3 @@ def write_shard_slices(rows: list[ManifestRow], data_root: str | Path, dataset: 
     return out
 
 
-# ---------------------------------------------------------------- labels
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The VOC bit-interleave palette AVSBench-semantic uses: uint8 [n,3], 0 = black, 1 = (128,0,0)."""
-    palette = np.zeros((n, 3), np.uint8)
-    for label in range(n):
-        c, r, g, b = label, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette[label] = (r, g, b)
-    return palette
-
-
-IGNORE_LABEL = 255
-
-
-def decode_label(path: str | Path, label_format: str, size: tuple[int, int]) -> np.ndarray:
-    """Read one ground-truth image as uint8 [H,W] at ``size`` (NEAREST): binary {0,1}, or class ids
-    (unknown colours -> 255 = ignore)."""
-    from PIL import Image
-
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if label_format == "voc_rgb" else "L")
-            img = img.resize((size[1], size[0]), Image.NEAREST)
-            array = np.asarray(img)
-    except OSError as exc:
-        raise ManifestError(f"{path}: unreadable label image ({exc})") from exc
-    if label_format == "binary_png":
-        return (array > 127).astype(np.uint8)
-    if label_format == "voc_rgb":
-        palette = voc_palette(256).astype(np.int64)
-        codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
-        lookup = {int(c): k for k, c in enumerate(codes)}
-        flat = (array[..., 0].astype(np.int64) << 16) | (array[..., 1].astype(np.int64) << 8) | array[..., 2]
-        uniques, inverse = np.unique(flat, return_inverse=True)
-        mapped = np.array([lookup.get(int(u), IGNORE_LABEL) for u in uniques], np.uint8)
-        return mapped[inverse].reshape(flat.shape)
-    raise ManifestError(f"{path}: unknown label format {label_format!r}")
-
-
-def iter_rows(paths: Iterable[str | Path]) -> Iterator[ManifestRow]:
-    for path in paths:
-        yield from read_manifest(path)

@@ -43,6 +43,20 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@functools.lru_cache(maxsize=1)
+def pinned_ffmpeg_exe() -> str:
+    """The static ffmpeg inside the imageio-ffmpeg wheel (its version is pinned by pyproject), never
+    PATH or an environment override: the one encoder for files that must be byte-identical everywhere."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise MediaError("imageio-ffmpeg is not installed: it provides the pinned ffmpeg") from exc
+    shipped = sorted((Path(imageio_ffmpeg.__file__).parent / "binaries").glob("ffmpeg-*"))
+    if not shipped:
+        raise MediaError("the imageio-ffmpeg wheel holds no ffmpeg binary for this platform")
+    return str(shipped[0])
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     """What ``ffmpeg -i`` tells about a file (no ffprobe needed)."""
@@ -107,9 +121,10 @@ def parse_probe(stderr: str) -> MediaInfo:
     return MediaInfo(duration, fps, width, height, rate, channels)
 
 
-def _run(args: list[str], what: str, path: Path | str, input_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+def _run(args: list[str], what: str, path: Path | str, input_bytes: bytes | None = None,
+         exe: str | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([ffmpeg_exe(), *args], input=input_bytes, capture_output=True, check=False)
+        return subprocess.run([exe or ffmpeg_exe(), *args], input=input_bytes, capture_output=True, check=False)
     except OSError as exc:
         raise MediaError(f"{path}: cannot run ffmpeg for {what}: {exc}") from exc
 
@@ -290,13 +305,14 @@ def decode_all_frames(path: str | Path, size: tuple[int, int] | None = None) -> 
 
 def encode_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
                  audio_rate: int = AUDIO_RATE, crf: int = 18, vcodec: str = "libx264",
-                 pts_expr: str | None = None) -> None:
+                 pts_expr: str | None = None, pinned: bool = False) -> None:
     """Write frames uint8 [N,H,W,3] (+ mono/multichannel int16 audio [S] or [S,C]) as a video file.
 
     Default H.264 (yuv420p, so H and W must be even) + AAC in mp4; ``vcodec="ffv1"`` (any size,
     lossless, use .mkv) and ``pts_expr`` (an ffmpeg ``setpts`` expression, giving variable frame
     rate) exist to make awkward test media. Written to a temporary name in the same folder, then
-    renamed. Single-threaded x264 so the same input always gives the same bytes.
+    renamed. Single-threaded x264 and bitexact muxer/encoder flags so the same input always gives the
+    same bytes; ``pinned`` encodes with :func:`pinned_ffmpeg_exe` so they are the same on every machine.
     """
     path = Path(path)
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
@@ -314,7 +330,7 @@ def encode_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.nda
             video_stream = video_stream.filter("settb", "1/1000").filter("setpts", pts_expr)
         streams = [video_stream]
         container = {".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}.get(path.suffix.lower(), "mp4")
-        out_kwargs: dict = dict(vcodec=vcodec, threads=1, map_metadata=-1, fflags="+bitexact")
+        out_kwargs: dict = dict(vcodec=vcodec, threads=1, map_metadata=-1, fflags="+bitexact", flags="+bitexact")
         if vcodec == "libx264":
             out_kwargs.update(pix_fmt="yuv420p", crf=crf, preset="medium")
         if container == "mp4":
@@ -331,7 +347,7 @@ def encode_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.nda
             out_kwargs.update(acodec="aac", audio_bitrate="128k")
         args = (ffmpeg.output(*streams, str(tmp), format=container, **out_kwargs)
                 .global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-y").get_args())
-        proc = _run(args, "encoding", path)
+        proc = _run(args, "encoding", path, exe=pinned_ffmpeg_exe() if pinned else None)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"{path}: ffmpeg could not encode it ({_last_error_line(proc.stderr)})")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pipeline.manifest import SourceParams, build_manifest, write_manifest, write_shard_slices
+from pipeline.failures import FailureLog
+from pipeline.manifest import (SourceParams, build_manifest, unreadable_summary, write_manifest,
+                               write_shard_slices)
 from pipeline.params import ParamsError, from_section, section
 from stages.common import StageContext, add_common
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,27 +21,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="manifest CSV (default: {data.manifests}/{dataset}.csv)")
 
 
+def _source(ctx: StageContext, args: argparse.Namespace) -> SourceParams:
+    datasets = section(ctx.params, "manifest").get("datasets") or {}
+    entry = dict(datasets.get(args.dataset) or {})
+    for key in ("source", "root", "seconds"):
+        if getattr(args, key):
+            entry[key] = getattr(args, key)
+    if not entry:
+        raise ParamsError(f"dataset {args.dataset!r} is not in manifest.datasets and --source/--root were not given")
+    return from_section(SourceParams, entry, f"manifest.datasets.{args.dataset}")
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
     if not args.dataset:
         raise ParamsError("--dataset is required")
-    datasets = section(ctx.params, "manifest").get("datasets") or {}
-    entry = dict(datasets.get(args.dataset) or {})
-    if args.source:
-        entry["source"] = args.source
-    if args.root:
-        entry["root"] = args.root
-    if args.seconds:
-        entry["seconds"] = args.seconds
-    if not entry:
-        raise ParamsError(f"dataset {args.dataset!r} is not in manifest.datasets and --source/--root were not given")
-    cfg = from_section(SourceParams, entry, f"manifest.datasets.{args.dataset}")
+    cfg = _source(ctx, args)
+    skipped: list[tuple[str, str]] = []
     rows = build_manifest(cfg, ctx.data.num_shards, hash_cache=ctx.data_root / "cache" / "sha256.json",
-                          progress=ctx.progress)
+                          progress=ctx.progress, skipped=skipped)
     out = Path(args.out) if args.out else Path(ctx.data.manifests) / f"{args.dataset}.csv"
     write_manifest(rows, out)
     write_shard_slices(rows, ctx.data_root, args.dataset, ctx.data.num_shards)
-    unreadable = sum(1 for r in rows if r.probe_error)
+    log = FailureLog(stage="manifest")
+    for rel, reason in skipped:
+        log.warn(rel, f"not taken: {reason}", source=str(Path(cfg.root) / rel))
+    for row in rows:
+        if row.probe_error:
+            log.add(row.video_id, row.probe_error, source=row.source_video or row.source_audio)
+    log_path = ctx.data_root / args.dataset / "manifest" / "failures.csv"
+    log.write(log_path)
+    unreadable, reason = unreadable_summary(rows)
     print(f"manifest {args.dataset}: {len(rows)} videos in {ctx.data.num_shards} shards -> {out}"
-          + (f" ({unreadable} unreadable, reported by extract)" if unreadable else ""))
+          + (f" ({unreadable} unreadable, reported by extract)" if unreadable else "")
+          + (f"; {len(skipped)} file(s) not taken, listed in {log_path}" if skipped else ""))
+    if not rows or unreadable == len(rows):
+        why = reason or f"no video found under {cfg.root}"
+        print(f"avs manifest: error: dataset {args.dataset}: no readable video; most common reason: {why}"[:300],
+              file=sys.stderr)
+        return 1
     return 0

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import wave
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from pipeline import demo, manifest
+from pipeline import demo, labels, manifest
 from pipeline.demo import CLASSES, DemoConfig, generate_demo, plan_videos
+from pipeline.labels import NUM_AVSS_CLASSES
 from pipeline.media import AUDIO_RATE, extract_clip, probe, read_audio
 
+REPO = Path(__file__).resolve().parents[2]
 TINY = DemoConfig(seed=7, frame_size=(64, 80), num_classes=6, s4_videos=(2, 1, 1), ms3_videos=(1, 1, 1),
                   avss_videos=(2, 1, 1))
 
@@ -39,12 +46,19 @@ def _truth(root: Path) -> dict:
     return json.loads((root / "demo_truth.json").read_text())
 
 
+S4 = Path("Single-source")
+MS3 = Path("Multi-sources")
+AVSS = Path("AVSBench_semantic")
+
+
 def test_summary_counts(tiny):
     out, summary = tiny
     assert summary["counts"] == {"s4": {"train": 2, "val": 1, "test": 1}, "ms3": {"train": 1, "val": 1, "test": 1},
                                  "avss": {"train": 2, "val": 1, "test": 1}}
     assert summary["num_videos"] == 11
-    assert not list(out.parent.glob(".data.*")), "temporary folders left behind"
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name], "temporary files left behind"
+    assert sorted(p.name for p in out.iterdir()) == ["AVSBench_semantic", "Multi-sources", "Single-source",
+                                                     "demo_summary.json", "demo_truth.json"]
 
 
 def test_same_seed_gives_identical_files(tiny, tmp_path):
@@ -55,12 +69,11 @@ def test_same_seed_gives_identical_files(tiny, tmp_path):
     generate_demo(again, TINY, progress=False, workers=2)
     first, second = _files(out), _files(again)
     assert first.keys() == second.keys()
-    different = [name for name in first if first[name] != second[name] and name != "demo_summary.json"]
-    assert not different
+    assert not [name for name in first if first[name] != second[name]]
     only_ms3 = tmp_path / "ms3_only"
     generate_demo(only_ms3, TINY, flavours=("ms3",), progress=False)
     for name, data in _files(only_ms3).items():
-        if name.startswith("ms3/"):
+        if name.startswith("Multi-sources/"):
             assert data == first[name], name
 
 
@@ -73,29 +86,34 @@ def test_other_seed_differs():
 
 def test_media_format(tiny):
     out, _ = tiny
-    info = probe(out / "s4" / "raw_videos" / "test" / _csv(out / "s4" / "s4_meta_data.csv")[1][-1]["category"]
-                 / "demo_s4_test_0000.mp4")
+    category = _csv(out / S4 / "s4_meta_data.csv")[1][-1]["category"]
+    info = probe(out / S4 / "s4_data" / "raw_videos" / "test" / category / "demo_s4_test_0000.mp4")
     assert info.fps == 25 and (info.height, info.width) == TINY.frame_size
     assert info.audio_rate == AUDIO_RATE and info.audio_channels == 1
     assert info.duration == pytest.approx(5.0, abs=0.1)
+    with wave.open(str(out / S4 / "s4_data" / "audio_wav" / "test" / category / "demo_s4_test_0000.wav")) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getnframes()) == (AUDIO_RATE, 1, 5 * AUDIO_RATE)
 
 
 def test_s4_layout(tiny):
     out, _ = tiny
-    root = out / "s4"
-    header, rows = _csv(root / "s4_meta_data.csv")
-    assert header == ["name", "start_time", "category", "split"]
+    data = out / S4 / "s4_data"
+    header, rows = _csv(out / S4 / "s4_meta_data.csv")
+    assert header == ["name", "start", "category", "split"]
     assert [r["split"] for r in rows].count("train") == 2 and len(rows) == 4
     names = {c.name for c in CLASSES[: TINY.num_classes]}
     for r in rows:
         split, cat, name = r["split"], r["category"], r["name"]
         assert cat in names
-        assert (root / "raw_videos" / split / cat / f"{name}.mp4").is_file()
-        masks = sorted(p.name for p in (root / "gt_masks" / split / cat / name).iterdir())
+        assert (data / "raw_videos" / split / cat / f"{name}.mp4").is_file()
+        assert (data / "audio_wav" / split / cat / f"{name}.wav").is_file()
+        frames = sorted(p.name for p in (data / "visual_frames" / split / cat / name).iterdir())
+        assert frames == [f"{name}_{k}.png" for k in range(1, 6)]
+        masks = sorted(p.name for p in (data / "gt_masks" / split / cat / name).iterdir())
         expected = [f"{name}_1.png"] if split == "train" else [f"{name}_{k}.png" for k in range(1, 6)]
         assert masks == expected  # S4 train: frame 1 only
         for m in masks:
-            with Image.open(root / "gt_masks" / split / cat / name / m) as img:
+            with Image.open(data / "gt_masks" / split / cat / name / m) as img:
                 assert img.mode == "L" and img.size == (TINY.frame_size[1], TINY.frame_size[0])
                 values = set(np.unique(np.asarray(img)).tolist())
             assert values <= {0, 255} and 255 in values
@@ -103,54 +121,65 @@ def test_s4_layout(tiny):
 
 def test_ms3_layout(tiny):
     out, _ = tiny
-    root = out / "ms3"
-    header, rows = _csv(root / "ms3_meta_data.csv")
+    data = out / MS3 / "ms3_data"
+    header, rows = _csv(out / MS3 / "ms3_meta_data.csv")
     assert header == ["video_id", "split"] and sorted(r["split"] for r in rows) == ["test", "train", "val"]
     for r in rows:
         vid = r["video_id"]
-        assert (root / "raw_videos" / f"{vid}.mp4").is_file()
-        masks = sorted(p.name for p in (root / "gt_masks" / r["split"] / vid).iterdir())
+        assert (data / "raw_videos" / f"{vid}.mp4").is_file()
+        assert (data / "audio_wav" / r["split"] / f"{vid}.wav").is_file()
+        frames = sorted(p.name for p in (data / "visual_frames" / vid).iterdir())  # no split folder
+        assert frames == [f"{vid}.mp4_{k}.png" for k in range(1, 6)]
+        masks = sorted(p.name for p in (data / "gt_masks" / r["split"] / vid).iterdir())
         assert masks == [f"{vid}_{k}.png" for k in range(1, 6)]
         for m in masks:
-            assert set(np.unique(np.asarray(Image.open(root / "gt_masks" / r["split"] / vid / m)))) <= {0, 255}
+            assert set(np.unique(np.asarray(Image.open(data / "gt_masks" / r["split"] / vid / m)))) <= {0, 255}
 
 
 def test_avss_layout_and_palette(tiny):
     out, _ = tiny
-    root = out / "avss"
+    root = out / AVSS
     header, rows = _csv(root / "metadata.csv")
-    assert header == ["uid", "label", "split"] and {r["label"] for r in rows} == {"v1s", "v1m"}
-    _, classes = _csv(root / "classes.csv")
-    assert classes[0] == {"id": "0", "name": "background"}
-    assert len(classes) - 1 >= 6 and [int(c["id"]) for c in classes] == list(range(len(classes)))
-    palette = manifest.voc_palette(256)
-    allowed = {tuple(palette[i]) for i in range(len(classes))}
+    assert header == ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"]
+    assert {r["label"] for r in rows} == {"v1s", "v1m"}
+    classes = json.loads((root / "label2idx.json").read_text())
+    assert len(classes) == NUM_AVSS_CLASSES and classes["background"] == 0
+    assert sorted(classes.values()) == list(range(NUM_AVSS_CLASSES))
+    palette = labels.voc_palette(256)
+    allowed = {tuple(palette[i]) for i in range(TINY.num_classes + 1)}
     assert tuple(palette[1]) == (128, 0, 0)
     for r in rows:
         folder = root / r["label"] / r["uid"]
-        assert (folder / "raw_video.mp4").is_file()
-        labels = sorted(p.name for p in (folder / "labels_rgb").iterdir())
+        assert (folder / "raw_video.mp4").is_file() and (folder / "audio.wav").is_file()
+        assert sorted(p.name for p in (folder / "frames").iterdir()) == [f"{i}.jpg" for i in range(5)]
+        names = sorted(p.name for p in (folder / "labels_rgb").iterdir())
         v1s_train = r["label"] == "v1s" and r["split"] == "train"
-        assert labels == (["0.png"] if v1s_train else [f"{i}.png" for i in range(5)])
-        for name in labels:
-            rgb = np.asarray(Image.open(folder / "labels_rgb" / name).convert("RGB")).reshape(-1, 3)
-            assert {tuple(c) for c in np.unique(rgb, axis=0)} <= allowed
+        assert names == (["0.png"] if v1s_train else [f"{i}.png" for i in range(5)])
+        for name in names:
+            rgb = np.asarray(Image.open(folder / "labels_rgb" / name).convert("RGB"))
+            assert {tuple(c) for c in np.unique(rgb.reshape(-1, 3), axis=0)} <= allowed
+            semantic = np.asarray(Image.open(folder / "labels_semantic" / name))
+            assert np.array_equal(labels.rgb_to_class_ids(rgb).ids, semantic)
 
 
 def test_manifest_reads_the_demo(tiny):
     out, _ = tiny
-    s4 = manifest.rows_from_avsbench_s4(out / "s4")
-    ms3 = manifest.rows_from_avsbench_ms3(out / "ms3")
-    avss = manifest.rows_from_avsbench_semantic(out / "avss")
+    s4 = manifest.rows_from_avsbench_s4(out / S4)
+    ms3 = manifest.rows_from_avsbench_ms3(out / MS3)
+    avss = manifest.rows_from_avsbench_semantic(out / AVSS)
     assert (len(s4), len(ms3), len(avss)) == (4, 3, 4)
-    assert all(r.source_video for r in s4 + ms3 + avss)
+    assert all(r.source_frames and not r.source_video for r in s4 + ms3 + avss)  # the released frames
+    assert all(r.source_video for r in manifest.rows_from_avsbench_ms3(out / MS3, media_pref="video"))
+    assert {r.frame_fit for r in avss if r.split == "train"} == {"crop"}
+    # raw videos are scaled by ffmpeg, so their labels are never cropped
+    assert {r.frame_fit for r in manifest.rows_from_avsbench_semantic(out / AVSS, media_pref="video")} == {"stretch"}
     for row in s4:
         labelled = [bool(p) for p in row.label_paths.split(";")]
         assert labelled == ([True] + [False] * 4 if row.split == "train" else [True] * 5)
     for row in avss:
         for path in filter(None, row.label_paths.split(";")):
-            ids = manifest.decode_label(path, "voc_rgb", TINY.frame_size)
-            assert ids.max() <= TINY.num_classes  # every colour decodes to a class, never 255
+            decoded = labels.read_label(path, "voc_rgb", TINY.frame_size)
+            assert decoded.ids.max() <= TINY.num_classes and decoded.unknown_pixels == 0
 
 
 def _band_share(segment: np.ndarray) -> dict[str, float]:
@@ -180,27 +209,22 @@ def test_ground_truth_covers_the_sounding_objects(tiny):
     out, _ = tiny
     truth = _truth(out)
     colours = np.array([c.colour for c in CLASSES[: TINY.num_classes]], np.float64)
-    palette = manifest.voc_palette(256)
+    palette = labels.voc_palette(256)
     semantic_id = {c.name: i + 1 for i, c in enumerate(CLASSES)}
     for flavour, videos in truth.items():
         for name, info in videos.items():
             clip = extract_clip(out / info["video"], 5, size=TINY.frame_size)
             assert clip.frame_indices == list(demo.KEY_FRAMES)
-            for sec in info["labelled_seconds"]:
+            for sec, label in zip(info["labelled_seconds"], info["labels"]):
                 sounding = set(info["sounding_classes"][sec])
                 if flavour == "avss":
-                    path = out / Path(info["video"]).parent / "labels_rgb" / f"{sec}.png"
-                    rgb = np.asarray(Image.open(path).convert("RGB"))
+                    rgb = np.asarray(Image.open(out / label).convert("RGB"))
                     present = {int(i) for i in range(1, TINY.num_classes + 1)
                                if (rgb == palette[i]).all(-1).any()}
                     assert present == {semantic_id[s] for s in sounding}
                     mask = (rgb != 0).any(-1)
                 else:
-                    if flavour == "s4":
-                        folder = out / "s4" / "gt_masks" / info["split"] / info["category"] / name
-                    else:
-                        folder = out / "ms3" / "gt_masks" / info["split"] / name
-                    mask = np.asarray(Image.open(folder / f"{name}_{sec + 1}.png")) == 255
+                    mask = np.asarray(Image.open(out / label)) == 255
                 assert mask.any(), (name, sec)
                 if len(sounding) == 1:  # one sounding object: its pixels have its class colour
                     mean = clip.frames[sec][mask].astype(np.float64).mean(0)
@@ -243,10 +267,11 @@ def test_config_rejects_bad_values(bad):
         DemoConfig(**bad)
 
 
-def test_crash_leaves_no_partial_dataset(tmp_path, monkeypatch):
+def test_crash_leaves_the_previous_stamp(tmp_path, monkeypatch):
+    """A crash never writes the stamp, so DVC (whose output the stamp is) reruns the generator."""
     out = tmp_path / "data"
     out.mkdir()
-    (out / "keep.txt").write_text("previous dataset")
+    (out / "keep.txt").write_text("user file")
     calls = []
 
     def failing_encode(path, *args, **kwargs):
@@ -259,5 +284,50 @@ def test_crash_leaves_no_partial_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "encode_video", failing_encode)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_demo(out, TINY, flavours=("ms3",), progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not (out / MS3 / demo.STAMP).exists() and (out / "keep.txt").read_text() == "user file"
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_user_additions_survive_regeneration(tmp_path):
+    """A video a user adds (files + meta CSV row) stays when the generator reruns with other params;
+    the generator's own files that are no longer planned are removed."""
+    out = tmp_path / "demo"
+    generate_demo(out, TINY, flavours=("s4",), progress=False)
+    data = out / S4 / "s4_data"
+    user_video = data / "raw_videos" / "test" / "red_circle" / "my_clip.mp4"
+    user_video.parent.mkdir(parents=True, exist_ok=True)
+    user_video.write_bytes(b"user video")
+    with open(out / S4 / "s4_meta_data.csv", "a", newline="") as fh:
+        fh.write("my_clip,0,red_circle,test\n")
+    fewer = DemoConfig(**{**TINY.__dict__, "seed": 9, "s4_videos": (1, 0, 1)})
+    generate_demo(out, fewer, flavours=("s4",), progress=False)
+    assert user_video.read_bytes() == b"user video"
+    _, rows = _csv(out / S4 / "s4_meta_data.csv")
+    assert [r["name"] for r in rows] == ["demo_s4_train_0000", "demo_s4_test_0000", "my_clip"]
+    stamp = json.loads((out / S4 / demo.STAMP).read_text())
+    on_disk = {p.relative_to(out).as_posix() for p in (out / S4).rglob("*") if p.is_file()}
+    assert on_disk == set(stamp["files"]) | {user_video.relative_to(out).as_posix(), f"{S4}/{demo.STAMP}"}
+
+
+def test_demo_data_cli_is_byte_reproducible_with_the_pinned_encoder(tmp_path):
+    """Two runs of ``avs demo-data`` give byte-identical trees, and the mp4s come from the pinned
+    ffmpeg of the imageio-ffmpeg wheel even when another ffmpeg is on PATH or in AVS_FFMPEG."""
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data")}, "demo": {
+        "seed": 3, "frame_size": [48, 64], "num_classes": 6, "s4_videos": [1, 0, 1], "ms3_videos": [1, 0, 0],
+        "avss_videos": [1, 1, 0]}}))
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "AVS_FFMPEG": str(fake),
+           "PYTHONPATH": str(REPO)}
+    trees = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        proc = subprocess.run([sys.executable, "-m", "stages.cli", "demo-data", "--params", str(params), "--out",
+                               str(out), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        trees.append(_files(out))
+    assert trees[0].keys() == trees[1].keys() and len([n for n in trees[0] if n.endswith(".mp4")]) == 5
+    assert not [n for n in trees[0] if trees[0][n] != trees[1][n]]
