@@ -45,7 +45,6 @@ from typing import Iterable
 from pipeline import media
 from pipeline.atomic import atomic_path, write_csv
 from pipeline.labels import FITS
-from pipeline.labels import voc_palette  # noqa: F401 - moved to pipeline.labels; kept until train/evaluate.py imports it there
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
 SPLITS = ("train", "val", "test")

@@ -40,7 +40,6 @@ from pipeline.shards import ArrayLocation, ArrayReader, ShardReader, shard_file
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-IGNORE_LABEL = 255
 
 
 @dataclass(frozen=True)

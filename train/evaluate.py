@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_path
-from pipeline.manifest import voc_palette
+from pipeline.labels import voc_palette
 from pipeline.params import NonNegativeInt, PositiveInt, Size2
 from train.data import ClipDataset, ClipSource, collate_clips, prepare_batch
 from train.checkpoint import build_from_checkpoint, load_checkpoint

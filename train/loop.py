@@ -26,13 +26,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pipeline.atomic import write_csv
+from pipeline.labels import NUM_AVSS_CLASSES
 from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
 from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, embedding_dim,
                         prepare_batch)
 from train.models import build_model
 
-NUM_CLASSES = {"binary": 2, "semantic": 71}
+NUM_CLASSES = {"binary": 2, "semantic": NUM_AVSS_CLASSES}
 LOG_FLUSH_EVERY = 10  # steps between rewrites of the CSV log
 
 

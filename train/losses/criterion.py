@@ -11,10 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.labels import IGNORE_LABEL
 from train.losses.mask_losses import dice_loss, point_sample, sigmoid_bce_loss, uncertain_point_coords
 from train.losses.matcher import HungarianMatcher
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = IGNORE_LABEL
 
 
 def masks_to_targets(gt: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:

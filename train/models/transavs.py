@@ -69,6 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.labels import NUM_AVSS_CLASSES
 from train.losses.transavs_losses import TransAVSCriterion, TransAVSLossConfig
 from train.models.backbones import build_backbone
 from train.models.inference import upsample_mask_logits
@@ -327,7 +328,7 @@ def build_transavs(
     if task not in TASKS:
         raise ValueError(f"build_transavs: task must be one of {TASKS}, got {task!r}")
     if num_classes is None:
-        num_classes = 2 if task == "binary" else 71
+        num_classes = 2 if task == "binary" else NUM_AVSS_CLASSES
     image_backbone = build_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
     pixel_decoder = MSDeformAttnPixelDecoder(
         image_backbone.out_channels, hidden_dim=hidden_dim, num_layers=pixel_decoder_layers, mask_dim=hidden_dim,
