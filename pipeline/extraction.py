@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline import media
+from pipeline.audio.logmel import num_examples
 from pipeline.failures import FailureLog
 from pipeline.labels import NUM_AVSS_CLASSES, fit_image, read_label
 from pipeline.manifest import ManifestRow
@@ -22,6 +23,7 @@ KIND = "extract"
 # ffmpeg's scale flags (swscale algorithms).
 ResizeFilter = Literal["fast_bilinear", "bilinear", "bicubic", "experimental", "neighbor", "area", "bicublin",
                        "gauss", "sinc", "lanczos", "spline"]
+SHORT_AUDIO = ("repeat_last", "silence")
 
 
 @feature_params(KIND)
@@ -32,6 +34,7 @@ class ExtractParams:
     frame_size: Size2 = field(default_factory=lambda: [224, 224])  # [H, W]; AVSBench: 224x224, aspect not kept
     resize_filter: ResizeFilter = "bilinear"  # ffmpeg scale flags; AVSBench used cv2 INTER_LINEAR (no antialias): mean abs diff 5-7 grey levels, see benchmarks
     missing_audio: Literal["silence", "fail"] = "silence"  # silence: keep the video with silent audio (warning) | fail: list it as a failure
+    short_audio: Literal["repeat_last", "silence"] = "repeat_last"  # audio too short for T log-mel examples: repeat_last (AVSBench) | silence
     strict: bool = False  # any failed video -> non-zero exit (after writing everything that worked)
 
     def __post_init__(self) -> None:
@@ -39,6 +42,8 @@ class ExtractParams:
             raise ValueError(f"frame_size must be [H, W] with both >= 8, got {self.frame_size}")
         if self.missing_audio not in ("silence", "fail"):
             raise ValueError(f"missing_audio must be 'silence' or 'fail', got {self.missing_audio!r}")
+        if self.short_audio not in SHORT_AUDIO:
+            raise ValueError(f"short_audio must be one of {SHORT_AUDIO}, got {self.short_audio!r}")
 
     def hash(self) -> str:
         # strict only changes the exit code, never the shard contents.
@@ -50,6 +55,26 @@ class ExtractedVideo:
     arrays: dict[str, np.ndarray]
     attrs: dict[str, Any]
     warnings: list[str]
+
+
+def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int, policy: str) -> tuple[np.ndarray, str | None]:
+    """The audio to store for a clip whose stream gave ``real_samples`` samples, and a warning if short.
+
+    audio: int16 [T*16000], zero-padded past ``real_samples``. When the real audio holds fewer than
+    T whole log-mel examples (0.96 s each), ``repeat_last`` stores only the real samples, so the
+    log-mel stage repeats the last example as the official AVSBench log-mel does; ``silence``
+    keeps the zero padding (the missing examples are log-mel of silence). The decision lives here
+    because only extraction knows where the real audio ends.
+    """
+    have = num_examples(real_samples)
+    if real_samples == 0 or have >= num_seconds:
+        return audio, None
+    seconds = real_samples / media.AUDIO_RATE
+    if policy == "repeat_last":
+        return audio[:real_samples].copy(), (f"audio {seconds:.2f} s gives {have} of T={num_seconds} log-mel examples: "
+                                             "the last one is repeated (extract.short_audio: repeat_last)")
+    return audio, (f"audio {seconds:.2f} s gives {have} of T={num_seconds} log-mel examples: "
+                   "the rest is silence (extract.short_audio: silence)")
 
 
 def _read_frame_images(paths: list[str], size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
@@ -65,54 +90,80 @@ def _read_frame_images(paths: list[str], size: tuple[int, int], fit: str = "stre
     return np.stack(frames)
 
 
-def extract_video(row: ManifestRow, cfg: ExtractParams) -> ExtractedVideo:
-    """Frames uint8 [T,H,W,3], audio int16 [T*16000], and gt_masks uint8 [T,H,W] + gt_valid bool [T]
-    when the dataset has labels. Raises MediaError/ManifestError naming the file on bad input."""
-    size = (int(cfg.frame_size[0]), int(cfg.frame_size[1]))
+def _from_video(row: ManifestRow, cfg: ExtractParams, size: tuple[int, int], progress: bool) -> tuple[dict, list[str]]:
+    """Frames, audio and frame indices of a row with a source video, plus warnings."""
     T = int(row.num_seconds)
+    info = row.media_info()
+    if info is None or not info.fps:
+        raise media.MediaError(f"{row.source_video}: no video stream")
+    clip = media.extract_clip(row.source_video, T, size, info=info, resize_filter=cfg.resize_filter,
+                              missing_audio=cfg.missing_audio, progress=progress)
+    warnings = []
+    if clip.decoded_frames <= media.FramePlan.for_clip(T, info.fps, info.duration).wanted(T - 1):
+        warnings.append(f"video shorter than {T} s ({clip.decoded_frames} frames): last frame repeated")
+    audio, short = apply_short_audio(clip.audio, clip.audio_samples, T, cfg.short_audio)
+    warnings += [short] if short else []
+    return {"frames": clip.frames, "audio": audio, "indices": clip.frame_indices,
+            "audio_source": clip.audio_source}, warnings
+
+
+def _from_frame_images(row: ManifestRow, cfg: ExtractParams, size: tuple[int, int]) -> tuple[dict, list[str]]:
+    """Frames from T pre-extracted images and audio from the row's wav (AVSBench release layouts)."""
+    T = int(row.num_seconds)
+    frames = _read_frame_images(row.frame_paths, size, row.frame_fit)
+    if len(frames) != T:
+        raise media.MediaError(f"{row.video_id}: {len(frames)} frame images for T={T}")
     warnings: list[str] = []
+    if row.source_audio and Path(row.source_audio).is_file():
+        pcm = media.decode_audio(row.source_audio, T)
+        audio, short = apply_short_audio(media.fit_audio(pcm, T), pcm.size, T, cfg.short_audio)
+        warnings += [short] if short else []
+        source = "wav"
+    elif cfg.missing_audio == "fail":
+        raise media.MediaError(f"{row.source_audio or row.video_id}: audio file missing")
+    else:
+        audio, source = np.zeros(T * media.AUDIO_RATE, np.int16), "silence (no audio file)"
+    return {"frames": frames, "audio": audio, "indices": list(range(T)), "audio_source": source}, warnings
+
+
+def _ground_truth(row: ManifestRow, size: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """gt_masks uint8 [T,H,W] and gt_valid bool [T] (False where a second has no label), plus warnings."""
+    T = int(row.num_seconds)
+    gt = np.zeros((T, *size), np.uint8)
+    valid = np.zeros(T, bool)
+    unknown = 0
+    for t, label in enumerate(row.labels[:T]):
+        if label:
+            decoded = read_label(label, row.label_format, size, fit=row.frame_fit)
+            gt[t], valid[t] = decoded.ids, True
+            unknown += decoded.unknown_pixels
+    warnings = []
+    if unknown:
+        warnings.append(f"{unknown} label pixel(s) of colours outside the {NUM_AVSS_CLASSES}-class palette "
+                        "read as background 0 (as the official loader does)")
+    return {"gt_masks": gt, "gt_valid": valid}, warnings
+
+
+def extract_video(row: ManifestRow, cfg: ExtractParams, progress: bool = False) -> ExtractedVideo:
+    """Frames uint8 [T,H,W,3], audio int16 [T*16000] (fewer samples when ``short_audio: repeat_last``
+    keeps a too-short stream as it is), and gt_masks uint8 [T,H,W] + gt_valid bool [T] when the
+    dataset has labels. Raises MediaError/ManifestError naming the file on bad input."""
+    size = (int(cfg.frame_size[0]), int(cfg.frame_size[1]))
     if row.probe_error:
         raise media.MediaError(row.probe_error)
     if row.source_video:
-        info = row.media_info()
-        if info is None or not info.fps:
-            raise media.MediaError(f"{row.source_video}: no video stream")
-        clip = media.extract_clip(row.source_video, T, size, info=info, resize_filter=cfg.resize_filter,
-                                  missing_audio=cfg.missing_audio)
-        frames, audio, audio_source, indices = clip.frames, clip.audio, clip.audio_source, clip.frame_indices
-        if clip.decoded_frames <= max(media.avsbench_frame_indices(T, info.fps)):
-            warnings.append(f"video shorter than {T} s ({clip.decoded_frames} frames): last frame repeated")
+        got, warnings = _from_video(row, cfg, size, progress)
     else:
-        frames = _read_frame_images(row.frame_paths, size, row.frame_fit)
-        if len(frames) != T:
-            raise media.MediaError(f"{row.video_id}: {len(frames)} frame images for T={T}")
-        indices = list(range(T))
-        if row.source_audio and Path(row.source_audio).is_file():
-            audio, audio_source = media.read_audio(row.source_audio, T), "wav"
-        elif cfg.missing_audio == "fail":
-            raise media.MediaError(f"{row.source_audio or row.video_id}: audio file missing")
-        else:
-            audio, audio_source = np.zeros(T * media.AUDIO_RATE, np.int16), "silence (no audio file)"
-    if audio_source.startswith("silence"):
-        warnings.append(f"{audio_source}: audio is all zeros")
-    arrays: dict[str, np.ndarray] = {"frames": frames, "audio": audio}
+        got, warnings = _from_frame_images(row, cfg, size)
+    if got["audio_source"].startswith("silence"):
+        warnings.append(f"{got['audio_source']}: audio is all zeros")
+    arrays: dict[str, np.ndarray] = {"frames": got["frames"], "audio": got["audio"]}
     if row.label_format != "none":
-        labels = row.labels
-        gt = np.zeros((T, *size), np.uint8)
-        valid = np.zeros(T, bool)
-        unknown = 0
-        for t, label in enumerate(labels[:T]):
-            if label:
-                decoded = read_label(label, row.label_format, size, fit=row.frame_fit)
-                gt[t], valid[t] = decoded.ids, True
-                unknown += decoded.unknown_pixels
-        if unknown:
-            warnings.append(f"{unknown} label pixel(s) of colours outside the {NUM_AVSS_CLASSES}-class palette "
-                            "read as background 0 (as the official loader does)")
-        arrays["gt_masks"] = gt
-        arrays["gt_valid"] = valid
+        truth, label_warnings = _ground_truth(row, size)
+        arrays.update(truth)
+        warnings += label_warnings
     attrs = {"source_sha256": row.source_sha256, "split": row.split, "task": row.task, "category": row.category,
-             "num_seconds": T, "frame_indices": indices, "audio_source": audio_source,
+             "num_seconds": int(row.num_seconds), "frame_indices": got["indices"], "audio_source": got["audio_source"],
              "source": row.source_video or row.source_frames.split(";")[0], "label_format": row.label_format}
     return ExtractedVideo(arrays, attrs, warnings)
 
@@ -121,7 +172,7 @@ def extract_shard(rows: list[ManifestRow], out_path: Path, cfg: ExtractParams, d
                   dataset: str = "", progress: bool = True) -> FailureLog:
     """Extract every row into one shard at ``out_path`` (written atomically, in manifest order)."""
     failures = FailureLog(stage=KIND)
-    work = functools.partial(extract_video, cfg=cfg)
+    work = functools.partial(extract_video, cfg=cfg, progress=progress)
     with ShardWriter(out_path, kind=KIND, params_hash=cfg.hash(),
                      attrs={"dataset": dataset, **record_attrs(KIND, cfg)}) as writer:
         for row, outcome in map_ordered(work, rows, dask_cfg=dask_cfg, desc=f"extract {out_path.stem}",
@@ -135,3 +186,4 @@ def extract_shard(rows: list[ManifestRow], out_path: Path, cfg: ExtractParams, d
                 failures.warn(row.video_id, warning, source=source)
             writer.write_video(row.video_id, result.arrays, {**result.attrs, "params_hash": cfg.hash()})
     return failures
+
