@@ -171,3 +171,52 @@ def test_dask_local_cluster_gives_same_shard(tmp_path, make_video, processes):
     assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress",
                  "--workers", "2"]) == 0
     assert shard.read_bytes() == in_process
+
+
+def test_shard_where_every_video_failed_exits_1_with_one_line(tmp_path, capsys):
+    root = tmp_path / "videos"
+    root.mkdir()
+    for i in range(3):
+        (root / f"broken {i}.mp4").write_text("not a video\n" * 40)
+    (root / "empty.mp4").write_bytes(b"")
+    params = write_params(tmp_path, root)  # strict is off: still an error, nothing was extracted
+    assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("extract vids shard-0: all 4 videos failed; most common reason (3x): not a readable")
+    assert len(last) <= 200
+
+
+def test_sigkill_during_extraction_leaves_no_temporaries(tmp_path, make_video):
+    """kill -9 of the extracting process: its ffmpeg children end on their own (broken pipe), nothing is
+    left in the temporary folder, and the next run leaves only the shard and its failures file."""
+    import psutil
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    make_video("long.mp4", seconds=300, fps=4, size=(32, 64), folder=root)
+    params = write_params(tmp_path, root)
+    params.write_text(params.read_text().replace("seconds: 5", "seconds: null"))
+    assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 0
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "TMP": str(scratch), "TEMP": str(scratch)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", "extract", "--params", str(params), "--dataset",
+                             "vids", "--shard", "0", "--no-progress"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    children: list = []
+    while time.monotonic() < deadline and not children:  # wait until ffmpeg is decoding for it
+        children = [c for c in parent.children(recursive=True) if "ffmpeg" in c.name()]
+        time.sleep(0.05)
+    assert children, "extraction never started ffmpeg"
+    os.kill(proc.pid, signal.SIGKILL)  # only the Python process: its children are not told
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive  # orphaned ffmpeg processes end on the broken pipe
+    assert list(scratch.iterdir()) == []
+    assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress"]) == 0
+    out = tmp_path / "data" / "vids" / "extract"
+    assert sorted(p.name for p in out.iterdir()) == ["shard-0.failures.csv", "shard-0.h5"]
