@@ -609,7 +609,8 @@ def _frame_chunks(frames: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray
 
 
 def _encode_args(out: Path, container: str, width: int, height: int, fps: float, audio_fd: int | None,
-                 audio_channels: int, audio_rate: int, crf: int, vcodec: str, pts_expr: str | None) -> list[str]:
+                 audio_channels: int, audio_rate: int, crf: int, vcodec: str, pts_expr: str | None,
+                 preset: str) -> list[str]:
     video_stream = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
                                 framerate=fps).video
     if pts_expr:
@@ -618,7 +619,7 @@ def _encode_args(out: Path, container: str, width: int, height: int, fps: float,
     streams = [video_stream]
     out_kwargs: dict = dict(vcodec=vcodec, threads=1, map_metadata=-1, fflags="+bitexact", flags="+bitexact")
     if vcodec == "libx264":
-        out_kwargs.update(pix_fmt="yuv420p", crf=crf, preset="medium")
+        out_kwargs.update(pix_fmt="yuv420p", crf=crf, preset=preset)
     if container == "mp4":
         out_kwargs.update(movflags="+faststart")
     if pts_expr:
@@ -642,13 +643,15 @@ def _feed(stream, chunks: Iterable[bytes | np.ndarray]) -> None:
 
 def encode_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float,
                  audio: np.ndarray | None = None, audio_rate: int = AUDIO_RATE, crf: int = 18,
-                 vcodec: str = "libx264", pts_expr: str | None = None, pinned: bool = False) -> None:
+                 vcodec: str = "libx264", pts_expr: str | None = None, preset: str = "medium",
+                 pinned: bool = False) -> None:
     """Write frames uint8 [N,H,W,3] (+ mono/multichannel int16 audio [S] or [S,C]) as a video file.
 
     ``frames`` may also be an iterable of [n,H,W,3] chunks, so long videos are written without
     holding them. Default H.264 (yuv420p, so H and W must be even) + AAC in mp4; ``vcodec="ffv1"``
     (any size, lossless, use .mkv) and ``pts_expr`` (an ffmpeg ``setpts`` expression, giving
-    variable frame rate) exist to make awkward test media. Frames and audio reach ffmpeg through
+    variable frame rate) exist to make awkward test media; ``preset``: x264's speed/size trade-off
+    (benchmarks make long videos with "ultrafast"). Frames and audio reach ffmpeg through
     pipes; the file is written atomically (pipeline.atomic). Single-threaded x264 and bitexact
     muxer/encoder flags so the same input always gives the same bytes; ``pinned`` encodes with
     :func:`pinned_ffmpeg_exe` so they are the same on every machine.
@@ -662,7 +665,8 @@ def encode_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fp
     with atomic_path(path) as tmp:
         read_fd, write_fd = os.pipe() if pcm is not None else (None, None)
         try:
-            args = _encode_args(tmp, container, width, height, fps, read_fd, channels, audio_rate, crf, vcodec, pts_expr)
+            args = _encode_args(tmp, container, width, height, fps, read_fd, channels, audio_rate, crf, vcodec,
+                                pts_expr, preset)
             exe = pinned_ffmpeg_exe() if pinned else ffmpeg_exe()
             proc = subprocess.Popen([exe, *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, pass_fds=() if read_fd is None else (read_fd,))
