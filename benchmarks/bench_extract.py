@@ -6,9 +6,10 @@ Both methods produce the same thing for a 5 s clip: the 5 frames AVSBench keeps 
 ``int(l*fps + 15/16*fps)`` for second l, fps rounded, clamped to the last frame) at 224x224 and
 5 s of 16 kHz mono int16 audio.
 
-* **ours**: ``media.extract_clip(path, 5)`` -- one ffmpeg run that decodes the video, selects the
-  wanted frame indices inside the filter graph, scales only those (swscale ``bilinear``) and
-  resamples the audio, all at once. Timed including its ``ffmpeg -i`` probe.
+* **ours**: ``media.extract_clip(path, 5)`` -- two concurrent ffmpeg processes streaming through
+  pipes: one decodes the video, selects the wanted frame indices inside the filter graph
+  (``mod(n, fps)``, a constant-length expression) and scales only those (swscale ``bilinear``);
+  the other decodes and resamples the audio. Timed including its ``ffmpeg -i`` probe.
 * **ours (manifest info)**: the same call with the ``MediaInfo`` the manifest already holds, as
   ``avs extract`` calls it (no probe).
 * **ours, no tail (diagnostic)**: the same call with a fake long duration, so extract_clip skips

@@ -57,7 +57,8 @@ class ExtractedVideo:
     warnings: list[str]
 
 
-def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int, policy: str) -> tuple[np.ndarray, str | None]:
+def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int,
+                      policy: str) -> tuple[np.ndarray, str | None]:
     """The audio to store for a clip whose stream gave ``real_samples`` samples, and a warning if short.
 
     audio: int16 [T*16000], zero-padded past ``real_samples``. When the real audio holds fewer than

@@ -169,7 +169,8 @@ def check_local_media_path(path: str | os.PathLike) -> Path:
         raise NotLocalFileError(f"{_shown(text)}: is a URL; only local files are read")
     local = Path(text)
     if (prefix := _PROTOCOL.match(text)) and not local.is_file():
-        raise NotLocalFileError(f"{_shown(text)}: has a protocol prefix ({prefix.group(1)}:); only local files are read")
+        raise NotLocalFileError(f"{_shown(text)}: has a protocol prefix ({prefix.group(1)}:); "
+                                "only local files are read")
     if not local.exists():
         raise NotLocalFileError(f"{_shown(text)}: no such file")
     if not local.is_file():

@@ -220,3 +220,19 @@ def test_sigkill_during_extraction_leaves_no_temporaries(tmp_path, make_video):
     assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress"]) == 0
     out = tmp_path / "data" / "vids" / "extract"
     assert sorted(p.name for p in out.iterdir()) == ["shard-0.failures.csv", "shard-0.h5"]
+
+
+def test_short_audio_policies():
+    from pipeline.audio.features import clip_mel_examples
+    from pipeline.extraction import apply_short_audio
+
+    real = tone(2.2)  # 2 whole log-mel examples for T = 5
+    padded = media.fit_audio(real, 5)
+    kept, warning = apply_short_audio(padded, real.size, 5, "repeat_last")
+    assert kept.size == real.size and "2 of T=5" in warning and "repeated" in warning
+    mel, count = clip_mel_examples(kept, 5)
+    assert count == 2 and np.array_equal(mel[4], mel[1])  # the official rule: the last example repeated
+    silent, warning = apply_short_audio(padded, real.size, 5, "silence")
+    assert silent is padded and "silence" in warning
+    assert apply_short_audio(padded, 5 * 16_000, 5, "repeat_last") == (padded, None)  # long enough: untouched
+    assert apply_short_audio(np.zeros(80_000, np.int16), 0, 5, "repeat_last")[1] is None  # no audio stream

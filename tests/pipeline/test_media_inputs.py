@@ -68,7 +68,8 @@ def test_check_local_media_path_refuses_what_is_not_a_local_file(tmp_path, monke
     _one_line(str(err.value))
 
 
-@pytest.mark.parametrize("odd_name", ["concat:a.mp4|b.mp4", "pipe:x.mp4", "-x.mp4", "-i", "file:y.mp4", "sub dir/%d.mp4"])
+@pytest.mark.parametrize("odd_name", ["concat:a.mp4|b.mp4", "pipe:x.mp4", "-x.mp4", "-i", "file:y.mp4",
+                                      "sub dir/%d.mp4"])
 def test_odd_file_names_are_plain_files(tmp_path, make_video, monkeypatch, odd_name):
     original = make_video("original.mp4", fps=25)
     # Decoys: were the name read as a protocol or an option, these (or nothing) would be read instead.
