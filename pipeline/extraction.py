@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline import media
-from pipeline.audio.logmel import num_examples
 from pipeline.failures import FailureLog
 from pipeline.labels import NUM_AVSS_CLASSES, fit_image, read_label
 from pipeline.manifest import ManifestRow
@@ -57,6 +56,17 @@ class ExtractedVideo:
     warnings: list[str]
 
 
+def logmel_example_count(samples: int) -> int:
+    """Whole VGGish log-mel examples in ``samples`` of 16 kHz audio: 25 ms frames every 10 ms, 96 per example.
+
+    The same count as ``pipeline.audio.logmel.num_examples`` (a test keeps them equal); not imported
+    from there because importing ``pipeline.audio`` loads the encoders (torch), which extraction
+    workers and the extract stage's DVC dependencies must not need.
+    """
+    frames = 0 if samples < 400 else 1 + (samples - 400) // 160
+    return 0 if frames < 96 else 1 + (frames - 96) // 96
+
+
 def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int,
                       policy: str) -> tuple[np.ndarray, str | None]:
     """The audio to store for a clip whose stream gave ``real_samples`` samples, and a warning if short.
@@ -67,7 +77,7 @@ def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int,
     keeps the zero padding (the missing examples are log-mel of silence). The decision lives here
     because only extraction knows where the real audio ends.
     """
-    have = num_examples(real_samples)
+    have = logmel_example_count(real_samples)
     if real_samples == 0 or have >= num_seconds:
         return audio, None
     seconds = real_samples / media.AUDIO_RATE

@@ -236,3 +236,11 @@ def test_short_audio_policies():
     assert silent is padded and "silence" in warning
     assert apply_short_audio(padded, 5 * 16_000, 5, "repeat_last") == (padded, None)  # long enough: untouched
     assert apply_short_audio(np.zeros(80_000, np.int16), 0, 5, "repeat_last")[1] is None  # no audio stream
+
+
+def test_example_count_matches_the_logmel_front_end():
+    from pipeline.audio.logmel import num_examples
+    from pipeline.extraction import logmel_example_count
+
+    for samples in [0, 399, 400, 15_599, 15_600, 15_601, 30_959, 30_960, 35_200, 79_999, 80_000, 2_400_000]:
+        assert logmel_example_count(samples) == num_examples(samples), samples
