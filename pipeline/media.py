@@ -150,7 +150,7 @@ _REFUSED_DEMUXERS = frozenset({"concat", "hls", "applehttp", "dash", "imf", "sdp
 _SCRIPT_MAGIC = (b"#EXTM3U", b"ffconcat", b"<?xml", b"<MPD", b"v=0")
 
 
-def _shown(text: str, limit: int = 120) -> str:
+def _shown(text: str, limit: int = 80) -> str:
     """A path as messages show it: whole when short, else its last ``limit`` characters (one-line errors)."""
     return text if len(text) <= limit else "..." + text[-limit:]
 
@@ -235,7 +235,7 @@ def _last_error_line(stderr: bytes) -> str:
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     for line in reversed(lines):
         if not line.startswith(("Input #", "Stream", "Metadata", "Duration")):
-            return line[-150:]
+            return line[-90:]
     return "ffmpeg failed without a message"
 
 
@@ -473,14 +473,16 @@ def _check_video(path: str | Path, info: MediaInfo, num_seconds: int, missing_au
 
 def iter_clip_windows(path: str | Path, num_seconds: int, size: tuple[int, int] = (224, 224), *,
                       window_seconds: int = DEFAULT_WINDOW_SECONDS, info: MediaInfo | None = None,
-                      resize_filter: str = "bilinear", missing_audio: str = "silence") -> Iterator[ClipWindow]:
+                      resize_filter: str = "bilinear", missing_audio: str = "silence",
+                      with_audio: bool = True) -> Iterator[ClipWindow]:
     """Decode ``path`` once and yield its T AVSBench frames and T s of audio, ``window_seconds`` at a time.
 
     Frames: for second l the decoded frame ``int(l*fps + 15/16*fps)`` (fps rounded), scaled to
     ``size`` = (H, W) with swscale ``resize_filter`` (aspect not kept, like AVSBench); a second past
     the last decoded frame takes the last frame (AVSBench's clamp). Audio: the first stream,
     mono 16 kHz int16, zeros past its end; no audio stream gives silence (``missing_audio="silence"``)
-    or :class:`MediaError` (``"fail"``). Two ffmpeg processes (frames, audio) stream through pipes;
+    or :class:`MediaError` (``"fail"``); ``with_audio=False`` skips the audio (all zeros), e.g. for a
+    second pass at another frame size. Two ffmpeg processes (frames, audio) stream through pipes;
     memory holds one window. Each yielded window's arrays are new (the caller may keep them).
     """
     info = info or probe(path)
@@ -489,7 +491,7 @@ def iter_clip_windows(path: str | Path, num_seconds: int, size: tuple[int, int] 
         raise ValueError(f"window_seconds must be >= 1, got {window_seconds}")
     plan = FramePlan.for_clip(num_seconds, info.fps, info.duration)
     video = _Pipe(_video_args(path, plan, size, resize_filter), path, "frames")
-    audio = _Pipe(_audio_args(path, num_seconds), path, "audio") if info.has_audio else None
+    audio = _Pipe(_audio_args(path, num_seconds), path, "audio") if info.has_audio and with_audio else None
     try:
         frames_in, audio_in = _FrameReader(video, plan, size), _AudioReader(audio)
         for start in range(0, num_seconds, window_seconds):

@@ -99,6 +99,10 @@ def test_windows_cover_the_clip_once(long_video):
     np.testing.assert_array_equal(np.concatenate([w.frames for w in windows]), clip.frames)
     np.testing.assert_array_equal(np.concatenate([w.audio for w in windows]), clip.audio)
     assert sum(w.audio_samples for w in windows) == clip.audio_samples == 150 * 16_000
+    # A second pass at another size (e.g. predict's native-resolution overlays) can skip the audio.
+    native = list(media.iter_clip_windows(long_video, 150, (H, W), window_seconds=100, with_audio=False))
+    np.testing.assert_array_equal(np.concatenate([w.frames for w in native]), clip.frames)
+    assert all(w.audio_samples == 0 and not w.audio.any() for w in native)
 
 
 def test_extract_stage_on_a_150_s_video(tmp_path, long_video):
