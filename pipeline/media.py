@@ -150,8 +150,8 @@ _REFUSED_DEMUXERS = frozenset({"concat", "hls", "applehttp", "dash", "imf", "sdp
 _SCRIPT_MAGIC = (b"#EXTM3U", b"ffconcat", b"<?xml", b"<MPD", b"v=0")
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    """A path as messages show it: whole when short, else its last ``limit`` characters (one-line errors)."""
+def shown_path(text: str, limit: int = 80) -> str:
+    """A path as messages show it: whole when short, else "..." and its last ``limit`` characters (one-line errors)."""
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
@@ -164,17 +164,17 @@ def check_local_media_path(path: str | os.PathLike) -> Path:
     """
     text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
     if not text or "\x00" in text:
-        raise NotLocalFileError(f"{_shown(repr(text))}: not a file name")
+        raise NotLocalFileError(f"{shown_path(repr(text))}: not a file name")
     if _URL.match(text):
-        raise NotLocalFileError(f"{_shown(text)}: is a URL; only local files are read")
+        raise NotLocalFileError(f"{shown_path(text)}: is a URL; only local files are read")
     local = Path(text)
     if (prefix := _PROTOCOL.match(text)) and not local.is_file():
-        raise NotLocalFileError(f"{_shown(text)}: has a protocol prefix ({prefix.group(1)}:); "
+        raise NotLocalFileError(f"{shown_path(text)}: has a protocol prefix ({prefix.group(1)}:); "
                                 "only local files are read")
     if not local.exists():
-        raise NotLocalFileError(f"{_shown(text)}: no such file")
+        raise NotLocalFileError(f"{shown_path(text)}: no such file")
     if not local.is_file():
-        raise NotLocalFileError(f"{_shown(text)}: not a regular file (a directory, device or pipe)")
+        raise NotLocalFileError(f"{shown_path(text)}: not a regular file (a directory, device or pipe)")
     return Path(os.path.abspath(text))
 
 
@@ -247,15 +247,15 @@ def probe(path: str | Path) -> MediaInfo:
     """
     local = check_local_media_path(path)
     if local.stat().st_size == 0:
-        raise MediaError(f"{_shown(str(path))}: empty file (0 bytes)")
+        raise MediaError(f"{shown_path(str(path))}: empty file (0 bytes)")
     options = [arg for key, value in _input_options().items() for arg in (f"-{key}", value)]
     proc = _run(["-hide_banner", "-nostdin", *options, "-i", ffmpeg_url(local)], "probe", path)
     info = parse_probe(proc.stderr.decode("utf-8", "replace"))
     if not info.has_video and not info.has_audio:
         if _is_script(local):
-            raise MediaError(f"{_shown(str(path))}: a playlist or script that refers to other files; "
+            raise MediaError(f"{shown_path(str(path))}: a playlist or script that refers to other files; "
                              "only self-contained media files are read")
-        raise MediaError(f"{_shown(str(path))}: not a readable audio/video file ({_last_error_line(proc.stderr)})")
+        raise MediaError(f"{shown_path(str(path))}: not a readable audio/video file ({_last_error_line(proc.stderr)})")
     return info
 
 
@@ -351,7 +351,7 @@ class _Pipe:
         self._drain.join()
         if code != 0:
             reason = _last_error_line(b"".join(self._stderr))
-            raise MediaError(f"{_shown(str(self.path))}: ffmpeg could not decode it ({self.what}: {reason})")
+            raise MediaError(f"{shown_path(str(self.path))}: ffmpeg could not decode it ({self.what}: {reason})")
 
     def stop(self) -> None:
         """End ffmpeg now (it may still be writing what is no longer needed) and release its pipes."""
@@ -400,7 +400,7 @@ class _FrameReader:
         return self._clamp(wanted, slot)
 
     def _clamp(self, wanted: int, slot: np.ndarray) -> int:
-        path, plan = _shown(str(self.pipe.path)), self.plan
+        path, plan = shown_path(str(self.pipe.path)), self.plan
         if self.outputs == 0:
             raise MediaError(f"{path}: no decodable video frames")
         if plan.estimated is not None and wanted < plan.estimated - plan.rfps:
@@ -462,13 +462,13 @@ def _audio_args(path: str | Path, num_seconds: int) -> list[str]:
 
 def _check_video(path: str | Path, info: MediaInfo, num_seconds: int, missing_audio: str) -> None:
     if num_seconds < 1:
-        raise MediaError(f"{_shown(str(path))}: the number of seconds T must be >= 1, got {num_seconds}")
+        raise MediaError(f"{shown_path(str(path))}: the number of seconds T must be >= 1, got {num_seconds}")
     if not info.has_video:
-        raise MediaError(f"{_shown(str(path))}: no video stream")
+        raise MediaError(f"{shown_path(str(path))}: no video stream")
     if not info.fps or info.fps <= 0:
-        raise MediaError(f"{_shown(str(path))}: frame rate unknown")
+        raise MediaError(f"{shown_path(str(path))}: frame rate unknown")
     if not info.has_audio and missing_audio == "fail":
-        raise MediaError(f"{_shown(str(path))}: no audio stream")
+        raise MediaError(f"{shown_path(str(path))}: no audio stream")
 
 
 def iter_clip_windows(path: str | Path, num_seconds: int, size: tuple[int, int] = (224, 224), *,
@@ -564,10 +564,10 @@ def decode_audio(path: str | Path, num_seconds: int) -> np.ndarray:
     long and not padded (its length says how much audio the file really has)."""
     info = probe(path)
     if not info.has_audio:
-        raise MediaError(f"{_shown(str(path))}: no audio stream")
+        raise MediaError(f"{shown_path(str(path))}: no audio stream")
     proc = _run(_audio_args(path, num_seconds), "audio decoding", path)
     if proc.returncode != 0:
-        raise MediaError(f"{_shown(str(path))}: ffmpeg could not decode the audio ({_last_error_line(proc.stderr)})")
+        raise MediaError(f"{shown_path(str(path))}: ffmpeg could not decode the audio ({_last_error_line(proc.stderr)})")
     return np.frombuffer(proc.stdout[: len(proc.stdout) // 2 * 2], np.int16)
 
 
@@ -585,7 +585,7 @@ def decode_all_frames(path: str | Path, size: tuple[int, int] | None = None,
     """
     info = probe(path)
     if not info.has_video:
-        raise MediaError(f"{_shown(str(path))}: no video stream")
+        raise MediaError(f"{shown_path(str(path))}: no video stream")
     height, width = size if size else (info.height, info.width)
     stream = _input(path).video
     if size:
@@ -593,7 +593,7 @@ def decode_all_frames(path: str | Path, size: tuple[int, int] | None = None,
     proc = _run(_cli(stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")),
                 "frame decoding", path)
     if proc.returncode != 0:
-        raise MediaError(f"{_shown(str(path))}: ffmpeg could not decode it ({_last_error_line(proc.stderr)})")
+        raise MediaError(f"{shown_path(str(path))}: ffmpeg could not decode it ({_last_error_line(proc.stderr)})")
     frame_bytes = height * width * 3
     count = len(proc.stdout) // frame_bytes
     return np.frombuffer(proc.stdout[: count * frame_bytes], np.uint8).reshape(count, height, width, 3)
@@ -676,7 +676,7 @@ def encode_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fp
         except OSError as exc:
             if write_fd is not None:
                 os.close(write_fd)
-            raise MediaError(f"{_shown(str(path))}: cannot run ffmpeg for encoding: {exc}") from exc
+            raise MediaError(f"{shown_path(str(path))}: cannot run ffmpeg for encoding: {exc}") from exc
         finally:
             if read_fd is not None:
                 os.close(read_fd)  # the child holds its own copy
@@ -689,7 +689,7 @@ def encode_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fp
         for feeder in feeders:
             feeder.join()
         if proc.wait() != 0:
-            raise MediaError(f"{_shown(str(path))}: ffmpeg could not encode it ({_last_error_line(stderr)})")
+            raise MediaError(f"{shown_path(str(path))}: ffmpeg could not encode it ({_last_error_line(stderr)})")
 
 
 def seconds_in(info: MediaInfo) -> int:
