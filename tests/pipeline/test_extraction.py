@@ -174,18 +174,25 @@ def test_dask_local_cluster_gives_same_shard(tmp_path, make_video, processes):
 
 
 def test_shard_where_every_video_failed_exits_1_with_one_line(tmp_path, capsys):
+    """The manifest said these files were videos (an old manifest, files replaced since): extraction fails
+    for every one, and the stage exits 1 even though strict is off."""
+    from pipeline.manifest import ManifestRow, write_manifest
+
     root = tmp_path / "videos"
     root.mkdir()
+    rows = []
     for i in range(3):
         (root / f"broken {i}.mp4").write_text("not a video\n" * 40)
-    (root / "empty.mp4").write_bytes(b"")
-    params = write_params(tmp_path, root)  # strict is off: still an error, nothing was extracted
-    assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 0
-    capsys.readouterr()
-    assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress"]) == 1
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("extract vids shard-0: all 4 videos failed; most common reason (3x): not a readable")
-    assert len(last) <= 200
+        rows.append(ManifestRow(video_id=f"broken {i}.mp4", split="test", task="raw",
+                                source_video=str(root / f"broken {i}.mp4"),
+                                duration="5.200", fps="25", audio_channels="1", audio_rate="16000", num_seconds=5))
+    manifest, out = tmp_path / "rows.csv", tmp_path / "data" / "vids" / "extract" / "shard-0.h5"
+    write_manifest(rows, manifest)
+    params = write_params(tmp_path, root)
+    code = main(["extract", "--params", str(params), "--manifest", str(manifest), "--out", str(out), "--no-progress"])
+    assert code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # the line stages.common.finish prints
+    assert "vids" in last and "every video failed (3); most common reason (3x)" in last and "decode" in last
 
 
 def test_sigkill_during_extraction_leaves_no_temporaries(tmp_path, make_video):

@@ -135,8 +135,7 @@ def test_extract_stage_rejects_url_rows_and_exits_1(tmp_path, http_server, capsy
     params.write_text(f"data:\n  root: {tmp_path / 'data'}\ndask:\n  n_workers: 0\n")
     code = main(["extract", "--params", str(params), "--manifest", str(manifest), "--out", str(out), "--no-progress"])
     assert code == 1
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "all 3 videos failed" in last and "is a URL; only local files are read" in last
-    _one_line(last)
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # the line stages.common.finish prints
+    assert "every video failed (3)" in last and "is a URL; only local files are read" in last
     assert {f["level"] for f in read_failures(out.with_name("shard-0.failures.csv"))} == {"error"}
     assert requests == []
