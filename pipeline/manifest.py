@@ -40,11 +40,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Annotated, Iterable, Literal
+
+from pydantic import AfterValidator
 
 from pipeline import media
 from pipeline.atomic import atomic_path, write_csv
 from pipeline.labels import FITS
+from pipeline.params import NonNegativeInt, ParamsError, from_section
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
 SPLITS = ("train", "val", "test")
@@ -54,26 +57,44 @@ class ManifestError(ValueError):
     """A dataset layout or manifest is malformed; the message names the file."""
 
 
+def _no_remote(value: str) -> str:
+    """``value`` (one path, or ``;``-separated paths) unless one of them is a URL or a protocol prefix."""
+    for part in value.split(";") if value else []:
+        if part:
+            try:
+                media.refuse_remote(part)
+            except media.MediaError as exc:
+                raise ValueError(str(exc)) from None
+    return value
+
+
+# Paths in manifest rows: local files only (a URL or protocol prefix is refused when the CSV is read).
+LocalSources = Annotated[str, AfterValidator(_no_remote)]
+
+
 @dataclass
 class ManifestRow:
+    """One manifest line. Rows read from a CSV are validated against these annotations (pydantic, via
+    :func:`pipeline.params.from_section`), each error naming the CSV line and the column."""
+
     video_id: str
-    split: str
-    task: str
+    split: Literal["train", "val", "test"]
+    task: Literal["s4", "ms3", "avss", "raw"]
     category: str = ""
-    source_video: str = ""
-    source_frames: str = ""
-    source_audio: str = ""
+    source_video: LocalSources = ""
+    source_frames: LocalSources = ""
+    source_audio: LocalSources = ""
     source_sha256: str = ""
     duration: str = ""
     fps: str = ""
     audio_channels: str = ""
     audio_rate: str = ""
-    num_seconds: int = 5
-    label_paths: str = ""
-    label_format: str = "none"
-    shard: int = 0
+    num_seconds: NonNegativeInt = 5  # 0 only on rows whose probe failed
+    label_paths: LocalSources = ""
+    label_format: Literal["binary_png", "voc_rgb", "none"] = "none"
+    shard: NonNegativeInt = 0
     probe_error: str = ""
-    frame_fit: str = "stretch"
+    frame_fit: Literal["stretch", "crop"] = "stretch"
 
     @property
     def frame_paths(self) -> list[str]:
@@ -448,22 +469,31 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `avs manifest` first)")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
-        if missing:
-            raise ManifestError(f"{path}: not a manifest, missing column(s) {missing}")
-        rows = []
-        for i, rec in enumerate(reader):
-            try:
-                rec = {k: rec.get(k) if rec.get(k) is not None else OPTIONAL_COLUMNS.get(k, "") for k in COLUMNS}
-                rec["num_seconds"] = int(rec["num_seconds"])
-                rec["shard"] = int(rec["shard"])
-            except ValueError as exc:
-                raise ManifestError(f"{path}:{i + 2}: {exc}") from exc
-            validate_video_id(rec["video_id"], f"{path}:{i + 2}")
-            rows.append(ManifestRow(**rec))
-    return rows
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
+            if missing:
+                raise ManifestError(f"{path}: not a manifest, missing column(s) {missing}")
+            return [_row_from_csv(rec, f"{path}:{reader.line_num}") for rec in reader]
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not a UTF-8 text CSV (a binary file?)") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def _row_from_csv(rec: dict[str, str | None], where: str) -> ManifestRow:
+    """One CSV record -> a validated row; errors name ``where`` (file:line) and the column."""
+    values = {k: rec.get(k) or "" for k in COLUMNS}
+    values.update({k: default for k, default in OPTIONAL_COLUMNS.items() if not values[k]})
+    try:
+        row = from_section(ManifestRow, values, where)
+    except ParamsError as exc:
+        raise ManifestError(str(exc).replace(f"params '{where}'", where)) from None
+    if row.num_seconds == 0 and not row.probe_error:
+        raise ManifestError(f"{where}.num_seconds must be >= 1 for a readable video, got 0")
+    validate_video_id(row.video_id, where)
+    return row
 
 
 def shard_slice_file(data_root: str | Path, dataset: str, shard: int) -> Path:

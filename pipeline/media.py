@@ -49,18 +49,21 @@ class NotLocalFileError(MediaError):
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary: ``$AVS_FFMPEG``, then PATH, then the imageio-ffmpeg wheel."""
+    """Path of the ffmpeg binary: ``$AVS_FFMPEG``, then the pinned imageio-ffmpeg binary, then PATH.
+
+    The pinned binary comes first so that decoding and scaling (and so every shard and every hash in
+    dvc.lock) are the same on every machine, whatever ffmpeg the machine has; PATH is the fallback for
+    platforms the wheel ships no binary for."""
     explicit = os.environ.get("AVS_FFMPEG")
     if explicit:
         return explicit
-    on_path = shutil.which("ffmpeg")
-    if on_path:
-        return on_path
     try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - dependency of the project
-        raise MediaError("ffmpeg not found on PATH and imageio-ffmpeg is not installed") from exc
-    return imageio_ffmpeg.get_ffmpeg_exe()
+        return pinned_ffmpeg_exe()
+    except MediaError:
+        on_path = shutil.which("ffmpeg")
+        if on_path:
+            return on_path
+        raise
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,6 +158,21 @@ def shown_path(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def refuse_remote(path: str | os.PathLike) -> str:
+    """``path`` as text, unless it is a URL or starts with a protocol prefix (``pipe:``, ``concat:``, ...)
+    that names no existing file: :class:`NotLocalFileError` then. Needs no file to exist (manifest rows
+    are checked with it when read)."""
+    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    if not text or "\x00" in text:
+        raise NotLocalFileError(f"{shown_path(repr(text))}: not a file name")
+    if _URL.match(text):
+        raise NotLocalFileError(f"{shown_path(text)}: is a URL; only local files are read")
+    if (prefix := _PROTOCOL.match(text)) and not Path(text).is_file():
+        raise NotLocalFileError(f"{shown_path(text)}: has a protocol prefix ({prefix.group(1)}:); "
+                                "only local files are read")
+    return text
+
+
 def check_local_media_path(path: str | os.PathLike) -> Path:
     """The absolute path of a local regular file, else :class:`NotLocalFileError` (one line naming it).
 
@@ -162,15 +180,8 @@ def check_local_media_path(path: str | os.PathLike) -> Path:
     ``file:``, ...) unless a file of that very name exists, missing files, directories, devices and
     FIFOs. Every path passes through here before it reaches ffmpeg; manifest readers call it too.
     """
-    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
-    if not text or "\x00" in text:
-        raise NotLocalFileError(f"{shown_path(repr(text))}: not a file name")
-    if _URL.match(text):
-        raise NotLocalFileError(f"{shown_path(text)}: is a URL; only local files are read")
+    text = refuse_remote(path)
     local = Path(text)
-    if (prefix := _PROTOCOL.match(text)) and not local.is_file():
-        raise NotLocalFileError(f"{shown_path(text)}: has a protocol prefix ({prefix.group(1)}:); "
-                                "only local files are read")
     if not local.exists():
         raise NotLocalFileError(f"{shown_path(text)}: no such file")
     if not local.is_file():

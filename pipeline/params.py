@@ -102,7 +102,8 @@ def _describe(error: dict[str, Any], where: str, cls: type) -> str:
         known = sorted(f.name for f in dataclasses.fields(cls)) if not error["loc"][:-1] else []
         return f"params '{where}': unknown key {error['loc'][-1]!r}" + (f"; known: {known}" if known else "")
     if kind == "value_error":
-        return f"params '{where}': {error['msg'].removeprefix('Value error, ')}"
+        reason = error["msg"].removeprefix("Value error, ")
+        return f"{key}: {reason}" if error["loc"] else f"params '{where}': {reason}"
     return f"{key}: {error['msg'].lower()}, got {shown}"
 
 

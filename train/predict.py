@@ -30,6 +30,7 @@ from train.data import image_tensor, prepare_batch, resize_clip
 from train.evaluate import _colourise
 
 OVERLAY_MAX_SIDE = 640  # overlay video: the video's aspect ratio, longest side at most this
+DECODE_SECONDS = 60  # seconds decoded at a time (memory: one such window at the extract and display sizes)
 
 
 @dataclass
@@ -170,46 +171,76 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path
                   proposals_override: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
     """Write ``out_dir/overlay.mp4`` (one frame per second, the video's aspect ratio), ``out_dir/masks/
     second_XXXX.png`` (the video's resolution; binary 0/255 or class ids) and ``out_dir/prediction.json``.
+    The video is decoded ``window`` seconds at a time (memory holds one window, whatever the length);
+    each window's audio features are computed as for a training clip of that length.
     ``size``: model input [H, W] (None: the checkpoint's inference size). Returns that summary."""
     from tqdm.auto import tqdm
 
-    video, out_dir = Path(video), Path(out_dir)
+    video, out_dir = media.check_local_media_path(video), Path(out_dir)
     predictor = load_predictor(checkpoint, size, proposals_override)
-    extract = predictor.features["extract"]
+    limit = getattr(predictor.model, "max_frames", None)
+    if limit is not None and window > limit:
+        raise ValueError(f"--window {window}: this {predictor.model_name} model takes clips of at most {limit} s")
     info = media.probe(video)
     if not info.has_video:
         raise media.MediaError(f"{video}: no video stream")
     num_seconds = media.seconds_in(info)
-    clip = media.extract_clip(video, num_seconds, tuple(extract.frame_size), info=info,
-                              resize_filter=extract.resize_filter)
-    native = media.extract_clip(video, num_seconds, (info.height, info.width), info=info).frames
-    feats = clip_features(predictor, clip.frames, clip.audio, num_seconds, progress=progress)
     binary = predictor.model.task == "binary"
     shown = overlay_size(info.height, info.width)
-    overlays, foreground = [], []
-    for start in tqdm(range(0, num_seconds, window), desc=f"predict {video.name}", unit="window",
-                      disable=not progress):
-        stop = min(num_seconds, start + window)
-        window_feats = {k: v[start:stop] for k, v in feats.items()}
-        labels = _resize_labels(predict_window(predictor, clip.frames[start:stop], window_feats, threshold),
-                                (info.height, info.width))
-        write_masks(labels, out_dir, start, binary)
-        foreground += [round(float((label > 0).mean()), 4) for label in labels]
-        overlays.append(draw_overlay(media_resize(native[start:stop], shown), _resize_labels(labels, shown), binary))
-    media.encode_video(out_dir / "overlay.mp4", np.concatenate(overlays), fps=1)
+    record = {"frame_indices": [], "foreground_fraction_per_second": [], "warnings": []}
+    bar = tqdm(total=num_seconds, desc=f"predict {video.name}", unit="s", disable=not progress)
+
+    def overlay_chunks():
+        for clip, display in _windows(video, info, num_seconds, predictor, window, shown):
+            labels = np.concatenate([_predict_clip(predictor, part, threshold, record)
+                                     for part in _model_windows(clip, window)])
+            full = _resize_labels(labels, (info.height, info.width))
+            write_masks(full, out_dir, clip.start, binary)
+            record["foreground_fraction_per_second"] += [round(float((f > 0).mean()), 4) for f in full]
+            bar.update(len(labels))
+            yield draw_overlay(display.frames, _resize_labels(labels, shown), binary)
+
+    media.encode_video(out_dir / "overlay.mp4", overlay_chunks(), fps=1)
+    bar.close()
     summary = {"video": str(video), "checkpoint": str(checkpoint), "model": predictor.model_name,
-               "seconds": num_seconds, "model_size": list(predictor.model_size),
-               "frame_indices": clip.frame_indices, "audio_source": clip.audio_source,
-               "foreground_fraction_per_second": foreground}
+               "seconds": num_seconds, "model_size": list(predictor.model_size), **record}
     with atomic_path(out_dir / "prediction.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def media_resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 [T,H,W,3] -> [T,h,w,3] bilinear (display only)."""
-    if frames.shape[1:3] == tuple(size):
-        return frames
-    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    out = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def _windows(video: Path, info: Any, num_seconds: int, predictor: Predictor, window: int, shown: tuple[int, int]):
+    """(model-size window, display-size window) pairs: two decodes of the same seconds, a decode window
+    (a whole number of model windows of ``window`` seconds, about a minute) at a time."""
+    extract = predictor.features["extract"]
+    decode = window * max(1, DECODE_SECONDS // window)
+    model_side = media.iter_clip_windows(video, num_seconds, tuple(extract.frame_size), window_seconds=decode,
+                                         info=info, resize_filter=extract.resize_filter,
+                                         missing_audio=extract.missing_audio)
+    display_side = media.iter_clip_windows(video, num_seconds, shown, window_seconds=decode, info=info,
+                                           with_audio=False)
+    return zip(model_side, display_side)
+
+
+def _model_windows(clip: Any, window: int):
+    """Split a decoded window into the clips the model is called on (``window`` seconds each)."""
+    for offset in range(0, clip.frames.shape[0], window):
+        frames = clip.frames[offset:offset + window]
+        audio = clip.audio[offset * media.AUDIO_RATE:(offset + frames.shape[0]) * media.AUDIO_RATE]
+        real = min(max(0, clip.audio_samples - offset * media.AUDIO_RATE), audio.size)
+        yield dataclasses.replace(clip, start=clip.start + offset, frames=frames, audio=audio, audio_samples=real,
+                                  frame_indices=clip.frame_indices[offset:offset + window])
+
+
+def _predict_clip(predictor: Predictor, clip: Any, threshold: float, record: dict[str, list]) -> np.ndarray:
+    """Labels uint8 [w,H,W] (extract size) of one window, its audio treated as the extract stage treats it."""
+    from pipeline.extraction import apply_short_audio
+
+    seconds = clip.frames.shape[0]
+    audio, warning = apply_short_audio(clip.audio, clip.audio_samples, seconds,
+                                       predictor.features["extract"].short_audio)
+    if warning:
+        record["warnings"].append(f"seconds {clip.start}-{clip.start + seconds}: {warning}")
+    features = clip_features(predictor, clip.frames, audio, seconds)
+    record["frame_indices"] += list(clip.frame_indices)
+    return predict_window(predictor, clip.frames, features, threshold)

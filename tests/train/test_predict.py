@@ -107,3 +107,24 @@ def test_predict_refuses_a_checkpoint_without_feature_records(combo_pipeline, tm
     assert main(["predict", str(broken), "--checkpoint", str(broken), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "broken.pt" in err and "preset" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_a_150_s_video_in_windows(tmp_path, transavs_checkpoint, capsys):
+    """A long video: one mask per second at the video's resolution, an overlay frame per second, the
+    AVSBench frame of each second (frame plan of 4 fps: index 4*l + 3), memory bounded by a window."""
+    from tests.conftest import tone
+
+    seconds, fps = 150, 4
+    video = tmp_path / "long video.mp4"
+    frames = np.zeros((seconds * fps, 48, 64, 3), np.uint8)
+    frames[:, 8:40, 8:40] = (200, 40, 40)
+    media.encode_video(video, (frames[s:s + 200] for s in range(0, len(frames), 200)), fps, tone(seconds), crf=30)
+    out = tmp_path / "pred"
+    assert main(["predict", str(video), "--checkpoint", str(transavs_checkpoint), "--out", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "prediction.json").read_text())
+    assert summary["seconds"] == seconds and summary["frame_indices"] == [4 * s + 3 for s in range(seconds)]
+    masks = sorted((out / "masks").glob("second_*.png"))
+    assert len(masks) == seconds and masks[-1].name == "second_0149.png"
+    overlay = media.decode_all_frames(out / "overlay.mp4")
+    assert overlay.shape == (seconds, 48, 64, 3)

@@ -224,6 +224,11 @@ class TransAVS(nn.Module):
 
     inputs: tuple[str, ...] = ("frames", "audio")  # batch keys the model reads
 
+    @property
+    def max_frames(self) -> int:
+        """The longest clip (in seconds) the audio-query generator takes (W_1 has this many columns)."""
+        return self.audio_queries.max_frames
+
     # ------------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for key in ("frames", "audio"):
