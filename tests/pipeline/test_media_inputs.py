@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from pipeline import media
-from pipeline.failures import read_failures
 from pipeline.manifest import ManifestRow, write_manifest
 from stages.cli import main
 from tests.conftest import decode_index, index_frames, tone
@@ -124,7 +123,7 @@ def test_concat_script_does_not_read_another_file(tmp_path, make_video):
         media.extract_clip(script, 5, info=media.MediaInfo(5.2, 25.0, 128, 64, 16_000, 1))
 
 
-def test_extract_stage_rejects_url_rows_and_exits_1(tmp_path, http_server, capsys):
+def test_extract_stage_rejects_url_rows_when_reading_the_manifest(tmp_path, http_server, capsys):
     base, requests = http_server
     rows = [ManifestRow(video_id=f"v{i}.mp4", split="test", task="raw", source_video=f"{base}/remote.mp4",
                         duration="5.200", fps="25", audio_channels="1", audio_rate="16000", num_seconds=5)
@@ -134,8 +133,7 @@ def test_extract_stage_rejects_url_rows_and_exits_1(tmp_path, http_server, capsy
     params = tmp_path / "params.yaml"
     params.write_text(f"data:\n  root: {tmp_path / 'data'}\ndask:\n  n_workers: 0\n")
     code = main(["extract", "--params", str(params), "--manifest", str(manifest), "--out", str(out), "--no-progress"])
-    assert code == 1
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # the line stages.common.finish prints
-    assert "every video failed (3)" in last and "is a URL; only local files are read" in last
-    assert {f["level"] for f in read_failures(out.with_name("shard-0.failures.csv"))} == {"error"}
-    assert requests == []
+    assert code == 2  # the manifest itself is refused: its rows are validated when read
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rows.csv:2.source_video" in err[0] and "is a URL; only local files are read" in err[0]
+    assert not out.exists() and requests == []
