@@ -132,20 +132,57 @@ def load_semantic_sam_state(model: SemanticSam, state: dict[str, torch.Tensor]) 
     bad = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
            if k in state and state[k].shape != own[k].shape]
     if bad:
-        raise ValueError(f"Semantic-SAM checkpoint shapes differ from the model: {bad[:3]}")
+        raise ValueError(f"checkpoint shapes differ from the Semantic-SAM model: {bad[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return LoadReport(missing, unexpected, skipped)
 
 
-def build_semantic_sam(checkpoint: str | Path | None, cfg: SemanticSamConfig = SWINL,
+def config_from_state_dict(state: dict[str, torch.Tensor]) -> SemanticSamConfig:
+    """Architecture read off the weights' shapes (SwinL, SwinT or a reduced test model).
+
+    Heads per stage follow Swin's rule (width / 32) unless the bias tables say otherwise; decoder
+    heads (8) and sampling points (4) are the released models' values.
+    """
+    try:
+        embed = state["backbone.patch_embed.proj.weight"].shape[0]
+        stages = sorted({int(k.split(".")[2]) for k in state if k.startswith("backbone.layers.")})
+        depths = tuple(len({k.split(".")[4] for k in state if k.startswith(f"backbone.layers.{i}.blocks.")})
+                       for i in stages)
+        tables = [state[f"backbone.layers.{i}.blocks.0.attn.relative_position_bias_table"] for i in stages]
+        window = (int(round(tables[0].shape[0] ** 0.5)) + 1) // 2
+        enc = {k.split(".")[5] for k in state if k.startswith("sem_seg_head.pixel_decoder.transformer.encoder.layers.")}
+        dec = {k.split(".")[4] for k in state if k.startswith("sem_seg_head.predictor.decoder.layers.")}
+        levels, conv_dim = state["sem_seg_head.pixel_decoder.transformer.level_embed"].shape
+        return SemanticSamConfig(
+            embed_dim=embed, depths=depths, num_heads=tuple(t.shape[1] for t in tables), window_size=window,
+            conv_dim=conv_dim, mask_dim=state["sem_seg_head.pixel_decoder.mask_features.weight"].shape[0],
+            enc_layers=len(enc), dec_layers=len(dec), total_levels=levels,
+            dim_feedforward=state["sem_seg_head.predictor.decoder.layers.0.linear1.weight"].shape[0],
+            num_mask_tokens=state["sem_seg_head.predictor.mask_tokens.weight"].shape[0])
+    except (KeyError, IndexError) as err:
+        raise ValueError(f"not a Semantic-SAM state dict (no {err})") from err
+
+
+def build_semantic_sam(checkpoint: str | Path | None, cfg: SemanticSamConfig | None = None,
                        device: str = "cpu") -> tuple[SemanticSam, LoadReport | None]:
-    """Model in eval mode on ``device``; with a checkpoint, its weights (report of the key match)."""
-    model = SemanticSam(cfg)
+    """Model in eval mode on ``device``; with a checkpoint, its weights (report of the key match).
+
+    ``cfg`` None: read from the checkpoint (SwinL without one).
+    """
     report = None
-    if checkpoint is not None:
-        state = checkpoint_state_dict(torch.load(str(checkpoint), map_location="cpu", weights_only=False))
+    if checkpoint is None:
+        return SemanticSam(cfg or SWINL).eval().to(device), report
+    state = checkpoint_state_dict(torch.load(str(checkpoint), map_location="cpu", weights_only=False))
+    try:
+        cfg = cfg or config_from_state_dict(state)
+    except ValueError as err:
+        raise ValueError(f"{checkpoint}: {err}") from None
+    model = SemanticSam(cfg)
+    try:
         report = load_semantic_sam_state(model, state)
-        if report.missing:
-            raise ValueError(f"{checkpoint}: not a Semantic-SAM {cfg.embed_dim}-wide checkpoint, "
-                             f"{len(report.missing)} keys missing (e.g. {report.missing[0]})")
+    except ValueError as err:
+        raise ValueError(f"{checkpoint}: {err}") from None
+    if report.missing:
+        raise ValueError(f"{checkpoint}: not a complete Semantic-SAM checkpoint, "
+                         f"{len(report.missing)} keys missing (e.g. {report.missing[0]})")
     return model.eval().to(device), report
