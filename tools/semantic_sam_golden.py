@@ -40,6 +40,7 @@ DECODER_POINTS = 6         # decoder fixture: this many prompts decoded together
 # Random weights give soft, alike masks: the mask head's last layer is scaled by MASK_GAIN (a power of
 # two, so still float16-exact) and the filters are looser than COMBO's, so that several masks survive.
 MASK_GAIN = 16.0
+BENCH_IOU_BIAS = 0.875
 GEN = {"points_per_side": 12, "points_per_batch": 48, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.8,
        "box_nms_thresh": 0.99, "min_mask_region_area": 10, "level": [3]}
 
@@ -159,36 +160,77 @@ def write_swinl_keys(ssam: Path) -> None:
     print(f"SwinL: {params / 1e6:.1f} M parameters, {len(keys)} state-dict entries")
 
 
-def bench_official(ssam: Path, frame_path: Path, out_path: Path) -> None:
-    """Time the official SwinL generator (COMBO settings) on one frame; save its masks for recall."""
+def centre_mask_features(model, image: torch.Tensor) -> None:
+    """Shift the bias of ``mask_features`` so that its output has zero mean over this image.
+
+    With random weights every query's mask embedding shares one large component, so all logits come
+    out negative and no mask survives; centring the features (a per-frame bias, exact in float16)
+    gives masks that cover parts of the frame and go through the whole post-processing.
+    """
+    from detectron2.structures import ImageList
+
+    core = model.model
+    x = ImageList.from_tensors([(image - core.pixel_mean) / core.pixel_std], core.size_divisibility).tensor
+    conv = core.sem_seg_head.pixel_decoder.mask_features
+    with torch.no_grad():
+        mask_features, _, _ = core.sem_seg_head.pixel_decoder.forward_features(core.backbone(x), None)
+        conv.bias.sub_(mask_features.mean((0, 2, 3))).copy_(conv.bias.half().float())
+
+
+def bench_official(ssam: Path, frames_path: Path, out_path: Path) -> None:
+    """Time the official SwinL generator (COMBO settings) on each frame of FRAMES_NPZ; write its masks,
+    wall and CPU seconds, and the (random, seeded) weights used for each frame, so that the port can
+    run the same model: ``OUT.<frame>.weights.pth``.
+
+    Random weights give soft, alike masks: the mask head is scaled by MASK_GAIN, the IoU head's bias
+    set to BENCH_IOU_BIAS and the mask features centred on the frame (:func:`centre_mask_features`).
+    """
     from tasks.automatic_mask_generator import SemanticSamAutomaticMaskGenerator
 
-    frame = np.load(frame_path)["frame"]
+    frames = dict(np.load(frames_path))
     model = build_official(ssam, None)
-    image = torch.from_numpy(frame).permute(2, 0, 1).float()
-    gen = SemanticSamAutomaticMaskGenerator(model, level=[3])
-    t0 = time.perf_counter()
+    predictor = model.model.sem_seg_head.predictor
     with torch.no_grad():
-        records = gen.generate(image)
-    seconds = time.perf_counter() - t0
-    masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *frame.shape[:2]), bool)
-    np.savez_compressed(out_path, seconds=seconds, masks=np.packbits(masks, axis=-1),
-                        ious=np.array([r["predicted_iou"] for r in records], np.float32))
-    print(f"official SwinL generator: {len(records)} masks, {seconds:.1f} s")
+        for p in predictor.mask_embed.layers[-1].parameters():
+            p.mul_(MASK_GAIN)
+        predictor.iou_prediction_head.layers[-1].bias.fill_(BENCH_IOU_BIAS)
+    base_bias = model.model.sem_seg_head.pixel_decoder.mask_features.bias.detach().clone()
+    result: dict[str, np.ndarray] = {}
+    for name, frame in frames.items():
+        image = torch.from_numpy(frame).permute(2, 0, 1).float()
+        with torch.no_grad():
+            model.model.sem_seg_head.pixel_decoder.mask_features.bias.copy_(base_bias)
+        centre_mask_features(model, image)
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()},
+                   out_path.with_suffix(f".{name}.weights.pth"))
+        gen = SemanticSamAutomaticMaskGenerator(model, level=[3])  # COMBO: every other setting at its default
+        t0, c0 = time.perf_counter(), time.process_time()
+        with torch.no_grad():
+            records = gen.generate(image)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *frame.shape[:2]), bool)
+        result.update({f"{name}/seconds": np.array(seconds), f"{name}/cpu_seconds": np.array(cpu),
+                       f"{name}/masks": np.packbits(masks, axis=-1),
+                       f"{name}/ious": np.array([r["predicted_iou"] for r in records], np.float32)})
+        print(f"official SwinL generator, {name} {frame.shape[:2]}: {len(records)} masks, {seconds:.1f} s "
+              f"({cpu:.1f} CPU s)", flush=True)
+    np.savez_compressed(out_path, **result)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--semantic-sam", type=Path, required=True, help="Semantic-SAM checkout")
     ap.add_argument("--detectron2", type=Path, required=True, help="detectron2(-xyz) checkout")
-    ap.add_argument("--bench", nargs=2, type=Path, metavar=("FRAME_NPZ", "OUT_NPZ"),
-                    help="time the official SwinL generator on FRAME_NPZ's 'frame' instead")
+    ap.add_argument("--bench", nargs=2, type=Path, metavar=("FRAMES_NPZ", "OUT_NPZ"),
+                    help="instead, time the official SwinL generator on every frame of FRAMES_NPZ")
     args = ap.parse_args()
+    bench = [p.resolve() for p in args.bench] if args.bench else None
+    args.semantic_sam, args.detectron2 = args.semantic_sam.resolve(), args.detectron2.resolve()
     sys.path[:0] = [str(args.semantic_sam.resolve()), str(args.detectron2.resolve())]
     os.chdir(args.semantic_sam)  # the official code opens its configs by relative path
     patch_for_cpu()
-    if args.bench:
-        bench_official(args.semantic_sam, args.bench[0].resolve(), args.bench[1].resolve())
+    if bench:
+        bench_official(args.semantic_sam, *bench)
         return
     write_tiny(args.semantic_sam)
     write_swinl_keys(args.semantic_sam)

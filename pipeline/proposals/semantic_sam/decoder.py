@@ -61,10 +61,15 @@ class DeformableTransformerDecoderLayer(nn.Module):
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes):
-        """tgt/query_pos [Q,B,C]; reference_points [Q,B,L,4]; memory [S,B,C] -> [Q,B,C]."""
+    def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, keep=None):
+        """tgt/query_pos [Q,B,C]; reference_points [Q,B,L,4]; memory [S,B,C] -> [Q,B,C].
+
+        ``keep`` (query indices): after self-attention (which needs every query), only these go on.
+        """
         q = tgt + query_pos
         tgt = self.norm2(tgt + self.self_attn(q, q, tgt, need_weights=False)[0])
+        if keep is not None:
+            tgt, query_pos, reference_points = tgt[keep], query_pos[keep], reference_points[keep]
         tgt2 = self.cross_attn((tgt + query_pos).transpose(0, 1), reference_points.transpose(0, 1).contiguous(),
                                memory.transpose(0, 1), spatial_shapes).transpose(0, 1)
         tgt = self.norm1(tgt + tgt2)
@@ -82,16 +87,18 @@ class TransformerDecoder(nn.Module):
         self.bbox_embed: nn.ModuleList | None = None
         self.d_model = d_model
 
-    def forward(self, tgt, memory, refpoints_unsigmoid, spatial_shapes):
-        """tgt [Q,B,C], memory [S,B,C], refpoints_unsigmoid [Q,B,4] -> normalised output of the last layer."""
+    def forward(self, tgt, memory, refpoints_unsigmoid, spatial_shapes, keep=None):
+        """tgt [Q,B,C], memory [S,B,C], refpoints_unsigmoid [Q,B,4] -> normalised output of the last layer
+        ([Q,B,C], or [len(keep),B,C]: the last layer computes only the queries in ``keep`` after its self-attention)."""
         output = tgt
         reference = refpoints_unsigmoid.sigmoid()
         levels = len(spatial_shapes)
+        last = len(self.layers) - 1
         for layer_id, layer in enumerate(self.layers):
             ref_input = reference[:, :, None].expand(-1, -1, levels, -1)  # valid ratios are all 1
             query_pos = self.ref_point_head(sine_embed_boxes(reference, self.d_model // 2))
-            output = layer(output, query_pos, ref_input, memory, spatial_shapes)
-            if layer_id < len(self.layers) - 1:  # the last refinement only feeds box outputs we do not use
+            output = layer(output, query_pos, ref_input, memory, spatial_shapes, keep if layer_id == last else None)
+            if layer_id < last:  # the last refinement only feeds box outputs we do not use
                 reference = (self.bbox_embed[layer_id](output) + inverse_sigmoid(reference)).sigmoid().detach()
         return self.norm(output)
 
@@ -135,13 +142,12 @@ class IMaskDINODecoder(nn.Module):
         shapes = [tuple(x.shape[-2:]) for x in levels]
         memory = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1).float()
         content, anchors = self.queries(points.float())
-        hs = self.decoder(content.transpose(0, 1), memory.transpose(0, 1), anchors.transpose(0, 1), shapes)
-        out = self.decoder_norm(hs.transpose(0, 1))  # [B, N*T, C]
-        b, nt, c = out.shape
-        out = out.view(b, nt // self.num_mask_tokens, self.num_mask_tokens, c)
-        if tokens is not None:
-            out = out[:, :, tokens]
-        out = out.reshape(b, -1, c)
+        keep = None
+        if tokens is not None:  # queries are point-major: point n, token t is n*T + t
+            base = torch.arange(points.shape[1], device=points.device)[:, None] * self.num_mask_tokens
+            keep = (base + torch.as_tensor(tokens, device=points.device)[None]).reshape(-1)
+        hs = self.decoder(content.transpose(0, 1), memory.transpose(0, 1), anchors.transpose(0, 1), shapes, keep)
+        out = self.decoder_norm(hs.transpose(0, 1))  # [B, N*len(tokens), C]
         iou = self.iou_prediction_head(out).squeeze(-1)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(out), mask_features.to(out.dtype))
         return masks, iou

@@ -24,14 +24,16 @@ def ms_deform_attn_sample(value: torch.Tensor, spatial_shapes: list[tuple[int, i
     _, q, _, levels, points, _ = locations.shape
     grids = 2 * locations - 1  # grid_sample's [-1, 1] with align_corners=False
     per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
-    samples = []
+    weights = weights.transpose(1, 2).reshape(n * m, q, levels, points)
+    out = None
     for lvl, (h, w) in enumerate(spatial_shapes):
         v = per_level[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # [N*M, Q, P, 2]
-        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    weights = weights.transpose(1, 2).reshape(n * m, 1, q, levels * points)
-    out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)  # [N*M, D, Q]
-    return out.view(n, m * d, q).transpose(1, 2).contiguous()
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # [N*M, D, Q, P]
+        # weighted sum over the points, level by level (no [.., L*P] stack of all samples)
+        part = torch.einsum("bdqp,bqp->bdq", sampled, weights[:, :, lvl])
+        out = part if out is None else out + part
+    return out.reshape(n, m * d, q).transpose(1, 2).contiguous()
 
 
 class MSDeformAttn(nn.Module):

