@@ -130,7 +130,7 @@ def main() -> None:
         results["frames"][name] = entry
     print_table(["frame", "setting", "CPU s", "encode CPU s", "decode CPU s", "official CPU s", "x official",
                  "wall s", "official wall s", "masks", "official masks", "equal", "recall@0.9"], rows,
-                title="Semantic-SAM SwinL generator, port vs official (CPU seconds: the fair measure on a shared machine)")
+                title="Semantic-SAM SwinL generator, port vs official (CPU seconds: fair on a shared machine)")
     write_json(args.out, results)
 
 

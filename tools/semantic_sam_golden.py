@@ -2,7 +2,7 @@
 
 Run by anyone who has the official sources (nothing official is committed here)::
 
-    git clone https://github.com/UX-Decoder/Semantic-SAM            # any commit with configs/semantic_sam_only_sa-1b_swinL.yaml
+    git clone https://github.com/UX-Decoder/Semantic-SAM     # has configs/semantic_sam_only_sa-1b_swinL.yaml
     git clone https://github.com/MaureenZOU/detectron2-xyz           # the fork Semantic-SAM installs; no build needed
     pip install torch torchvision "fvcore<0.1.6" "iopath<0.1.10" yacs pycocotools omegaconf timm einops \
         opencv-python-headless pillow==9.4.0 scipy matplotlib kornia transformers json_tricks scikit-image
@@ -58,7 +58,6 @@ def patch_for_cpu() -> None:
         return to(self, *args, **kwargs)
 
     torch.Tensor.to = to_cpu
-    torch.tensor_cuda = None
 
 
 def official_opt(ssam: Path, cfg: SemanticSamConfig | None) -> dict:

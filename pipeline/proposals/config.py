@@ -80,9 +80,10 @@ class ProposalParams:
         unknown = set(self.semantic_sam) - set(SEMANTIC_SAM_DEFAULTS)
         if unknown:
             raise ValueError(f"proposals.semantic_sam: unknown keys {sorted(unknown)}")
-        self.semantic_sam_generator_settings()  # validates level / points
-        if self.semantic_sam_settings()["precision"] not in SEMANTIC_SAM_PRECISIONS:
-            raise ValueError(f"proposals.semantic_sam.precision must be one of {list(SEMANTIC_SAM_PRECISIONS)}")
+        if self.backend == "semantic_sam":
+            self.semantic_sam_generator_settings()  # validates level / points
+            if self.semantic_sam_settings()["precision"] not in SEMANTIC_SAM_PRECISIONS:
+                raise ValueError(f"proposals.semantic_sam.precision must be one of {list(SEMANTIC_SAM_PRECISIONS)}")
         if self.threads_per_worker < 1:
             raise ValueError("proposals.threads_per_worker must be >= 1")
         self.generator_settings()  # validates the merged values

@@ -116,7 +116,8 @@ class MaskDINOEncoder(nn.Module):
             projs.append(nn.Sequential(nn.Conv2d(cin, conv_dim, 3, stride=2, padding=1), nn.GroupNorm(32, conv_dim)))
             cin = conv_dim
         self.input_proj = nn.ModuleList(projs)
-        self.transformer = MSDeformAttnTransformerEncoderOnly(conv_dim, nheads, enc_layers, d_ffn, total_levels, n_points)
+        self.transformer = MSDeformAttnTransformerEncoderOnly(conv_dim, nheads, enc_layers, d_ffn, total_levels,
+                                                              n_points)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         self.adapter_1 = Conv2dNorm(c2, conv_dim, 1)
         self.layer_1 = Conv2dNorm(conv_dim, conv_dim, 3, relu=True)
