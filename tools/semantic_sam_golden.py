@@ -216,20 +216,63 @@ def bench_official(ssam: Path, frames_path: Path, out_path: Path) -> None:
     np.savez_compressed(out_path, **result)
 
 
+def swinl_tensors(ssam: Path, frame_path: Path, weights: Path, out_path: Path) -> None:
+    """Intermediate outputs of the official SwinL model with WEIGHTS on FRAME_NPZ's 'frame': backbone
+    features, encoder outputs, and masks (token 0, image size) and IoU scores of the first 200 grid points."""
+    from utils.sam_utils.amg import build_point_grid
+
+    model = build_official(ssam, None)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in torch.load(weights).items()}
+    model.model.load_state_dict(state)
+    frame = np.load(frame_path)["frame"]
+    arrays = run_official_tensors(model, frame, torch.tensor(build_point_grid(32)[:200], dtype=torch.float32))
+    np.savez_compressed(out_path, **arrays)
+    print(f"wrote {out_path}")
+
+
+def run_official_tensors(model, frame: np.ndarray, points: torch.Tensor) -> dict[str, np.ndarray]:
+    from detectron2.structures import ImageList
+
+    core = model.model
+    image = torch.from_numpy(frame).permute(2, 0, 1).float()
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        x = ImageList.from_tensors([(image - core.pixel_mean) / core.pixel_std], core.size_divisibility).tensor
+        feats = core.backbone(x)
+        out.update({f"backbone_{k}": v.numpy() for k, v in feats.items()})
+        mask_features, _, multi_scale = core.sem_seg_head.pixel_decoder.forward_features(feats, None)
+        out["encoder_mask_features"] = mask_features.numpy()
+        out.update({f"encoder_level{i}": m.numpy() for i, m in enumerate(multi_scale)})
+        data = {"image": image, "height": frame.shape[0], "width": frame.shape[1],
+                "targets": [{"points": torch.cat([points, torch.full_like(points, 0.005)], -1),
+                             "pb": torch.zeros(len(points))}]}
+        masks, ious = core.evaluate_demo([data], None, None, mask_features, multi_scale, level=[0])
+    out["points"] = points.numpy()
+    out["decoder_masks"] = masks.numpy()
+    out["decoder_ious"] = ious.numpy().reshape(-1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--semantic-sam", type=Path, required=True, help="Semantic-SAM checkout")
     ap.add_argument("--detectron2", type=Path, required=True, help="detectron2(-xyz) checkout")
+    ap.add_argument("--swinl-tensors", nargs=3, type=Path, metavar=("FRAME_NPZ", "WEIGHTS", "OUT_NPZ"),
+                    help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS)")
     ap.add_argument("--bench", nargs=2, type=Path, metavar=("FRAMES_NPZ", "OUT_NPZ"),
                     help="instead, time the official SwinL generator on every frame of FRAMES_NPZ")
     args = ap.parse_args()
     bench = [p.resolve() for p in args.bench] if args.bench else None
+    tensors = [p.resolve() for p in args.swinl_tensors] if args.swinl_tensors else None
     args.semantic_sam, args.detectron2 = args.semantic_sam.resolve(), args.detectron2.resolve()
     sys.path[:0] = [str(args.semantic_sam.resolve()), str(args.detectron2.resolve())]
     os.chdir(args.semantic_sam)  # the official code opens its configs by relative path
     patch_for_cpu()
     if bench:
         bench_official(args.semantic_sam, *bench)
+        return
+    if tensors:
+        swinl_tensors(args.semantic_sam, *tensors)
         return
     write_tiny(args.semantic_sam)
     write_swinl_keys(args.semantic_sam)
