@@ -6,14 +6,14 @@ Every backend turns one RGB frame uint8 [H,W,3] into :class:`Proposals`: K boole
 - ``mobile_sam`` (default): official MobileSAM weights, our :class:`FastMaskGenerator`.
 - ``sam``: segment-anything ViT-B/L/H from ``proposals.checkpoint`` (never downloaded),
   same generator.
-- ``semantic_sam``: Semantic-SAM's own ``SemanticSamAutomaticMaskGenerator`` (level [3],
-  COMBO's setting); the ``semantic_sam`` package is imported only when this backend is built.
+- ``semantic_sam``: Semantic-SAM SwinL (``swinl_only_sam_many2many.pth`` from ``proposals.checkpoint``)
+  and its automatic mask generator (level [3], COMBO's settings), both ported to pure PyTorch in
+  ``pipeline.proposals.semantic_sam`` (equal to the official code; see docs/semantic_sam.md).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -29,12 +29,9 @@ from pipeline.proposals.models import (
 )
 from pipeline.registry import Registry
 
-SEMANTIC_SAM_INSTALL = (
-    "the semantic_sam backend needs Semantic-SAM, which is not installed: clone "
-    "https://github.com/UX-Decoder/Semantic-SAM, follow its install notes (detectron2 and its CUDA "
-    "MultiScaleDeformableAttention op, GPU only), put its folder on PYTHONPATH so that `import semantic_sam` "
-    "works, download swinl_only_sam_many2many.pth and set proposals.checkpoint to it; or use "
-    "proposals.backend: mobile_sam"
+SEMANTIC_SAM_CHECKPOINT = (
+    "proposals.checkpoint must be set for the semantic_sam backend: download swinl_only_sam_many2many.pth "
+    "(Semantic-SAM's release, see docs/semantic_sam.md) and give its path; or use proposals.backend: mobile_sam"
 )
 
 
@@ -83,6 +80,8 @@ def resolve_checkpoint(params: ProposalParams) -> str:
     if params.backend == "mobile_sam":
         return str(params.checkpoint or bundled_mobile_sam_checkpoint())
     if not params.checkpoint:
+        if params.backend == "semantic_sam":
+            raise ProposalModelError(SEMANTIC_SAM_CHECKPOINT)
         raise ProposalModelError(f"proposals.checkpoint must be set for the {params.backend} backend")
     return str(params.checkpoint)
 
@@ -118,67 +117,60 @@ def _build_sam_backend(params: ProposalParams) -> ProposalBackend:
 
 
 class SemanticSamBackend:
-    """Adapter over Semantic-SAM's documented API::
+    """Semantic-SAM (SwinL many2many) through our pure-PyTorch port (``pipeline.proposals.semantic_sam``):
+    no detectron2, no compiled op, CPU or CUDA (optionally bf16/fp16 autocast on CUDA).
 
-        from semantic_sam import build_semantic_sam, SemanticSamAutomaticMaskGenerator
-        model = build_semantic_sam(model_type="L", ckpt=path)
-        generator = SemanticSamAutomaticMaskGenerator(model, level=[3], points_per_side=32, ...)
-        records = generator.generate(image)  # image: tensor [3,h,w] of 0..255 values on the model's device
-        # records: list of dicts with "segmentation" bool [h,w] and "predicted_iou"
-
-    The frame is resized (bilinear) so that its short side is ``image_short_side`` (Semantic-SAM's
-    ``prepare_image`` uses 640), and the masks are resized back NEAREST to the frame.
+    The whole frame goes in at its own size (COMBO's way) unless ``image_short_side`` is set; then it
+    is resized (bilinear) and the masks come back NEAREST at the frame's size.
     """
 
-    def __init__(self, params: ProposalParams, module: Any | None = None) -> None:
+    def __init__(self, params: ProposalParams) -> None:
         import torch
 
+        from pipeline.proposals.semantic_sam import SemanticSamAutomaticMaskGenerator, build_semantic_sam
+
         self.name = "semantic_sam"
-        module = module if module is not None else import_semantic_sam()
-        self.checkpoint = resolve_checkpoint(params)
+        if not params.checkpoint:
+            raise ProposalModelError(SEMANTIC_SAM_CHECKPOINT)
+        self.checkpoint = str(params.checkpoint)
         if not _is_file(self.checkpoint):
             raise ProposalModelError(f"{self.checkpoint}: Semantic-SAM checkpoint not found (proposals.checkpoint)")
         self.checkpoint_sha256 = file_sha256(self.checkpoint)
         settings = params.semantic_sam_settings()
-        device = settings.pop("device")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.short_side = int(settings.pop("image_short_side"))
-        model = module.build_semantic_sam(model_type=params.model_type, ckpt=self.checkpoint)
-        if hasattr(model, "to"):
-            model = model.to(device)
-        self.generator = module.SemanticSamAutomaticMaskGenerator(model, **settings)
+        device = settings["device"]
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.short_side = settings["image_short_side"]
+        self.precision = settings["precision"]
+        try:
+            model, _ = build_semantic_sam(self.checkpoint, device=self.device)
+        except ValueError as err:
+            raise ProposalModelError(str(err)) from None
+        self.generator = SemanticSamAutomaticMaskGenerator(model, params.semantic_sam_generator_settings())
 
     def propose(self, frame: np.ndarray) -> Proposals:
         import torch
         import torch.nn.functional as F
 
         h, w = frame.shape[:2]
-        scale = self.short_side / min(h, w)
-        size = (int(round(h * scale)), int(round(w * scale)))
-        image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
-        image = F.interpolate(image, size, mode="bilinear", align_corners=False).round().clamp(0, 255)[0]
-        records = self.generator.generate(image.to(self.device))
-        if not records:
-            return Proposals(np.zeros((0, h, w), bool), np.zeros(0, np.float32))
-        masks = np.stack([nearest_resize(np.asarray(r["segmentation"], dtype=bool), (h, w)) for r in records])
-        scores = np.array([float(r.get("predicted_iou", 1.0)) for r in records], dtype=np.float32)
-        nonempty = masks.reshape(len(masks), -1).any(1)
-        return Proposals(masks[nonempty], scores[nonempty])
+        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()
+        if self.short_side:
+            scale = self.short_side / min(h, w)
+            size = (int(round(h * scale)), int(round(w * scale)))
+            image = F.interpolate(image[None], size, mode="bilinear", align_corners=False)[0].round().clamp(0, 255)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None and self.device != "cpu"):
+            masks, scores = self.generator.generate(image.to(self.device))
+        masks = masks.numpy()
+        if masks.shape[1:] != (h, w):
+            masks = np.stack([nearest_resize(m, (h, w)) for m in masks]) if len(masks) else np.zeros((0, h, w), bool)
+        keep = masks.any(axis=(1, 2))
+        return Proposals(masks[keep], scores.numpy().astype(np.float32)[keep])
 
 
 def _is_file(path: str) -> bool:
     from pathlib import Path
 
     return bool(path) and Path(path).is_file()
-
-
-def import_semantic_sam():
-    try:
-        return importlib.import_module("semantic_sam")
-    except ImportError as err:
-        raise ProposalModelError(SEMANTIC_SAM_INSTALL) from err
 
 
 @register_backend("semantic_sam")

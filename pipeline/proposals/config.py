@@ -10,8 +10,12 @@ proposals:
   preset: quality              # reference | quality | fast | demo: starting values of `generator`
   generator: {}                # overrides of the preset (see GeneratorSettings)
   semantic_sam: {level: [3], points_per_side: 32, points_per_batch: 200, pred_iou_thresh: 0.88,
-                 stability_score_thresh: 0.92, box_nms_thresh: 0.7, min_mask_region_area: 10,
-                 image_short_side: 640, device: auto}
+                 stability_score_thresh: 0.92, stability_score_offset: 1.0, box_nms_thresh: 0.7,
+                 min_mask_region_area: 10, image_short_side: null, device: auto, precision: fp32}
+                               # backend semantic_sam: our port (docs/semantic_sam.md); checkpoint =
+                               # swinl_only_sam_many2many.pth (architecture read from it; model_type unused);
+                               # image_short_side null = the frame at its own size (COMBO); precision
+                               # fp32 | bf16 | fp16 (autocast, CUDA only)
   cache_dir: data/cache/proposals
   threads_per_worker: 1        # torch threads inside each dask worker
 ```
@@ -44,11 +48,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_ENCODER_SIZE = {"reference": 1024, "quality": 1024, "fast": 768, "demo": 384}
 
 SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
-    # COMBO's settings for Semantic-SAM (see shared/notes/reference-implementations.md).
+    # COMBO's settings for Semantic-SAM's automatic mask generator. The decoder's self-attention spans
+    # all prompts of a batch, so points_per_batch changes the masks: keep 200 to match COMBO.
     "level": [3], "points_per_side": 32, "points_per_batch": 200, "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.92, "box_nms_thresh": 0.7, "min_mask_region_area": 10,
-    "image_short_side": 640, "device": "auto",
+    "stability_score_thresh": 0.92, "stability_score_offset": 1.0, "box_nms_thresh": 0.7,
+    "min_mask_region_area": 10, "image_short_side": None, "device": "auto", "precision": "fp32",
 }
+SEMANTIC_SAM_PRECISIONS = ("fp32", "bf16", "fp16")
+SEMANTIC_SAM_PORT_VERSION = 1  # bump when the port's masks change (part of the proposal cache key)
 
 
 @feature_params("proposals")
@@ -73,6 +80,10 @@ class ProposalParams:
         unknown = set(self.semantic_sam) - set(SEMANTIC_SAM_DEFAULTS)
         if unknown:
             raise ValueError(f"proposals.semantic_sam: unknown keys {sorted(unknown)}")
+        if self.backend == "semantic_sam":
+            self.semantic_sam_generator_settings()  # validates level / points
+            if self.semantic_sam_settings()["precision"] not in SEMANTIC_SAM_PRECISIONS:
+                raise ValueError(f"proposals.semantic_sam.precision must be one of {list(SEMANTIC_SAM_PRECISIONS)}")
         if self.threads_per_worker < 1:
             raise ValueError("proposals.threads_per_worker must be >= 1")
         self.generator_settings()  # validates the merged values
@@ -89,11 +100,21 @@ class ProposalParams:
     def semantic_sam_settings(self) -> dict[str, Any]:
         return {**SEMANTIC_SAM_DEFAULTS, **self.semantic_sam}
 
+    def semantic_sam_generator_settings(self):
+        """The port's generator settings (``SemanticSamGeneratorSettings``) from the semantic_sam section."""
+        from pipeline.proposals.semantic_sam.generator import SemanticSamGeneratorSettings
+
+        settings = self.semantic_sam_settings()
+        for key in ("device", "image_short_side", "precision"):
+            settings.pop(key)
+        return SemanticSamGeneratorSettings(**{**settings, "level": tuple(settings["level"])})
+
     def model_settings(self) -> dict[str, Any]:
         """Everything that can change the masks (provenance and cache key); not cache_dir or threads."""
         settings: dict[str, Any] = {"backend": self.backend, "model_type": self.model_type}
         if self.backend == "semantic_sam":
             settings["semantic_sam"] = self.semantic_sam_settings()
+            settings["semantic_sam_port_version"] = SEMANTIC_SAM_PORT_VERSION
         else:
             settings["encoder_size"] = self.effective_encoder_size()
             settings["generator"] = asdict(self.generator_settings())

@@ -20,7 +20,7 @@ from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
 from pipeline.params import DaskParams, params_hash
 from pipeline.parallel import map_ordered
-from pipeline.proposals.backends import build_backend, import_semantic_sam, resolve_checkpoint
+from pipeline.proposals.backends import build_backend, resolve_checkpoint
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.models import ProposalModelError, file_sha256, load_state_dict
 from pipeline.proposals.video import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
@@ -32,8 +32,6 @@ FRAMES_KEY = "frames"
 
 def preflight(params: ProposalParams) -> tuple[str, str]:
     """Fail fast, in the main process, with a clear message: (checkpoint path, its sha256)."""
-    if params.backend == "semantic_sam":
-        import_semantic_sam()
     checkpoint = resolve_checkpoint(params)
     if not Path(checkpoint).is_file():
         raise ProposalModelError(
