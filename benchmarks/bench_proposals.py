@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from mobile_sam import sam_model_registry
 
-    from pipeline.proposals.models import bundled_mobile_sam_checkpoint
+    from pipeline.proposals.sam_models import bundled_mobile_sam_checkpoint
 
     frames = benchmark_frames(args.synthetic, args.bunny)
     reference_model = sam_model_registry["vit_t"](checkpoint=str(bundled_mobile_sam_checkpoint())).eval()

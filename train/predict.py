@@ -93,7 +93,7 @@ def clip_features(predictor: Predictor, frames: np.ndarray, audio: np.ndarray, n
     computed = audio_features([(audio, num_seconds)], get_encoder(audio_params))[0]
     out = {"audio": computed["embeddings"], "logmel": computed["logmel"]}
     if "proposals" in predictor.features:
-        from pipeline.proposals.video import propose_video
+        from pipeline.proposals.cache import propose_video
 
         params = predictor.features["proposals"]
         backend = _cached_backend(params)

@@ -12,7 +12,7 @@ from pipeline.proposals.maskige import (
     exclusive_masks,
     label_map,
 )
-from pipeline.proposals.video import ProposalCache, VideoProposals, cached_propose_video, propose_video
+from pipeline.proposals.cache import ProposalCache, VideoProposals, cached_propose_video, propose_video
 
 __all__ = [
     "MAX_LABELS", "PRESETS", "FastMaskGenerator", "GeneratorSettings", "ProposalCache", "ProposalParams",

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.generator import FastMaskGenerator
 from pipeline.proposals.maskige import nearest_resize
-from pipeline.proposals.models import (
+from pipeline.proposals.sam_models import (
     ProposalModelError,
     build_mobile_sam,
     build_sam,

@@ -35,7 +35,7 @@ from pipeline.params import params_hash
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
-from pipeline.proposals.video import MASKIGE_FORMAT_VERSION
+from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION
 from pipeline.shards import ShardReader, ShardWriter
 
 NAME = "precomputed"

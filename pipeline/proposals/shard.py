@@ -22,8 +22,8 @@ from pipeline.params import DaskParams, params_hash
 from pipeline.parallel import map_ordered
 from pipeline.proposals.backends import build_backend, resolve_checkpoint
 from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.models import ProposalModelError, file_sha256, load_state_dict
-from pipeline.proposals.video import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
+from pipeline.proposals.sam_models import ProposalModelError, file_sha256, load_state_dict
+from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
 from pipeline.shards import ShardReader, ShardWriter
 
 KIND = "proposals"

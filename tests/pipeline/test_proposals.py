@@ -20,7 +20,7 @@ from pipeline.proposals.generator import (
     remove_small_regions,
     stability_scores,
 )
-from pipeline.proposals.models import (
+from pipeline.proposals.sam_models import (
     MOBILE_SAM_SHA256,
     SAM_VIT_CONFIGS,
     ProposalModelError,

@@ -12,7 +12,7 @@ import yaml
 from pipeline.failures import read_failures
 from pipeline.proposals.backends import Proposals
 from pipeline.proposals.maskige import encode_maskige
-from pipeline.proposals.video import (
+from pipeline.proposals.cache import (
     ProposalCache,
     cache_key,
     cached_propose_video,

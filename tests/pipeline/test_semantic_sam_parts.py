@@ -9,7 +9,7 @@ import torch
 from pipeline.params import ParamsError
 from pipeline.proposals.backends import build_backend
 from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.models import ProposalModelError, file_sha256
+from pipeline.proposals.sam_models import ProposalModelError, file_sha256
 from pipeline.proposals.semantic_sam import TINY, SemanticSam, SemanticSamGeneratorSettings
 from pipeline.proposals.semantic_sam.generator import masks_to_boxes, point_grid, remove_small_regions, stability_score
 from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample, naive_ms_deform_attn

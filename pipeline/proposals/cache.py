@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import atomic_path
 from pipeline.proposals.backends import ProposalBackend
 from pipeline.proposals.maskige import encode_maskige
 
@@ -98,15 +98,9 @@ class ProposalCache:
             return None
 
     def put(self, key: str, result: VideoProposals) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npz")
-        try:
+        with atomic_path(self.path(key), suffix=".npz") as tmp:  # savez adds .npz to names without it
             np.savez_compressed(tmp, key=np.array(key), maskige=result.maskige,
                                 mask_counts=result.mask_counts, dropped=result.dropped)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def cached_propose_video(frames: np.ndarray, backend: ProposalBackend, settings: dict[str, Any],
