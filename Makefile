@@ -22,6 +22,7 @@ demo: $(STAMP)
 	test -d .dvc || $(BIN)/dvc init --no-scm -q
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
+	@echo "report: $(CURDIR)/metrics/eval/report.html  (offline page; docs/report.md: curves, compare runs)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

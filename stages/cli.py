@@ -22,6 +22,7 @@ COMMANDS = {
     "proposals": ("stages.proposals", "class-agnostic SAM-family masks of one shard, encoded as maskiges"),
     "train": ("stages.train", "train COMBO / TransAVS on cached shards (torchrun-ready; --resume continues exactly)"),
     "evaluate": ("stages.evaluate", "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check"),
+    "report": ("stages.report", "the HTML evaluation report of an evaluation folder, or two side by side (--compare A B)"),
     "predict": ("stages.predict", "segment the sounding objects of any video: overlay mp4 + per-second mask PNGs"),
 }
 

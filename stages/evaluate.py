@@ -1,5 +1,5 @@
-"""``avs evaluate``: AVSBench metrics of a checkpoint on cached test shards, plus overlays and the
-audio-shuffle check."""
+"""``avs evaluate``: AVSBench metrics of a checkpoint on cached test shards, the audio-shuffle check,
+strips of the worst and best videos, and the self-contained OUT/report.html."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, dataset=False)
     parser.add_argument("--checkpoint", help="checkpoint (default: {data.root}/runs/train/model.pt)")
     parser.add_argument("--out", help="output folder (default: {data.root}/runs/eval)")
-    parser.add_argument("--metrics", help="metrics JSON path (default: OUT/metrics.json)")
+    parser.add_argument("--metrics", help="also write the metrics JSON here (always: OUT/metrics.json)")
+    parser.add_argument("--train-log", help="the training run's dvclive folder, for the curves in "
+                        "OUT/report.html (default: CHECKPOINT's folder/log when it exists)")
     parser.add_argument("--videos-per-batch", type=int, help="1 = COMBO protocol, 4 = AVSBench test.sh")
 
 
@@ -25,8 +27,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = ctx.section(EvalParams, "evaluate", videos_per_batch=args.videos_per_batch)
     checkpoint = Path(args.checkpoint) if args.checkpoint else ctx.data_root / "runs" / "train" / "model.pt"
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "eval"
-    metrics = evaluate(checkpoint, cfg, str(ctx.data_root), ctx.data.shards, out, metrics_path=args.metrics)
+    train_log = Path(args.train_log) if args.train_log else checkpoint.parent / "log"
+    if args.train_log and not train_log.is_dir():
+        raise FileNotFoundError(f"{train_log}: no training log folder (--train-log: the dvclive folder of `avs train --log`)")
+    metrics = evaluate(checkpoint, cfg, str(ctx.data_root), ctx.data.shards, out, metrics_path=args.metrics,
+                       train_log=train_log if train_log.is_dir() else None, progress=ctx.progress)
     summary = {name: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
                for name, m in metrics.items() if isinstance(m, dict)}
     print(f"evaluate {checkpoint}: {json.dumps(summary)}")
+    print(f"report: {out / 'report.html'}")
     return 0

@@ -13,7 +13,7 @@ from train.loop import TrainParams, train
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, dataset=False)
     parser.add_argument("--out", default=None, help="run folder (default: {data.root}/runs/train)")
-    parser.add_argument("--log", default=None, help="per-step CSV log for dvc plots (default: RUN/train_log.csv)")
+    parser.add_argument("--log", default=None, help="dvclive folder of the per-step curves, for dvc plots (default: RUN/log)")
     parser.add_argument("--resume", nargs="?", const=True, default=False,
                         help="continue from the latest checkpoint in the run folder, or from the given file")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")

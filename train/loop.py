@@ -11,7 +11,6 @@ produces the same losses as an uninterrupted one (a test checks it).
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
 import time
@@ -25,16 +24,15 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.atomic import write_csv
 from pipeline.labels import NUM_AVSS_CLASSES
 from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
 from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, embedding_dim,
                         prepare_batch)
 from train.models import build_model
+from train.runlog import TrainLogger
 
 NUM_CLASSES = {"binary": 2, "semantic": NUM_AVSS_CLASSES}
-LOG_FLUSH_EVERY = 10  # steps between rewrites of the CSV log
 
 
 @dataclass
@@ -131,28 +129,6 @@ def set_train_mode(model: nn.Module, frozen_backbone: bool) -> None:
 
 def poly_lambda(max_steps: int, power: float):
     return lambda step: max(0.0, 1.0 - step / max_steps) ** power
-
-
-class TrainLog:
-    """Per-step losses and learning rate as CSV (rendered by ``dvc plots``); resumable."""
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        if resume_step > 0 and path.is_file():
-            with open(path, newline="") as fh:
-                self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-        self.fields: list[str] | None = list(self.rows[0].keys()) if self.rows else None
-
-    def add(self, row: dict[str, Any]) -> None:
-        if self.fields is None:
-            self.fields = list(row.keys())
-        self.rows.append(row)
-
-    def flush(self) -> None:
-        if not self.rows or self.fields is None:
-            return
-        write_csv(self.path, self.rows, self.fields)
 
 
 @dataclass
@@ -280,17 +256,16 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
     """Train ``cfg.model`` on the cached shards; write checkpoints under ``run_dir``.
 
     ``resume``: True = the latest checkpoint in ``run_dir``, a path = that checkpoint.
+    ``log_path``: dvclive folder of the per-step curves (default ``run_dir/log``); ``progress`` False
+    replaces the bar with a log line every 50 steps or 60 s (:class:`train.runlog.TrainLogger`).
     ``stop_after``: stop (with a checkpoint) after this many steps in this call (tests, time limits).
     Returns {"final": path of the final checkpoint or None, "steps": steps done, "losses": [...]}.
     """
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     state = setup_training(cfg, data_root, shards)
     resume_or_start(state, run_dir, resume)
-    log = TrainLog(Path(log_path) if log_path else run_dir / "train_log.csv", state.step)
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {cfg.model}", unit="step",
-               disable=not (progress and state.info.is_main), dynamic_ncols=True)
+    logger = TrainLogger(Path(log_path) if log_path else run_dir / "log", f"train {cfg.model}", cfg.max_steps,
+                         state.step, bar=progress, enabled=state.info.is_main)
     losses_seen: list[float] = []
     limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, state.step + stop_after)
     set_train_mode(state.model, cfg.freeze_backbone)
@@ -300,37 +275,34 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
         for batch in loader:
             result = train_step(state, batch)
             losses_seen.append(result["losses"]["total"])
-            log.add(_log_row(state, epoch, result, time.perf_counter() - start))
-            bar.update(1)
-            bar.set_postfix(loss=f"{result['losses']['total']:.3f}")
-            _save_periodically(state, run_dir, log)
+            logger.step(state.step, _log_row(state, epoch, result, time.perf_counter() - start))
+            _save_periodically(state, run_dir)
             if state.step >= limit:
                 break
-    bar.close()
-    final = _save_at_end(state, run_dir, log)
+    logger.close()
+    final = _save_at_end(state, run_dir)
     if state.info.world_size > 1:
         dist.barrier()
     return {"final": final, "steps": state.step, "losses": losses_seen}
 
 
-def _log_row(state: TrainState, epoch: int, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _log_row(state: TrainState, epoch: int, result: dict[str, Any], seconds: float) -> dict[str, float]:
+    """The scalars logged for one step (dvclive curves ``loss_*``, ``lr``, ``grad_norm``, ...)."""
     grad_norm = result["grad_norm"]
-    return {"step": state.step, "epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"],
-            **{f"loss_{k}": round(v, 6) for k, v in result["losses"].items()},
-            "grad_norm": round(grad_norm, 6) if grad_norm is not None else "", "seconds": round(seconds, 3)}
+    return {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"],
+            **{f"loss_{k}": v for k, v in result["losses"].items()},
+            **({"grad_norm": grad_norm} if grad_norm is not None else {}), "seconds": round(seconds, 3)}
 
 
-def _save_periodically(state: TrainState, run_dir: Path, log: TrainLog) -> None:
+def _save_periodically(state: TrainState, run_dir: Path) -> None:
     if not state.info.is_main:
         return
     if state.step % state.cfg.checkpoint_every == 0 and state.step < state.cfg.max_steps:
         save_checkpoint(state.payload(), run_dir / "checkpoints" / f"step-{state.step:07d}.pt")
         prune_checkpoints(run_dir, keep=max(1, state.cfg.keep_checkpoints))
-    if state.step % LOG_FLUSH_EVERY == 0 or state.step % state.cfg.checkpoint_every == 0:
-        log.flush()  # so `dvc plots` / `tail` show a run in progress
 
 
-def _save_at_end(state: TrainState, run_dir: Path, log: TrainLog) -> Path | None:
+def _save_at_end(state: TrainState, run_dir: Path) -> Path | None:
     """The final model when max_steps is reached (intermediate checkpoints pruned to
     ``keep_checkpoints``), else a checkpoint to resume from."""
     if not state.info.is_main:
@@ -342,5 +314,4 @@ def _save_at_end(state: TrainState, run_dir: Path, log: TrainLog) -> Path | None
         prune_checkpoints(run_dir, keep=state.cfg.keep_checkpoints)
     else:
         save_checkpoint(state.payload(), run_dir / "checkpoints" / f"step-{state.step:07d}.pt")
-    log.flush()
     return final

@@ -27,7 +27,7 @@ from pipeline.params import from_section
 from pipeline.feature_record import read_record
 from train.checkpoint import build_from_checkpoint, load_checkpoint
 from train.data import image_tensor, prepare_batch, resize_clip
-from train.evaluate import _colourise
+from train.overlay import draw_mask
 
 OVERLAY_MAX_SIDE = 640  # overlay video: the video's aspect ratio, longest side at most this
 DECODE_SECONDS = 60  # seconds decoded at a time (memory: one such window at the extract and display sizes)
@@ -160,10 +160,9 @@ def write_masks(labels: np.ndarray, out_dir: Path, first_second: int, binary: bo
 
 
 def draw_overlay(frames: np.ndarray, labels: np.ndarray, binary: bool) -> np.ndarray:
-    """frames uint8 [T,H,W,3] with the prediction ``labels`` [T,H,W] tinted over them."""
-    colours = np.stack([_colourise(label, binary) for label in labels])
-    alpha = np.where(labels > 0, 0.55, 0.0)[..., None]
-    return (frames * (1 - alpha) + colours * alpha).astype(np.uint8)
+    """frames uint8 [T,H,W,3] with the prediction ``labels`` [T,H,W] drawn over them (tint + outline,
+    :func:`train.overlay.draw_mask`)."""
+    return np.stack([draw_mask(frame, label, binary) for frame, label in zip(frames, labels)])
 
 
 def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path, threshold: float = 0.5,

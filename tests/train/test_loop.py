@@ -66,8 +66,8 @@ def test_resume_gives_identical_losses(toy_root, tmp_path, toy_params):
     assert first["losses"] + second["losses"] == pytest.approx(full["losses"], abs=1e-6, rel=1e-6)
     ckpt = load_checkpoint(tmp_path / "full" / "model.pt")
     assert ckpt["step"] == 4 and ckpt["model_name"] == "combo_tiny"
-    log = (tmp_path / "split" / "train_log.csv").read_text().splitlines()
-    assert len(log) == 5 and log[0].startswith("step,epoch,lr,loss_")
+    log = (tmp_path / "split" / "log" / "plots" / "metrics" / "train" / "loss_total.tsv").read_text().splitlines()
+    assert len(log) == 5 and log[0].split("\t") == ["step", "loss_total"]  # dvclive: header + steps 1-4
 
 
 def test_evaluate_writes_metrics_overlays_and_shuffle(toy_root, tmp_path, toy_params):
@@ -100,7 +100,7 @@ def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path, toy_params
     metrics = evaluate(result["final"], EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False),
                        str(root), [0], tmp_path / "eval")
     assert 0 <= metrics["toy_sem"]["mIoU"] <= 1
-    rows = (tmp_path / "eval" / "per_class_iou.csv").read_text().splitlines()
+    rows = (tmp_path / "eval" / "per_class" / "per_class_iou.csv").read_text().splitlines()
     assert rows[0] == "dataset,class_id,iou"
     classes = {int(r.split(",")[1]): float(r.split(",")[2]) for r in rows[1:]}
     # toy ground truth has background and class 1; a class only predicted counts too (IoU 0), as in AVSBench
