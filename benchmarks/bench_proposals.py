@@ -51,9 +51,11 @@ from proposal_reference import (  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 RECALL_IOU = 0.8
 SMALL_AREA = 100  # pixels (0.2% of a 224x224 frame), for the secondary recall
-SWEEP = ([{"coarse_levels": c, "cover_max_area": a} for c in (1, 2) for a in (1.0, 0.1, 0.02)]
-         + [{"coarse_levels": c, "distinct_similarity": t, "cover_max_area": a}
-            for c in (1, 2, 3) for t in (0.8, 0.85, 0.9, 0.93, 0.95, 0.97) for a in (1.0, 0.1)])
+SWEEP = ([{"coarse_levels": c} for c in (1, 2, 3)]  # uncovered points only (the old quality: 1)
+         + [{"coarse_levels": 1, "cover_max_area": a} for a in (0.1, 0.02)]
+         + [{"coarse_levels": c, "distinct_similarity": t} for c in (2, 3) for t in (0.9, 0.93, 0.95, 0.96, 0.97)]
+         + [{"coarse_levels": 3, "distinct_similarity": t} for t in (0.8, 0.85)]
+         + [{"coarse_levels": 4, "distinct_similarity": t} for t in (0.9, 0.95)])
 
 
 # ---------------------------------------------------------------------------------- compare
@@ -165,29 +167,17 @@ def replay_rows(generator, frames: list[dict]) -> list[dict]:
 def retime_reference(frames: list[dict]) -> list[dict]:
     """SamAutomaticMaskGenerator itself on these frames, now: CPU time side by side with ours, and
     how its masks compare with the committed reference masks (both directions)."""
-    import tempfile
-
-    import proposal_reference
-
     model = sam_model()
     rows = []
     for item in frames:
-        with tempfile.TemporaryDirectory() as tmp:  # the committed files stay untouched
-            saved = proposal_reference.REFERENCE_DIR
-            proposal_reference.REFERENCE_DIR = Path(tmp)
-            try:
-                meta = compute_sam(item["spec"], item["frame"], model)
-                sam_masks, _, _ = read_masks(reference_path(item["spec"].name, "sam"))
-            finally:
-                proposal_reference.REFERENCE_DIR = saved
-        ours_vs_sam = recall_row(sam_masks, item["reference"])
+        meta, sam_masks = compute_sam(item["spec"], item["frame"], model, write=False)
+        committed = item["reference"]
+        same = (iou_matrix(sam_masks, committed) >= 0.99).any(1) if len(sam_masks) and len(committed) else []
         rows.append({"frame": item["spec"].name, "cpu_s": meta["cpu_s"], "wall_s": meta["wall_s"],
-                     "sam_masks": int(len(sam_masks)), "committed_masks": int(len(item["reference"])),
-                     "committed_recall_of_sam": ours_vs_sam["recall"],
-                     "sam_recall_of_committed": recall_row(item["reference"], sam_masks)["recall"],
-                     "identical_masks": int(sum(bool((iou_matrix(sam_masks, item["reference"]) >= 0.999).any(1)[i])
-                                                for i in range(len(sam_masks))) if len(sam_masks) and
-                                            len(item["reference"]) else 0)})
+                     "sam_masks": int(len(sam_masks)), "committed_masks": int(len(committed)),
+                     "sam_masks_in_committed_iou_0.99": int(np.sum(same)),
+                     "committed_recall_of_sam": recall_row(sam_masks, committed)["recall"],
+                     "sam_recall_of_committed": recall_row(committed, sam_masks)["recall"]})
         print(f"  reference  {rows[-1]}", flush=True)
     return rows
 
@@ -225,14 +215,15 @@ def cost_model(rows: list[dict]) -> tuple[float, float] | None:
 
 
 def sweep(frames: list[dict], model) -> list[dict]:
-    """Replay every SWEEP setting on the tuning half (1024 input): recall and prompts per setting."""
+    """Replay every SWEEP setting (over the reference preset, 1024 input) on the tuning half: recall and
+    prompts per setting."""
     from pipeline.proposals.config import PRESETS
     from pipeline.proposals.generator import FastMaskGenerator, GeneratorSettings
 
     tuning = [f for f in frames if f["spec"].split == "tuning"]
     out = []
     for setting in SWEEP:
-        generator = FastMaskGenerator(model, GeneratorSettings(**{**PRESETS["quality"], **setting}))
+        generator = FastMaskGenerator(model, GeneratorSettings(**{**PRESETS["reference"], **setting}))
         rows = replay_rows(generator, tuning)
         out.append({"setting": setting, **summarise(rows, None)})
         print(f"  sweep {setting}: recall median {out[-1].get('recall_median', float('nan')):.3f} worst "
@@ -260,6 +251,27 @@ def run_preset(preset: str, frames: list[dict], time_frames: int, replay: bool) 
             row["replay_recall"], row["replay_prompts"] = again["recall"], again["prompts"]
     rows += replay_rows(backend.generator, rest) if can_replay else run_timed(preset, backend, rest)
     return {"preset": preset, "settings": params.model_settings(), "frames": rows}
+
+
+# AVSBench frames per subset and split (shared notes: S4 3452/740/740 videos x 5 frames, MS3 296/64/64
+# x 5; AVSS = v1s (the S4 videos) + v1m (the MS3 videos) x 5 frames + v2 4750/500/750 x 10 frames).
+AVSBENCH_FRAMES = {
+    "S4": {"train": 3452 * 5, "val": 740 * 5, "test": 740 * 5},
+    "MS3": {"train": 296 * 5, "val": 64 * 5, "test": 64 * 5},
+    "AVSS": {"train": (3452 + 296) * 5 + 4750 * 10, "val": (740 + 64) * 5 + 500 * 10,
+             "test": (740 + 64) * 5 + 750 * 10},
+}
+
+
+def dataset_cost(cpu_s_per_frame: float, workers: int = 32) -> dict:
+    """Proposal-stage hours per AVSBench subset on 1 core and on ``workers`` single-thread dask workers
+    (frames are independent: ideal scaling assumed, same per-core speed as measured here)."""
+    out = {}
+    for subset, splits in AVSBENCH_FRAMES.items():
+        frames = sum(splits.values())
+        hours = frames * cpu_s_per_frame / 3600
+        out[subset] = {"frames": frames, "hours_1_core": hours, f"hours_{workers}_workers": hours / workers}
+    return out
 
 
 def print_table(results: list[dict], reference_cpu_s: float | None) -> None:
@@ -326,6 +338,15 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     report["results"] = results
     print_table(results, reference_cpu_s)
+    print("\nAVSBench proposal-stage cost (held-out median CPU s/frame; 1 core | 32 single-thread dask workers)")
+    for result in results:
+        cpu = result["summary"]["heldout"].get("cpu_s_median")
+        if cpu is None:
+            continue
+        result["avsbench_cost"] = dataset_cost(cpu)
+        cells = "  ".join(f"{k}: {v['hours_1_core']:.0f} h | {v['hours_32_workers']:.1f} h"
+                          for k, v in result["avsbench_cost"].items())
+        print(f"  {result['preset']:<9} {cpu:5.1f} s/frame  {cells}")
     write_json(Path(args.out), report)
     return 0
 

@@ -133,7 +133,7 @@ def compute_reference(spec, frame: np.ndarray, generator) -> dict:
     return meta | {"masks": int(len(final_masks))}
 
 
-def select_points(table, points: "torch.Tensor", indices: np.ndarray):
+def select_points(table: tuple, points, indices: np.ndarray) -> tuple:
     """The recorded candidates (masks, scores) of the grid points ``indices``."""
     import torch
 
@@ -141,8 +141,9 @@ def select_points(table, points: "torch.Tensor", indices: np.ndarray):
     return table[0][chosen], table[1][chosen]
 
 
-def compute_sam(spec, frame: np.ndarray, model) -> dict:
-    """SamAutomaticMaskGenerator itself on one frame: masks stored as ``<name>.sam.json.gz``."""
+def compute_sam(spec, frame: np.ndarray, model, write: bool = True) -> tuple[dict, np.ndarray]:
+    """SamAutomaticMaskGenerator itself on one frame: (record, masks bool [K,H,W]); with ``write``
+    the masks are stored as ``<name>.sam.json.gz``."""
     import torch
     from mobile_sam import SamAutomaticMaskGenerator
 
@@ -155,8 +156,9 @@ def compute_sam(spec, frame: np.ndarray, model) -> dict:
     meta = {"frame": spec.name, "split": spec.split, "digest": frame_digest(frame), "shape": list(frame.shape[:2]),
             "generator": "mobile_sam.SamAutomaticMaskGenerator", "reference_settings": REFERENCE_SETTINGS,
             "cpu_s": cpu_s, "wall_s": wall_s, "torch_threads": torch.get_num_threads()}
-    write_masks(reference_path(spec.name, "sam"), masks, scores, meta)
-    return meta | {"masks": int(len(masks))}
+    if write:
+        write_masks(reference_path(spec.name, "sam"), masks, scores, meta)
+    return meta | {"masks": int(len(masks))}, masks
 
 
 def sam_model():
@@ -188,7 +190,7 @@ def interleaved(specs) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", nargs="*", default=None, help="frame names (default: all, tuning and held-out alternately)")
+    parser.add_argument("--frames", nargs="*", default=None, help="frame names, in this order (default: all, tuning and held-out alternately)")
     parser.add_argument("--check-sam", nargs="*", default=[], metavar="NAME",
                         help="also run SamAutomaticMaskGenerator on these frames (~6 CPU-min each)")
     parser.add_argument("--opencv-data", default=None)
@@ -198,13 +200,17 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     generator = reference_generator(args.threads)
-    specs = [s for s in interleaved(FRAMES) if args.frames is None or s.name in args.frames]
+    by_name = {s.name: s for s in FRAMES}
+    unknown = sorted(set(args.frames or []) - set(by_name))
+    if unknown:
+        raise SystemExit(f"unknown frame names {unknown}; known: {sorted(by_name)}")
+    specs = interleaved(FRAMES) if args.frames is None else [by_name[n] for n in args.frames]
     for spec in specs:
         frame = build_frame(spec, args.opencv_data)
         if not is_done(spec.name, frame_digest(frame)):
             print(f"reference {spec.name}: {compute_reference(spec, frame, generator)}", flush=True)
         if spec.name in args.check_sam and not is_done(spec.name, frame_digest(frame), "sam"):
-            print(f"sam {spec.name}: {compute_sam(spec, frame, sam_model())}", flush=True)
+            print(f"sam {spec.name}: {compute_sam(spec, frame, sam_model())[0]}", flush=True)
     return 0
 
 
