@@ -38,9 +38,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"points_per_side": 32, "coarse_levels": 0},
     # Coarse-to-fine from every 8th grid point; later rounds prompt the points no kept mask covers
     # and the points whose image embedding differs from all 8 neighbours' (small parts).
-    "quality": {"points_per_side": 32, "coarse_levels": 3, "distinct_similarity": 0.96},
+    "quality": {"points_per_side": 32, "coarse_levels": 3, "distinct_similarity": 0.95},
     # The same with a lower distinctness bar: fewer prompts, some small parts lost.
-    "fast": {"points_per_side": 32, "coarse_levels": 3, "distinct_similarity": 0.93},
+    "fast": {"points_per_side": 32, "coarse_levels": 3, "distinct_similarity": 0.85},
     # The 2-core demo: an 8x8 grid at a 384 input; softer logits there, so lower thresholds.
     "demo": {"points_per_side": 8, "coarse_levels": 1, "pred_iou_thresh": 0.86, "stability_score_thresh": 0.8},
 }
