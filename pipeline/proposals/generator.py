@@ -49,6 +49,11 @@ class GeneratorSettings:
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
     min_mask_region_area: int = 0      # > 0: drop islands and fill holes smaller than this (pixels)
+    cover_max_area: float = 1.0        # refinement rounds skip grid points covered by a kept mask of at
+                                       # most this fraction of the frame (1.0: any kept mask covers)
+    distinct_similarity: float = 0.0   # refinement rounds still prompt a covered grid point whose image
+                                       # embedding has cosine similarity below this to all of its 8 grid
+                                       # neighbours (small distinct parts); 0: off
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1:
@@ -57,6 +62,10 @@ class GeneratorSettings:
             raise ValueError("points_per_batch must be >= 1")
         if self.coarse_levels < 0:
             raise ValueError("coarse_levels must be >= 0")
+        if not 0.0 < self.cover_max_area <= 1.0:
+            raise ValueError("cover_max_area must be in (0, 1]")
+        if not -1.0 <= self.distinct_similarity <= 1.0:
+            raise ValueError("distinct_similarity must be in [-1, 1]")
 
 
 def coarse_to_fine_rounds(n_per_side: int, levels: int) -> list[np.ndarray]:
@@ -142,6 +151,32 @@ def frame_resize_operator(low_side: int, encoder_size: int, valid: int, out: int
     return down[:, 0, :, 0].T.contiguous().float()
 
 
+def neighbour_similarity(embedding: torch.Tensor, grid_xy: np.ndarray, valid_hw: tuple[int, int],
+                         frame_hw: tuple[int, int], encoder_size: int, n_per_side: int) -> np.ndarray:
+    """For each grid point (row-major [n*n,2] frame pixels (x, y)), the highest cosine similarity
+    between its image-embedding token and those of its (up to 8) grid neighbours: float [n*n].
+
+    A point unlike all its neighbours sits on a small or thin structure: the decoder gives it masks
+    that the neighbours' prompts do not (measured on the tuning frames: the reference masks that
+    only one or two grid points produce come from such points)."""
+    side = embedding.shape[-1]
+    scale = np.array([valid_hw[1] / frame_hw[1], valid_hw[0] / frame_hw[0]]) * side / encoder_size
+    token = np.clip((grid_xy * scale).astype(int), 0, side - 1)
+    feats = F.normalize(embedding[0][:, token[:, 1], token[:, 0]].T.float(), dim=1)
+    feats = F.pad(feats.reshape(n_per_side, n_per_side, -1).permute(2, 0, 1), (1, 1, 1, 1))  # zero border
+    best = torch.full((n_per_side, n_per_side), -1.0)
+    centre = feats[:, 1:-1, 1:-1]
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy == dx == 1:
+                continue
+            shifted = feats[:, dy:dy + n_per_side, dx:dx + n_per_side]
+            sim = (centre * shifted).sum(0)
+            valid = shifted.abs().sum(0) > 0  # border padding is no neighbour
+            best = torch.where(valid, torch.maximum(best, sim), best)
+    return best.reshape(-1).numpy()
+
+
 class FastMaskGenerator:
     """Class-agnostic masks for one RGB frame with a ``Sam``-shaped model.
 
@@ -198,14 +233,15 @@ class FastMaskGenerator:
 
     @torch.inference_mode()
     def _decode(self, decoder: SharedImageDecoder, points_xy: np.ndarray, valid_hw: tuple[int, int],
-                frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binary masks bool [K,H,W] at frame resolution and predicted IoU [K] of the multimask outputs
-        of points (x, y) in frame pixels [P,2] that pass the IoU and stability filters."""
+                frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Binary masks bool [K,H,W] at frame resolution, predicted IoU [K] and the prompt each came
+        from (int64 [K], index into points_xy) of the multimask outputs of points (x, y) in frame
+        pixels [P,2] that pass the IoU and stability filters."""
         s = self.settings
         low_side = decoder.hw[0] * 4
         rows, cols = self._frame_operators(low_side, valid_hw, frame_hw)
         scale = torch.tensor([valid_hw[1] / frame_hw[1], valid_hw[0] / frame_hw[0]])
-        kept_masks, kept_scores = [], []
+        kept_masks, kept_scores, kept_prompts = [], [], []
         for start in range(0, len(points_xy), s.points_per_batch):
             coords = torch.as_tensor(points_xy[start:start + s.points_per_batch], dtype=torch.float32) * scale
             labels = torch.ones(coords.shape[0], 1)
@@ -217,6 +253,7 @@ class FastMaskGenerator:
             if not bool(prompts.any()):
                 continue
             # The IoU head needs only the tokens: upscale just the prompts with a surviving mask.
+            prompt_ids = torch.arange(start, start + coords.shape[0])[prompts]
             if not bool(prompts.all()):  # indexing copies [P,N,C]: only when some prompt drops out
                 tokens, image, iou, keep = tokens[prompts], image[prompts], iou[prompts], keep[prompts]
             low = decoder.masks(tokens, image)[keep]  # [K,4h,4w]
@@ -224,9 +261,10 @@ class FastMaskGenerator:
             stable = stability_scores(logits, self.mask_threshold, s.stability_score_offset) >= s.stability_score_thresh
             kept_masks.append(logits[stable] > self.mask_threshold)
             kept_scores.append(iou[keep][stable])
+            kept_prompts.append(prompt_ids[:, None].expand_as(keep)[keep][stable])
         if not kept_masks:
-            return torch.zeros((0, *frame_hw), dtype=torch.bool), torch.zeros(0)
-        return torch.cat(kept_masks), torch.cat(kept_scores)
+            return torch.zeros((0, *frame_hw), dtype=torch.bool), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        return torch.cat(kept_masks), torch.cat(kept_scores), torch.cat(kept_prompts)
 
     def _nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Indices of the candidates that survive box NMS (best first)."""
@@ -234,43 +272,84 @@ class FastMaskGenerator:
             return torch.zeros(0, dtype=torch.long)
         return batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), self.settings.box_nms_thresh)
 
-    @staticmethod
-    def _uncovered(points_xy: np.ndarray, masks: torch.Tensor) -> np.ndarray:
-        """The points (frame pixels, [P,2]) that no kept mask [K,H,W] covers."""
+    def _uncovered(self, points_xy: np.ndarray, masks: torch.Tensor) -> np.ndarray:
+        """bool [P]: which points (frame pixels, [P,2]) no kept mask [K,H,W] covers. Masks over
+        ``cover_max_area`` of the frame do not count: a point inside a large region can still
+        bring out that region's parts."""
+        uncovered = np.ones(len(points_xy), bool)
         if masks.shape[0] == 0 or len(points_xy) == 0:
-            return points_xy
-        covered = masks.any(0).numpy()
-        h, w = covered.shape
+            return uncovered
+        h, w = masks.shape[-2:]
+        small = masks.flatten(1).sum(1) <= self.settings.cover_max_area * h * w
+        if not bool(small.any()):
+            return uncovered
+        covered = masks[small].any(0).numpy()
         rows = np.clip(points_xy[:, 1].astype(int), 0, h - 1)
         cols = np.clip(points_xy[:, 0].astype(int), 0, w - 1)
-        return points_xy[~covered[rows, cols]]
+        return ~covered[rows, cols]
 
     # ------------------------------------------------------------------------------ public
     @torch.inference_mode()
     def generate(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.settings
         frame_hw = frame.shape[:2]
         embedding, valid_hw = self.encode(frame)
         decoder = self._shared_decoder(embedding)
-        grid = point_grid(s.points_per_side) * np.array([frame_hw[1], frame_hw[0]])
-        # Every candidate is kept until the end and NMS always runs on all of them, so the result
-        # is the reference's NMS over the prompted points, whatever the order of the rounds.
+        grid = self.grid_points(frame_hw)
+        similarity = self.point_similarity(embedding, grid, valid_hw, frame_hw)
+        masks, scores = self.run_rounds(lambda idx: self._decode(decoder, grid[idx], valid_hw, frame_hw)[:2],
+                                        grid, frame_hw, similarity)
+        return self._finish(masks, scores)
+
+    def point_similarity(self, embedding: torch.Tensor, grid: np.ndarray, valid_hw: tuple[int, int],
+                         frame_hw: tuple[int, int]) -> np.ndarray | None:
+        """:func:`neighbour_similarity` of the grid, or None when ``distinct_similarity`` is off."""
+        if self.settings.distinct_similarity <= 0.0:
+            return None
+        return neighbour_similarity(embedding, grid, valid_hw, frame_hw, self.encoder_size,
+                                    self.settings.points_per_side)
+
+    def grid_points(self, frame_hw: tuple[int, int]) -> np.ndarray:
+        """The prompt grid in frame pixels (x, y), float64 [N*N,2], row-major."""
+        return point_grid(self.settings.points_per_side) * np.array([frame_hw[1], frame_hw[0]])
+
+    def run_rounds(self, decode, grid: np.ndarray, frame_hw: tuple[int, int],
+                   similarity: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coarse-to-fine prompting. ``decode(indices int [P]) -> (masks bool [K,H,W], scores [K])``
+        decodes the grid points ``grid[indices]``; ``similarity`` [P] (:meth:`point_similarity`)
+        marks the distinct points prompted even when covered. Returns the NMS survivors (masks, scores).
+
+        Taking ``decode`` as a function lets the benchmark replay a strategy on recorded per-point
+        outputs (:meth:`point_candidates`) with exactly this code. ``last_prompts`` counts prompts."""
         masks = torch.zeros((0, *frame_hw), dtype=torch.bool)
         scores, boxes = torch.zeros(0), torch.zeros((0, 4))
         kept = torch.zeros(0, dtype=torch.long)
         self.last_prompts = 0
-        for i, indices in enumerate(coarse_to_fine_rounds(s.points_per_side, s.coarse_levels)):
+        for i, indices in enumerate(coarse_to_fine_rounds(self.settings.points_per_side, self.settings.coarse_levels)):
             # A point inside a kept mask would mostly return that mask again (NMS drops it): only
             # points on not-yet-segmented pixels are worth a decoder call.
-            points = grid[indices] if i == 0 else self._uncovered(grid[indices], masks[kept])
-            if len(points) == 0:
+            if i > 0:
+                wanted = self._uncovered(grid[indices], masks[kept])
+                if similarity is not None:
+                    wanted |= similarity[indices] < self.settings.distinct_similarity
+                indices = indices[wanted]
+            if len(indices) == 0:
                 continue
-            self.last_prompts += len(points)
-            new_masks, new_scores = self._decode(decoder, points, valid_hw, frame_hw)
+            self.last_prompts += len(indices)
+            new_masks, new_scores = decode(indices)
+            # Every candidate is kept until the end and NMS always runs on all of them, so the result
+            # is the reference's NMS over the prompted points, whatever the order of the rounds.
             masks, scores = torch.cat([masks, new_masks]), torch.cat([scores, new_scores])
             boxes = torch.cat([boxes, mask_boxes(new_masks)])
             kept = self._nms(boxes, scores)
-        return self._finish(masks[kept], scores[kept])
+        return masks[kept], scores[kept]
+
+    @torch.inference_mode()
+    def point_candidates(self, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every grid point decoded once, before NMS: masks bool [K,H,W], predicted IoU [K] and the
+        grid index (row-major) each came from, int64 [K]. NMS over all of them is ``coarse_levels: 0``."""
+        frame_hw = frame.shape[:2]
+        embedding, valid_hw = self.encode(frame)
+        return self._decode(self._shared_decoder(embedding), self.grid_points(frame_hw), valid_hw, frame_hw)
 
     def _finish(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Optional small-region cleaning, drop empty masks, sort by score: bool [K,H,W], float32 [K]."""

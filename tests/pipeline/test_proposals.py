@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -216,8 +217,9 @@ def test_decoded_masks_are_the_reference_generators_masks(mobile_sam_backend):
         want_masks, want_scores = logits[keep] > 0, iou[keep]
         embedding, valid = generator.encode(frame)
         torch.testing.assert_close(embedding, predictor.features, rtol=0, atol=1e-4)
-        masks, scores = generator._decode(generator._shared_decoder(embedding), points, valid, frame.shape[:2])
+        masks, scores, prompts = generator._decode(generator._shared_decoder(embedding), points, valid, frame.shape[:2])
     assert 0 < len(want_masks) == len(masks)
+    assert prompts.tolist() == torch.nonzero(keep)[:, 0].tolist()  # each mask names the point it came from
     torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-4)
     differ = (masks != want_masks).flatten(1).sum(1)
     assert int(differ.max()) <= 2  # a pixel whose logit is within float rounding of 0 may flip
@@ -246,3 +248,88 @@ def test_coarse_to_fine_prompts_fewer_points_and_keeps_the_objects(mobile_sam_ba
     square = np.zeros((64, 64), bool); square[8:40, 8:40] = True
     for found in (full_masks, masks):
         assert max((m & square).sum() / (m | square).sum() for m in found) > 0.7
+
+
+def _square(frame_hw, top, left, size):
+    mask = torch.zeros(frame_hw, dtype=torch.bool)
+    mask[top:top + size, left:left + size] = True
+    return mask
+
+
+def test_rounds_skip_points_covered_by_small_masks_only():
+    """run_rounds with a scripted decode (no model): a point is skipped when a kept mask covers it,
+    unless that mask is larger than cover_max_area of the frame (its parts are still wanted)."""
+    model = types.SimpleNamespace(image_encoder=types.SimpleNamespace(img_size=1024), eval=lambda: model)
+    frame_hw = (64, 64)
+    big = _square(frame_hw, 0, 0, 64)  # the whole frame: area 1.0
+
+    def decode(indices):
+        calls.append(sorted(indices.tolist()))
+        return big[None].expand(len(indices), -1, -1).clone(), torch.linspace(0.99, 0.9, len(indices))
+
+    for cover, expected_prompts in [(1.0, 4), (0.5, 16)]:
+        calls = []
+        generator = FastMaskGenerator(model, GeneratorSettings(points_per_side=4, coarse_levels=1,
+                                                               cover_max_area=cover))
+        masks, scores = generator.run_rounds(decode, generator.grid_points(frame_hw), frame_hw)
+        assert generator.last_prompts == expected_prompts == sum(len(c) for c in calls)
+        assert len(masks) == 1 and bool(masks[0].all())  # NMS keeps one copy of the repeated mask
+    with pytest.raises(ValueError, match="cover_max_area"):
+        GeneratorSettings(cover_max_area=0.0)
+
+
+@needs_mobile_sam
+def test_point_candidates_replay_equals_generate(mobile_sam_backend):
+    """Recorded per-point masks replayed through run_rounds give generate()'s own masks (the benchmark's
+    replay of presets relies on it)."""
+    generator = mobile_sam_backend.generator
+    frame = shapes_frame(64)
+    masks, scores, points = generator.point_candidates(frame)
+    assert len(masks) == len(scores) == len(points) and int(points.max()) < generator.settings.points_per_side ** 2
+
+    def lookup(indices):
+        chosen = torch.from_numpy(np.isin(points.numpy(), indices))
+        return masks[chosen], scores[chosen]
+
+    replayed = generator._finish(*generator.run_rounds(lookup, generator.grid_points(frame.shape[:2]), frame.shape[:2]))
+    replay_prompts = generator.last_prompts
+    direct = generator.generate(frame)
+    assert replay_prompts == generator.last_prompts
+    assert len(replayed[0]) == len(direct[0]) > 0
+    assert all(int((a != b).sum()) <= 2 for a, b in zip(replayed[0], direct[0]))
+    np.testing.assert_allclose(replayed[1], direct[1], atol=1e-4)
+
+
+def test_neighbour_similarity_singles_out_a_distinct_point():
+    from pipeline.proposals.generator import neighbour_similarity
+
+    side, n = 16, 4  # 16x16 embedding tokens, 4x4 prompt grid on a 64x64 frame at a 256 input
+    embedding = torch.zeros(1, 8, side, side)
+    embedding[0, 0] = 1.0  # every token points the same way...
+    grid = point_grid(n) * 64
+    odd = 5  # ...except the one under grid point 5 (row 1, col 1)
+    x, y = (grid[odd] * side / 64).astype(int)
+    embedding[0, :, y, x] = torch.tensor([0, 1, 0, 0, 0, 0, 0, 0.0])
+    sim = neighbour_similarity(embedding, grid, (256, 256), (64, 64), 256, n)
+    assert sim.shape == (16,)
+    assert sim[odd] == pytest.approx(0.0, abs=1e-6)
+    assert np.allclose(np.delete(sim, odd), 1.0)  # every other point has an identical neighbour
+
+
+def test_distinct_points_are_prompted_even_when_covered():
+    model = types.SimpleNamespace(image_encoder=types.SimpleNamespace(img_size=1024), eval=lambda: model)
+    frame_hw = (64, 64)
+    big = _square(frame_hw, 0, 0, 64)
+    calls = []
+
+    def decode(indices):
+        calls.append(sorted(indices.tolist()))
+        return big[None].expand(len(indices), -1, -1).clone(), torch.linspace(0.99, 0.9, len(indices))
+
+    generator = FastMaskGenerator(model, GeneratorSettings(points_per_side=4, coarse_levels=1,
+                                                           distinct_similarity=0.5))
+    similarity = np.ones(16)
+    similarity[[0, 7, 9]] = 0.2  # distinct points; 7 is in the first round anyway
+    generator.run_rounds(decode, generator.grid_points(frame_hw), frame_hw, similarity)
+    # round 1: every other point; round 2: everything is covered, so only the distinct points 0 and 9
+    assert calls == [[5, 7, 13, 15], [0, 9]] and generator.last_prompts == 6
