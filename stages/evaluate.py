@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from stages.common import StageContext, add_common
@@ -36,4 +37,8 @@ def run(args: argparse.Namespace) -> int:
                for name, m in metrics.items() if isinstance(m, dict)}
     print(f"evaluate {checkpoint}: {json.dumps(summary)}")
     print(f"report: {out / 'report.html'}")
+    if not any(isinstance(m, dict) and m.get("num_videos") for m in metrics.values()):
+        print(f"avs evaluate: nothing was scored: no '{cfg.split}' clip with all features in {cfg.datasets}",
+              file=sys.stderr)
+        return 1
     return 0

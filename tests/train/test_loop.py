@@ -134,3 +134,18 @@ def test_only_the_newest_intermediate_checkpoints_are_kept(toy_root, tmp_path, t
           stop_after=5, progress=False)
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*.pt"))
     assert kept == ["step-0000004.pt", "step-0000005.pt"]
+
+
+def test_evaluate_with_nothing_to_score_exits_1(toy_root, tmp_path, toy_params, capsys):
+    """A split with no clips gives no metrics: the stage says so and does not exit 0."""
+    import yaml
+
+    from stages.cli import main
+
+    result = train(toy_params(max_steps=1), str(toy_root), [0], tmp_path / "run", progress=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"root": str(toy_root)},
+                                      "evaluate": {"datasets": ["toy"], "split": "val", "overlays": 0}}))
+    code = main(["evaluate", "--params", str(params), "--checkpoint", str(result["final"]), "--out",
+                 str(tmp_path / "eval"), "--no-progress"])
+    assert code == 1 and "nothing was scored: no 'val' clip" in capsys.readouterr().err
