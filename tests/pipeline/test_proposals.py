@@ -291,7 +291,10 @@ def test_point_candidates_replay_equals_generate(mobile_sam_backend):
         chosen = torch.from_numpy(np.isin(points.numpy(), indices))
         return masks[chosen], scores[chosen]
 
-    replayed = generator._finish(*generator.run_rounds(lookup, generator.grid_points(frame.shape[:2]), frame.shape[:2]))
+    grid = generator.grid_points(frame.shape[:2])
+    embedding, valid_hw = generator.encode(frame)
+    similarity = generator.point_similarity(embedding, grid, valid_hw, frame.shape[:2])  # the preset's distinct points
+    replayed = generator._finish(*generator.run_rounds(lookup, grid, frame.shape[:2], similarity))
     replay_prompts = generator.last_prompts
     direct = generator.generate(frame)
     assert replay_prompts == generator.last_prompts
