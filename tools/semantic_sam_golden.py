@@ -102,11 +102,11 @@ def test_frame() -> np.ndarray:
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def run_official(model, frame: np.ndarray) -> dict[str, np.ndarray]:
+def official_features(core, frame: np.ndarray):
+    """(image [3,H,W] float, {"backbone_*", "encoder_*"} arrays, mask features, multi-scale features) of the
+    official model ``core`` on ``frame`` uint8 [H,W,3]."""
     from detectron2.structures import ImageList
-    from tasks.automatic_mask_generator import SemanticSamAutomaticMaskGenerator
 
-    core = model.model
     image = torch.from_numpy(frame).permute(2, 0, 1).float()
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -116,11 +116,25 @@ def run_official(model, frame: np.ndarray) -> dict[str, np.ndarray]:
         mask_features, _, multi_scale = core.sem_seg_head.pixel_decoder.forward_features(feats, None)
         out["encoder_mask_features"] = mask_features.numpy()
         out.update({f"encoder_level{i}": m.numpy() for i, m in enumerate(multi_scale)})
+    return image, out, mask_features, multi_scale
+
+
+def point_prompts(image: torch.Tensor, frame: np.ndarray, points: torch.Tensor) -> dict:
+    """The official decoder's input for point prompts [P,2] (x, y in [0,1]): tiny 0.005 boxes, no part labels."""
+    return {"image": image, "height": frame.shape[0], "width": frame.shape[1],
+            "targets": [{"points": torch.cat([points, torch.full_like(points, 0.005)], -1),
+                         "pb": torch.zeros(len(points))}]}
+
+
+def run_official(model, frame: np.ndarray) -> dict[str, np.ndarray]:
+    from tasks.automatic_mask_generator import SemanticSamAutomaticMaskGenerator
+
+    core = model.model
+    image, out, mask_features, multi_scale = official_features(core, frame)
+    with torch.no_grad():
         rng = np.random.default_rng(1)
         points = torch.tensor(rng.uniform(0.05, 0.95, (DECODER_POINTS, 2)), dtype=torch.float32)
-        data = {"image": image, "height": frame.shape[0], "width": frame.shape[1],
-                "targets": [{"points": torch.cat([points, torch.full_like(points, 0.005)], -1),
-                             "pb": torch.zeros(len(points))}]}
+        data = point_prompts(image, frame, points)
         masks, ious = core.evaluate_demo([data], None, None, mask_features, multi_scale, level=[0, 1, 2, 3, 4, 5])
         out["decoder_points"] = points.numpy()
         out["decoder_masks"] = masks.numpy().astype(np.float32)[:, ::2, ::2]  # token-major per point, stride 2
@@ -231,21 +245,10 @@ def swinl_tensors(ssam: Path, frame_path: Path, weights: Path, out_path: Path) -
 
 
 def run_official_tensors(model, frame: np.ndarray, points: torch.Tensor) -> dict[str, np.ndarray]:
-    from detectron2.structures import ImageList
-
     core = model.model
-    image = torch.from_numpy(frame).permute(2, 0, 1).float()
-    out: dict[str, np.ndarray] = {}
+    image, out, mask_features, multi_scale = official_features(core, frame)
     with torch.no_grad():
-        x = ImageList.from_tensors([(image - core.pixel_mean) / core.pixel_std], core.size_divisibility).tensor
-        feats = core.backbone(x)
-        out.update({f"backbone_{k}": v.numpy() for k, v in feats.items()})
-        mask_features, _, multi_scale = core.sem_seg_head.pixel_decoder.forward_features(feats, None)
-        out["encoder_mask_features"] = mask_features.numpy()
-        out.update({f"encoder_level{i}": m.numpy() for i, m in enumerate(multi_scale)})
-        data = {"image": image, "height": frame.shape[0], "width": frame.shape[1],
-                "targets": [{"points": torch.cat([points, torch.full_like(points, 0.005)], -1),
-                             "pb": torch.zeros(len(points))}]}
+        data = point_prompts(image, frame, points)
         masks, ious = core.evaluate_demo([data], None, None, mask_features, multi_scale, level=[0])
     out["points"] = points.numpy()
     out["decoder_masks"] = masks.numpy()
