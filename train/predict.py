@@ -93,26 +93,13 @@ def clip_features(predictor: Predictor, frames: np.ndarray, audio: np.ndarray, n
     computed = audio_features([(audio, num_seconds)], get_encoder(audio_params))[0]
     out = {"audio": computed["embeddings"], "logmel": computed["logmel"]}
     if "proposals" in predictor.features:
+        from pipeline.proposals.backends import cached_backend
         from pipeline.proposals.cache import propose_video
 
         params = predictor.features["proposals"]
-        backend = _cached_backend(params)
+        backend = cached_backend(params)
         out["maskige"] = propose_video(frames, backend, progress=progress).maskige
     return out
-
-
-_BACKENDS: dict[str, Any] = {}
-
-
-def _cached_backend(params: Any):
-    from pipeline.params import params_hash
-    from pipeline.proposals.backends import build_backend
-
-    key = params_hash(params)
-    if key not in _BACKENDS:
-        _BACKENDS.clear()
-        _BACKENDS[key] = build_backend(params.backend, params)
-    return _BACKENDS[key]
 
 
 @torch.no_grad()

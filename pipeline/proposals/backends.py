@@ -27,6 +27,7 @@ from pipeline.proposals.sam_models import (
     bundled_mobile_sam_checkpoint,
     file_sha256,
 )
+from pipeline.params import params_hash
 from pipeline.registry import Registry
 
 SEMANTIC_SAM_CHECKPOINT = (
@@ -73,6 +74,19 @@ def build_backend(name: str, params: ProposalParams) -> ProposalBackend:
     if name not in _BACKENDS:
         raise ValueError(f"proposals.backend must be one of {list_backends()}, got {name!r}")
     return _BACKENDS[name](params)
+
+
+_BUILT: dict[str, ProposalBackend] = {}  # params hash -> the backend built in this process
+
+
+def cached_backend(params: ProposalParams) -> ProposalBackend:
+    """The backend for ``params``, built once per process and reused for every video (one model held at a
+    time: other params replace it)."""
+    key = params_hash(params)
+    if key not in _BUILT:
+        _BUILT.clear()
+        _BUILT[key] = build_backend(params.backend, params)
+    return _BUILT[key]
 
 
 def resolve_checkpoint(params: ProposalParams) -> str:

@@ -20,7 +20,7 @@ from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
 from pipeline.params import DaskParams, params_hash
 from pipeline.parallel import map_ordered
-from pipeline.proposals.backends import build_backend, resolve_checkpoint
+from pipeline.proposals.backends import cached_backend, resolve_checkpoint
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.sam_models import ProposalModelError, file_sha256, load_state_dict
 from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
@@ -42,28 +42,16 @@ def preflight(params: ProposalParams) -> tuple[str, str]:
     return checkpoint, file_sha256(checkpoint)
 
 
-_WORKER_BACKENDS: dict[str, Any] = {}  # params hash -> backend, in this worker process
-
-
-def _worker_backend(params: ProposalParams):
-    """The backend of this worker process, built once per distinct params."""
-    import torch
-
-    key = params_hash(params)
-    if key not in _WORKER_BACKENDS:
-        torch.set_num_threads(params.threads_per_worker)
-        _WORKER_BACKENDS.clear()  # one model per worker at a time
-        _WORKER_BACKENDS[key] = build_backend(params.backend, params)
-    return _WORKER_BACKENDS[key]
-
-
 def propose_one(video_id: str, *, extract_path: str, params: ProposalParams) -> dict[str, Any]:
     """Worker task: read one video's frames, propose (or reuse the cache), return arrays + attrs."""
+    import torch
+
     with ShardReader(extract_path) as reader:
         if not reader.has(video_id):
             raise ValueError(f"{extract_path}: video {video_id!r} has no extracted frames")
         frames = reader.read(video_id, FRAMES_KEY)
-    backend = _worker_backend(params)
+    torch.set_num_threads(params.threads_per_worker)  # per worker: proposals.threads_per_worker
+    backend = cached_backend(params)
     cache = ProposalCache(params.cache_dir) if params.cache_dir else None
     result, hit = cached_propose_video(frames, backend, params.model_settings(), cache)
     return {
