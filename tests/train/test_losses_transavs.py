@@ -13,7 +13,7 @@ from train.losses.transavs_losses import (
     aqdl_loss,
     aqml_loss,
     confidence_threshold,
-    sounding_targets,
+    object_segments,
 )
 
 
@@ -40,9 +40,10 @@ def test_aqdl_hand_computed() -> None:
     assert float(aqdl_loss(projected, everyone, d0=1.0)) == pytest.approx(4.0 / 6.0, rel=1e-6)
     # d0 = 7: the pair at 6.25 also counts: (4 + 1/6.25) / 6
     assert float(aqdl_loss(projected, everyone, d0=7.0)) == pytest.approx((4.0 + 0.16) / 6.0, rel=1e-6)
-    # per-frame sets [B,T,N]: frame 0 = {0,1} (2/6 * 4), frame 1 = {0} (empty sum) -> mean over frames
-    per_frame = torch.tensor([[[True, True, False], [True, False, False]]])
-    assert float(aqdl_loss(projected, per_frame, d0=1.0)) == pytest.approx((4.0 / 3.0 + 0.0) / 2, rel=1e-6)
+    # two frames: frame 0 = {0,1} (2/6 * 4), frame 1 = {0} (empty sum) -> mean over frames
+    per_frame = torch.tensor([[True, True, False], [True, False, False]])
+    two_frames = projected.expand(2, -1, -1)
+    assert float(aqdl_loss(two_frames, per_frame, d0=1.0)) == pytest.approx((4.0 / 3.0 + 0.0) / 2, rel=1e-6)
 
 
 def test_aqdl_gradient_pushes_close_queries_apart() -> None:
@@ -127,21 +128,47 @@ def test_focal_rejects_mismatched_shapes() -> None:
 
 # ---------------------------------------------------------------------------- eq. 13 criterion
 def _outputs(b: int = 1, t: int = 2, n: int = 4, k: int = 2, h: int = 4, requires_grad: bool = True):
+    """Random outputs for K = k categories (k + 1 logits, the last = no object)."""
     torch.manual_seed(0)
     return {
-        "pred_logits": torch.randn(b, t, n, k, requires_grad=requires_grad),
+        "pred_logits": torch.randn(b, t, n, k + 1, requires_grad=requires_grad),
         "pred_masks": torch.randn(b, t, n, h, h, requires_grad=requires_grad),
-        "projected_queries": torch.randn(b, n, 3, requires_grad=requires_grad),
+        "projected_queries": torch.randn(b, t, n, 3, requires_grad=requires_grad),
     }
 
 
-def test_sounding_targets_drop_background_and_ignore() -> None:
-    gt = torch.tensor([[0, 3, 3], [255, 7, 0]])
-    targets = sounding_targets(gt, num_classes=71)
-    assert targets["labels"].tolist() == [3, 7]
-    assert targets["masks"].sum((1, 2)).tolist() == [2.0, 1.0]
+def test_background_is_a_segment_and_unmatched_queries_are_no_object() -> None:
+    """Choice 8: with a background and a foreground segment, two queries are matched (classes 0 and 1)
+    and the others take "no object" (index K); a frame holding only 255 has no segment."""
+    gt = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    gt[0, 0, :2] = 1
+    masks = torch.full((1, 1, 3, 4, 4), -20.0)
+    masks[0, 0, 0, :2] = 20.0  # query 0: the foreground
+    masks[0, 0, 1, 2:] = 20.0  # query 1: the background
+    logits = torch.log(torch.tensor([[0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])).view(1, 1, 3, 3)
+    outputs = {"pred_logits": logits, "pred_masks": masks, "projected_queries": torch.zeros(1, 1, 3, 2)}
+    losses = TransAVSCriterion(2)(outputs, {"masks": gt, "labelled": torch.ones(1, 1, dtype=torch.bool)})
+    focal = -0.25 * 0.2**2 * math.log(0.8)  # every query has p_t = 0.8; alpha 0.25 for 0 and 1, 0.75 for K
+    assert float(losses["class"]) == pytest.approx((2 * focal + 3 * focal) / 2, rel=1e-5)  # / 2 segments
+    assert float(losses["dice"]) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="outside"):
-        sounding_targets(torch.tensor([[5]]), num_classes=2)
+        TransAVSCriterion(2)(outputs, {"masks": gt * 5, "labelled": torch.ones(1, 1, dtype=torch.bool)})
+
+
+def test_object_segments_split_sounding_classes_into_objects() -> None:
+    gt = torch.zeros(20, 20, dtype=torch.long)
+    gt[0:5, 0:5] = 3  # object A of class 3
+    gt[10:16, 10:16] = 3  # object B of class 3
+    gt[19, 0] = 3  # a speck: 1 px < 5 % of 36 px joins object B
+    gt[0:4, 15:19] = 7  # class 7, one object
+    gt[8, :] = 255
+    segments = object_segments(gt, num_classes=71, min_fraction=0.05)
+    assert segments["labels"].tolist() == [0, 3, 3, 7]
+    areas = segments["masks"].sum((1, 2)).tolist()
+    assert areas == [400 - 20 - 25 - 37 - 16, 25, 37, 16]
+    assert segments["masks"].sum(0).max() == 1  # disjoint
+    whole = TransAVSCriterion(71, TransAVSLossConfig(split_objects=False)).segments(gt)
+    assert whole["labels"].tolist() == [0, 3, 7]
 
 
 def test_criterion_total_is_eq13_and_only_labelled_frames_supervise() -> None:
@@ -162,7 +189,7 @@ def test_criterion_total_is_eq13_and_only_labelled_frames_supervise() -> None:
 
 def test_criterion_no_labelled_frames_and_empty_ground_truth() -> None:
     outputs = _outputs()
-    gt = torch.zeros(1, 2, 8, 8, dtype=torch.long)
+    gt = torch.full((1, 2, 8, 8), 255, dtype=torch.long)  # every pixel ignored: no segment at all
     for labelled in (torch.zeros(1, 2, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)):
         losses = TransAVSCriterion(2)(outputs, {"masks": gt, "labelled": labelled})
         assert all(torch.isfinite(v) for v in losses.values())
@@ -174,27 +201,28 @@ def test_criterion_no_labelled_frames_and_empty_ground_truth() -> None:
 
 
 def test_criterion_class_loss_hand_computed() -> None:
-    # one frame, 2 queries, binary; query 1 matches the single segment (its mask is the target)
-    logits = torch.tensor([[[[0.0, math.log(3.0)], [math.log(3.0), 0.0]]]])  # p_sounding = 0.75, 0.25
+    # one frame, 2 queries, binary, all foreground; query 1 matches the single segment (its mask is the target)
+    logits = torch.log(torch.tensor([[[[0.1, 0.75, 0.15], [0.1, 0.25, 0.65]]]]))  # p_sounding = 0.75, 0.25
     gt = torch.zeros(1, 1, 4, 4, dtype=torch.long)
     gt[0, 0, :2] = 1
+    gt[0, 0, 2:] = 255
     masks = torch.full((1, 1, 2, 4, 4), -20.0)
     masks[0, 0, 1, :2] = 20.0  # query 1 has the perfect mask ...
     masks[0, 0, 0, :2, :1] = 20.0  # ... query 0 a poor one, but a better class score
-    outputs = {"pred_logits": logits, "pred_masks": masks, "projected_queries": torch.zeros(1, 2, 2)}
+    outputs = {"pred_logits": logits, "pred_masks": masks, "projected_queries": torch.zeros(1, 1, 2, 2)}
     losses = TransAVSCriterion(2)(outputs, {"masks": gt, "labelled": torch.ones(1, 1, dtype=torch.bool)})
-    # cost: q0: 5*(-0.75) + 5*dice(4 of 8 px) ; q1: 5*(-0.25) + 5*~0 -> q1 matched (target 1), q0 -> 0
-    fl_q1 = -0.25 * 0.75**2 * math.log(0.25)  # target 1, p_t = 0.25
-    fl_q0 = -0.75 * 0.75**2 * math.log(0.25)  # target 0, p_t = 0.25
+    # cost: q0: 5*(-0.75) + 5*dice(4 of 8 px) ; q1: 5*(-0.25) + 5*~0 -> q1 matched (target 1), q0 -> no object
+    fl_q1 = -0.25 * 0.75**2 * math.log(0.25)  # target 1, p_t = 0.25, alpha 0.25
+    fl_q0 = -0.75 * 0.85**2 * math.log(0.15)  # target no object, p_t = 0.15, alpha 0.75
     assert float(losses["class"]) == pytest.approx(fl_q0 + fl_q1, rel=1e-5)
     assert float(losses["dice"]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_criterion_ignores_255_pixels_in_dice() -> None:
-    logits = torch.zeros(1, 1, 1, 3)
+    logits = torch.zeros(1, 1, 1, 4)
     masks = torch.full((1, 1, 1, 2, 2), -30.0)
     masks[0, 0, 0, 0, 0] = 30.0
-    gt = torch.tensor([[[[1, 255], [255, 0]]]])
-    outputs = {"pred_logits": logits, "pred_masks": masks, "projected_queries": torch.zeros(1, 1, 2)}
+    gt = torch.tensor([[[[1, 255], [255, 255]]]])
+    outputs = {"pred_logits": logits, "pred_masks": masks, "projected_queries": torch.zeros(1, 1, 1, 2)}
     losses = TransAVSCriterion(3, TransAVSLossConfig())(outputs, {"masks": gt, "labelled": torch.ones(1, 1, dtype=torch.bool)})
     assert float(losses["dice"]) == pytest.approx(0.0, abs=1e-6)  # perfect on the valid pixels

@@ -43,9 +43,9 @@ def test_forward_and_predict_shapes(task: str, classes: int) -> None:
         batch["masks"] = batch["masks"] * 17
         batch["masks"][:, :, :2] = 255
     outputs = model(batch)
-    assert outputs["pred_logits"].shape == (2, 3, 8, classes)
+    assert outputs["pred_logits"].shape == (2, 3, 8, classes + 1)  # K categories + no object
     assert outputs["pred_masks"].shape == (2, 3, 8, 8, 8)  # 1/4 of 32
-    assert outputs["audio_queries"].shape == outputs["projected_queries"].shape == (2, 8, 16)
+    assert outputs["audio_queries"].shape == outputs["projected_queries"].shape == (2, 3, 8, 16)
     losses = model.compute_losses(outputs, batch, step=0)
     assert {"total", "aqdl", "aqml", "class", "dice"} <= set(losses)
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
@@ -74,13 +74,33 @@ def test_bad_inputs_raise_clear_errors() -> None:
         build_model("transavs_tiny", hiden_dim=8)
 
 
-def test_audio_queries_eq1() -> None:
-    """A_q^0 = W_1 F_a (eq. 1); with no encoder layer A_q = A_q^0, and T < max_frames uses W_1[:, :T]."""
+def test_audio_queries_eq1_per_frame() -> None:
+    """A_q^0(i) = W_1^(i) F_a (eq. 1) with W_1^(i)[n, tau] = W[n, tau - i + M - 1]; with no encoder
+    layer A_q = A_q^0. T < max_frames uses the offsets -(T-1)..T-1."""
     model = build_model("transavs_tiny", encoder_layers=0, max_frames=5)
     generator = model.audio_queries
+    assert generator.query_weight.shape == (8, 9)  # N x (2M - 1)
     audio = torch.randn(2, 3, 128)
-    expected = generator.query_weight[:, :3] @ generator.audio_proj(audio)
-    assert torch.allclose(generator(audio), expected, atol=1e-6)
+    features = generator.audio_proj(audio)  # [2,3,d]
+    queries = generator(audio)
+    assert queries.shape == (2, 3, 8, 16)
+    for i in range(3):
+        w1 = torch.stack([generator.query_weight[:, tau - i + 4] for tau in range(3)], 1)  # [N, T]
+        assert torch.allclose(queries[:, i], w1 @ features, atol=1e-6)
+
+
+def test_each_frame_hears_its_own_second() -> None:
+    """The same frame under different audio per second gives different predictions per second
+    (clip-level queries gave identical ones), and changing one second's audio changes every frame's
+    queries only through W_1's column for that offset."""
+    torch.manual_seed(0)
+    model = build_model("transavs_tiny").eval()
+    batch = make_batch(b=1, t=1, size=32)
+    batch["frames"] = batch["frames"].expand(1, 4, -1, -1, -1).contiguous()
+    batch["audio"] = torch.randn(1, 4, 128)
+    with torch.no_grad():
+        masks = model(batch)["pred_masks"][0]
+    assert (masks[1:] - masks[0]).abs().amax() > 1e-3
 
 
 def test_attention_layer_eq2_3() -> None:
@@ -110,18 +130,28 @@ def test_mask_upsampling_is_exact_eq7() -> None:
 
 def test_predict_eq14_15_hand_built() -> None:
     model = build_model("transavs_tiny", task="semantic", num_classes=4)
-    # 3 queries: class 2 with p = 0.8, class 3 with p = 0.6, "not sounding" (class 0)
-    probs = torch.tensor([[0.1, 0.05, 0.8, 0.05], [0.2, 0.1, 0.1, 0.6], [0.9, 0.05, 0.03, 0.02]])
-    masks = torch.tensor([[0.9, 0.9, 0.5, 0.1], [0.1, 0.95, 0.99, 0.3], [0.99, 0.99, 0.99, 0.99]])
-    outputs = {"pred_logits": probs.log().view(1, 1, 3, 4),
+    # 3 queries over 4 categories + no object: class 2 (p 0.8), class 3 (p 0.6), background (p 0.5)
+    probs = torch.tensor([[0.05, 0.05, 0.8, 0.05, 0.05], [0.1, 0.1, 0.1, 0.6, 0.1], [0.5, 0.1, 0.05, 0.05, 0.3]])
+    masks = torch.tensor([[0.9, 0.9, 0.5, 0.1], [0.1, 0.95, 0.99, 0.3], [0.2, 0.4, 0.99, 0.99]])
+    outputs = {"pred_logits": probs.log().view(1, 1, 3, 5),
                "pred_masks": torch.logit(masks).view(1, 1, 3, 1, 4)}
     out = model.predict(outputs, size=(1, 4))[0, 0, :, 0]  # [C, 4 pixels]
-    # scores q0: 0.72, 0.72, 0.40, 0.08; q1: 0.06, 0.57, 0.594, 0.18; q2 claims nothing
-    assert torch.allclose(out[2], torch.tensor([0.72, 0.72, 0.40, 0.08]), atol=1e-5)
-    assert torch.allclose(out[3], torch.tensor([0.06, 0.57, 0.594, 0.18]), atol=1e-5)
-    assert torch.allclose(out[1], torch.zeros(4))
-    assert torch.allclose(out[0], 1 - torch.tensor([0.72, 0.72, 0.594, 0.18]), atol=1e-5)
-    assert out.argmax(0).tolist() == [2, 2, 3, 0]  # eq. 14 winner when its score > 0.5, else background
+    # scores q0: 0.72, 0.72, 0.40, 0.08; q1: 0.06, 0.57, 0.594, 0.18; q2 (background): 0.1, 0.2, 0.495, 0.495
+    scores = torch.tensor([[0.1, 0.2, 0.495, 0.495], [0, 0, 0, 0], [0.72, 0.72, 0.40, 0.08], [0.06, 0.57, 0.594, 0.18]])
+    assert torch.allclose(out, scores / scores.sum(0), atol=1e-5)
+    assert out.argmax(0).tolist() == [2, 2, 3, 0]  # the class of the query with the largest p m (eq. 14)
+
+
+def test_binary_predict_is_eq14_decision() -> None:
+    model = build_model("transavs_tiny")
+    # query 0: sounding (p 0.6), query 1: background (p 0.9); the second pixel has no claim at all
+    probs = torch.tensor([[0.3, 0.6, 0.1], [0.9, 0.05, 0.05]])
+    masks = torch.tensor([[0.9, 1e-6, 0.5], [0.3, 1e-6, 0.5]])
+    outputs = {"pred_logits": probs.log().view(1, 1, 2, 3), "pred_masks": torch.logit(masks).view(1, 1, 2, 1, 3)}
+    out = model.predict(outputs, size=(1, 3))[0, 0, 0]
+    assert out[0] > 0.5 and out[2] < 0.5  # 0.54 > 0.27 ; 0.30 < 0.45
+    assert out[0] == pytest.approx(0.54 / (0.54 + 0.27), rel=1e-5)
+    assert out[1] <= 0.5
 
 
 def _parameters_without_gradient(model: torch.nn.Module, require_nonzero: bool) -> list[str]:

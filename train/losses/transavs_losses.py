@@ -28,13 +28,12 @@ Interpretation choices (the paper leaves these open; each is listed with its rea
 4. Eq. 18 is clamped at b: the 18 in its denominator is 90k iterations / n_iter = 5000, so the
    schedule reaches b exactly at the end of the paper's 90k-iteration training; continuing past
    that (or a longer schedule) keeps delta = b instead of exceeding it.
-5. p_k, the "probability of sounding objects" of query k, is 1 - P_k(class 0), class 0 being
-   "not a sounding object" (background / no object). For the binary head (K = 2) this is
-   P_k(sounding); for the semantic head it is the probability of any sounding class.
+5. p_k, the "probability of sounding objects" of query k, is the summed probability of the
+   sounding classes 1..K-1, i.e. 1 - P_k(background) - P_k(no object) (see the model's choice 7
+   for the K + 1 outputs). For the binary head this is P_k(sounding).
 6. AQDL and AQML are self-supervised, so they are computed on every frame (labelled or not),
-   each frame with its own S_1 / S_2 (p_k depends on the frame), and averaged over frames. The
-   audio queries q_i are per clip (eq. 1 mixes the T seconds), so all frames of a clip share
-   the q_i but not the sets.
+   each frame with its own queries q_i (the model's queries are per frame) and its own S_1 / S_2,
+   and averaged over frames.
 7. Matching (the paper only says predictions are "paired" with the ground truth): Hungarian
    matching per labelled frame (the shared ``HungarianMatcher``) with cost
    l3 * (-p_q(c)) + l4 * dice, i.e. the weights of the supervised part of eq. 13 and the
@@ -42,9 +41,17 @@ Interpretation choices (the paper leaves these open; each is listed with its rea
    are evaluated on the mask-logit grid (every pixel centre by default, ``match_points``
    random points otherwise) with the ground truth sampled there; 255 pixels count as outside
    every segment in the matching cost only.
-8. Ground-truth segments: one per sounding class present in a labelled frame (binary datasets:
-   the foreground union, class 1; AVSBench has no instance ids). Unmatched queries take class 0
-   "not a sounding object" in the focal loss. Pixels labelled 255 are left out of the dice loss
+8. Ground-truth segments: one per class present in a labelled frame, background included (the
+   model's choice 7; binary datasets: background and the foreground union, class 1). AVSBench has
+   no instance ids, so MS3's binary ground truth is the union of the sounding objects and one
+   matched query has to cover several separate objects. ``split_objects: true`` instead splits
+   each sounding class into its 8-connected components (``object_segments``; pieces under
+   ``min_object_fraction`` of the class's largest object join it), closer to the paper's "instance
+   level" queries. It is off by default because it measured worse on the demo at 850 steps: MS3 M_J
+   0.245 -> 0.341 but its audio-shuffle drop 0.119 -> 0.055, and S4 M_J 0.671 -> 0.417, with S4's
+   shuffled-audio M_J up from 0.068 to 0.212 (more objects segmented whether or not they sound). Unmatched queries take the "no object"
+   class K in the focal loss, whose alpha_t is 1 - alpha for "no object" and alpha for the K
+   categories ([29]'s negatives and positives). Pixels labelled 255 are left out of the dice loss
    (prediction and target set to 0 there).
 9. Normalisation: focal (sum over queries) and dice (sum over matched pairs) are divided by the
    number of ground-truth segments in the batch (at least 1), RetinaNet / DETR practice; the
@@ -55,8 +62,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from train.losses.criterion import IGNORE_INDEX, masks_to_targets
 from train.losses.focal import softmax_focal_loss
@@ -108,34 +117,29 @@ def _pair_normaliser(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 def aqdl_loss(projected_queries: torch.Tensor, selected: torch.Tensor, d0: float = 1.0,
               min_sq_distance: float = 1e-6) -> torch.Tensor:
-    """Audio Query Distance Loss (eq. 9-10), averaged over frames.
+    """Audio Query Distance Loss (eq. 9-10), averaged over sets (frames).
 
         L_AQDL = 2 / (n_1 (n_1 + 1)) * sum_{i<j in S_1} d(q_i, q_j)
         d(q_i, q_j) = 1 / ||h(q_i) - h(q_j)||^2  if ||h(q_i) - h(q_j)||^2 < d_0, else 0
 
     Args:
-        projected_queries: [B, N, d] h(q) of the clip-level audio queries.
-        selected: [B, N] or [B, T, N] bool, membership of S_1 (p_k > delta_1), per clip or per frame.
+        projected_queries: [F, N, d] h(q) of each frame's audio queries.
+        selected: [F, N] bool, membership of S_1 (p_k > delta_1) in each frame.
         d0: distance threshold d_0 of eq. 10.
         min_sq_distance: lower clamp of the squared distance (identical queries stay finite).
 
     Returns:
-        scalar: mean over the B (or B*T) sets of eq. 9; a set with fewer than 2 queries gives 0.
+        scalar: mean over the F sets of eq. 9; a set with fewer than 2 queries gives 0.
     """
-    if selected.dim() == 2:
-        selected = selected[:, None]
-    if selected.dim() != 3 or projected_queries.dim() != 3 or selected.shape[0] != projected_queries.shape[0] \
-            or selected.shape[-1] != projected_queries.shape[1]:
-        raise ValueError(f"aqdl_loss: expected projected_queries [B,N,d] and selected [B,N] or [B,T,N], "
+    if projected_queries.dim() != 3 or selected.shape != projected_queries.shape[:2]:
+        raise ValueError(f"aqdl_loss: expected projected_queries [F,N,d] and selected [F,N], "
                          f"got {tuple(projected_queries.shape)} and {tuple(selected.shape)}")
     x = projected_queries.float()
     sq_norm = (x * x).sum(-1)
     sq_dist = (sq_norm[:, :, None] + sq_norm[:, None, :] - 2 * x @ x.transpose(1, 2)).clamp_min(0.0)
     inverse = torch.where(sq_dist < d0, 1.0 / sq_dist.clamp_min(min_sq_distance), torch.zeros_like(sq_dist))
-    b, t, n = selected.shape
-    pairs, factor = _pair_normaliser(selected.reshape(b * t, n))
-    per_set = (pairs.view(b, t, n, n) * inverse[:, None]).sum((-1, -2)) * factor.view(b, t)
-    return per_set.mean()
+    pairs, factor = _pair_normaliser(selected)
+    return ((pairs * inverse).sum((-1, -2)) * factor).mean()
 
 
 def aqml_loss(mask_probs: torch.Tensor, selected: torch.Tensor, bin_threshold: float = 0.5) -> torch.Tensor:
@@ -184,15 +188,34 @@ class TransAVSLossConfig:
     threshold_every: int = 5000  # n_iter of eq. 18
     threshold_increments: int = 18
     match_points: int | None = None  # None: matching cost on every pixel centre of the mask grid
+    split_objects: bool = False  # choice 8: True = one segment per connected sounding object
+    min_object_fraction: float = 0.05  # smaller pieces join their class's largest object (of its area)
 
 
-def sounding_targets(gt: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
-    """Ground-truth segments of one frame ``gt`` [H, W] int64 (0 background, 255 ignore):
-    {"labels": int64 [G] (class ids >= 1), "masks": float [G, H, W]}, one per sounding class
-    present (choice 8). Background is not a segment: it is class 0, the unmatched queries' target."""
-    targets = masks_to_targets(gt, num_classes)
-    keep = targets["labels"] > 0
-    return {"labels": targets["labels"][keep], "masks": targets["masks"][keep]}
+def object_segments(gt: torch.Tensor, num_classes: int, min_fraction: float = 0.05) -> dict[str, torch.Tensor]:
+    """Ground-truth segments of one frame with every sounding class split into its objects (choice 8).
+
+    gt: int64 [H, W] class ids (0 background, 255 ignore) -> {"labels": int64 [G], "masks": float [G, H, W]}:
+    background as one segment, and one segment per 8-connected component of each sounding class;
+    a component smaller than ``min_fraction`` of its class's largest joins that largest one (so
+    specks of an annotation do not become objects of their own).
+    """
+    per_class = masks_to_targets(gt, num_classes)
+    labels, masks = [], []
+    for label, mask in zip(per_class["labels"].tolist(), per_class["masks"]):
+        if label == 0:
+            labels.append(label), masks.append(mask)
+            continue
+        components, count = ndimage.label(mask.cpu().numpy() > 0, structure=np.ones((3, 3)))
+        areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
+        largest = int(areas.argmax()) + 1
+        merged = np.where(np.isin(components, np.flatnonzero(areas < min_fraction * areas.max()) + 1),
+                          largest, components)
+        for component in np.unique(merged[merged > 0]):
+            labels.append(label), masks.append(torch.from_numpy(merged == component).to(mask))
+    if not labels:
+        return per_class
+    return {"labels": torch.tensor(labels, dtype=torch.long, device=gt.device), "masks": torch.stack(masks)}
 
 
 def _upsample(mask_logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -207,8 +230,8 @@ class TransAVSCriterion:
 
     Call with the model outputs and the batch::
 
-        outputs = {"pred_logits": [B,T,N,K], "pred_masks": [B,T,N,h,w] (logits),
-                   "projected_queries": [B,N,d] (h(A_q))}
+        outputs = {"pred_logits": [B,T,N,K+1] (last = no object), "pred_masks": [B,T,N,h,w] (logits),
+                   "projected_queries": [B,T,N,d] (h(A_q))}
         batch   = {"masks": int64 [B,T,H,W], "labelled": bool [B,T]}
 
     Returns a dict of scalar tensors: "aqdl", "aqml", "class", "dice" (unweighted), "total"
@@ -218,11 +241,17 @@ class TransAVSCriterion:
 
     def __init__(self, num_classes: int, config: TransAVSLossConfig | None = None) -> None:
         if num_classes < 2:
-            raise ValueError(f"TransAVSCriterion: num_classes must be >= 2 (class 0 = not sounding), got {num_classes}")
+            raise ValueError(f"TransAVSCriterion: num_classes must be >= 2 (class 0 = background), got {num_classes}")
         self.num_classes = num_classes
         self.config = config or TransAVSLossConfig()
         self.matcher = HungarianMatcher(cost_class=self.config.weight_class, cost_mask=0.0,
                                         cost_dice=self.config.weight_dice, num_points=self.config.match_points)
+
+    def segments(self, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ground-truth segments of one frame [H, W] (choice 8)."""
+        if self.config.split_objects:
+            return object_segments(gt, self.num_classes, self.config.min_object_fraction)
+        return masks_to_targets(gt, self.num_classes)
 
     def threshold(self, step: int) -> float:
         c = self.config
@@ -230,37 +259,42 @@ class TransAVSCriterion:
                                     c.threshold_increments)
 
     def _focal(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-        return softmax_focal_loss(logits, targets, alpha=self.config.focal_alpha, gamma=self.config.focal_gamma,
-                                  reduction=reduction)
+        alpha = self.config.focal_alpha
+        if alpha is not None:  # choice 8: 1 - alpha for "no object" (the negatives), alpha for the K categories
+            alpha = torch.full((self.num_classes + 1,), alpha, device=logits.device)
+            alpha[-1] = 1.0 - self.config.focal_alpha
+        return softmax_focal_loss(logits, targets, alpha=alpha, gamma=self.config.focal_gamma, reduction=reduction)
 
     def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int = 0
                  ) -> dict[str, torch.Tensor]:
         c = self.config
-        logits = outputs["pred_logits"]  # [B,T,N,K]
+        logits = outputs["pred_logits"]  # [B,T,N,K+1]
         mask_logits = outputs["pred_masks"]  # [B,T,N,h,w]
-        projected = outputs["projected_queries"]  # [B,N,d]
+        projected = outputs["projected_queries"]  # [B,T,N,d]
         gt = batch["masks"]
         labelled = batch["labelled"]
         b, t, n, k = logits.shape
-        if k != self.num_classes:
-            raise ValueError(f"TransAVSCriterion: logits have {k} classes, criterion expects {self.num_classes}")
+        if k != self.num_classes + 1:
+            raise ValueError(f"TransAVSCriterion: logits have {k} outputs, criterion expects "
+                             f"{self.num_classes} classes + no object")
         if gt.shape[:2] != (b, t) or labelled.shape != (b, t):
             raise ValueError(f"TransAVSCriterion: batch['masks'] {tuple(gt.shape)} / batch['labelled'] "
                              f"{tuple(labelled.shape)} do not match the predictions' [B,T] = {(b, t)}")
         delta = self.threshold(step)
 
         # Self-supervised terms on every frame (choices 5, 6).
-        sounding = 1.0 - logits.detach().float().softmax(-1)[..., 0]  # p_k, [B,T,N]
+        sounding = logits.detach().float().softmax(-1)[..., 1:-1].sum(-1)  # p_k, [B,T,N]
         confident = sounding > delta
-        loss_aqdl = aqdl_loss(projected, confident, d0=c.d0)
+        loss_aqdl = aqdl_loss(projected.flatten(0, 1), confident.flatten(0, 1), d0=c.d0)
         loss_aqml = aqml_loss(mask_logits.sigmoid().flatten(0, 1), confident.flatten(0, 1))
 
         # Supervised terms on labelled frames (choices 7-9).
         frames = labelled.nonzero(as_tuple=True)
         frame_logits, frame_masks, frame_gt = logits[frames], mask_logits[frames], gt[frames]  # [L,...]
-        targets = [sounding_targets(one_gt, self.num_classes) for one_gt in frame_gt]
+        targets = [self.segments(one_gt) for one_gt in frame_gt]
         indices = self.matcher(frame_logits.detach(), frame_masks.detach(), targets)
-        class_targets = torch.zeros(frame_logits.shape[:2], dtype=torch.long, device=logits.device)  # class 0
+        class_targets = torch.full(frame_logits.shape[:2], self.num_classes, dtype=torch.long,
+                                   device=logits.device)  # "no object"
         matched_logits, matched_targets, valid_pixels = [], [], []
         for frame, (target, (query_idx, target_idx)) in enumerate(zip(targets, indices)):
             if query_idx.numel() == 0:
@@ -308,5 +342,4 @@ __all__ = [
     "aqdl_loss",
     "aqml_loss",
     "confidence_threshold",
-    "sounding_targets",
 ]

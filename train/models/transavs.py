@@ -2,12 +2,12 @@
 
 Equation numbers refer to that paper (Sec. 2). Data flow for a clip of T frames::
 
-    audio  [B,T,D] --Linear(D,d)--> F_a [B,T,d] --W_1 (eq. 1)--> A_q^0 [B,N,d]
-           --N_1 self-attention layers (eq. 2-3)--> A_q [B,N,d] --h--> h(A_q) (AQDL, eq. 10)
+    audio  [B,T,D] --Linear(D,d)--> F_a [B,T,d] --W_1 per frame (eq. 1)--> A_q^0 [B,T,N,d]
+           --N_1 self-attention layers (eq. 2-3)--> A_q [B,T,N,d] --h--> h(A_q) (AQDL, eq. 10)
     frames [B,T,3,H,W] --backbone--> res2..res5 --pixel decoder--> f_v^1, f_v^2, f_v^3
            (1/32, 1/16, 1/8) and W_2 f_v^4 (1/4, before upsampling; see choice 2)
     A_q (per frame) --N_2 cross-attention layers over f_v^1..3 round robin (eq. 4-6)--> F_av
-    M = sigmoid(F_av W_2 f_v^4) (eq. 7),  P = softmax(g(F_av)) (eq. 8)
+    M = sigmoid(F_av W_2 f_v^4) (eq. 7),  P = softmax(g(F_av)) over K classes + "no object" (eq. 8)
 
 The losses (eq. 9-13, 18) live in train/losses/transavs_losses.py; inference (eq. 14-15) is
 ``TransAVS.predict``.
@@ -28,13 +28,18 @@ Interpretation choices (the paper leaves these open; each is listed with its rea
    map W_2 (bias included) and with the dot product with F_av. ``pred_masks`` therefore holds
    the 1/4-resolution logits and full-resolution masks are made on demand (dice loss,
    matching, ``predict``), which saves 16x memory for N = 300 queries.
-3. Clip-level queries, per-frame decoding. Eq. 1 (W_1 in R^{N x T}) mixes the T seconds of
-   audio into one set of N queries per clip; every frame of the clip is decoded (eq. 4-8) with
-   these queries against its own features ("taking one frame v_i as input"). Supervision and
-   inference are per frame. W_1 has ``max_frames`` columns (10 by default); a clip with
-   T < max_frames has its audio zero-padded to max_frames seconds, which equals using the first
-   T columns of W_1 (one model for AVSS with 5- and 10-second clips). The audio embeddings (D = 128 VGGish or 1024 YAMNet) are
-   first projected to the model width d by a linear layer (in the paper D = d = 128).
+3. Per-frame queries (eq. 1 with a time-relative W_1). Eq. 1 (W_1 in R^{N x T}) mixes the T
+   seconds of audio into N queries, and frame v_i is decoded with them (eq. 4-8, "taking one frame
+   v_i as input"). The paper motivates the queries as "the disentanglement of audio signals at
+   each timestamp", so each frame gets its own A_q^0(i) = W_1^(i) F_a, where column tau of W_1^(i)
+   depends only on the offset tau - i: W_1^(i)[n, tau] = W[n, tau - i + M - 1] with one parameter
+   W in R^{N x (2M - 1)} (M = ``max_frames``, 10 by default). Every W_1^(i) is an eq.-1 matrix, the
+   frame's own second has its own column, and one model serves 5- and 10-second clips (a clip with
+   T < M uses the offsets -(T-1)..T-1). Clip-level queries shared by all frames (the first reading)
+   were measured to give identical predictions for one frame under five different seconds of audio
+   (max difference 0), so they cannot follow which object sounds when (MS3). The audio embeddings
+   (D = 128 VGGish or 1024 YAMNet) are first projected to the model width d by a linear layer (in
+   the paper D = d = 128).
 4. Layers follow eq. 2-3 and 6 literally: softmax(Q K^T / sqrt(d)) V plus the residual, with
    bias-free W_Q, W_K, W_V, no output projection, no LayerNorm, no FFN and no positional
    encoding (the pixel decoder's features already carry position). ``num_heads`` > 1 splits d
@@ -45,20 +50,23 @@ Interpretation choices (the paper leaves these open; each is listed with its rea
    N_2-th layer (the paper's "F_av^{N_2}" is off by one with l starting at 1).
 6. N_1 and N_2 are not given in the paper: the paper configs use N_1 = 6 (a standard
    Transformer encoder [28]) and N_2 = 9 (three rounds over the three scales, as Mask2Former).
-7. Classes. K counts "not a sounding object" (class 0: background, silent object, or no
-   object, the target of unmatched queries) plus the sounding classes: K = 2 for the binary
-   datasets (paper), K = 71 for AVSS (class ids as in the ground truth, 0 = background).
-   g is a linear layer with a bias initialised to the focal-loss prior of [29] (Sec. 4.1,
-   pi = 0.01 for the sounding classes together), so that the confident sets S_1, S_2 start
-   (nearly) empty instead of holding half of the 300 queries. h is bias-free (R^{d x d}).
-8. Inference (eq. 14-15): c_i = argmax_c p_i(c) over all K classes; queries with c_i = 0 are
-   "not sounding" and claim no pixel (as Mask2Former's panoptic inference, which eq. 14 is,
-   drops no-object queries). For each sounding class c the map
-   S_c(x, y) = max over queries with c_i = c of p_i(c_i) m_i(x, y) is returned, and background
-   is 1 - max_c S_c. The argmax over classes is then the eq.-14 winner's class when its score
-   p_i(c_i) m_i(x, y) exceeds 0.5 and background otherwise: "only when both the class
-   probability and the mask probability are high enough will a pixel be assigned to z_i".
-   The binary head returns S_1, so thresholding at 0.5 gives the same decision.
+7. Classes (eq. 8, 15). K is "the number of category": background and the sounding classes,
+   K = 2 for the binary datasets (0 = background, 1 = sounding), K = 71 for AVSS (the ground-truth
+   ids, 0 = background). As in Mask2Former, on which the design is built, g has K + 1 outputs: the
+   last one is "no object", the target of the queries the Hungarian matching leaves unmatched, and
+   eq. 15 takes c_i over the K categories only. Background is a ground-truth segment like the others
+   (with its own query and mask), so eq. 14 compares a pixel's sounding and background scores
+   instead of thresholding p_i(c_i) m_i(x, y) at an absolute level. (The first reading, with
+   background folded into "no object", was measured at 850 demo steps: the best query's mask reached
+   IoU 0.70 but its p stayed near 0.54 under the focal loss, so p m > 0.5 kept only IoU 0.38.)
+   g's bias starts at the focal-loss prior of [29] (Sec. 4.1, pi = 0.01 for the K categories
+   together), so that the confident sets S_1, S_2 start (nearly) empty. h is bias-free (R^{d x d}).
+8. Inference (eq. 14-15): c_i = argmax_{c < K} p_i(c); every pixel goes to the query with the
+   largest p_i(c_i) m_i(x, y) and takes its class. ``predict`` returns, for each category c,
+   S_c(x, y) = max over queries with c_i = c of p_i(c_i) m_i(x, y), normalised to sum to 1 over
+   the categories (uniform where every S_c is 0), so argmax_c is exactly eq. 14's decision; the
+   binary head returns S_1 / (S_0 + S_1), which exceeds 0.5 exactly where eq. 14 picks a sounding
+   query.
 """
 from __future__ import annotations
 
@@ -112,13 +120,15 @@ class ResidualAttention(nn.Module):
 
 
 class AudioQueryGenerator(nn.Module):
-    """Eq. 1-3: audio queries from the per-second audio embeddings of a clip.
+    """Eq. 1-3: per-frame audio queries from the per-second audio embeddings of a clip (choice 3).
 
-        F_a = audio Wa^T + ba                    [B,T,d]   (projection D -> d, choice 3)
-        A_q^0 = W_1 F_a,  W_1 in R^{N x T}       [B,N,d]   (eq. 1)
-        A_q^{n+1} = Atten(A_q^n W_Q^n, A_q^n W_K^n, A_q^n W_V^n) + A_q^n,  n < N_1   (eq. 2-3)
+        F_a = audio Wa^T + ba                                      [B,T,d]   (projection D -> d)
+        A_q^0(i) = W_1^(i) F_a,  W_1^(i)[n, tau] = W[n, tau - i + M - 1]   [B,T,N,d] (eq. 1, frame i)
+        A_q^{n+1} = Atten(A_q^n W_Q^n, A_q^n W_K^n, A_q^n W_V^n) + A_q^n,  n < N_1   (eq. 2-3, per frame)
 
-    forward(audio [B,T,D]) -> A_q = A_q^{N_1} [B,N,d].
+    ``query_weight`` is W in R^{N x (2M - 1)}, M = ``max_frames``: one column per time offset.
+
+    forward(audio [B,T,D]) -> A_q = A_q^{N_1} [B,T,N,d].
     """
 
     def __init__(self, audio_dim: int, dim: int, num_queries: int, max_frames: int, num_layers: int,
@@ -126,27 +136,32 @@ class AudioQueryGenerator(nn.Module):
         super().__init__()
         self.audio_dim, self.max_frames = audio_dim, max_frames
         self.audio_proj = nn.Linear(audio_dim, dim)
-        self.query_weight = nn.Parameter(torch.empty(num_queries, max_frames))  # W_1
+        self.query_weight = nn.Parameter(torch.empty(num_queries, 2 * max_frames - 1))  # W of eq. 1
         bound = 1.0 / math.sqrt(max_frames)
         nn.init.uniform_(self.query_weight, -bound, bound)
         self.layers = nn.ModuleList(ResidualAttention(dim, num_heads=num_heads) for _ in range(num_layers))
+
+    def frame_weights(self, num_frames: int) -> torch.Tensor:
+        """W_1^(i) of every frame i < T: [T, N, T] (entry [i, n, tau] = W[n, tau - i + M - 1])."""
+        steps = torch.arange(num_frames, device=self.query_weight.device)
+        offsets = steps[None, :] - steps[:, None] + self.max_frames - 1  # [i, tau]
+        return self.query_weight[:, offsets].permute(1, 0, 2)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 3 or audio.shape[-1] != self.audio_dim:
             raise ValueError(f"TransAVS: batch['audio'] must be float [B,T,{self.audio_dim}] audio embeddings, "
                              f"got shape {tuple(audio.shape)} (set audio_dim=128 for VGGish, 1024 for YAMNet)")
-        t = audio.shape[1]
+        b, t = audio.shape[:2]
         if t > self.max_frames:
             raise ValueError(f"TransAVS: clip has T={t} audio frames but the model was built with "
                              f"max_frames={self.max_frames}")
         features = self.audio_proj(audio)  # F_a [B,T,d]
-        # zero-padding to max_frames seconds (= using W_1[:, :T]) keeps every column of W_1 in the
-        # graph, so distributed training sees no unused parameter when T < max_frames
-        features = F.pad(features, (0, 0, 0, self.max_frames - t))
-        queries = torch.einsum("nt,btd->bnd", self.query_weight.to(features.dtype), features)  # eq. 1
-        for layer in self.layers:  # eq. 3
+        weights = self.frame_weights(t).to(features.dtype)  # [T,N,T]
+        queries = torch.einsum("int,btd->bind", weights, features)  # eq. 1 for every frame i: [B,T,N,d]
+        queries = queries.flatten(0, 1)
+        for layer in self.layers:  # eq. 3, each frame's N queries attend to each other
             queries = layer(queries)
-        return queries
+        return queries.view(b, t, *queries.shape[1:])
 
 
 class AudioVisualDecoder(nn.Module):
@@ -186,17 +201,17 @@ class TransAVS(nn.Module):
         pixel_decoder: multi-scale decoder -> (W_2 f_v^4 [F,d,H/4,W/4], [f_v^1, f_v^2, f_v^3]).
         audio_queries: ``AudioQueryGenerator`` (eq. 1-3).
         decoder: ``AudioVisualDecoder`` (eq. 4-6).
-        num_classes: K (2 for binary, 71 for AVSS; class 0 = not a sounding object).
+        num_classes: K categories (2 for binary, 71 for AVSS; class 0 = background); g adds "no object".
         task: "binary" or "semantic".
         criterion: ``TransAVSCriterion`` (eq. 9-13, 18).
-        class_prior: initial probability of the sounding classes together (choice 7).
+        class_prior: initial probability of the K categories together (choice 7).
 
     forward(batch) -> outputs dict:
-        "pred_logits":       [B,T,N,K] class logits g(F_av) (eq. 8 before softmax)
+        "pred_logits":       [B,T,N,K+1] class logits g(F_av) (eq. 8 before softmax; last = no object)
         "pred_masks":        [B,T,N,H/4,W/4] mask logits F_av W_2 f_v^4 (eq. 7 before sigmoid and
                               before the exact bilinear upsampling to H x W, choice 2)
-        "audio_queries":     [B,N,d] A_q (the q_i of Z)
-        "projected_queries": [B,N,d] h(A_q) (eq. 10)
+        "audio_queries":     [B,T,N,d] A_q of each frame (the q_i of Z)
+        "projected_queries": [B,T,N,d] h(A_q) (eq. 10)
     """
 
     def __init__(self, backbone: nn.Module, pixel_decoder: nn.Module, audio_queries: AudioQueryGenerator,
@@ -215,11 +230,11 @@ class TransAVS(nn.Module):
         self.audio_queries = audio_queries
         self.decoder = decoder
         dim = audio_queries.audio_proj.out_features
-        self.classifier = nn.Linear(dim, num_classes)  # g (eq. 8)
+        self.classifier = nn.Linear(dim, num_classes + 1)  # g (eq. 8), last output = no object
         self.projection_head = nn.Linear(dim, dim, bias=False)  # h (eq. 10)
         nn.init.zeros_(self.classifier.bias)
-        with torch.no_grad():  # [29] Sec. 4.1 prior: P(sounding) = class_prior at initialisation
-            self.classifier.bias[1:] = math.log(class_prior / ((1 - class_prior) * (num_classes - 1)))
+        with torch.no_grad():  # [29] Sec. 4.1 prior: P(any category) = class_prior at initialisation
+            self.classifier.bias[:num_classes] = math.log(class_prior / ((1 - class_prior) * num_classes))
         self.criterion = criterion
 
     inputs: tuple[str, ...] = ("frames", "audio")  # batch keys the model reads
@@ -244,9 +259,8 @@ class TransAVS(nn.Module):
 
         features = self.backbone(frames.flatten(0, 1))
         mask_features, multi_scale = self.pixel_decoder(features)  # W_2 f_v^4; [f_v^1, f_v^2, f_v^3]
-        audio_queries = self.audio_queries(audio)  # A_q [B,N,d]
-        per_frame = audio_queries.repeat_interleave(t, dim=0)  # [B*T,N,d], choice 3
-        fused = self.decoder(per_frame, multi_scale)  # F_av [B*T,N,d]
+        audio_queries = self.audio_queries(audio)  # A_q [B,T,N,d], choice 3
+        fused = self.decoder(audio_queries.flatten(0, 1), multi_scale)  # F_av [B*T,N,d]
         class_logits = self.classifier(fused)  # eq. 8
         mask_logits = torch.einsum("fnd,fdhw->fnhw", fused, mask_features)  # eq. 7
         n = fused.shape[1]
@@ -267,20 +281,21 @@ class TransAVS(nn.Module):
         """Eq. 14-15 (choice 8) at output size (H, W).
 
         Returns:
-            binary: float [B,T,H,W] foreground probability; semantic: float [B,T,C,H,W].
+            binary: float [B,T,H,W] S_1 / (S_0 + S_1), > 0.5 where eq. 14 picks a sounding query;
+            semantic: float [B,T,K,H,W] S_c normalised over the K categories (argmax = eq. 14).
         """
         logits, mask_logits = outputs["pred_logits"], outputs["pred_masks"]
-        b, t, n, k = logits.shape
-        probs = logits.float().softmax(-1)
-        score, label = probs.max(-1)  # p_i(c_i), c_i (eq. 15)
-        score = score * (label > 0)  # "not sounding" queries claim no pixel
+        b, t, n, _ = logits.shape
+        k = self.num_classes
+        score, label = logits.float().softmax(-1)[..., :k].max(-1)  # p_i(c_i), c_i over the K categories (eq. 15)
         out = mask_logits.new_zeros(b * t, k, *size, dtype=torch.float32)
         for frame in range(b * t):  # one frame at a time bounds memory to N x H x W
             masks = upsample_mask_logits(mask_logits.flatten(0, 1)[frame].float(), size).sigmoid()  # m_i, eq. 7
             weighted = score.flatten(0, 1)[frame][:, None, None] * masks  # p_i(c_i) m_i(x,y), eq. 14
             index = label.flatten(0, 1)[frame][:, None, None].expand_as(weighted)
             out[frame].scatter_reduce_(0, index, weighted, reduce="amax", include_self=True)
-            out[frame, 0] = 1.0 - out[frame, 1:].amax(0)
+        total = out.sum(1, keepdim=True)
+        out = torch.where(total > 0, out / total.clamp_min(torch.finfo(out.dtype).tiny), 1.0 / k)
         out = out.view(b, t, k, *size)
         return out[:, :, 1] if self.task == "binary" else out
 
