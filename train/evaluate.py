@@ -263,7 +263,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     if per_class:
         _write_csv(out_dir / "per_class" / "per_class_iou.csv", per_class, fields=["dataset", "class_id", "iou"])
     report = {"checkpoint": str(checkpoint), "model": ckpt["model_name"], "step": metrics["step"],
-              "task": model.task, "eval_params": asdict(cfg), "train_params": train_params,
+              "task": model.task, "input_size": list(size), "eval_params": asdict(cfg), "train_params": train_params,
               "feature_params": features, "metrics": metrics, "per_video": per_video, "per_class_iou": per_class,
               "strips": strips, "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {}}
     _write_json(out_dir / "report.json", report)

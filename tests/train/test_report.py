@@ -161,6 +161,9 @@ def test_report_page_is_self_contained(evaluated):
     text = (evaluated / "report.html").read_text()
     assert "http://" not in text.replace("http://www.w3.org/", "") and "https://" not in text
     assert "Per-class IoU" not in text  # binary dataset: no per-class chart
+    size = json.loads((evaluated / "report.json").read_text())["input_size"]  # the size the model was scored at
+    assert size == list(train_params().inference_size or train_params().size)
+    assert f"evaluated at input size {size}" in text
 
 
 def test_semantic_run_has_the_per_class_chart(tmp_path):

@@ -97,9 +97,12 @@ def run_view(run_dir: Path, label: str) -> dict[str, Any]:
         strips.append({**entry, "rows": strip_rows(run_dir / entry["image"], entry["seconds"], entry["header_px"]),
                        "audio_uri": data_uri(audio.read_bytes(), "audio/wav") if audio and audio.is_file() else None})
     train = report.get("train_params") or {}
-    return {"label": label, "dir": str(run_dir), "report": report, "summary": summary_rows(report),
+    input_size = (report.get("input_size") or report["eval_params"].get("size") or train.get("inference_size")
+                  or train.get("size"))
+    return {"label": label, "input_size": input_size, "dir": str(run_dir), "report": report, "summary": summary_rows(report),
             "strips": strips, "features": feature_settings(report),
-            "train": {k: train.get(k) for k in ("datasets", "max_steps", "batch_size", "lr", "size", "freeze_backbone")
+            "train": {k: train.get(k) for k in ("datasets", "max_steps", "batch_size", "lr", "size", "inference_size",
+                                                       "freeze_backbone")
                       if k in train},
             "curves_svg": charts.training_curves(report.get("curves") or {}),
             "per_class_svg": charts.per_class_iou(report.get("per_class_iou") or []),
