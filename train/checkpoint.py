@@ -48,11 +48,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    """The model of ``ckpt`` with its trained weights (in training mode, on the CPU)."""
+def build_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
+    """The model of ``ckpt`` with its trained weights (in training mode, on the CPU).
+
+    Weights that do not fit the model as this version builds it (a checkpoint of another version)
+    raise ``CheckpointError`` naming ``source`` and the first differing tensor."""
     model = build_model(ckpt["model_name"], **ckpt["model_config"])
+    differences = _state_differences(model.state_dict(), ckpt["state_dict"])
+    if differences:
+        raise CheckpointError(f"{source}: weights do not fit {ckpt['model_name']} of this version ({differences[0]}; "
+                              f"{len(differences)} tensors differ): retrain, or use the version that wrote it")
     model.load_state_dict(ckpt["state_dict"])
     return model
+
+
+def _state_differences(expected: dict[str, torch.Tensor], found: dict[str, Any]) -> list[str]:
+    """Keys missing from ``found``, unexpected in it, or of another shape, one phrase each."""
+    differences = [f"{key} missing" for key in expected if key not in found]
+    differences += [f"{key} unexpected" for key in found if key not in expected]
+    differences += [f"{key} {list(found[key].shape)} vs {list(tensor.shape)}" for key, tensor in expected.items()
+                    if key in found and tuple(getattr(found[key], "shape", ())) != tuple(tensor.shape)]
+    return differences
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

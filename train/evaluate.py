@@ -231,7 +231,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_from_checkpoint(ckpt).to(device).eval()
+    model = build_from_checkpoint(ckpt, checkpoint).to(device).eval()
     train_params = ckpt.get("train_params", {})
     size = cfg.size or train_params.get("inference_size") or train_params["size"]
     source = ClipSource.for_inputs(model.inputs, data_root, size)

@@ -50,7 +50,7 @@ def load_predictor(checkpoint: str | Path, size: tuple[int, int] | None = None,
     settings (with a warning: the maskiges then differ from those the model was trained on)."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    model = build_from_checkpoint(ckpt).eval()
+    model = build_from_checkpoint(ckpt, checkpoint).eval()
     kinds = ("extract", "audio", "proposals") if "maskiges" in model.inputs else ("extract", "audio")
     features = feature_params_of(ckpt, checkpoint, kinds)
     if proposals_override:

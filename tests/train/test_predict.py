@@ -109,6 +109,19 @@ def test_predict_refuses_a_checkpoint_without_feature_records(combo_pipeline, tm
     assert "broken.pt" in err and "preset" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_checkpoint_of_another_version_is_one_line(tmp_path, make_video, transavs_checkpoint, capsys):
+    """Weights that no longer fit the model (here: the clip-level W_1 of earlier versions, N x T)."""
+    ckpt = torch.load(transavs_checkpoint, weights_only=True)
+    weight = ckpt["state_dict"]["audio_queries.query_weight"]
+    ckpt["state_dict"]["audio_queries.query_weight"] = weight[:, :5].clone()
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    video = make_video(tmp_path / "v.mp4", seconds=2)
+    assert main(["predict", str(video), "--checkpoint", str(old), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "old.pt" in err and "audio_queries.query_weight" in err and len(err.strip().splitlines()) == 1
+
+
 def test_predict_a_150_s_video_in_windows(tmp_path, transavs_checkpoint, capsys):
     """A long video: one mask per second at the video's resolution, an overlay frame per second, the
     AVSBench frame of each second (frame plan of 4 fps: index 4*l + 3), memory bounded by a window."""
