@@ -40,17 +40,6 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     return data
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in params:
-        raise ParamsError(f"params.yaml has no '{name}' section")
-    value = params[name]
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ParamsError(f"params.yaml section '{name}' must be a mapping")
-    return value
-
-
 def params_hash(obj: Any) -> str:
     """Stable 16-hex-digit hash of a JSON-able object (key order does not matter)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

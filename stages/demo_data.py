@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 from pipeline.demo import FLAVOURS, DemoConfig, generate_demo
 from pipeline.parallel import available_cores
-from pipeline.params import from_section, section
 from stages.common import StageContext, add_common
+
+
+Flavour = Literal["s4", "ms3", "avss"]
+
+
+@dataclass
+class DemoStageParams(DemoConfig):
+    """The ``demo`` section: what the dataset holds (``DemoConfig``), where it goes and which flavours."""
+
+    out: str = "data/raw/demo"
+    flavours: tuple[Flavour, ...] = FLAVOURS
+
+    def dataset_config(self) -> DemoConfig:
+        """The ``DemoConfig`` part alone (recorded in the stamps, so the stage's own keys stay out of them)."""
+        return DemoConfig(**{f.name: getattr(self, f.name) for f in fields(DemoConfig)})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,14 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    demo = section(ctx.params, "demo")
-    out = Path(args.out or demo.get("out") or "data/raw/demo")
-    flavours = tuple(demo.get("flavours") or FLAVOURS)
-    fields = {k: v for k, v in demo.items() if k not in ("out", "flavours")}  # the rest is a DemoConfig
-    if args.seed is not None:
-        fields["seed"] = args.seed
-    cfg = from_section(DemoConfig, fields, "demo")
-    summary = generate_demo(out, cfg, flavours=flavours, progress=ctx.progress, workers=available_cores())
+    params = ctx.section(DemoStageParams, "demo", out=args.out, seed=args.seed)
+    out = Path(params.out)
+    summary = generate_demo(out, params.dataset_config(), flavours=tuple(params.flavours), progress=ctx.progress,
+                            workers=available_cores())
     print(f"demo-data -> {out}: {summary['num_videos']} videos, {summary['num_label_images']} label images "
           f"in {summary['elapsed_s']} s (release trees: {', '.join(sorted(summary['counts']))})")
     return 0

@@ -9,8 +9,18 @@ from pathlib import Path
 from pipeline.failures import FailureLog
 from pipeline.manifest import (SourceParams, build_manifest, unreadable_summary, write_manifest,
                                write_shard_slices)
-from pipeline.params import ParamsError, from_section, section
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.params import ParamsError, from_section
 from stages.common import StageContext, add_common
+
+
+@dataclass
+class ManifestStageParams:
+    """The ``manifest`` section: one ``SourceParams`` entry per dataset name."""
+
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,11 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _source(ctx: StageContext, args: argparse.Namespace) -> SourceParams:
-    datasets = section(ctx.params, "manifest").get("datasets") or {}
+    """The dataset's entry of ``manifest.datasets`` with the command-line overrides, validated."""
+    datasets = ctx.section(ManifestStageParams, "manifest").datasets
     entry = dict(datasets.get(args.dataset) or {})
-    for key in ("source", "root", "seconds"):
-        if getattr(args, key):
-            entry[key] = getattr(args, key)
+    entry.update({key: getattr(args, key) for key in ("source", "root", "seconds") if getattr(args, key)})
     if not entry:
         raise ParamsError(f"dataset {args.dataset!r} is not in manifest.datasets and --source/--root were not given")
     return from_section(SourceParams, entry, f"manifest.datasets.{args.dataset}")

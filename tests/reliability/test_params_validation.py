@@ -46,6 +46,12 @@ CASES = [
     ("dask.n_workers", -1, "extract", "dask.n_workers must be >= 0"),
     ("data.shards", [0, 2], "extract", "data.shards"),
     ("data.datasets", ["../../x"], "extract", "data.datasets.0"),
+    ("demo.flavours", ["s4", "zz"], "demo-data", "demo.flavours.1"),
+    ("demo.s4_videos", [-1, 0, 0], "demo-data", "s4_videos"),
+    ("demo.colour", 3, "demo-data", "unknown key 'colour'"),
+    ("manifest.datasets", [1, 2], "manifest", "manifest.datasets"),
+    ("manifest.datasets.demo_s4.source", "youtube", "manifest", "youtube"),
+    ("manifest.datasets.demo_s4.seconds", "five", "manifest", "manifest.datasets.demo_s4.seconds"),
 ]
 
 STAGE_ARGS = {
@@ -54,6 +60,8 @@ STAGE_ARGS = {
     "extract": ["--dataset", "demo_s4", "--shard", "0", "--no-progress"],
     "audio": ["--dataset", "demo_s4", "--shard", "0", "--no-progress"],
     "proposals": ["--dataset", "demo_s4", "--shard", "0", "--no-progress"],
+    "demo-data": ["--no-progress"],
+    "manifest": ["--dataset", "demo_s4", "--no-progress"],
 }
 
 
