@@ -176,6 +176,15 @@ def test_semantic_run_has_the_per_class_chart(tmp_path):
     assert "Per-class IoU" in (tmp_path / "eval" / "report.html").read_text()
 
 
+def test_the_page_is_the_same_byte_for_byte_when_rendered_again(evaluated, tmp_path):
+    """The report is a DVC output: rendering the same run twice gives the same bytes (matplotlib's SVG
+    ids are derived from a fixed salt, not drawn at random)."""
+    assert main(["report", str(evaluated), "--out", str(tmp_path / "again.html")]) == 0
+    assert main(["report", str(evaluated), "--out", str(tmp_path / "again2.html")]) == 0
+    assert (tmp_path / "again.html").read_bytes() == (tmp_path / "again2.html").read_bytes()
+    assert "<svg" in (tmp_path / "again.html").read_text()
+
+
 def test_compare_two_runs(evaluated, tmp_path, capsys):
     out = tmp_path / "compare.html"
     assert main(["report", "--compare", str(evaluated), str(evaluated), "--labels", "lr 1e-3", "lr 1e-4",

@@ -9,6 +9,7 @@ import io
 import re
 from typing import Sequence
 
+from matplotlib import rc_context
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
@@ -17,7 +18,10 @@ COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 def _svg(fig: Figure) -> str:
     buffer = io.StringIO()
-    FigureCanvasSVG(fig).print_svg(buffer)
+    # A fixed salt makes matplotlib derive element ids from their content instead of at random, so the
+    # same run gives the same page byte for byte (the report is a DVC output).
+    with rc_context({"svg.hashsalt": "avs-report"}):
+        FigureCanvasSVG(fig).print_svg(buffer)
     text = buffer.getvalue()
     text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF creator/date: noise in a page
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE (not allowed inside HTML)
