@@ -69,7 +69,7 @@ def run_config(name: str, train_overrides: dict[str, Any], root: Path) -> dict[s
     for checkpoint in checkpoints:
         out = folder / f"eval_{checkpoint.stem}"
         avs("evaluate", "--params", str(params_path), "--checkpoint", str(checkpoint), "--out", str(out))
-        points.append(summarize(yaml.safe_load((out / "metrics.json").read_text())))
+        points.append(summarize(json.loads((out / "metrics.json").read_text())))
     return {"train_overrides": train_overrides, "train_s": round(train_s, 1), "points": points}
 
 

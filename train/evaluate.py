@@ -18,7 +18,7 @@ import json
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +80,12 @@ class ShuffledAudio(Dataset):
             if key in item:
                 item[key] = donor[key]
         return item
+
+
+def scoring_size(train_params: dict[str, Any], override: Sequence[int] | None = None) -> list[int]:
+    """The model input [H, W] a checkpoint is scored and run at: ``override`` (``evaluate.size``,
+    ``avs predict --size``), else the checkpoint's ``train.inference_size``, else its training size."""
+    return list(override or train_params.get("inference_size") or train_params["size"])
 
 
 def _predict(model: torch.nn.Module, batch: dict[str, Any], device: torch.device) -> np.ndarray:
@@ -233,7 +239,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model = build_from_checkpoint(ckpt, checkpoint).to(device).eval()
     train_params = ckpt.get("train_params", {})
-    size = cfg.size or train_params.get("inference_size") or train_params["size"]
+    size = scoring_size(train_params, cfg.size)
     source = ClipSource.for_inputs(model.inputs, data_root, size)
     metrics: dict[str, Any] = {"model": ckpt["model_name"], "step": int(ckpt.get("step", 0)),
                                "protocol": f"{cfg.videos_per_batch} video(s) per batch"}
@@ -263,7 +269,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     if per_class:
         _write_csv(out_dir / "per_class" / "per_class_iou.csv", per_class, fields=["dataset", "class_id", "iou"])
     report = {"checkpoint": str(checkpoint), "model": ckpt["model_name"], "step": metrics["step"],
-              "task": model.task, "input_size": list(size), "eval_params": asdict(cfg), "train_params": train_params,
+              "task": model.task, "input_size": size, "eval_params": asdict(cfg), "train_params": train_params,
               "feature_params": features, "metrics": metrics, "per_video": per_video, "per_class_iou": per_class,
               "strips": strips, "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {}}
     _write_json(out_dir / "report.json", report)

@@ -27,6 +27,7 @@ from pipeline.params import from_section
 from pipeline.feature_record import read_record
 from train.checkpoint import build_from_checkpoint, load_checkpoint
 from train.data import image_tensor, prepare_batch, resize_clip
+from train.evaluate import scoring_size
 from train.overlay import draw_mask
 
 OVERLAY_MAX_SIDE = 640  # overlay video: the video's aspect ratio, longest side at most this
@@ -56,7 +57,7 @@ def load_predictor(checkpoint: str | Path, size: tuple[int, int] | None = None,
     if proposals_override:
         features["proposals"] = _override_proposals(features.get("proposals"), proposals_override)
     train_params = ckpt.get("train_params") or {}
-    model_size = tuple(size or train_params.get("inference_size") or train_params["size"])
+    model_size = tuple(scoring_size(train_params, size))
     return Predictor(model, features, model_size, checkpoint, ckpt["model_name"])
 
 

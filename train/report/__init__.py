@@ -97,8 +97,7 @@ def run_view(run_dir: Path, label: str) -> dict[str, Any]:
         strips.append({**entry, "rows": strip_rows(run_dir / entry["image"], entry["seconds"], entry["header_px"]),
                        "audio_uri": data_uri(audio.read_bytes(), "audio/wav") if audio and audio.is_file() else None})
     train = report.get("train_params") or {}
-    input_size = (report.get("input_size") or report["eval_params"].get("size") or train.get("inference_size")
-                  or train.get("size"))
+    input_size = report.get("input_size") or _scored_size_of_old_report(report)
     return {"label": label, "input_size": input_size, "dir": str(run_dir), "report": report, "summary": summary_rows(report),
             "strips": strips, "features": feature_settings(report),
             "train": {k: train.get(k) for k in ("datasets", "max_steps", "batch_size", "lr", "size", "inference_size",
@@ -107,6 +106,13 @@ def run_view(run_dir: Path, label: str) -> dict[str, Any]:
             "curves_svg": charts.training_curves(report.get("curves") or {}),
             "per_class_svg": charts.per_class_iou(report.get("per_class_iou") or []),
             "score_keys": _score_keys(report["task"])}
+
+
+def _scored_size_of_old_report(report: dict[str, Any]) -> list[int]:
+    """Reports written before ``input_size`` was recorded: the size evaluate chose by its rule."""
+    from train.evaluate import scoring_size  # torch and the models: only for such old reports
+
+    return scoring_size(report["train_params"], report["eval_params"].get("size"))
 
 
 def per_video_table(views: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
