@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test test-slow bench clean-data
+.PHONY: install demo test lint format test-slow bench clean-data
 
 install: $(STAMP)
 
@@ -24,8 +24,16 @@ demo: $(STAMP)
 	$(BIN)/dvc metrics show
 	@echo "report: $(CURDIR)/metrics/eval/report.html  (offline page; docs/report.md: curves, compare runs)"
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

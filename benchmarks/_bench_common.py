@@ -13,8 +13,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,18 +50,25 @@ def moving_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     texture = rng.integers(-24, 25, size=(height, width, 1)).astype(np.float32)
-    shapes = [(rng.uniform(0.1, 0.9, 2), rng.uniform(-0.01, 0.01, 2), rng.integers(40, 255, 3), rng.uniform(0.06, 0.15))
-              for _ in range(3)]
+    shapes = [
+        (rng.uniform(0.1, 0.9, 2), rng.uniform(-0.01, 0.01, 2), rng.integers(40, 255, 3), rng.uniform(0.06, 0.15))
+        for _ in range(3)
+    ]
     frames = np.empty((n, height, width, 3), np.uint8)
     for i in range(n):
         phase = i / max(1, n)
-        base = np.stack([128 + 100 * np.sin(2 * np.pi * (xx / width + phase)),
-                         128 + 100 * np.cos(2 * np.pi * (yy / height - phase)),
-                         np.full_like(xx, 96 + 64 * np.sin(2 * np.pi * phase))], axis=-1)
+        base = np.stack(
+            [
+                128 + 100 * np.sin(2 * np.pi * (xx / width + phase)),
+                128 + 100 * np.cos(2 * np.pi * (yy / height - phase)),
+                np.full_like(xx, 96 + 64 * np.sin(2 * np.pi * phase)),
+            ],
+            axis=-1,
+        )
         img = base + texture
-        for (pos, vel, colour, radius) in shapes:
+        for pos, vel, colour, radius in shapes:
             cy, cx = (pos + vel * i) % 1.0
-            mask = ((yy / height - cy) ** 2 + (xx / width - cx) ** 2) < radius ** 2
+            mask = ((yy / height - cy) ** 2 + (xx / width - cx) ** 2) < radius**2
             img[mask] = colour
         frames[i] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
@@ -121,8 +129,13 @@ def _fmt(value: Any) -> str:
 
 def machine_info() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "loadavg_at_start": load, "ffmpeg": Path(media.ffmpeg_exe()).name}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": load,
+        "ffmpeg": Path(media.ffmpeg_exe()).name,
+    }
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -76,23 +76,33 @@ def case_frontend(mode: str, seconds: int, threads: int) -> dict:
     audio = np.stack([_noise(CLIP_SECONDS, seed) for seed in range(clips)])
     total = clips * CLIP_SECONDS
     if mode == "batched":
+
         def work() -> None:
             logmel.logmel_examples(logmel.int16_to_float(audio))
     else:
         step = logmel.EXAMPLE_FRAMES * logmel.HOP_SAMPLES
-        starts = [(clip, s) for clip in range(clips) for s in range(0, audio.shape[1] - logmel.MIN_SAMPLES_FOR_ONE_EXAMPLE + 1, step)]
+        starts = [
+            (clip, s)
+            for clip in range(clips)
+            for s in range(0, audio.shape[1] - logmel.MIN_SAMPLES_FOR_ONE_EXAMPLE + 1, step)
+        ]
 
         def work() -> None:
             for clip, s in starts:
                 logmel.logmel_examples(logmel.int16_to_float(audio[clip, s : s + logmel.MIN_SAMPLES_FOR_ONE_EXAMPLE]))
+
     rss_before = _peak_rss_mib()
     tracemalloc.start()
     work()
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     elapsed = _time(work)
-    return {"audio_seconds": total, "compute_seconds": elapsed, "tracemalloc_peak_mib": traced_peak / 2**20,
-            "rss_before_mib": rss_before}
+    return {
+        "audio_seconds": total,
+        "compute_seconds": elapsed,
+        "tracemalloc_peak_mib": traced_peak / 2**20,
+        "rss_before_mib": rss_before,
+    }
 
 
 def case_encoder(name: str, mode: str, seconds: int, threads: int, batch: int) -> dict:
@@ -111,8 +121,13 @@ def case_encoder(name: str, mode: str, seconds: int, threads: int, batch: int) -
     examples = logmel.logmel_examples(logmel.int16_to_float(_noise(seconds)), encoder.log_offset).astype(np.float32)
     rss_before = _peak_rss_mib()
     elapsed = _time(lambda: encoder.encode(examples))
-    return {"audio_seconds": int(examples.shape[0]), "compute_seconds": elapsed, "load_seconds": load_seconds,
-            "rss_before_mib": rss_before, "provenance": encoder.provenance}
+    return {
+        "audio_seconds": int(examples.shape[0]),
+        "compute_seconds": elapsed,
+        "load_seconds": load_seconds,
+        "rss_before_mib": rss_before,
+        "provenance": encoder.provenance,
+    }
 
 
 def case_features(seconds: int, threads: int, batch: int) -> dict:
@@ -149,9 +164,15 @@ def run_isolated(kind: str, **kwargs) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads (default: %(default)s)")
-    parser.add_argument("--seconds", type=int, default=64, help="seconds of audio per batched case (default: %(default)s)")
-    parser.add_argument("--single-seconds", type=int, default=16,
-                        help="seconds of audio for the one-example-at-a-time encoder cases (default: %(default)s)")
+    parser.add_argument(
+        "--seconds", type=int, default=64, help="seconds of audio per batched case (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--single-seconds",
+        type=int,
+        default=16,
+        help="seconds of audio for the one-example-at-a-time encoder cases (default: %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=64, help="examples per encoder call when batched")
     parser.add_argument("--encoders", nargs="+", default=["yamnet", "vggish"])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: %(default)s)")
@@ -166,12 +187,30 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in args.encoders:
         label = f"{name} encoder" + (" (random init)" if name == "vggish" else "")
-        cases.append((label, f"batch {args.batch}", "encoder",
-                      {"name": name, "mode": "batched", "seconds": args.seconds, "batch": args.batch}))
-        cases.append((label, "one example", "encoder",
-                      {"name": name, "mode": "single", "seconds": args.single_seconds, "batch": 1}))
-    cases.append((f"log-mel + yamnet, {CLIP_SECONDS} s clips", f"batch {args.batch}", "features",
-                  {"seconds": args.seconds, "batch": args.batch}))
+        cases.append(
+            (
+                label,
+                f"batch {args.batch}",
+                "encoder",
+                {"name": name, "mode": "batched", "seconds": args.seconds, "batch": args.batch},
+            )
+        )
+        cases.append(
+            (
+                label,
+                "one example",
+                "encoder",
+                {"name": name, "mode": "single", "seconds": args.single_seconds, "batch": 1},
+            )
+        )
+    cases.append(
+        (
+            f"log-mel + yamnet, {CLIP_SECONDS} s clips",
+            f"batch {args.batch}",
+            "features",
+            {"seconds": args.seconds, "batch": args.batch},
+        )
+    )
 
     rows = []
     for label, mode, kind, kwargs in cases:
@@ -181,19 +220,25 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"case": label, "mode": mode, **result})
         print(f"  done: {label} / {mode}", file=sys.stderr)
 
-    header = (f"{'case':<38} {'mode':<12} {'audio s':>8} {'compute s':>10} {'audio s / s':>12} "
-              f"{'peak RSS MiB':>13} {'+ during run':>13}")
-    print(f"\nAudio features on {args.threads} thread(s), {platform.machine()}; peak RSS = whole case process "
-          f"(imports + model), '+ during run' = growth while timing")
+    header = (
+        f"{'case':<38} {'mode':<12} {'audio s':>8} {'compute s':>10} {'audio s / s':>12} "
+        f"{'peak RSS MiB':>13} {'+ during run':>13}"
+    )
+    print(
+        f"\nAudio features on {args.threads} thread(s), {platform.machine()}; peak RSS = whole case process "
+        f"(imports + model), '+ during run' = growth while timing"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         if "error" in row:
             print(f"{row['case']:<38} {row['mode']:<12} ERROR {row['error']}")
             continue
-        print(f"{row['case']:<38} {row['mode']:<12} {row['audio_seconds']:>8d} {row['compute_seconds']:>10.4f} "
-              f"{row['audio_seconds_per_second']:>12.1f} {row['peak_rss_mib']:>13.0f} "
-              f"{row['peak_rss_mib'] - row['rss_before_mib']:>13.0f}")
+        print(
+            f"{row['case']:<38} {row['mode']:<12} {row['audio_seconds']:>8d} {row['compute_seconds']:>10.4f} "
+            f"{row['audio_seconds_per_second']:>12.1f} {row['peak_rss_mib']:>13.0f} "
+            f"{row['peak_rss_mib'] - row['rss_before_mib']:>13.0f}"
+        )
     for row in rows:
         if "tracemalloc_peak_mib" in row:
             print(f"{row['case']} / {row['mode']}: numpy peak (tracemalloc) {row['tracemalloc_peak_mib']:.1f} MiB")

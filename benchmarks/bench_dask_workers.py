@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import functools  # noqa: E402
+
 from _bench_common import RESULTS_DIR, machine_info, median, moving_frames, print_table, tone, write_json  # noqa: E402
 
 from pipeline import media  # noqa: E402
-import functools  # noqa: E402
-
 from pipeline.extraction import ExtractParams, extract_shard, extract_video  # noqa: E402
 from pipeline.manifest import SourceParams, build_manifest  # noqa: E402
 from pipeline.parallel import dask_client, map_ordered  # noqa: E402
@@ -53,8 +53,13 @@ def make_videos(count: int) -> Path:
     for i in range(count):
         path = folder / f"v{i:03d}.mp4"
         if not path.is_file():
-            media.encode_video(path, moving_frames(SECONDS * 25, 180, 320, seed=100 + i), 25,
-                               tone(SECONDS, rate=44_100, freq=200 + 20 * i, channels=2), audio_rate=44_100)
+            media.encode_video(
+                path,
+                moving_frames(SECONDS * 25, 180, 320, seed=100 + i),
+                25,
+                tone(SECONDS, rate=44_100, freq=200 + 20 * i, channels=2),
+                audio_rate=44_100,
+            )
     return folder
 
 
@@ -64,8 +69,9 @@ def shard_arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_dask_workers.json", help="JSON output path")
     parser.add_argument("--quick", action="store_true", help="smoke run: 6 videos, 1 repeat")
     parser.add_argument("--videos", type=int, help="number of videos (default 24, quick 6)")
@@ -82,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         subset.mkdir()
         for i in range(count):
             (subset / f"v{i:03d}.mp4").hardlink_to(folder / f"v{i:03d}.mp4")
-        rows = build_manifest(SourceParams(source="folder", root=str(subset), seconds=SECONDS), num_shards=1,
-                              progress=False)
+        rows = build_manifest(
+            SourceParams(source="folder", root=str(subset), seconds=SECONDS), num_shards=1, progress=False
+        )
         cfg = ExtractParams()
         wall = {m: [] for m in MODES}
         startup = {m: [] for m in MODES}
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         outputs: dict[str, Path] = {}
         order = list(MODES)
         for rep in range(repeats):
-            rotated = order[rep % len(order):] + order[: rep % len(order)]
+            rotated = order[rep % len(order) :] + order[: rep % len(order)]
             for mode in rotated:
                 dask_cfg = DaskParams(n_workers=MODES[mode])
                 start = time.perf_counter()
@@ -116,27 +123,51 @@ def main(argv: list[str] | None = None) -> int:
                 outputs[mode] = out
             print(f"repeat {rep + 1}/{repeats} done", flush=True)
         reference = shard_arrays(outputs["in-process"])
-        same = {m: all(np.array_equal(a, reference[v][k]) for v, arrays in shard_arrays(p).items()
-                       for k, a in arrays.items()) and len(shard_arrays(p)) == len(reference)
-                for m, p in outputs.items()}
+        same = {
+            m: all(
+                np.array_equal(a, reference[v][k]) for v, arrays in shard_arrays(p).items() for k, a in arrays.items()
+            )
+            and len(shard_arrays(p)) == len(reference)
+            for m, p in outputs.items()
+        }
 
     rows_out, results = [], {}
     base = count / median(wall["in-process"])
     for mode in MODES:
         w, s, e, h = median(wall[mode]), median(startup[mode]), median(stop[mode]), median(warm[mode])
-        results[mode] = {"n_workers": MODES[mode], "wall_s": wall[mode], "cluster_start_s": startup[mode],
-                         "cluster_stop_s": stop[mode], "warm_map_s": warm[mode], "median_wall_s": w,
-                         "videos_per_s": count / w, "warm_videos_per_s": count / h,
-                         "same_arrays_as_in_process": same[mode]}
-        rows_out.append([mode, w, count / w, f"{(count / w) / base:.2f}x", s, e, h, count / h,
-                         "yes" if same[mode] else "NO"])
-    table = print_table(["mode", "wall s", "videos/s", "vs in-proc", "start s", "stop s", "warm map s",
-                         "warm videos/s", "same arrays"], rows_out,
-                        title=f"extract_shard over {count} videos ({SECONDS} s, 320x180 -> 224x224), "
-                              f"median of {repeats} interleaved runs; machine has {machine_info()['cpu_count']} cores")
-    write_json(args.out, {"benchmark": "bench_dask_workers", "quick": args.quick, "videos": count,
-                          "seconds_per_video": SECONDS, "repeats": repeats, "machine": machine_info(),
-                          "modes": results, "table": table})
+        results[mode] = {
+            "n_workers": MODES[mode],
+            "wall_s": wall[mode],
+            "cluster_start_s": startup[mode],
+            "cluster_stop_s": stop[mode],
+            "warm_map_s": warm[mode],
+            "median_wall_s": w,
+            "videos_per_s": count / w,
+            "warm_videos_per_s": count / h,
+            "same_arrays_as_in_process": same[mode],
+        }
+        rows_out.append(
+            [mode, w, count / w, f"{(count / w) / base:.2f}x", s, e, h, count / h, "yes" if same[mode] else "NO"]
+        )
+    table = print_table(
+        ["mode", "wall s", "videos/s", "vs in-proc", "start s", "stop s", "warm map s", "warm videos/s", "same arrays"],
+        rows_out,
+        title=f"extract_shard over {count} videos ({SECONDS} s, 320x180 -> 224x224), "
+        f"median of {repeats} interleaved runs; machine has {machine_info()['cpu_count']} cores",
+    )
+    write_json(
+        args.out,
+        {
+            "benchmark": "bench_dask_workers",
+            "quick": args.quick,
+            "videos": count,
+            "seconds_per_video": SECONDS,
+            "repeats": repeats,
+            "machine": machine_info(),
+            "modes": results,
+            "table": table,
+        },
+    )
     return 0
 
 

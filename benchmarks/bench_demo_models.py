@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from _bench_common import REPO_ROOT, RESULTS_DIR, machine_info, print_table, write_json
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -76,9 +75,16 @@ def run_config(name: str, train_overrides: dict[str, Any], root: Path) -> dict[s
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
     """The figures reported per checkpoint, from an evaluation's metrics.json."""
     s4, ms3 = metrics["demo_s4"], metrics["demo_ms3"]
-    return {"step": metrics["step"], "model": metrics["model"],
-            "s4_mj": s4["M_J"], "s4_mf": s4["M_F"], "s4_shuffled_mj": s4["shuffled_audio"]["M_J"],
-            "ms3_mj": ms3["M_J"], "ms3_mf": ms3["M_F"], "ms3_drop": ms3["audio_dependence"]}
+    return {
+        "step": metrics["step"],
+        "model": metrics["model"],
+        "s4_mj": s4["M_J"],
+        "s4_mf": s4["M_F"],
+        "s4_shuffled_mj": s4["shuffled_audio"]["M_J"],
+        "ms3_mj": ms3["M_J"],
+        "ms3_mf": ms3["M_F"],
+        "ms3_drop": ms3["audio_dependence"],
+    }
 
 
 def main() -> int:
@@ -88,11 +94,25 @@ def main() -> int:
     root = REPO_ROOT / "data" / "runs" / "bench_demo_models"
     names = [args.only] if args.only else list(CONFIGS)
     results = {name: run_config(name, CONFIGS[name], root) for name in names}
-    rows = [[name, p["model"], p["step"], f"{p['s4_mj']:.3f} / {p['s4_mf']:.3f}", f"{p['s4_shuffled_mj']:.3f}",
-             f"{p['ms3_mj']:.3f} / {p['ms3_mf']:.3f}", f"{p['ms3_drop']:.3f}", result["train_s"]]
-            for name, result in results.items() for p in result["points"]]
-    print_table(["config", "model", "step", "S4 M_J / M_F", "S4 shuffled", "MS3 M_J / M_F", "MS3 drop", "train s"],
-                rows, title="Demo models (test splits, scored at inference_size)")
+    rows = [
+        [
+            name,
+            p["model"],
+            p["step"],
+            f"{p['s4_mj']:.3f} / {p['s4_mf']:.3f}",
+            f"{p['s4_shuffled_mj']:.3f}",
+            f"{p['ms3_mj']:.3f} / {p['ms3_mf']:.3f}",
+            f"{p['ms3_drop']:.3f}",
+            result["train_s"],
+        ]
+        for name, result in results.items()
+        for p in result["points"]
+    ]
+    print_table(
+        ["config", "model", "step", "S4 M_J / M_F", "S4 shuffled", "MS3 M_J / M_F", "MS3 drop", "train s"],
+        rows,
+        title="Demo models (test splits, scored at inference_size)",
+    )
     path = RESULTS_DIR / "bench_demo_models.json"
     earlier = json.loads(path.read_text())["results"] if args.only and path.is_file() else {}
     write_json(path, {"machine": machine_info(), "results": {**earlier, **results}})

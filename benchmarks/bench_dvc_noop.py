@@ -68,8 +68,9 @@ def make_copy(tmp: Path, shards: list[int] | None = None, name: str = "repo") ->
     for folder in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / folder, repo / folder, ignore=ignore)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params.setdefault("demo", {}).update({"frame_size": [64, 64], "s4_videos": [1, 1, 1], "ms3_videos": [1, 0, 1],
-                                          "avss_videos": [1, 0, 1]})
+    params.setdefault("demo", {}).update(
+        {"frame_size": [64, 64], "s4_videos": [1, 1, 1], "ms3_videos": [1, 0, 1], "avss_videos": [1, 0, 1]}
+    )
     params.setdefault("extract", {})["frame_size"] = [64, 64]
     params.setdefault("dask", {})["n_workers"] = 0
     if shards is not None:
@@ -114,11 +115,19 @@ def importtime_top(repo: Path, n: int = 12) -> list[dict]:
     for line in out.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
         if m:
-            rows.append({"self_us": int(m.group(1)), "cumulative_us": int(m.group(2)),
-                         "depth": (len(m.group(3)) - 1) // 2, "module": m.group(4)})
+            rows.append(
+                {
+                    "self_us": int(m.group(1)),
+                    "cumulative_us": int(m.group(2)),
+                    "depth": (len(m.group(3)) - 1) // 2,
+                    "module": m.group(4),
+                }
+            )
     total = max((r["cumulative_us"] for r in rows if r["depth"] == 0), default=0)
-    top = sorted((r for r in rows if r["depth"] <= 1 and "." not in r["module"] or r["module"] == "dvc.cli"),
-                 key=lambda r: -r["cumulative_us"])
+    top = sorted(
+        (r for r in rows if r["depth"] <= 1 and "." not in r["module"] or r["module"] == "dvc.cli"),
+        key=lambda r: -r["cumulative_us"],
+    )
     seen, out_rows = set(), []
     for r in top:
         if r["module"] in seen:
@@ -137,16 +146,23 @@ def profile_status(repo: Path, n: int = 15) -> list[dict]:
 
     stats = pstats.Stats(str(prof))
     entries = []
-    for (filename, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():  # type: ignore[attr-defined]
-        entries.append({"function": f"{Path(filename).parent.name}/{Path(filename).name}:{line}({func})",
-                        "cumulative_s": ct, "self_s": tt, "calls": nc})
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        entries.append(
+            {
+                "function": f"{Path(filename).parent.name}/{Path(filename).name}:{line}({func})",
+                "cumulative_s": ct,
+                "self_s": tt,
+                "calls": nc,
+            }
+        )
     entries.sort(key=lambda e: -e["cumulative_s"])
     return entries[:n]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_dvc_noop.json", help="JSON output path")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats, no profiling or option study")
     parser.add_argument("--repeats", type=int, help="timed no-op runs per command (default 5, quick 2)")
@@ -160,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         repo = make_copy(tmp)
         first, out = run([dvc, "repro"], repo)
         print(f"first dvc repro (untimed in the table): {first:.1f} s", flush=True)
-        names_listed = [ln.strip() for ln in run([dvc, "stage", "list", "--name-only"], repo)[1].splitlines()
-                        if re.match(r"^[\w@.-]+$", ln.strip())]
+        names_listed = [
+            ln.strip()
+            for ln in run([dvc, "stage", "list", "--name-only"], repo)[1].splitlines()
+            if re.match(r"^[\w@.-]+$", ln.strip())
+        ]
         stage_items = len(names_listed)
         single = next(n for n in names_listed if n.startswith("extract"))
 
@@ -170,31 +189,37 @@ def main(argv: list[str] | None = None) -> int:
             "dvc status": ([dvc, "status"], None),
         }
         if not args.quick:
-            commands.update({
-                "python -c pass": ([sys.executable, "-c", "pass"], None),
-                "python -c 'import dvc.cli'": ([sys.executable, "-c", "import dvc.cli"], None),
-                "dvc --version": ([dvc, "--version"], None),
-                f"dvc status {single}": ([dvc, "status", single], None),
-                f"dvc repro {single}": ([dvc, "repro", single], None),
-                f"dvc repro -s {single}": ([dvc, "repro", "-s", single], None),
-                "dvc repro --no-run-cache": ([dvc, "repro", "--no-run-cache"], None),
-                "dvc repro (DVC_NO_ANALYTICS=1)": ([dvc, "repro"], {"DVC_NO_ANALYTICS": "1"}),
-                "dvc status -q": ([dvc, "status", "-q"], None),
-            })
+            commands.update(
+                {
+                    "python -c pass": ([sys.executable, "-c", "pass"], None),
+                    "python -c 'import dvc.cli'": ([sys.executable, "-c", "import dvc.cli"], None),
+                    "dvc --version": ([dvc, "--version"], None),
+                    f"dvc status {single}": ([dvc, "status", single], None),
+                    f"dvc repro {single}": ([dvc, "repro", single], None),
+                    f"dvc repro -s {single}": ([dvc, "repro", "-s", single], None),
+                    "dvc repro --no-run-cache": ([dvc, "repro", "--no-run-cache"], None),
+                    "dvc repro (DVC_NO_ANALYTICS=1)": ([dvc, "repro"], {"DVC_NO_ANALYTICS": "1"}),
+                    "dvc status -q": ([dvc, "status", "-q"], None),
+                }
+            )
         small = repo
         if not args.quick:
             # Fewer stage items: the same DAG with one shard per dataset (7 stage items instead of 10).
             small = make_copy(tmp, shards=[0], name="repo_one_shard")
             run([dvc, "repro"], small)
-            commands.update({"dvc repro (1 shard: 7 items)": ([dvc, "repro"], None),
-                             "dvc status (1 shard: 7 items)": ([dvc, "status"], None)})
+            commands.update(
+                {
+                    "dvc repro (1 shard: 7 items)": ([dvc, "repro"], None),
+                    "dvc status (1 shard: 7 items)": ([dvc, "status"], None),
+                }
+            )
         where = {name: (small if "1 shard" in name else repo) for name in commands}
         times: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
         noop_ok: dict[str, bool] = {name: True for name in commands}
         names = list(commands)
         for rep in range(repeats):
-            for name in (names if rep % 2 == 0 else names[::-1]):
+            for name in names if rep % 2 == 0 else names[::-1]:
                 cmd, extra = commands[name]
                 elapsed, output = run(cmd, where[name], extra, check=not name.startswith("dvc status -q"))
                 times[name].append(elapsed)
@@ -225,18 +250,39 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in commands:
         m = median(times[name])
-        rows.append([name, m, min(times[name]), max(times[name]), median(cpu[name]),
-                     ("yes" if noop_ok[name] else "NO") if name.startswith(("dvc repro", "dvc status")) else "-"])
+        rows.append(
+            [
+                name,
+                m,
+                min(times[name]),
+                max(times[name]),
+                median(cpu[name]),
+                ("yes" if noop_ok[name] else "NO") if name.startswith(("dvc repro", "dvc status")) else "-",
+            ]
+        )
     if analytics_on:
-        rows.append(["dvc repro (core.analytics true)", median(analytics_on), min(analytics_on), max(analytics_on),
-                     median(analytics_on_cpu), "-"])
-    table = print_table(["command", "median s", "min s", "max s", "median CPU s", "no-op"], rows,
-                        title=f"No-op DVC on the demo DAG ({stage_items} stage items), {repeats} interleaved runs, "
-                              f"wall clock (CPU = user+system of the command's processes); goal <= {GOAL_S} s")
+        rows.append(
+            [
+                "dvc repro (core.analytics true)",
+                median(analytics_on),
+                min(analytics_on),
+                max(analytics_on),
+                median(analytics_on_cpu),
+                "-",
+            ]
+        )
+    table = print_table(
+        ["command", "median s", "min s", "max s", "median CPU s", "no-op"],
+        rows,
+        title=f"No-op DVC on the demo DAG ({stage_items} stage items), {repeats} interleaved runs, "
+        f"wall clock (CPU = user+system of the command's processes); goal <= {GOAL_S} s",
+    )
     repro_med, status_med = median(times["dvc repro"]), median(times["dvc status"])
-    summary = (f"dvc repro no-op median {repro_med:.2f} s (CPU {median(cpu['dvc repro']):.2f} s), dvc status "
-               f"{status_med:.2f} s (CPU {median(cpu['dvc status']):.2f} s): goal <= {GOAL_S} s "
-               f"{'met' if max(repro_med, status_med) <= GOAL_S else 'NOT met'}")
+    summary = (
+        f"dvc repro no-op median {repro_med:.2f} s (CPU {median(cpu['dvc repro']):.2f} s), dvc status "
+        f"{status_med:.2f} s (CPU {median(cpu['dvc status']):.2f} s): goal <= {GOAL_S} s "
+        f"{'met' if max(repro_med, status_med) <= GOAL_S else 'NOT met'}"
+    )
     print(summary)
     table += "\n" + summary
     if imports:
@@ -245,19 +291,39 @@ def main(argv: list[str] | None = None) -> int:
             ["module (import dvc.cli)", "cumulative s", "self s"],
             [[r["module"], r["cumulative_us"] / 1e6, r["self_us"] / 1e6] for r in imports[1:]],
             title=f"python -X importtime -c 'import dvc.cli': total {imports[0]['total_import_dvc_cli_s']:.2f} s "
-                  f"(heaviest top-level imports, cumulative)")
+            f"(heaviest top-level imports, cumulative)",
+        )
     if profile:
         print()
-        table += "\n\n" + print_table(["function (cProfile of python -m dvc status)", "cumulative s", "self s", "calls"],
-                                      [[e["function"][-70:], e["cumulative_s"], e["self_s"], e["calls"]]
-                                       for e in profile], title="Top functions by cumulative time")
-    write_json(args.out, {"benchmark": "bench_dvc_noop", "quick": args.quick, "repeats": repeats,
-                          "machine": machine_info(), "first_repro_s": first, "stage_items": stage_items,
-                          "times_s": times, "cpu_s": cpu, "analytics_on_repro_cpu_s": analytics_on_cpu,
-                          "median_repro_cpu_s": median(cpu["dvc repro"]),
-                          "median_status_cpu_s": median(cpu["dvc status"]), "noop_verified": noop_ok, "analytics_on_repro_s": analytics_on,
-                          "median_repro_s": repro_med, "median_status_s": status_med, "goal_s": GOAL_S,
-                          "importtime": imports, "profile_status": profile, "table": table})
+        table += "\n\n" + print_table(
+            ["function (cProfile of python -m dvc status)", "cumulative s", "self s", "calls"],
+            [[e["function"][-70:], e["cumulative_s"], e["self_s"], e["calls"]] for e in profile],
+            title="Top functions by cumulative time",
+        )
+    write_json(
+        args.out,
+        {
+            "benchmark": "bench_dvc_noop",
+            "quick": args.quick,
+            "repeats": repeats,
+            "machine": machine_info(),
+            "first_repro_s": first,
+            "stage_items": stage_items,
+            "times_s": times,
+            "cpu_s": cpu,
+            "analytics_on_repro_cpu_s": analytics_on_cpu,
+            "median_repro_cpu_s": median(cpu["dvc repro"]),
+            "median_status_cpu_s": median(cpu["dvc status"]),
+            "noop_verified": noop_ok,
+            "analytics_on_repro_s": analytics_on,
+            "median_repro_s": repro_med,
+            "median_status_s": status_med,
+            "goal_s": GOAL_S,
+            "importtime": imports,
+            "profile_status": profile,
+            "table": table,
+        },
+    )
     return 0
 
 

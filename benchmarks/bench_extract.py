@@ -50,8 +50,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import (RESULTS_DIR, find_bigbuckbunny, machine_info, median, moving_frames,  # noqa: E402
-                           print_table, tone, write_json)
+from _bench_common import (
+    RESULTS_DIR,
+    find_bigbuckbunny,
+    machine_info,
+    median,
+    moving_frames,  # noqa: E402
+    print_table,
+    tone,
+    write_json,
+)
 
 from pipeline import media  # noqa: E402
 
@@ -112,25 +120,39 @@ def decode_floor(path: Path, info: media.MediaInfo) -> np.ndarray:
 
 
 def ours_no_tail(path: Path, info: media.MediaInfo) -> media.Extracted:
-    fake = media.MediaInfo(duration=3600.0, fps=info.fps, width=info.width, height=info.height,
-                           audio_rate=info.audio_rate, audio_channels=info.audio_channels)
+    fake = media.MediaInfo(
+        duration=3600.0,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        audio_rate=info.audio_rate,
+        audio_channels=info.audio_channels,
+    )
     return media.extract_clip(path, SECONDS, SIZE, info=fake)
 
 
 # ------------------------------------------------------------------------------------ inputs
 def make_videos(quick: bool) -> list[tuple[str, Path]]:
     CACHE.mkdir(parents=True, exist_ok=True)
-    specs = [("synthetic 320x180", 180, 320, 0)] if quick else [
-        ("synthetic 640x360 #1", 360, 640, 1), ("synthetic 640x360 #2", 360, 640, 2),
-        ("synthetic 1280x720 #1", 720, 1280, 3), ("synthetic 1280x720 #2", 720, 1280, 4)]
+    specs = (
+        [("synthetic 320x180", 180, 320, 0)]
+        if quick
+        else [
+            ("synthetic 640x360 #1", 360, 640, 1),
+            ("synthetic 640x360 #2", 360, 640, 2),
+            ("synthetic 1280x720 #1", 720, 1280, 3),
+            ("synthetic 1280x720 #2", 720, 1280, 4),
+        ]
+    )
     videos = []
     for name, h, w, seed in specs:
         path = CACHE / f"moving_{w}x{h}_s{seed}_5s.mp4"
         if not path.is_file():
             start = time.perf_counter()
             frames = moving_frames(SECONDS * 25, h, w, seed=seed)
-            media.encode_video(path, frames, 25, tone(SECONDS, rate=44_100, freq=330 + 110 * seed, channels=2),
-                               audio_rate=44_100)
+            media.encode_video(
+                path, frames, 25, tone(SECONDS, rate=44_100, freq=330 + 110 * seed, channels=2), audio_rate=44_100
+            )
             print(f"made {path.name} in {time.perf_counter() - start:.1f} s", flush=True)
         videos.append((name, path))
     bunny = find_bigbuckbunny()
@@ -157,16 +179,26 @@ def check_video(path: Path) -> dict:
         for t, i in enumerate(base["indices"]):
             near = [mad(mine.frames[t], allf[j]) for j in (i - 1, i + 1) if 0 <= j < len(allf)]
             neighbours.append(min(near) if near else float("nan"))
-        result[resize] = {"baseline_indices": base["indices"], "same_indices": base["indices"] == mine.frame_indices,
-                          "mad_same_frame": same, "mad_nearest_neighbour_frame": neighbours,
-                          "mean_mad": float(np.mean(same)), "max_abs_diff": int(max(
-                              np.abs(mine.frames[t].astype(np.int16) - allf[i].astype(np.int16)).max()
-                              for t, i in enumerate(base["indices"]))),
-                          "right_frame_everywhere": all(s < n for s, n in zip(same, neighbours)),
-                          "num_frames_decoded": base["num_frames"]}
+        result[resize] = {
+            "baseline_indices": base["indices"],
+            "same_indices": base["indices"] == mine.frame_indices,
+            "mad_same_frame": same,
+            "mad_nearest_neighbour_frame": neighbours,
+            "mean_mad": float(np.mean(same)),
+            "max_abs_diff": int(
+                max(
+                    np.abs(mine.frames[t].astype(np.int16) - allf[i].astype(np.int16)).max()
+                    for t, i in enumerate(base["indices"])
+                )
+            ),
+            "right_frame_everywhere": all(s < n for s, n in zip(same, neighbours)),
+            "num_frames_decoded": base["num_frames"],
+        }
         if resize == "torch":
             result["audio_identical"] = bool(np.array_equal(mine.audio, base["audio"]))
-            result["audio_max_abs_diff"] = int(np.abs(mine.audio.astype(np.int32) - base["audio"].astype(np.int32)).max())
+            result["audio_max_abs_diff"] = int(
+                np.abs(mine.audio.astype(np.int32) - base["audio"].astype(np.int32)).max()
+            )
     return result
 
 
@@ -178,13 +210,18 @@ def _cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_extract.json", help="JSON output path")
     parser.add_argument("--quick", action="store_true", help="smoke run: one small synthetic clip + BBB, 2 repeats")
     parser.add_argument("--repeats", type=int, help="timed repeats per video and method (default 5, quick 2)")
-    parser.add_argument("--baseline-resize", choices=sorted(RESIZERS), default="torch",
-                        help="per-frame resize of the timed baseline (default torch = cv2 INTER_LINEAR semantics)")
+    parser.add_argument(
+        "--baseline-resize",
+        choices=sorted(RESIZERS),
+        default="torch",
+        help="per-frame resize of the timed baseline (default torch = cv2 INTER_LINEAR semantics)",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
 
@@ -211,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     order = list(methods)
     for rep in range(repeats):
         for name, path in videos:
-            for m in (order if rep % 2 == 0 else order[::-1]):
+            for m in order if rep % 2 == 0 else order[::-1]:
                 cpu0 = _cpu_seconds()
                 start = time.perf_counter()
                 methods[m](path, infos[name])
@@ -227,46 +264,105 @@ def main(argv: list[str] | None = None) -> int:
         med_cpu = {m: median(cpu[name][m]) for m in methods}
         chk = checks[name]
         base = "baseline (AVSBench)"
-        per_video[name] = {"path": str(path), "info": infos[name].__dict__, "wall_s": times[name], "cpu_s": cpu[name],
-                           "median_wall_s": med, "median_cpu_s": med_cpu,
-                           "speedup_wall": med[base] / med["ours"],
-                           "speedup_wall_manifest_info": med[base] / med["ours (manifest info)"],
-                           "speedup_cpu": med_cpu[base] / med_cpu["ours"],
-                           "speedup_cpu_manifest_info": med_cpu[base] / med_cpu["ours (manifest info)"],
-                           "checks": chk}
+        per_video[name] = {
+            "path": str(path),
+            "info": infos[name].__dict__,
+            "wall_s": times[name],
+            "cpu_s": cpu[name],
+            "median_wall_s": med,
+            "median_cpu_s": med_cpu,
+            "speedup_wall": med[base] / med["ours"],
+            "speedup_wall_manifest_info": med[base] / med["ours (manifest info)"],
+            "speedup_cpu": med_cpu[base] / med_cpu["ours"],
+            "speedup_cpu_manifest_info": med_cpu[base] / med_cpu["ours (manifest info)"],
+            "checks": chk,
+        }
         v = per_video[name]
-        timing_rows.append([name, med["ours"], med["ours (manifest info)"], med["ours, no tail (diag)"], med[base],
-                            med["decode floor"], f"{v['speedup_wall']:.1f}x", med_cpu["ours"],
-                            med_cpu["ours (manifest info)"], med_cpu["ours, no tail (diag)"], med_cpu[base],
-                            med_cpu["decode floor"], f"{v['speedup_cpu']:.1f}x"])
-        rows.append([name, "yes" if chk["torch"]["same_indices"] and chk["pil"]["same_indices"] else "NO",
-                     str(chk["torch"]["baseline_indices"]).replace(" ", ""), chk["torch"]["mean_mad"],
-                     chk["pil"]["mean_mad"], float(np.mean(chk["torch"]["mad_nearest_neighbour_frame"])),
-                     "yes" if chk["torch"]["right_frame_everywhere"] else "NO",
-                     "yes" if chk["audio_identical"] else f"max diff {chk['audio_max_abs_diff']}"])
+        timing_rows.append(
+            [
+                name,
+                med["ours"],
+                med["ours (manifest info)"],
+                med["ours, no tail (diag)"],
+                med[base],
+                med["decode floor"],
+                f"{v['speedup_wall']:.1f}x",
+                med_cpu["ours"],
+                med_cpu["ours (manifest info)"],
+                med_cpu["ours, no tail (diag)"],
+                med_cpu[base],
+                med_cpu["decode floor"],
+                f"{v['speedup_cpu']:.1f}x",
+            ]
+        )
+        rows.append(
+            [
+                name,
+                "yes" if chk["torch"]["same_indices"] and chk["pil"]["same_indices"] else "NO",
+                str(chk["torch"]["baseline_indices"]).replace(" ", ""),
+                chk["torch"]["mean_mad"],
+                chk["pil"]["mean_mad"],
+                float(np.mean(chk["torch"]["mad_nearest_neighbour_frame"])),
+                "yes" if chk["torch"]["right_frame_everywhere"] else "NO",
+                "yes" if chk["audio_identical"] else f"max diff {chk['audio_max_abs_diff']}",
+            ]
+        )
     wall_speedups = [v["speedup_wall"] for v in per_video.values()]
     cpu_speedups = [v["speedup_cpu"] for v in per_video.values()]
     table = print_table(
-        ["video", "ours", "ours+info", "no-tail", "baseline", "floor", "speedup", "cpu ours", "cpu +info",
-         "cpu no-tail", "cpu base", "cpu floor", "cpu speedup"], timing_rows,
-        title=(f"Extraction per 5 s video: median seconds of {repeats} interleaved runs, wall clock then CPU "
-               f"(this process + ffmpeg children); baseline resizes every frame with {args.baseline_resize}; "
-               f"floor = decode every frame to 16x16"))
+        [
+            "video",
+            "ours",
+            "ours+info",
+            "no-tail",
+            "baseline",
+            "floor",
+            "speedup",
+            "cpu ours",
+            "cpu +info",
+            "cpu no-tail",
+            "cpu base",
+            "cpu floor",
+            "cpu speedup",
+        ],
+        timing_rows,
+        title=(
+            f"Extraction per 5 s video: median seconds of {repeats} interleaved runs, wall clock then CPU "
+            f"(this process + ffmpeg children); baseline resizes every frame with {args.baseline_resize}; "
+            f"floor = decode every frame to 16x16"
+        ),
+    )
     print()
     table += "\n\n" + print_table(
         ["video", "same idx", "indices", "MAD torch", "MAD PIL", "MAD vs +-1 frame", "right frame", "audio equal"],
-        rows, title="Checks: MAD = mean |ours - baseline| over the 5 kept frames (0..255), per baseline resizer; "
-                    "'MAD vs +-1 frame' = ours vs the baseline's neighbouring frames (torch)")
-    summary = (f"speedup baseline/ours: wall min {min(wall_speedups):.1f}x median {median(wall_speedups):.1f}x; "
-               f"CPU min {min(cpu_speedups):.1f}x median {median(cpu_speedups):.1f}x; goal >= 5x: "
-               f"{'met' if min(wall_speedups) >= 5 else 'NOT met'}")
+        rows,
+        title="Checks: MAD = mean |ours - baseline| over the 5 kept frames (0..255), per baseline resizer; "
+        "'MAD vs +-1 frame' = ours vs the baseline's neighbouring frames (torch)",
+    )
+    summary = (
+        f"speedup baseline/ours: wall min {min(wall_speedups):.1f}x median {median(wall_speedups):.1f}x; "
+        f"CPU min {min(cpu_speedups):.1f}x median {median(cpu_speedups):.1f}x; goal >= 5x: "
+        f"{'met' if min(wall_speedups) >= 5 else 'NOT met'}"
+    )
     print(summary)
     table += "\n" + summary
-    write_json(args.out, {"benchmark": "bench_extract", "quick": args.quick, "repeats": repeats,
-                          "baseline_resize": args.baseline_resize, "machine": machine_info(),
-                          "videos": per_video, "min_speedup_wall": min(wall_speedups),
-                          "median_speedup_wall": median(wall_speedups), "min_speedup_cpu": min(cpu_speedups),
-                          "median_speedup_cpu": median(cpu_speedups), "goal_speedup": 5.0, "table": table})
+    write_json(
+        args.out,
+        {
+            "benchmark": "bench_extract",
+            "quick": args.quick,
+            "repeats": repeats,
+            "baseline_resize": args.baseline_resize,
+            "machine": machine_info(),
+            "videos": per_video,
+            "min_speedup_wall": min(wall_speedups),
+            "median_speedup_wall": median(wall_speedups),
+            "min_speedup_cpu": min(cpu_speedups),
+            "median_speedup_cpu": median(cpu_speedups),
+            "goal_speedup": 5.0,
+            "table": table,
+        },
+    )
     return 0
 
 

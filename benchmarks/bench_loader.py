@@ -96,8 +96,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import REPO_ROOT, RESULTS_DIR, machine_info, median, moving_frames, print_table, write_json  # noqa: E402
 
 from pipeline.shards import ShardReader, ShardWriter, shard_file  # noqa: E402
-from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler,  # noqa: E402
-                        augmentation_generator, clip_item, collate_clips, image_tensor, label_tensor, prepare_batch)
+from train.data import (
+    Augmentation,
+    ClipDataset,
+    ClipSource,
+    LengthGroupedSampler,  # noqa: E402
+    augmentation_generator,
+    clip_item,
+    collate_clips,
+    image_tensor,
+    label_tensor,
+    prepare_batch,
+)
 
 CACHE = RESULTS_DIR / "cache" / "bench_loader"
 KINDS = ("extract", "audio", "proposals")
@@ -106,13 +116,18 @@ SPLITS = ("train", "val", "test")
 COMPARED_KEYS = ("frames", "maskiges", "masks", "labelled", "audio", "jitter")
 CPU = torch.device("cpu")
 MODES = ("loader", "prepare")  # (a) the DataLoader alone; (b) DataLoader + prepare_batch on the CPU
-MODE_TITLES = {"loader": "(a) DataLoader alone (uint8 batches: the loader comparison)",
-               "prepare": "(b) DataLoader + prepare_batch(cpu) (what CPU training pays)"}
-LOADER_ONLY_WHY = ("the issue's loader comparison: what the DataLoader delivers; on GPU training prepare_batch "
-                   "runs on the GPU, and on the CPU it is the same work for both layouts")
+MODE_TITLES = {
+    "loader": "(a) DataLoader alone (uint8 batches: the loader comparison)",
+    "prepare": "(b) DataLoader + prepare_batch(cpu) (what CPU training pays)",
+}
+LOADER_ONLY_WHY = (
+    "the issue's loader comparison: what the DataLoader delivers; on GPU training prepare_batch "
+    "runs on the GPU, and on the CPU it is the same work for both layouts"
+)
 
 
 # -- inputs ----------------------------------------------------------------------------------------
+
 
 def complete_shards(data_root: Path, datasets: list[str]) -> list[tuple[str, int]]:
     """(dataset, shard) pairs whose extract, audio and proposals shards all exist."""
@@ -130,7 +145,11 @@ def copy_shards(data_root: Path, pairs: list[tuple[str, int]], dest: Path) -> No
     for dataset, shard in pairs:
         for kind in KINDS:
             src, dst = shard_file(data_root, dataset, kind, shard), shard_file(dest, dataset, kind, shard)
-            if dst.is_file() and dst.stat().st_size == src.stat().st_size and dst.stat().st_mtime == src.stat().st_mtime:
+            if (
+                dst.is_file()
+                and dst.stat().st_size == src.stat().st_size
+                and dst.stat().st_mtime == src.stat().st_mtime
+            ):
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
@@ -150,29 +169,36 @@ def synthetic_maskige(rng: np.random.Generator, t: int, size: int) -> np.ndarray
     return out
 
 
-def write_synthetic_shards(root: Path, count: int, t: int = 5, size: int = 224, dim: int = 1024) -> list[tuple[str, int]]:
+def write_synthetic_shards(
+    root: Path, count: int, t: int = 5, size: int = 224, dim: int = 1024
+) -> list[tuple[str, int]]:
     """``count`` synthetic clips in one shard of dataset ``synthetic`` (the arrays the stages write)."""
     rng = np.random.default_rng(0)
     ids = [f"synthetic/clip_{i:04d}" for i in range(count)]
     splits = [("train", "val", "test")[i % 3] for i in range(count)]
-    with ShardWriter(shard_file(root, "synthetic", "extract", 0), kind="extract", params_hash="synthetic") as ext, \
-         ShardWriter(shard_file(root, "synthetic", "audio", 0), kind="audio", params_hash="synthetic") as aud, \
-         ShardWriter(shard_file(root, "synthetic", "proposals", 0), kind="proposals", params_hash="synthetic") as pro:
+    with (
+        ShardWriter(shard_file(root, "synthetic", "extract", 0), kind="extract", params_hash="synthetic") as ext,
+        ShardWriter(shard_file(root, "synthetic", "audio", 0), kind="audio", params_hash="synthetic") as aud,
+        ShardWriter(shard_file(root, "synthetic", "proposals", 0), kind="proposals", params_hash="synthetic") as pro,
+    ):
         for i, (vid, split) in enumerate(zip(ids, splits)):
             frames = moving_frames(t, size, size, seed=i)
             gt = (frames[..., 0] > 160).astype(np.uint8)
             valid = np.zeros(t, bool)
             valid[0 if split == "train" else slice(None)] = True
             gt[~valid] = 0
-            ext.write_video(vid, {"frames": frames, "gt_masks": gt, "gt_valid": valid},
-                            attrs={"split": split, "num_seconds": t})
-            aud.write_video(vid, {"embeddings": rng.standard_normal((t, dim)).astype(np.float32)},
-                            attrs={"num_seconds": t})
+            ext.write_video(
+                vid, {"frames": frames, "gt_masks": gt, "gt_valid": valid}, attrs={"split": split, "num_seconds": t}
+            )
+            aud.write_video(
+                vid, {"embeddings": rng.standard_normal((t, dim)).astype(np.float32)}, attrs={"num_seconds": t}
+            )
             pro.write_video(vid, {"maskige": synthetic_maskige(rng, t, size)}, attrs={"num_frames": t})
     return [("synthetic", 0)]
 
 
 # -- COMBO per-file layout -------------------------------------------------------------------------
+
 
 def combo_index_path(root: Path) -> Path:
     return root / "index.csv"
@@ -184,8 +210,14 @@ def build_combo_layout(hdf5_root: Path, pairs: list[tuple[str, int]], root: Path
     Built in a temporary folder and renamed into place; rebuilt when the source shards changed."""
     from PIL import Image
 
-    stamp = repr(sorted((str(p), p.stat().st_size, p.stat().st_mtime) for d, s in pairs for k in KINDS
-                        for p in [shard_file(hdf5_root, d, k, s)]))
+    stamp = repr(
+        sorted(
+            (str(p), p.stat().st_size, p.stat().st_mtime)
+            for d, s in pairs
+            for k in KINDS
+            for p in [shard_file(hdf5_root, d, k, s)]
+        )
+    )
     if (root / "SOURCE").is_file() and (root / "SOURCE").read_text() == stamp:
         return
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
@@ -216,9 +248,16 @@ def build_combo_layout(hdf5_root: Path, pairs: list[tuple[str, int]], root: Path
                 audio_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(audio_path, "wb") as fh:
                     pickle.dump(readers["audio"].read(vid, "embeddings"), fh, protocol=pickle.HIGHEST_PROTOCOL)
-                rows.append({"dataset": dataset, "video_id": vid, "split": attrs.get("split", ""),
-                             "num_frames": int(frames.shape[0]), "frame_size": f"{frames.shape[1]}x{frames.shape[2]}",
-                             "labelled": " ".join(str(k + 1) for k in np.flatnonzero(valid))})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "video_id": vid,
+                        "split": attrs.get("split", ""),
+                        "num_frames": int(frames.shape[0]),
+                        "frame_size": f"{frames.shape[1]}x{frames.shape[2]}",
+                        "labelled": " ".join(str(k + 1) for k in np.flatnonzero(valid)),
+                    }
+                )
         finally:
             for reader in readers.values():
                 reader.close()
@@ -237,8 +276,14 @@ class ComboLayoutDataset(Dataset):
     :class:`train.data.ClipDataset` runs after reading, so items are identical (same keys, dtypes, shapes,
     augmentation randomness from (seed, epoch, index))."""
 
-    def __init__(self, root: Path, video_ids: list[str], size: tuple[int, int],
-                 augmentation: Augmentation | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        video_ids: list[str],
+        size: tuple[int, int],
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ) -> None:
         self.root = Path(root)
         with open(combo_index_path(self.root), newline="") as fh:
             rows = {r["video_id"]: r for r in csv.DictReader(fh)}
@@ -260,7 +305,9 @@ class ComboLayoutDataset(Dataset):
 
         name = row["video_id"].rsplit("/", 1)[-1]
         folder = self.root / row["dataset"] / tree / row["video_id"]
-        return np.stack([np.asarray(Image.open(folder / f"{name}_{k}.png").convert("RGB")) for k in range(1, count + 1)])
+        return np.stack(
+            [np.asarray(Image.open(folder / f"{name}_{k}.png").convert("RGB")) for k in range(1, count + 1)]
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         from PIL import Image
@@ -272,19 +319,34 @@ class ComboLayoutDataset(Dataset):
         masks = np.zeros((T, *frames.shape[-2:]), np.uint8)
         labelled = torch.zeros(T, dtype=torch.bool)
         for k in (int(x) for x in row["labelled"].split()):
-            masks[k - 1] = np.asarray(Image.open(self.root / row["dataset"] / "gt_masks" / row["video_id"] / f"{name}_{k}.png"))
+            masks[k - 1] = np.asarray(
+                Image.open(self.root / row["dataset"] / "gt_masks" / row["video_id"] / f"{name}_{k}.png")
+            )
             labelled[k - 1] = True
         with open(self.root / row["dataset"] / "audio_embeddings" / f"{row['video_id']}.pkl", "rb") as fh:
             audio = torch.from_numpy(pickle.load(fh)).float()
         gen = augmentation_generator(self.seed, self.epoch, index) if self.augmentation is not None else None
-        return clip_item(frames, maskiges, label_tensor(masks), labelled, audio, self.source, self.augmentation, gen,
-                         index=index, video_id=row["video_id"], dataset=row["dataset"])
+        return clip_item(
+            frames,
+            maskiges,
+            label_tensor(masks),
+            labelled,
+            audio,
+            self.source,
+            self.augmentation,
+            gen,
+            index=index,
+            video_id=row["video_id"],
+            dataset=row["dataset"],
+        )
 
 
 # -- measurement helpers ---------------------------------------------------------------------------
 
-def make_datasets(hdf5_root: Path, combo_root: Path, datasets: list[str], shards: list[int], size: int,
-                  augment: bool) -> dict[str, Dataset]:
+
+def make_datasets(
+    hdf5_root: Path, combo_root: Path, datasets: list[str], shards: list[int], size: int, augment: bool
+) -> dict[str, Dataset]:
     aug = Augmentation((size, size)) if augment else None
     ours = ClipDataset(datasets, shards, SPLITS, ClipSource(data_root=str(hdf5_root), size=(size, size)), aug)
     combo = ComboLayoutDataset(combo_root, [c.video_id for c in ours.clips], (size, size), aug)
@@ -305,7 +367,9 @@ def read_combo_arrays(dataset: ComboLayoutDataset, index: int) -> list[np.ndarra
     T, name = int(row["num_frames"]), row["video_id"].rsplit("/", 1)[-1]
     arrays = [dataset._images("visual_frames", row, T), dataset._images("maskiges", row, T)]
     for k in (int(x) for x in row["labelled"].split()):
-        arrays.append(np.asarray(Image.open(dataset.root / row["dataset"] / "gt_masks" / row["video_id"] / f"{name}_{k}.png")))
+        arrays.append(
+            np.asarray(Image.open(dataset.root / row["dataset"] / "gt_masks" / row["video_id"] / f"{name}_{k}.png"))
+        )
     with open(dataset.root / row["dataset"] / "audio_embeddings" / f"{row['video_id']}.pkl", "rb") as fh:
         arrays.append(pickle.load(fh))
     return arrays
@@ -320,7 +384,10 @@ def time_reads(sets: dict[str, Dataset], layout: str) -> dict[str, float]:
     for index in range(len(dataset)):
         read(dataset, index)
     n = len(dataset)
-    return {"wall_ms_per_clip": 1000 * (time.perf_counter() - start) / n, "cpu_ms_per_clip": 1000 * (cpu_seconds() - cpu0) / n}
+    return {
+        "wall_ms_per_clip": 1000 * (time.perf_counter() - start) / n,
+        "cpu_ms_per_clip": 1000 * (cpu_seconds() - cpu0) / n,
+    }
 
 
 def check_identical(sets: dict[str, Dataset], count: int) -> bool:
@@ -352,8 +419,13 @@ def time_loader(dataset: Dataset, plan: list[list[int]], workers: int, warmup: i
     batches as the DataLoader delivers them (uint8); "prepare": each batch also through ``prepare_batch`` on
     the CPU (float conversion and transposition, jitter, normalisation, int64 masks)."""
     finish = (lambda batch: prepare_batch(batch, CPU)) if mode == "prepare" else (lambda batch: batch)
-    loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate_clips, num_workers=workers,
-                        multiprocessing_context="fork" if workers > 0 else None)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=plan,
+        collate_fn=collate_clips,
+        num_workers=workers,
+        multiprocessing_context="fork" if workers > 0 else None,
+    )
     iterator = iter(loader)
     for _ in range(warmup):
         finish(next(iterator))
@@ -396,9 +468,10 @@ def resident_fraction(paths: list[Path]) -> float | None:
     page = os.sysconf("SC_PAGE_SIZE")
     resident = total = 0
     for start in range(0, len(paths), 200):
-        chunk = [str(p) for p in paths[start:start + 200]]
-        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES,SIZE", *chunk],
-                             capture_output=True, text=True)
+        chunk = [str(p) for p in paths[start : start + 200]]
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES,SIZE", *chunk], capture_output=True, text=True
+        )
         if out.returncode != 0:
             return None
         for line in out.stdout.split("\n"):
@@ -418,13 +491,23 @@ def storage(sets: dict[str, Dataset], files: dict[str, list[Path]], tmp: Path) -
         by_shard.setdefault((clip.dataset, clip.shard), []).append(clip.video_id)
     for (dataset, shard), vids in by_shard.items():
         paths = ours._paths(dataset, shard)
-        with ShardReader(paths["extract"]) as ext, ShardReader(paths["audio"]) as aud, \
-             ShardReader(paths["proposals"]) as pro, \
-             ShardWriter(shard_file(lean, dataset, "clips", shard), kind="clips", params_hash="lean") as out:
+        with (
+            ShardReader(paths["extract"]) as ext,
+            ShardReader(paths["audio"]) as aud,
+            ShardReader(paths["proposals"]) as pro,
+            ShardWriter(shard_file(lean, dataset, "clips", shard), kind="clips", params_hash="lean") as out,
+        ):
             for vid in vids:
-                out.write_video(vid, {"frames": ext.read(vid, "frames"), "gt_masks": ext.read(vid, "gt_masks"),
-                                      "gt_valid": ext.read(vid, "gt_valid"), "maskige": pro.read(vid, "maskige"),
-                                      "embeddings": aud.read(vid, "embeddings")})
+                out.write_video(
+                    vid,
+                    {
+                        "frames": ext.read(vid, "frames"),
+                        "gt_masks": ext.read(vid, "gt_masks"),
+                        "gt_valid": ext.read(vid, "gt_valid"),
+                        "maskige": pro.read(vid, "maskige"),
+                        "embeddings": aud.read(vid, "embeddings"),
+                    },
+                )
     lean_bytes = sum(p.stat().st_size for p in lean.rglob("*.h5"))
     shard_bytes = sum(p.stat().st_size for p in files["hdf5"])
     combo_files = [p for p in files["combo"] if p.suffix in (".png", ".pkl")]
@@ -471,21 +554,31 @@ def model_step_rate(batch: dict[str, Any], steps: int, warmup: int, threads: int
         torch.set_num_threads(previous)
     clips = int(batch["frames"].shape[0])
     step = median(times)
-    return {"step_s": times, "median_step_s": step, "clips_per_s": clips / step,
-            "cpu_ms_per_clip": 1000 * median(cpus) / clips}
+    return {
+        "step_s": times,
+        "median_step_s": step,
+        "clips_per_s": clips / step,
+        "cpu_ms_per_clip": 1000 * median(cpus) / clips,
+    }
 
 
 # -- main ------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_loader.json", help="JSON output path")
     parser.add_argument("--quick", action="store_true", help="smoke run: few batches, 1 repeat, few model steps")
     parser.add_argument("--data-root", type=Path, default=REPO_ROOT / "data", help="where the real shards are")
     parser.add_argument("--datasets", nargs="+", default=["demo_s4"], help="datasets to read (default demo_s4)")
-    parser.add_argument("--synthetic", type=int, default=0,
-                        help="use N synthetic clips instead of the real shards (also the fallback when none exist)")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="use N synthetic clips instead of the real shards (also the fallback when none exist)",
+    )
     parser.add_argument("--batches", type=int, help="timed batches per measurement (default 10, quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed batches per measurement (default 2, quick 1)")
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 3, quick 1)")
@@ -513,11 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     build_combo_layout(hdf5_root, pairs, combo_root)
 
     configs = [(aug, workers, 224) for aug in (False, True) for workers in (0, 2)] + [(True, 0, 112), (True, 2, 112)]
-    sets = {(aug, size): make_datasets(hdf5_root, combo_root, datasets, shards, size, aug)
-            for aug, _, size in configs}
+    sets = {(aug, size): make_datasets(hdf5_root, combo_root, datasets, shards, size, aug) for aug, _, size in configs}
     n_clips = len(sets[(False, 224)]["hdf5"])
     print(f"{n_clips} clips from {origin}; checking that both layouts give identical tensors", flush=True)
-    for key, pair in sets.items():
+    for pair in sets.values():
         check_identical(pair, 3)
     lengths = [c.num_frames for c in sets[(False, 224)]["hdf5"].clips]
     files = layout_files(sets[(False, 224)])
@@ -528,25 +620,30 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(layout, mode, *cfg) for cfg in configs for mode in MODES for layout in ("hdf5", "combo")]
     cold_plan = [list(range(i, min(i + BATCH, n_clips))) for i in range(0, n_clips, BATCH)]
     for rep in range(repeats):
-        rotated = runs[rep % len(runs):] + runs[:rep % len(runs)]
+        rotated = runs[rep % len(runs) :] + runs[: rep % len(runs)]
         plan = batch_plan(lengths, warmup + batches, epoch=rep)
         for layout, mode, aug, workers, size in rotated:
             dataset = sets[(aug, size)][layout]
             dataset.set_epoch(rep)
             result = time_loader(dataset, plan, workers, warmup, mode)
             loader.setdefault(f"{layout}|{mode}|{aug}|{workers}|{size}", []).append(result)
-        for layout in (("hdf5", "combo") if rep % 2 == 0 else ("combo", "hdf5")):
+        for layout in ("hdf5", "combo") if rep % 2 == 0 else ("combo", "hdf5"):
             evict(files[layout])
             before = resident_fraction(files[layout])
             passes = {}
             for name in ("cold", "warm"):
                 start = time.perf_counter()  # indexing the dataset (opening and locating) counts
                 fresh = make_datasets(hdf5_root, combo_root, datasets, shards, 224, False)[layout]
-                for batch in DataLoader(fresh, batch_sampler=cold_plan, collate_fn=collate_clips, num_workers=0):
+                for _batch in DataLoader(fresh, batch_sampler=cold_plan, collate_fn=collate_clips, num_workers=0):
                     pass  # the DataLoader alone, as mode (a)
                 passes[name] = n_clips / (time.perf_counter() - start)
-            cold[layout].append({"resident_before_cold": before, "cold_samples_per_s": passes["cold"],
-                                 "warm_samples_per_s": passes["warm"]})
+            cold[layout].append(
+                {
+                    "resident_before_cold": before,
+                    "cold_samples_per_s": passes["cold"],
+                    "warm_samples_per_s": passes["warm"],
+                }
+            )
             reads[layout].append(time_reads(sets[(False, 224)], layout))
         print(f"repeat {rep + 1}/{repeats} done ({time.perf_counter() - began:.0f} s)", flush=True)
 
@@ -565,36 +662,70 @@ def main(argv: list[str] | None = None) -> int:
             row += [h, c, f"{h / c:.2f}x"]
             cpu_row += [hc, cc, f"{cc / hc:.2f}x"]
             entry["loader_only" if mode == "loader" else "loader_plus_prepare_batch_cpu"] = {
-                "hdf5_samples_per_s": h, "combo_samples_per_s": c, "ratio": h / c,
-                "hdf5_cpu_ms_per_clip": hc, "combo_cpu_ms_per_clip": cc,
+                "hdf5_samples_per_s": h,
+                "combo_samples_per_s": c,
+                "ratio": h / c,
+                "hdf5_cpu_ms_per_clip": hc,
+                "combo_cpu_ms_per_clip": cc,
                 "cpu_ratio": cc / hc if workers == 0 else float("nan"),
                 "hdf5_runs": loader[f"hdf5|{mode}|{aug}|{workers}|{size}"],
-                "combo_runs": loader[f"combo|{mode}|{aug}|{workers}|{size}"]}
+                "combo_runs": loader[f"combo|{mode}|{aug}|{workers}|{size}"],
+            }
         rows.append(row)
         if workers == 0:
             cpu_rows.append(cpu_row)
         results.append(entry)
-    tables = [print_table(
-        ["size", "augment", "workers", "(a) hdf5 clips/s", "(a) combo clips/s", "(a) hdf5/combo",
-         "(b) hdf5 clips/s", "(b) combo clips/s", "(b) hdf5/combo"], rows,
-        title=f"\nLoader throughput, batch {BATCH}, {batches} timed batches after {warmup} warm-up, median of {repeats} "
-              f"interleaved repeats; {n_clips} clips ({origin}); {os.cpu_count()} shared cores\n"
-              f"{MODE_TITLES['loader']}; {MODE_TITLES['prepare']}"),
+    tables = [
         print_table(
-        ["size", "augment", "(a) hdf5 cpu ms/clip", "(a) combo cpu ms/clip", "(a) cpu combo/hdf5",
-         "(b) hdf5 cpu ms/clip", "(b) combo cpu ms/clip", "(b) cpu combo/hdf5"], cpu_rows,
-        title="\nCPU time per clip of the same runs with 0 workers (process user + system; robust to the other jobs)")]
+            [
+                "size",
+                "augment",
+                "workers",
+                "(a) hdf5 clips/s",
+                "(a) combo clips/s",
+                "(a) hdf5/combo",
+                "(b) hdf5 clips/s",
+                "(b) combo clips/s",
+                "(b) hdf5/combo",
+            ],
+            rows,
+            title=f"\nLoader throughput, batch {BATCH}, {batches} timed batches after {warmup} warm-up, median of {repeats} "
+            f"interleaved repeats; {n_clips} clips ({origin}); {os.cpu_count()} shared cores\n"
+            f"{MODE_TITLES['loader']}; {MODE_TITLES['prepare']}",
+        ),
+        print_table(
+            [
+                "size",
+                "augment",
+                "(a) hdf5 cpu ms/clip",
+                "(a) combo cpu ms/clip",
+                "(a) cpu combo/hdf5",
+                "(b) hdf5 cpu ms/clip",
+                "(b) combo cpu ms/clip",
+                "(b) cpu combo/hdf5",
+            ],
+            cpu_rows,
+            title="\nCPU time per clip of the same runs with 0 workers (process user + system; robust to the other jobs)",
+        ),
+    ]
 
     cold_rows = []
     for layout in ("hdf5", "combo"):
         res = [r["resident_before_cold"] for r in cold[layout] if r["resident_before_cold"] is not None]
-        c, w = median(r["cold_samples_per_s"] for r in cold[layout]), median(r["warm_samples_per_s"] for r in cold[layout])
+        c, w = (
+            median(r["cold_samples_per_s"] for r in cold[layout]),
+            median(r["warm_samples_per_s"] for r in cold[layout]),
+        )
         cold_rows.append([layout, f"{100 * max(res):.0f}%" if res else "n/a", c, w, f"{w / c:.2f}x"])
-    tables.append(print_table(
-        ["layout", "resident before cold (max)", "cold clips/s", "warm clips/s", "warm/cold"], cold_rows,
-        title=f"\nOne pass over all {n_clips} clips, DataLoader alone (a), 0 workers, no augmentation, 224x224, fresh "
-              f"dataset each pass (indexing included); cold = after posix_fadvise(DONTNEED) on the layout's files (guest "
-              f"page cache only); median of {repeats}"))
+    tables.append(
+        print_table(
+            ["layout", "resident before cold (max)", "cold clips/s", "warm clips/s", "warm/cold"],
+            cold_rows,
+            title=f"\nOne pass over all {n_clips} clips, DataLoader alone (a), 0 workers, no augmentation, 224x224, fresh "
+            f"dataset each pass (indexing included); cold = after posix_fadvise(DONTNEED) on the layout's files (guest "
+            f"page cache only); median of {repeats}",
+        )
+    )
 
     read_rows = []
     for layout in ("hdf5", "combo"):
@@ -604,10 +735,14 @@ def main(argv: list[str] | None = None) -> int:
     wh, wc = read_rows[0][1], read_rows[1][1]
     ch, cc = read_rows[0][2], read_rows[1][2]
     read_rows.append(["combo/hdf5", f"{wc / wh:.2f}x", f"{cc / ch:.2f}x"])
-    tables.append(print_table(
-        ["layout", "wall ms/clip", "cpu ms/clip"], read_rows,
-        title=f"\nRead + decode only (the same file reads as each dataset's __getitem__, arrays left as numpy: "
-              f"no float conversion, augmentation, normalisation or collate), in-process, warm; median of {repeats}"))
+    tables.append(
+        print_table(
+            ["layout", "wall ms/clip", "cpu ms/clip"],
+            read_rows,
+            title=f"\nRead + decode only (the same file reads as each dataset's __getitem__, arrays left as numpy: "
+            f"no float conversion, augmentation, normalisation or collate), in-process, warm; median of {repeats}",
+        )
+    )
 
     model_rows, model = [], {}
     for size in (112, 224):
@@ -618,35 +753,85 @@ def main(argv: list[str] | None = None) -> int:
         load_h = med("hdf5", "prepare", *key) if key in configs else float("nan")
         load_c = med("combo", "prepare", *key) if key in configs else float("nan")
         cpu_h = med("hdf5", "prepare", True, 0, size, "cpu_ms_per_clip")
-        model[size] = {**rate, "loader_plus_prepare_hdf5_clips_per_s": load_h, "loader_plus_prepare_combo_clips_per_s": load_c}
-        model_rows.append([f"{size}x{size}", rate["median_step_s"], rate["clips_per_s"], rate["cpu_ms_per_clip"],
-                           load_h, f"{load_h / rate['clips_per_s']:.1f}x", load_c,
-                           f"{load_c / rate['clips_per_s']:.1f}x", f"{100 * cpu_h / (cpu_h + rate['cpu_ms_per_clip']):.0f}%"])
-    tables.append(print_table(
-        ["size", "step s", "model clips/s", "model cpu ms/clip", "hdf5 (b) clips/s", "hdf5/model",
-         "combo (b) clips/s", "combo/model", "loader share of cpu"], model_rows,
-        title=f"\ncombo_mnv2 training step on the CPU (frozen backbone, batch {BATCH} x 5 frames, 2 threads, median of "
-              f"{model_steps}) vs the loader + prepare_batch(cpu) ((b), 2 workers, augmentation, same size); loader share = "
-              "hdf5 (b) cpu ms/clip (0 workers, augmentation, same size) / (that + model cpu ms/clip)"))
+        model[size] = {
+            **rate,
+            "loader_plus_prepare_hdf5_clips_per_s": load_h,
+            "loader_plus_prepare_combo_clips_per_s": load_c,
+        }
+        model_rows.append(
+            [
+                f"{size}x{size}",
+                rate["median_step_s"],
+                rate["clips_per_s"],
+                rate["cpu_ms_per_clip"],
+                load_h,
+                f"{load_h / rate['clips_per_s']:.1f}x",
+                load_c,
+                f"{load_c / rate['clips_per_s']:.1f}x",
+                f"{100 * cpu_h / (cpu_h + rate['cpu_ms_per_clip']):.0f}%",
+            ]
+        )
+    tables.append(
+        print_table(
+            [
+                "size",
+                "step s",
+                "model clips/s",
+                "model cpu ms/clip",
+                "hdf5 (b) clips/s",
+                "hdf5/model",
+                "combo (b) clips/s",
+                "combo/model",
+                "loader share of cpu",
+            ],
+            model_rows,
+            title=f"\ncombo_mnv2 training step on the CPU (frozen backbone, batch {BATCH} x 5 frames, 2 threads, median of "
+            f"{model_steps}) vs the loader + prepare_batch(cpu) ((b), 2 workers, augmentation, same size); loader share = "
+            "hdf5 (b) cpu ms/clip (0 workers, augmentation, same size) / (that + model cpu ms/clip)",
+        )
+    )
 
     with tempfile.TemporaryDirectory(prefix="avs-bench-loader-") as tmp:
         store = storage(sets[(False, 224)], files, Path(tmp))
     base = store["hdf5, loader arrays only"]["bytes_per_clip"]
-    tables.append(print_table(
-        ["layout", "KiB per clip", "files per clip", "vs hdf5 loader arrays"],
-        [[k, v["bytes_per_clip"] / 1024, v["files_per_clip"], f"{v['bytes_per_clip'] / base:.2f}x"]
-         for k, v in store.items()],
-        title=f"\nStorage per clip ({n_clips} clips, T = 5, 224x224)"))
+    tables.append(
+        print_table(
+            ["layout", "KiB per clip", "files per clip", "vs hdf5 loader arrays"],
+            [
+                [k, v["bytes_per_clip"] / 1024, v["files_per_clip"], f"{v['bytes_per_clip'] / base:.2f}x"]
+                for k, v in store.items()
+            ],
+            title=f"\nStorage per clip ({n_clips} clips, T = 5, 224x224)",
+        )
+    )
 
     total = time.perf_counter() - began
     print(f"\ntotal {total:.0f} s")
-    write_json(args.out, {"benchmark": "bench_loader", "quick": args.quick, "input": origin, "clips": n_clips,
-                          "batch_size": BATCH, "timed_batches": batches, "warmup_batches": warmup,
-                          "repeats": repeats, "machine": machine_info(),
-                          "modes": {"loader_only": MODE_TITLES["loader"] + ": " + LOADER_ONLY_WHY,
-                                    "loader_plus_prepare_batch_cpu": MODE_TITLES["prepare"]},
-                          "loader": results, "cold_warm": cold, "read_decode_only": reads,
-                          "model": model, "storage": store, "total_s": total, "tables": "\n".join(tables)})
+    write_json(
+        args.out,
+        {
+            "benchmark": "bench_loader",
+            "quick": args.quick,
+            "input": origin,
+            "clips": n_clips,
+            "batch_size": BATCH,
+            "timed_batches": batches,
+            "warmup_batches": warmup,
+            "repeats": repeats,
+            "machine": machine_info(),
+            "modes": {
+                "loader_only": MODE_TITLES["loader"] + ": " + LOADER_ONLY_WHY,
+                "loader_plus_prepare_batch_cpu": MODE_TITLES["prepare"],
+            },
+            "loader": results,
+            "cold_warm": cold,
+            "read_decode_only": reads,
+            "model": model,
+            "storage": store,
+            "total_s": total,
+            "tables": "\n".join(tables),
+        },
+    )
     return 0
 
 

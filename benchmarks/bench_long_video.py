@@ -59,8 +59,9 @@ def make_video(minutes: int) -> Path:
     repeats = minutes * 60 // 5
     chunks = (np.roll(base, 7 * r, axis=2) for r in range(repeats))  # a new shift every 5 s
     started = time.perf_counter()
-    media.encode_video(path, chunks, FPS, tone(minutes * 60, rate=44_100, channels=2), audio_rate=44_100,
-                       crf=23, preset="ultrafast")
+    media.encode_video(
+        path, chunks, FPS, tone(minutes * 60, rate=44_100, channels=2), audio_rate=44_100, crf=23, preset="ultrafast"
+    )
     print(f"made {path.name} in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
@@ -77,8 +78,9 @@ def _run_mode(mode: str, path: Path, seconds: int, workdir: Path) -> dict:
         return {"seconds_seen": count}
     from stages.cli import main
 
-    code = main(["extract", "--params", str(workdir / "params.yaml"), "--dataset", "long", "--shard", "0",
-                 "--no-progress"])
+    code = main(
+        ["extract", "--params", str(workdir / "params.yaml"), "--dataset", "long", "--shard", "0", "--no-progress"]
+    )
     return {"exit_code": code}
 
 
@@ -105,7 +107,7 @@ class ChildSampler:
                 except Exception:  # noqa: BLE001 - the child may have ended meanwhile
                     pass
 
-    def __enter__(self) -> "ChildSampler":
+    def __enter__(self) -> ChildSampler:
         self.thread.start()
         return self
 
@@ -125,9 +127,19 @@ def child(mode: str, path: Path, seconds: int, workdir: Path) -> None:
     wall = time.perf_counter() - started
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = _peak_rss_mb()
-    print(json.dumps({"wall_s": wall, "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-                      "python_baseline_rss_mb": baseline, "python_peak_rss_mb": peak,
-                      "python_growth_mb": peak - baseline, "ffmpeg_peak_rss_mb": sampler.peak, **details}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+                "python_baseline_rss_mb": baseline,
+                "python_peak_rss_mb": peak,
+                "python_growth_mb": peak - baseline,
+                "ffmpeg_peak_rss_mb": sampler.peak,
+                **details,
+            }
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ parent side
@@ -143,20 +155,33 @@ def prepare_stage(path: Path, minutes: int) -> Path:
     link = videos / path.name
     if not link.exists():
         link.symlink_to(path)
-    (workdir / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"root": str(workdir / "data"), "manifests": str(workdir / "manifests"), "datasets": ["long"],
-                 "shards": [0]},
-        "dask": {"n_workers": 0},
-        "manifest": {"datasets": {"long": {"source": "folder", "root": str(videos), "seconds": None}}},
-        "extract": {"frame_size": list(SIZE)},
-    }))
+    (workdir / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "root": str(workdir / "data"),
+                    "manifests": str(workdir / "manifests"),
+                    "datasets": ["long"],
+                    "shards": [0],
+                },
+                "dask": {"n_workers": 0},
+                "manifest": {"datasets": {"long": {"source": "folder", "root": str(videos), "seconds": None}}},
+                "extract": {"frame_size": list(SIZE)},
+            }
+        )
+    )
     assert main(["manifest", "--params", str(workdir / "params.yaml"), "--dataset", "long", "--no-progress"]) == 0
     return workdir
 
 
 def measure(mode: str, path: Path, seconds: int, workdir: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(seconds), str(workdir)],
-                          cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(path), str(seconds), str(workdir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} on {path.name} failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -180,15 +205,34 @@ def main() -> None:
             run = {"minutes": minutes, "mode": mode, "seconds": seconds, **measure(mode, path, seconds, workdir)}
             run["s_per_min"] = run["wall_s"] / (seconds / 60)
             results.append(run)
-            rows.append([minutes, mode, run["wall_s"], run["s_per_min"], run["cpu_s"], run["python_peak_rss_mb"],
-                         run["python_growth_mb"], run["ffmpeg_peak_rss_mb"]])
+            rows.append(
+                [
+                    minutes,
+                    mode,
+                    run["wall_s"],
+                    run["s_per_min"],
+                    run["cpu_s"],
+                    run["python_peak_rss_mb"],
+                    run["python_growth_mb"],
+                    run["ffmpeg_peak_rss_mb"],
+                ]
+            )
             print(json.dumps(run), flush=True)
-    table = print_table(["minutes", "mode", "wall s", "s / min of video", "CPU s", "Python peak MB",
-                         "growth MB", "ffmpeg peak MB"], rows,
-                        title=f"Long videos ({WIDTH}x{HEIGHT} H.264 {FPS} fps -> T frames at {SIZE[0]}x{SIZE[1]})")
-    write_json(RESULTS_DIR / "bench_long_video.json",
-               {"machine": machine_info(), "video": {"width": WIDTH, "height": HEIGHT, "fps": FPS, "codec": "h264"},
-                "frame_size": list(SIZE), "results": results, "table": table})
+    table = print_table(
+        ["minutes", "mode", "wall s", "s / min of video", "CPU s", "Python peak MB", "growth MB", "ffmpeg peak MB"],
+        rows,
+        title=f"Long videos ({WIDTH}x{HEIGHT} H.264 {FPS} fps -> T frames at {SIZE[0]}x{SIZE[1]})",
+    )
+    write_json(
+        RESULTS_DIR / "bench_long_video.json",
+        {
+            "machine": machine_info(),
+            "video": {"width": WIDTH, "height": HEIGHT, "fps": FPS, "codec": "h264"},
+            "frame_size": list(SIZE),
+            "results": results,
+            "table": table,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Prints a table and writes benchmarks/results/bench_maskige_store.json.
 
     python benchmarks/bench_maskige_store.py [--videos 40 --frames 5 --reads 400]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # correctness: both stores give back the same arrays
         with ShardReader(shard) as reader:
-            assert np.array_equal(reader.read(f"video{args.videos - 1:04d}", "maskige", args.frames - 1), maskiges[-1][-1])
+            assert np.array_equal(
+                reader.read(f"video{args.videos - 1:04d}", "maskige", args.frames - 1), maskiges[-1][-1]
+            )
         last_png = tmp / "png" / f"video{args.videos - 1:04d}" / f"{args.frames - 1}.png"
         assert np.array_equal(np.asarray(Image.open(last_png)), maskiges[-1][-1])
 
@@ -126,35 +129,60 @@ def main(argv: list[str] | None = None) -> int:
                 palette[reader.read(f"video{v:04d}", "labels", t)]
         labels_warm = (time.perf_counter() - start) / len(picks)
         with ShardReader(label_shard) as reader:
-            assert np.array_equal(palette[reader.read(f"video{args.videos - 1:04d}", "labels", args.frames - 1)],
-                                  maskiges[-1][-1])
+            assert np.array_equal(
+                palette[reader.read(f"video{args.videos - 1:04d}", "labels", args.frames - 1)], maskiges[-1][-1]
+            )
         start = time.perf_counter()
         for v, t in picks:
             np.asarray(Image.open(tmp / "png" / f"video{v:04d}" / f"{t}.png").convert("RGB"))
         png_read = (time.perf_counter() - start) / len(picks)
         results = {
-            "hdf5_gzip_per_frame_chunks": {"bytes_per_frame": shard.stat().st_size / n_frames, "files": 1,
-                                           "read_ms_cold_handle": h5_cold * 1e3, "read_ms_warm_handle": h5_warm * 1e3,
-                                           "write_s": h5_write},
-            "hdf5_label_map_coloured_on_read": {"bytes_per_frame": label_shard.stat().st_size / n_frames, "files": 1,
-                                                "read_ms_cold_handle": None,
-                                                "read_ms_warm_handle": labels_warm * 1e3, "write_s": None},
-            "png_per_frame": {"bytes_per_frame": png_bytes / n_frames, "files": n_frames,
-                              "read_ms_cold_handle": png_read * 1e3, "read_ms_warm_handle": png_read * 1e3,
-                              "write_s": png_write},
+            "hdf5_gzip_per_frame_chunks": {
+                "bytes_per_frame": shard.stat().st_size / n_frames,
+                "files": 1,
+                "read_ms_cold_handle": h5_cold * 1e3,
+                "read_ms_warm_handle": h5_warm * 1e3,
+                "write_s": h5_write,
+            },
+            "hdf5_label_map_coloured_on_read": {
+                "bytes_per_frame": label_shard.stat().st_size / n_frames,
+                "files": 1,
+                "read_ms_cold_handle": None,
+                "read_ms_warm_handle": labels_warm * 1e3,
+                "write_s": None,
+            },
+            "png_per_frame": {
+                "bytes_per_frame": png_bytes / n_frames,
+                "files": n_frames,
+                "read_ms_cold_handle": png_read * 1e3,
+                "read_ms_warm_handle": png_read * 1e3,
+                "write_s": png_write,
+            },
         }
     raw = args.size * args.size * 3
     print(f"{n_frames} maskige frames of {args.size}x{args.size} (raw {raw} bytes each), {len(picks)} random reads")
-    print(f"{'store':<32} {'bytes/frame':>12} {'vs raw':>7} {'files':>6} {'read ms (new handle)':>21} "
-          f"{'read ms (open)':>15} {'write s':>8}")
+    print(
+        f"{'store':<32} {'bytes/frame':>12} {'vs raw':>7} {'files':>6} {'read ms (new handle)':>21} "
+        f"{'read ms (open)':>15} {'write s':>8}"
+    )
     for name, r in results.items():
+
         def fmt(value, width):
             return f"{value:>{width}.2f}" if value is not None else f"{'-':>{width}}"
 
-        print(f"{name:<32} {r['bytes_per_frame']:>12.0f} {r['bytes_per_frame'] / raw:>7.3f} {r['files']:>6} "
-              f"{fmt(r['read_ms_cold_handle'], 21)} {fmt(r['read_ms_warm_handle'], 15)} {fmt(r['write_s'], 8)}")
-    report = {"videos": args.videos, "frames_per_video": args.frames, "size": args.size, "reads": len(picks),
-              "raw_bytes_per_frame": raw, "load_average": os.getloadavg(), "results": results}
+        print(
+            f"{name:<32} {r['bytes_per_frame']:>12.0f} {r['bytes_per_frame'] / raw:>7.3f} {r['files']:>6} "
+            f"{fmt(r['read_ms_cold_handle'], 21)} {fmt(r['read_ms_warm_handle'], 15)} {fmt(r['write_s'], 8)}"
+        )
+    report = {
+        "videos": args.videos,
+        "frames_per_video": args.frames,
+        "size": args.size,
+        "reads": len(picks),
+        "raw_bytes_per_frame": raw,
+        "load_average": os.getloadavg(),
+        "results": results,
+    }
     write_json(Path(args.out), report)
     return 0
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -49,9 +48,11 @@ from pipeline.manifest import HashCache, ManifestRow, write_manifest  # noqa: E4
 CACHE = RESULTS_DIR / "cache" / "bench_memory"
 CLIP_SECONDS = 1.2
 T = 1
-WRAPPER = ("import json, resource, subprocess, sys\n"
-           "rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-           "print(json.dumps({'rc': rc, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
+WRAPPER = (
+    "import json, resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "print(json.dumps({'rc': rc, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+)
 
 
 def make_clip() -> Path:
@@ -73,10 +74,20 @@ def make_manifest(clip: Path, folder: Path, count: int) -> Path:
         path = folder / f"clip{i:05d}.mp4"
         if not path.exists():
             path.hardlink_to(clip)
-        rows.append(ManifestRow(video_id=path.name, split="test", task="raw", source_video=str(path),
-                                source_sha256=sha, duration=f"{info.duration:.3f}", fps=f"{info.fps:g}",
-                                audio_channels=str(info.audio_channels or ""), audio_rate=str(info.audio_rate or ""),
-                                num_seconds=T))
+        rows.append(
+            ManifestRow(
+                video_id=path.name,
+                split="test",
+                task="raw",
+                source_video=str(path),
+                source_sha256=sha,
+                duration=f"{info.duration:.3f}",
+                fps=f"{info.fps:g}",
+                audio_channels=str(info.audio_channels or ""),
+                audio_rate=str(info.audio_rate or ""),
+                num_seconds=T,
+            )
+        )
     manifest = folder.parent / f"manifest_{count}.csv"
     write_manifest(rows, manifest)
     return manifest
@@ -124,15 +135,21 @@ def measure(cmd: list[str]) -> dict:
     if result["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {result['rc']}")
     mib = 1024 * 1024
-    return {"wall_s": time.perf_counter() - start, "maxrss_mib": result["maxrss_kb"] / 1024,
-            "tree_peak_mib": peaks["tree"] / mib, "main_peak_mib": peaks["main"] / mib,
-            "worker_peak_mib": peaks["worker"] / mib,
-            "ffmpeg_peak_mib": peaks["ffmpeg"] / mib, "max_processes": peaks["processes"]}
+    return {
+        "wall_s": time.perf_counter() - start,
+        "maxrss_mib": result["maxrss_kb"] / 1024,
+        "tree_peak_mib": peaks["tree"] / mib,
+        "main_peak_mib": peaks["main"] / mib,
+        "worker_peak_mib": peaks["worker"] / mib,
+        "ffmpeg_peak_mib": peaks["ffmpeg"] / mib,
+        "max_processes": peaks["processes"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_memory.json", help="JSON output path")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 vs 100 videos")
     parser.add_argument("--counts", type=int, nargs="+", help="manifest sizes (default 100 1000; quick 20 100)")
@@ -146,35 +163,87 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avs-bench-mem-") as tmp_name:
         tmp = Path(tmp_name)
         params = tmp / "params.yaml"
-        params.write_text(yaml.safe_dump({"data": {"root": str(tmp / "data"), "manifests": str(tmp / "m"),
-                                                   "datasets": ["mem"], "shards": [0]},
-                                          "dask": {"n_workers": 0}, "extract": {"frame_size": [224, 224]}}))
+        params.write_text(
+            yaml.safe_dump(
+                {
+                    "data": {
+                        "root": str(tmp / "data"),
+                        "manifests": str(tmp / "m"),
+                        "datasets": ["mem"],
+                        "shards": [0],
+                    },
+                    "dask": {"n_workers": 0},
+                    "extract": {"frame_size": [224, 224]},
+                }
+            )
+        )
         manifests = {n: make_manifest(clip, tmp / "videos", n) for n in counts}
         for workers in args.workers:
             for n in counts:
                 out = tmp / f"shard_{workers}_{n}.h5"
-                cmd = [avs, "extract", "--params", str(params), "--manifest", str(manifests[n]), "--out", str(out),
-                       "--workers", str(workers), "--no-progress"]
+                cmd = [
+                    avs,
+                    "extract",
+                    "--params",
+                    str(params),
+                    "--manifest",
+                    str(manifests[n]),
+                    "--out",
+                    str(out),
+                    "--workers",
+                    str(workers),
+                    "--no-progress",
+                ]
                 r = measure(cmd)
-                r.update({"workers": workers, "videos": n, "shard_mib": out.stat().st_size / 2 ** 20})
+                r.update({"workers": workers, "videos": n, "shard_mib": out.stat().st_size / 2**20})
                 results.append(r)
-                print(f"workers={workers} videos={n}: {r['wall_s']:.1f} s, max RSS {r['maxrss_mib']:.0f} MiB, "
-                      f"tree peak {r['tree_peak_mib']:.0f} MiB", flush=True)
+                print(
+                    f"workers={workers} videos={n}: {r['wall_s']:.1f} s, max RSS {r['maxrss_mib']:.0f} MiB, "
+                    f"tree peak {r['tree_peak_mib']:.0f} MiB",
+                    flush=True,
+                )
                 out.unlink()
 
     rows = []
     for r in results:
         first = next(x for x in results if x["workers"] == r["workers"] and x["videos"] == counts[0])
-        rows.append(["in-process" if r["workers"] == 0 else f"cluster, {r['workers']} workers", r["videos"],
-                     r["wall_s"], r["videos"] / r["wall_s"], r["maxrss_mib"], r["main_peak_mib"],
-                     r["worker_peak_mib"] if r["workers"] else float("nan"), r["ffmpeg_peak_mib"], r["tree_peak_mib"],
-                     f"{r['tree_peak_mib'] - first['tree_peak_mib']:+.1f}", r["shard_mib"]])
-    table = print_table(["mode", "videos", "wall s", "videos/s", "max RSS MiB", "main peak", "worker peak",
-                         "ffmpeg peak", "tree peak", "tree vs first", "shard MiB"], rows,
-                        title=f"avs extract peak memory, {CLIP_SECONDS} s 64x64 clips -> T={T} x 224x224 "
-                              f"(MiB; max RSS = getrusage of the largest process; tree = psutil sum over all processes)")
-    write_json(args.out, {"benchmark": "bench_memory", "quick": args.quick, "machine": machine_info(),
-                          "runs": results, "table": table})
+        rows.append(
+            [
+                "in-process" if r["workers"] == 0 else f"cluster, {r['workers']} workers",
+                r["videos"],
+                r["wall_s"],
+                r["videos"] / r["wall_s"],
+                r["maxrss_mib"],
+                r["main_peak_mib"],
+                r["worker_peak_mib"] if r["workers"] else float("nan"),
+                r["ffmpeg_peak_mib"],
+                r["tree_peak_mib"],
+                f"{r['tree_peak_mib'] - first['tree_peak_mib']:+.1f}",
+                r["shard_mib"],
+            ]
+        )
+    table = print_table(
+        [
+            "mode",
+            "videos",
+            "wall s",
+            "videos/s",
+            "max RSS MiB",
+            "main peak",
+            "worker peak",
+            "ffmpeg peak",
+            "tree peak",
+            "tree vs first",
+            "shard MiB",
+        ],
+        rows,
+        title=f"avs extract peak memory, {CLIP_SECONDS} s 64x64 clips -> T={T} x 224x224 "
+        f"(MiB; max RSS = getrusage of the largest process; tree = psutil sum over all processes)",
+    )
+    write_json(
+        args.out,
+        {"benchmark": "bench_memory", "quick": args.quick, "machine": machine_info(), "runs": results, "table": table},
+    )
     return 0
 
 

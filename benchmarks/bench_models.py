@@ -8,6 +8,7 @@ Prints a table and writes JSON (``--out``, default benchmarks/results/models.jso
 Paper-size configs (``combo_r50``, ``combo_pvt_b5``, ...) run on CPU at ``--big-size`` (default
 112) to keep the run to minutes; the table says which size each row used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -126,14 +127,19 @@ def main() -> None:
     print(f"\nforward+backward per clip of T={args.frames} frames, CPU threads={args.threads}")
     print(header)
     for row in rows:
-        line = (f"{row['model']:<18}{row['params_M']:>10.2f}{row['trainable_M']:>13.2f}"
-                f"{row.get('cpu_s_per_clip') or float('nan'):>12.3f}{row['cpu_size']:>10}")
+        line = (
+            f"{row['model']:<18}{row['params_M']:>10.2f}{row['trainable_M']:>13.2f}"
+            f"{row.get('cpu_s_per_clip') or float('nan'):>12.3f}{row['cpu_size']:>10}"
+        )
         if len(devices) > 1:
             line += f"{row.get('cuda_s_per_clip') or float('nan'):>17.4f}{row['cuda_size']:>10}"
         print(line)
     payload = {
-        "frames": args.frames, "threads": args.threads, "torch": torch.__version__,
-        "machine": platform.machine(), "cuda": torch.cuda.get_device_name(0) if len(devices) > 1 else None,
+        "frames": args.frames,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if len(devices) > 1 else None,
         "rows": rows,
     }
     write_json(args.out, payload)

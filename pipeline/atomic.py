@@ -20,8 +20,9 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 ORPHAN_LOCK_AFTER_S = 60.0  # a lock file without temporary younger than this may be a writer just starting
 TMP_MARK = ".tmp-"

@@ -11,17 +11,28 @@ import numpy as np
 
 from pipeline import media
 from pipeline.failures import FailureLog
+from pipeline.feature_record import feature_params, record_attrs
 from pipeline.labels import NUM_AVSS_CLASSES, fit_image, read_label
 from pipeline.manifest import ManifestRow
 from pipeline.parallel import map_ordered
-from pipeline.feature_record import feature_params, record_attrs
 from pipeline.params import DaskParams, Size2, params_hash
 from pipeline.shards import ShardWriter
 
 KIND = "extract"
 # ffmpeg's scale flags (swscale algorithms).
-ResizeFilter = Literal["fast_bilinear", "bilinear", "bicubic", "experimental", "neighbor", "area", "bicublin",
-                       "gauss", "sinc", "lanczos", "spline"]
+ResizeFilter = Literal[
+    "fast_bilinear",
+    "bilinear",
+    "bicubic",
+    "experimental",
+    "neighbor",
+    "area",
+    "bicublin",
+    "gauss",
+    "sinc",
+    "lanczos",
+    "spline",
+]
 SHORT_AUDIO = ("repeat_last", "silence")
 
 
@@ -32,8 +43,12 @@ class ExtractParams:
 
     frame_size: Size2 = field(default_factory=lambda: [224, 224])  # [H, W]; AVSBench: 224x224, aspect not kept
     resize_filter: ResizeFilter = "bilinear"  # ffmpeg scale flags; AVSBench used cv2 INTER_LINEAR (no antialias): mean abs diff 5-7 grey levels, see benchmarks
-    missing_audio: Literal["silence", "fail"] = "silence"  # silence: keep the video with silent audio (warning) | fail: list it as a failure
-    short_audio: Literal["repeat_last", "silence"] = "repeat_last"  # audio too short for T log-mel examples: repeat_last (AVSBench) | silence
+    missing_audio: Literal["silence", "fail"] = (
+        "silence"  # silence: keep the video with silent audio (warning) | fail: list it as a failure
+    )
+    short_audio: Literal["repeat_last", "silence"] = (
+        "repeat_last"  # audio too short for T log-mel examples: repeat_last (AVSBench) | silence
+    )
     strict: bool = False  # any failed video -> non-zero exit (after writing everything that worked)
 
     def __post_init__(self) -> None:
@@ -67,8 +82,9 @@ def logmel_example_count(samples: int) -> int:
     return 0 if frames < 96 else 1 + (frames - 96) // 96
 
 
-def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int,
-                      policy: str) -> tuple[np.ndarray, str | None]:
+def apply_short_audio(
+    audio: np.ndarray, real_samples: int, num_seconds: int, policy: str
+) -> tuple[np.ndarray, str | None]:
     """The audio to store for a clip whose stream gave ``real_samples`` samples, and a warning if short.
 
     audio: int16 [T*16000], zero-padded past ``real_samples``. When the real audio holds fewer than
@@ -82,10 +98,14 @@ def apply_short_audio(audio: np.ndarray, real_samples: int, num_seconds: int,
         return audio, None
     seconds = real_samples / media.AUDIO_RATE
     if policy == "repeat_last":
-        return audio[:real_samples].copy(), (f"audio {seconds:.2f} s gives {have} of T={num_seconds} log-mel examples: "
-                                             "the last one is repeated (extract.short_audio: repeat_last)")
-    return audio, (f"audio {seconds:.2f} s gives {have} of T={num_seconds} log-mel examples: "
-                   "the rest is silence (extract.short_audio: silence)")
+        return audio[:real_samples].copy(), (
+            f"audio {seconds:.2f} s gives {have} of T={num_seconds} log-mel examples: "
+            "the last one is repeated (extract.short_audio: repeat_last)"
+        )
+    return audio, (
+        f"audio {seconds:.2f} s gives {have} of T={num_seconds} log-mel examples: "
+        "the rest is silence (extract.short_audio: silence)"
+    )
 
 
 def _read_frame_images(paths: list[str], size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
@@ -107,15 +127,26 @@ def _from_video(row: ManifestRow, cfg: ExtractParams, size: tuple[int, int], pro
     info = row.media_info()
     if info is None or not info.fps:
         raise media.MediaError(f"{row.source_video}: no video stream")
-    clip = media.extract_clip(row.source_video, T, size, info=info, resize_filter=cfg.resize_filter,
-                              missing_audio=cfg.missing_audio, progress=progress)
+    clip = media.extract_clip(
+        row.source_video,
+        T,
+        size,
+        info=info,
+        resize_filter=cfg.resize_filter,
+        missing_audio=cfg.missing_audio,
+        progress=progress,
+    )
     warnings = []
     if clip.decoded_frames <= media.FramePlan.for_clip(T, info.fps, info.duration).wanted(T - 1):
         warnings.append(f"video shorter than {T} s ({clip.decoded_frames} frames): last frame repeated")
     audio, short = apply_short_audio(clip.audio, clip.audio_samples, T, cfg.short_audio)
     warnings += [short] if short else []
-    return {"frames": clip.frames, "audio": audio, "indices": clip.frame_indices,
-            "audio_source": clip.audio_source}, warnings
+    return {
+        "frames": clip.frames,
+        "audio": audio,
+        "indices": clip.frame_indices,
+        "audio_source": clip.audio_source,
+    }, warnings
 
 
 def _from_frame_images(row: ManifestRow, cfg: ExtractParams, size: tuple[int, int]) -> tuple[dict, list[str]]:
@@ -150,8 +181,10 @@ def _ground_truth(row: ManifestRow, size: tuple[int, int]) -> tuple[dict[str, np
             unknown += decoded.unknown_pixels
     warnings = []
     if unknown:
-        warnings.append(f"{unknown} label pixel(s) of colours outside the {NUM_AVSS_CLASSES}-class palette "
-                        "read as background 0 (as the official loader does)")
+        warnings.append(
+            f"{unknown} label pixel(s) of colours outside the {NUM_AVSS_CLASSES}-class palette "
+            "read as background 0 (as the official loader does)"
+        )
     return {"gt_masks": gt, "gt_valid": valid}, warnings
 
 
@@ -173,21 +206,37 @@ def extract_video(row: ManifestRow, cfg: ExtractParams, progress: bool = False) 
         truth, label_warnings = _ground_truth(row, size)
         arrays.update(truth)
         warnings += label_warnings
-    attrs = {"source_sha256": row.source_sha256, "split": row.split, "task": row.task, "category": row.category,
-             "num_seconds": int(row.num_seconds), "frame_indices": got["indices"], "audio_source": got["audio_source"],
-             "source": row.source_video or row.source_frames.split(";")[0], "label_format": row.label_format}
+    attrs = {
+        "source_sha256": row.source_sha256,
+        "split": row.split,
+        "task": row.task,
+        "category": row.category,
+        "num_seconds": int(row.num_seconds),
+        "frame_indices": got["indices"],
+        "audio_source": got["audio_source"],
+        "source": row.source_video or row.source_frames.split(";")[0],
+        "label_format": row.label_format,
+    }
     return ExtractedVideo(arrays, attrs, warnings)
 
 
-def extract_shard(rows: list[ManifestRow], out_path: Path, cfg: ExtractParams, dask_cfg: DaskParams,
-                  dataset: str = "", progress: bool = True) -> FailureLog:
+def extract_shard(
+    rows: list[ManifestRow],
+    out_path: Path,
+    cfg: ExtractParams,
+    dask_cfg: DaskParams,
+    dataset: str = "",
+    progress: bool = True,
+) -> FailureLog:
     """Extract every row into one shard at ``out_path`` (written atomically, in manifest order)."""
     failures = FailureLog(stage=KIND)
     work = functools.partial(extract_video, cfg=cfg, progress=progress)
-    with ShardWriter(out_path, kind=KIND, params_hash=cfg.hash(),
-                     attrs={"dataset": dataset, **record_attrs(KIND, cfg)}) as writer:
-        for row, outcome in map_ordered(work, rows, dask_cfg=dask_cfg, desc=f"extract {out_path.stem}",
-                                        progress=progress):
+    with ShardWriter(
+        out_path, kind=KIND, params_hash=cfg.hash(), attrs={"dataset": dataset, **record_attrs(KIND, cfg)}
+    ) as writer:
+        for row, outcome in map_ordered(
+            work, rows, dask_cfg=dask_cfg, desc=f"extract {out_path.stem}", progress=progress
+        ):
             source = row.source_video or row.source_audio
             if not outcome.ok:
                 failures.add(row.video_id, outcome.error or "unknown error", source=source)
@@ -197,4 +246,3 @@ def extract_shard(rows: list[ManifestRow], out_path: Path, cfg: ExtractParams, d
                 failures.warn(row.video_id, warning, source=source)
             writer.write_video(row.video_id, result.arrays, {**result.attrs, "params_hash": cfg.hash()})
     return failures
-

@@ -11,7 +11,8 @@ record that is incomplete or has unknown fields is an error naming where it came
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pipeline.params import ParamsError, from_section
 
@@ -23,9 +24,11 @@ C = TypeVar("C", bound=type)
 def feature_params(kind: str) -> Callable[[C], C]:
     """Class decorator: ``cls`` is the params dataclass of feature stage ``kind``. (A registry rather than
     a list of module names here, so that this module does not make every stage depend on every other.)"""
+
     def register(cls: C) -> C:
         _CLASSES[record_key(kind)] = cls
         return cls
+
     return register
 
 

@@ -37,10 +37,11 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Iterable, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
@@ -112,9 +113,14 @@ class ManifestRow:
             return None
         as_float = lambda v: float(v) if v not in ("", None) else None  # noqa: E731
         as_int = lambda v: int(float(v)) if v not in ("", None) else None  # noqa: E731
-        return media.MediaInfo(duration=as_float(self.duration), fps=as_float(self.fps), width=1 if self.fps else None,
-                               height=1 if self.fps else None, audio_rate=as_int(self.audio_rate),
-                               audio_channels=as_int(self.audio_channels))
+        return media.MediaInfo(
+            duration=as_float(self.duration),
+            fps=as_float(self.fps),
+            width=1 if self.fps else None,
+            height=1 if self.fps else None,
+            audio_rate=as_int(self.audio_rate),
+            audio_channels=as_int(self.audio_channels),
+        )
 
 
 COLUMNS = [f.name for f in fields(ManifestRow)]
@@ -268,8 +274,9 @@ def scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return sorted(videos), sorted(skipped)
 
 
-def rows_from_folder(root: Path, seconds: int | None, split: str = "auto",
-                     skipped: list[tuple[str, str]] | None = None) -> list[ManifestRow]:
+def rows_from_folder(
+    root: Path, seconds: int | None, split: str = "auto", skipped: list[tuple[str, str]] | None = None
+) -> list[ManifestRow]:
     """Every video under ``root`` (recursive). Id = path relative to root; split from a top-level
     train/val/test folder when ``split == 'auto'`` (else 'test'); T = ``seconds`` or whole seconds.
     Files not taken are appended to ``skipped`` as (relative path, reason)."""
@@ -281,8 +288,15 @@ def rows_from_folder(root: Path, seconds: int | None, split: str = "auto",
         video_id = validate_video_id(_rel(path, root), str(path))
         first = PurePosixPath(video_id).parts[0]
         row_split = (first if first in SPLITS else "test") if split == "auto" else _check_split(split, str(root))
-        rows.append(ManifestRow(video_id=video_id, split=row_split, task="raw", source_video=str(path),
-                                num_seconds=seconds if seconds else 0))
+        rows.append(
+            ManifestRow(
+                video_id=video_id,
+                split=row_split,
+                task="raw",
+                source_video=str(path),
+                num_seconds=seconds if seconds else 0,
+            )
+        )
     return rows
 
 
@@ -294,14 +308,17 @@ def release_root(root: Path, meta_name: str, data_name: str) -> tuple[Path, Path
         return root / meta_name, (root / data_name if (root / data_name).is_dir() else root)
     if (root.parent / meta_name).is_file():
         return root.parent / meta_name, root
-    raise ManifestError(f"{root / meta_name}: meta CSV not found (give the release folder holding {meta_name} "
-                        f"beside {data_name}/, or {data_name}/ itself)")
+    raise ManifestError(
+        f"{root / meta_name}: meta CSV not found (give the release folder holding {meta_name} "
+        f"beside {data_name}/, or {data_name}/ itself)"
+    )
 
 
 def _choose_media(row: ManifestRow, frames: list[Path], audio: Path, video: Path | None, media_pref: str) -> None:
     """Fill the row's sources: the released frames + wav, or a raw video (``media``: auto | frames | video)."""
-    use_video = video is not None and (media_pref == "video" or (media_pref == "auto"
-                                                                  and not all(p.is_file() for p in frames)))
+    use_video = video is not None and (
+        media_pref == "video" or (media_pref == "auto" and not all(p.is_file() for p in frames))
+    )
     if use_video:
         row.source_video = str(video)
     else:
@@ -325,13 +342,15 @@ def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[Manifest
         name, category, split = rec["name"], rec["category"], _check_split(rec["split"], where)
         video_id = validate_video_id(f"{category}/{name}", where)
         validate_video_id(name, where)
-        row = ManifestRow(video_id=video_id, split=split, task="s4", category=category, num_seconds=5,
-                          label_format="binary_png")
+        row = ManifestRow(
+            video_id=video_id, split=split, task="s4", category=category, num_seconds=5, label_format="binary_png"
+        )
         frames = [data / "visual_frames" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
         video = _find_media([data / "raw_videos" / split / category / name])
         _choose_media(row, frames, data / "audio_wav" / split / category / f"{name}.wav", video, media_pref)
-        row.label_paths = _labels([data / "gt_masks" / split / category / name / f"{name}_{k}.png"
-                                   for k in range(1, 6)])
+        row.label_paths = _labels(
+            [data / "gt_masks" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
+        )
         rows.append(row)
     return rows
 
@@ -372,8 +391,15 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
         validate_video_id(uid, where)
         num = 10 if label == "v2" else 5
         folder = root / label / uid
-        row = ManifestRow(video_id=video_id, split=split, task="avss", category=label, num_seconds=num,
-                          label_format="voc_rgb", frame_fit=train_fit if split == "train" else "stretch")
+        row = ManifestRow(
+            video_id=video_id,
+            split=split,
+            task="avss",
+            category=label,
+            num_seconds=num,
+            label_format="voc_rgb",
+            frame_fit=train_fit if split == "train" else "stretch",
+        )
         frames = [folder / "frames" / f"{k}.jpg" for k in range(num)]
         _choose_media(row, frames, folder / "audio.wav", _find_media([folder / "raw_video"]), media_pref)
         if row.source_video:  # ffmpeg scales raw videos to the frame size: labels must match that
@@ -421,8 +447,14 @@ def list_rows(cfg: SourceParams, skipped: list[tuple[str, str]] | None = None) -
     return rows_from_avsbench_semantic(root, cfg.media, cfg.train_fit)
 
 
-def build_manifest(cfg: SourceParams, num_shards: int, hash_cache: Path | None = None, threads: int = 4,
-                   progress: bool = True, skipped: list[tuple[str, str]] | None = None) -> list[ManifestRow]:
+def build_manifest(
+    cfg: SourceParams,
+    num_shards: int,
+    hash_cache: Path | None = None,
+    threads: int = 4,
+    progress: bool = True,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[ManifestRow]:
     """List, hash and probe every video of a dataset source; assign shards. Files a folder source
     does not take are appended to ``skipped`` as (relative path, reason)."""
     rows = list_rows(cfg, skipped)
@@ -437,8 +469,15 @@ def build_manifest(cfg: SourceParams, num_shards: int, hash_cache: Path | None =
 
     # Probing is one short ffmpeg process per file: threads overlap the process start-up.
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = list(tqdm(pool.map(lambda r: _fill_media(r, hashes), rows), total=len(rows),
-                         desc=f"manifest {cfg.root}", unit="video", disable=not progress))
+        rows = list(
+            tqdm(
+                pool.map(lambda r: _fill_media(r, hashes), rows),
+                total=len(rows),
+                desc=f"manifest {cfg.root}",
+                unit="video",
+                disable=not progress,
+            )
+        )
     hashes.save()
     return rows
 
@@ -448,7 +487,7 @@ def _reason_only(row: ManifestRow) -> str:
     error = row.probe_error
     for path in (row.source_video, row.source_audio, *row.frame_paths):
         if path and error.startswith(f"{path}: "):
-            return error[len(path) + 2:]
+            return error[len(path) + 2 :]
     return error
 
 
@@ -512,5 +551,3 @@ def write_shard_slices(rows: list[ManifestRow], data_root: str | Path, dataset: 
         write_manifest([r for r in rows if r.shard == shard], path)
         out.append(path)
     return out
-
-

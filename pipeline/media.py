@@ -106,8 +106,20 @@ _AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: (.*)")
 _SIZE = re.compile(r"(?:^|[ ,])(\d{2,5})x(\d{2,5})(?:[ ,\[]|$)")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
 _RATE = re.compile(r"(\d+) Hz")
-_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6,
-            "5.1(side)": 6, "6.1": 7, "7.1": 8, "7.1(wide)": 8}
+_LAYOUTS = {
+    "mono": 1,
+    "stereo": 2,
+    "2.1": 3,
+    "3.0": 3,
+    "quad": 4,
+    "4.0": 4,
+    "5.0": 5,
+    "5.1": 6,
+    "5.1(side)": 6,
+    "6.1": 7,
+    "7.1": 8,
+    "7.1(wide)": 8,
+}
 
 
 def _channels(audio_desc: str) -> int | None:
@@ -168,8 +180,9 @@ def refuse_remote(path: str | os.PathLike) -> str:
     if _URL.match(text):
         raise NotLocalFileError(f"{shown_path(text)}: is a URL; only local files are read")
     if (prefix := _PROTOCOL.match(text)) and not Path(text).is_file():
-        raise NotLocalFileError(f"{shown_path(text)}: has a protocol prefix ({prefix.group(1)}:); "
-                                "only local files are read")
+        raise NotLocalFileError(
+            f"{shown_path(text)}: has a protocol prefix ({prefix.group(1)}:); only local files are read"
+        )
     return text
 
 
@@ -264,8 +277,10 @@ def probe(path: str | Path) -> MediaInfo:
     info = parse_probe(proc.stderr.decode("utf-8", "replace"))
     if not info.has_video and not info.has_audio:
         if _is_script(local):
-            raise MediaError(f"{shown_path(str(path))}: a playlist or script that refers to other files; "
-                             "only self-contained media files are read")
+            raise MediaError(
+                f"{shown_path(str(path))}: a playlist or script that refers to other files; "
+                "only self-contained media files are read"
+            )
         raise MediaError(f"{shown_path(str(path))}: not a readable audio/video file ({_last_error_line(proc.stderr)})")
     return info
 
@@ -297,7 +312,7 @@ class FramePlan:
     estimated: int | None  # frames the header promises (duration * R); None when unknown
 
     @classmethod
-    def for_clip(cls, num_seconds: int, fps: float, duration: float | None) -> "FramePlan":
+    def for_clip(cls, num_seconds: int, fps: float, duration: float | None) -> FramePlan:
         rfps = max(1, int(round(fps)))
         estimated = int(duration * rfps) if duration else None
         last_wanted = (num_seconds - 1) * rfps + (15 * rfps) // 16
@@ -333,8 +348,9 @@ class _Pipe:
     def __init__(self, args: list[str], path: str | Path, what: str) -> None:
         self.path, self.what = path, what
         try:
-            self.proc = subprocess.Popen([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                [ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
         except OSError as exc:
             raise MediaError(f"{path}: cannot run ffmpeg for {what}: {exc}") from exc
         self._stderr: deque[bytes] = deque(maxlen=40)
@@ -416,8 +432,10 @@ class _FrameReader:
             raise MediaError(f"{path}: no decodable video frames")
         if plan.estimated is not None and wanted < plan.estimated - plan.rfps:
             # The header promises frames that do not decode: a cut or damaged file, not a short clip.
-            raise MediaError(f"{path}: truncated or corrupt: frames stop at index {self.last_index} but the "
-                             f"header says about {plan.estimated} frames")
+            raise MediaError(
+                f"{path}: truncated or corrupt: frames stop at index {self.last_index} but the "
+                f"header says about {plan.estimated} frames"
+            )
         slot[...] = self.last
         return self.last_index
 
@@ -458,17 +476,25 @@ DEFAULT_WINDOW_SECONDS = 64  # 64 s of 224x224 frames: 9.6 MB of frames + 2 MB o
 def _video_args(path: str | Path, plan: FramePlan, size: tuple[int, int], resize_filter: str) -> list[str]:
     # setpts=N stamps each frame with its decoding index; only the kept frames are scaled.
     height, width = size
-    stream = (_input(path).video.filter("setpts", "N").filter("select", plan.select_expression())
-              .filter("scale", width, height, flags=resize_filter))
+    stream = (
+        _input(path)
+        .video.filter("setpts", "N")
+        .filter("select", plan.select_expression())
+        .filter("scale", width, height, flags=resize_filter)
+    )
     stop_after = {} if plan.tail_start is not None else {"frames:v": plan.num_seconds}  # stop decoding when done
-    return _cli(ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
-                              **stop_after))
+    return _cli(
+        ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **stop_after)
+    )
 
 
 def _audio_args(path: str | Path, num_seconds: int) -> list[str]:
     # First audio stream, downmixed to mono and resampled to 16 kHz, at most T seconds.
-    return _cli(ffmpeg.output(_input(path)["a:0"], "pipe:", format="s16le", acodec="pcm_s16le", ac=1,
-                              ar=AUDIO_RATE, t=num_seconds))
+    return _cli(
+        ffmpeg.output(
+            _input(path)["a:0"], "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=AUDIO_RATE, t=num_seconds
+        )
+    )
 
 
 def _check_video(path: str | Path, info: MediaInfo, num_seconds: int, missing_audio: str) -> None:
@@ -482,10 +508,17 @@ def _check_video(path: str | Path, info: MediaInfo, num_seconds: int, missing_au
         raise MediaError(f"{shown_path(str(path))}: no audio stream")
 
 
-def iter_clip_windows(path: str | Path, num_seconds: int, size: tuple[int, int] = (224, 224), *,
-                      window_seconds: int = DEFAULT_WINDOW_SECONDS, info: MediaInfo | None = None,
-                      resize_filter: str = "bilinear", missing_audio: str = "silence",
-                      with_audio: bool = True) -> Iterator[ClipWindow]:
+def iter_clip_windows(
+    path: str | Path,
+    num_seconds: int,
+    size: tuple[int, int] = (224, 224),
+    *,
+    window_seconds: int = DEFAULT_WINDOW_SECONDS,
+    info: MediaInfo | None = None,
+    resize_filter: str = "bilinear",
+    missing_audio: str = "silence",
+    with_audio: bool = True,
+) -> Iterator[ClipWindow]:
     """Decode ``path`` once and yield its T AVSBench frames and T s of audio, ``window_seconds`` at a time.
 
     Frames: for second l the decoded frame ``int(l*fps + 15/16*fps)`` (fps rounded), scaled to
@@ -531,10 +564,16 @@ class Extracted:
 LONG_VIDEO_SECONDS = 120  # a per-video progress bar (seconds decoded) from this length on
 
 
-def extract_clip(path: str | Path, num_seconds: int, size: tuple[int, int] = (224, 224),
-                 info: MediaInfo | None = None, resize_filter: str = "bilinear",
-                 missing_audio: str = "silence", progress: bool = False,
-                 window_seconds: int = DEFAULT_WINDOW_SECONDS) -> Extracted:
+def extract_clip(
+    path: str | Path,
+    num_seconds: int,
+    size: tuple[int, int] = (224, 224),
+    info: MediaInfo | None = None,
+    resize_filter: str = "bilinear",
+    missing_audio: str = "silence",
+    progress: bool = False,
+    window_seconds: int = DEFAULT_WINDOW_SECONDS,
+) -> Extracted:
     """The T frames AVSBench keeps and T s of 16 kHz mono audio of ``path`` (see :func:`iter_clip_windows`).
 
     Memory: the result plus one window. ``progress`` shows a bar for clips of at least
@@ -547,13 +586,26 @@ def extract_clip(path: str | Path, num_seconds: int, size: tuple[int, int] = (22
     audio = np.zeros(max(num_seconds, 0) * AUDIO_RATE, np.int16)
     indices: list[int] = []
     real = decoded = 0
-    with tqdm(total=num_seconds, unit="s", desc=f"decode {Path(path).name}"[:40], leave=False, dynamic_ncols=True,
-              disable=not progress or num_seconds < LONG_VIDEO_SECONDS) as bar:
-        for window in iter_clip_windows(path, num_seconds, size, window_seconds=window_seconds, info=info,
-                                        resize_filter=resize_filter, missing_audio=missing_audio):
+    with tqdm(
+        total=num_seconds,
+        unit="s",
+        desc=f"decode {Path(path).name}"[:40],
+        leave=False,
+        dynamic_ncols=True,
+        disable=not progress or num_seconds < LONG_VIDEO_SECONDS,
+    ) as bar:
+        for window in iter_clip_windows(
+            path,
+            num_seconds,
+            size,
+            window_seconds=window_seconds,
+            info=info,
+            resize_filter=resize_filter,
+            missing_audio=missing_audio,
+        ):
             stop = window.start + len(window.frames)
-            frames[window.start:stop] = window.frames
-            audio[window.start * AUDIO_RATE:stop * AUDIO_RATE] = window.audio
+            frames[window.start : stop] = window.frames
+            audio[window.start * AUDIO_RATE : stop * AUDIO_RATE] = window.audio
             indices += window.frame_indices
             real, decoded = real + window.audio_samples, window.decoded_frames
             bar.update(len(window.frames))
@@ -578,7 +630,9 @@ def decode_audio(path: str | Path, num_seconds: int) -> np.ndarray:
         raise MediaError(f"{shown_path(str(path))}: no audio stream")
     proc = _run(_audio_args(path, num_seconds), "audio decoding", path)
     if proc.returncode != 0:
-        raise MediaError(f"{shown_path(str(path))}: ffmpeg could not decode the audio ({_last_error_line(proc.stderr)})")
+        raise MediaError(
+            f"{shown_path(str(path))}: ffmpeg could not decode the audio ({_last_error_line(proc.stderr)})"
+        )
     return np.frombuffer(proc.stdout[: len(proc.stdout) // 2 * 2], np.int16)
 
 
@@ -587,8 +641,9 @@ def read_audio(path: str | Path, num_seconds: int) -> np.ndarray:
     return fit_audio(decode_audio(path, num_seconds), num_seconds)
 
 
-def decode_all_frames(path: str | Path, size: tuple[int, int] | None = None,
-                      resize_filter: str | None = None) -> np.ndarray:
+def decode_all_frames(
+    path: str | Path, size: tuple[int, int] | None = None, resize_filter: str | None = None
+) -> np.ndarray:
     """Decode every frame of ``path`` as uint8 [N,H,W,3] (native size unless ``size`` = (H, W)).
 
     Used by benchmarks (the AVSBench baseline decodes everything), tests and ``avs predict``;
@@ -601,8 +656,9 @@ def decode_all_frames(path: str | Path, size: tuple[int, int] | None = None,
     stream = _input(path).video
     if size:
         stream = stream.filter("scale", width, height, **({"flags": resize_filter} if resize_filter else {}))
-    proc = _run(_cli(stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")),
-                "frame decoding", path)
+    proc = _run(
+        _cli(stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")), "frame decoding", path
+    )
     if proc.returncode != 0:
         raise MediaError(f"{shown_path(str(path))}: ffmpeg could not decode it ({_last_error_line(proc.stderr)})")
     frame_bytes = height * width * 3
@@ -622,11 +678,23 @@ def _frame_chunks(frames: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray
     return first, (chunk for part in ([first], rest) for chunk in part)
 
 
-def _encode_args(out: Path, container: str, width: int, height: int, fps: float, audio_fd: int | None,
-                 audio_channels: int, audio_rate: int, crf: int, vcodec: str, pts_expr: str | None,
-                 preset: str) -> list[str]:
-    video_stream = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
-                                framerate=fps).video
+def _encode_args(
+    out: Path,
+    container: str,
+    width: int,
+    height: int,
+    fps: float,
+    audio_fd: int | None,
+    audio_channels: int,
+    audio_rate: int,
+    crf: int,
+    vcodec: str,
+    pts_expr: str | None,
+    preset: str,
+) -> list[str]:
+    video_stream = ffmpeg.input(
+        "pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps
+    ).video
     if pts_expr:
         # A fine time base first, so sub-frame timestamps are not rounded into duplicates (dropped frames).
         video_stream = video_stream.filter("settb", "1/1000").filter("setpts", pts_expr)
@@ -641,8 +709,9 @@ def _encode_args(out: Path, container: str, width: int, height: int, fps: float,
     if audio_fd is not None:
         streams.append(ffmpeg.input(f"pipe:{audio_fd}", format="s16le", ar=audio_rate, ac=audio_channels).audio)
         out_kwargs.update(acodec="aac", audio_bitrate="128k")
-    return _cli(ffmpeg.output(*streams, "file:" + os.path.abspath(out), format=container, **out_kwargs)
-                .global_args("-y"))
+    return _cli(
+        ffmpeg.output(*streams, "file:" + os.path.abspath(out), format=container, **out_kwargs).global_args("-y")
+    )
 
 
 def _feed(stream, chunks: Iterable[bytes | np.ndarray]) -> None:
@@ -655,10 +724,18 @@ def _feed(stream, chunks: Iterable[bytes | np.ndarray]) -> None:
         pass  # ffmpeg stopped reading; its exit code and stderr say why
 
 
-def encode_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float,
-                 audio: np.ndarray | None = None, audio_rate: int = AUDIO_RATE, crf: int = 18,
-                 vcodec: str = "libx264", pts_expr: str | None = None, preset: str = "medium",
-                 pinned: bool = False) -> None:
+def encode_video(
+    path: str | Path,
+    frames: np.ndarray | Iterable[np.ndarray],
+    fps: float,
+    audio: np.ndarray | None = None,
+    audio_rate: int = AUDIO_RATE,
+    crf: int = 18,
+    vcodec: str = "libx264",
+    pts_expr: str | None = None,
+    preset: str = "medium",
+    pinned: bool = False,
+) -> None:
     """Write frames uint8 [N,H,W,3] (+ mono/multichannel int16 audio [S] or [S,C]) as a video file.
 
     ``frames`` may also be an iterable of [n,H,W,3] chunks, so long videos are written without
@@ -679,11 +756,17 @@ def encode_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fp
     with atomic_path(path) as tmp:
         read_fd, write_fd = os.pipe() if pcm is not None else (None, None)
         try:
-            args = _encode_args(tmp, container, width, height, fps, read_fd, channels, audio_rate, crf, vcodec,
-                                pts_expr, preset)
+            args = _encode_args(
+                tmp, container, width, height, fps, read_fd, channels, audio_rate, crf, vcodec, pts_expr, preset
+            )
             exe = pinned_ffmpeg_exe() if pinned else ffmpeg_exe()
-            proc = subprocess.Popen([exe, *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, pass_fds=() if read_fd is None else (read_fd,))
+            proc = subprocess.Popen(
+                [exe, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=() if read_fd is None else (read_fd,),
+            )
         except OSError as exc:
             if write_fd is not None:
                 os.close(write_fd)

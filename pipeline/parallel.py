@@ -15,8 +15,9 @@ import logging
 import os
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -84,9 +85,17 @@ def dask_client(cfg: DaskParams) -> Iterator[Any]:
         threads = cfg.threads_per_worker
     # Dashboards on loopback, on free ports: a local cluster never listens on the network (nor on a
     # fixed port that two runs on one host would fight over).
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=cfg.processes,
-                      dashboard_address=LOOPBACK_ANY_PORT, worker_dashboard_address=LOOPBACK_ANY_PORT,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads,
+            processes=cfg.processes,
+            dashboard_address=LOOPBACK_ANY_PORT,
+            worker_dashboard_address=LOOPBACK_ANY_PORT,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -98,8 +107,16 @@ def _window(cfg: DaskParams, client: Any) -> int:
     return 2 * slots
 
 
-def map_ordered(fn: Callable[[T], Any], items: Iterable[T], *, dask_cfg: DaskParams, desc: str = "videos",
-                total: int | None = None, progress: bool = True, client: Any = None) -> Iterator[tuple[T, Outcome]]:
+def map_ordered(
+    fn: Callable[[T], Any],
+    items: Iterable[T],
+    *,
+    dask_cfg: DaskParams,
+    desc: str = "videos",
+    total: int | None = None,
+    progress: bool = True,
+    client: Any = None,
+) -> Iterator[tuple[T, Outcome]]:
     """Yield ``(item, Outcome)`` for every item, in input order, computing ``fn(item)`` on dask workers.
 
     ``client`` lets a caller reuse one cluster across several maps; otherwise one is made for this map.
@@ -118,7 +135,9 @@ def map_ordered(fn: Callable[[T], Any], items: Iterable[T], *, dask_cfg: DaskPar
         bar.close()
 
 
-def _run(guarded: _Guarded, items: Iterable[Any], cfg: DaskParams, client: Any, bar: tqdm) -> Iterator[tuple[Any, Outcome]]:
+def _run(
+    guarded: _Guarded, items: Iterable[Any], cfg: DaskParams, client: Any, bar: tqdm
+) -> Iterator[tuple[Any, Outcome]]:
     if client is None:
         for item in items:
             outcome = guarded(item)

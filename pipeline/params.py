@@ -72,7 +72,7 @@ def _with_forbidden_extras(cls: type) -> None:
                 _with_forbidden_extras(inner)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(cls: type) -> TypeAdapter:
     _with_forbidden_extras(cls)
     return TypeAdapter(cls)

@@ -3,7 +3,8 @@ backbones, models): a name -> builder mapping filled by a decorator."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 B = TypeVar("B", bound=Callable)
 

@@ -24,7 +24,7 @@ def _reason(error: BaseException) -> str:
     if text.startswith("Weights only load failed"):
         return "not a tensor-only torch file (corrupt, or it holds code objects)"
     first = text.splitlines()[0] if text else type(error).__name__
-    return first if len(first) <= MAX_REASON else first[:MAX_REASON - 3] + "..."
+    return first if len(first) <= MAX_REASON else first[: MAX_REASON - 3] + "..."
 
 
 def load_torch_file(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu") -> Any:

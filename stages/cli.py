@@ -21,8 +21,14 @@ COMMANDS = {
     "audio": ("stages.audio", "compute log-mel [T,96,64] and audio embeddings [T,D] of one extraction shard"),
     "proposals": ("stages.proposals", "class-agnostic SAM-family masks of one shard, encoded as maskiges"),
     "train": ("stages.train", "train COMBO / TransAVS on cached shards (torchrun-ready; --resume continues exactly)"),
-    "evaluate": ("stages.evaluate", "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check"),
-    "report": ("stages.report", "the HTML evaluation report of an evaluation folder, or two side by side (--compare A B)"),
+    "evaluate": (
+        "stages.evaluate",
+        "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check",
+    ),
+    "report": (
+        "stages.report",
+        "the HTML evaluation report of an evaluation folder, or two side by side (--compare A B)",
+    ),
     "predict": ("stages.predict", "segment the sounding objects of any video: overlay mp4 + per-second mask PNGs"),
 }
 
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if len(reason) > MAX_REASON:  # library messages can run to pages; the first part names the cause
-            reason = reason[:MAX_REASON - 3] + "..."
+            reason = reason[: MAX_REASON - 3] + "..."
         print(f"avs {args.command}: error: {reason}", file=sys.stderr)
         return 2
 

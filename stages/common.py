@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.failures import FailureLog
 from pipeline.params import DaskParams, DataParams, DatasetName, ParamsError, from_section, load_params
 from pipeline.shards import ShardReader, failures_file, shard_file
-
 
 T = TypeVar("T")
 
@@ -35,8 +34,11 @@ def add_feature_stage(parser: argparse.ArgumentParser, source_kind: str, kind: s
     """The arguments every shard-to-shard feature stage takes (``--in``/``--out`` or dataset + shard)."""
     add_common(parser, shard=True)
     add_dask(parser)
-    parser.add_argument("--in", dest="in_path",
-                        help=f"{source_kind} shard .h5 (default: {{data.root}}/{{dataset}}/{source_kind}/shard-N.h5)")
+    parser.add_argument(
+        "--in",
+        dest="in_path",
+        help=f"{source_kind} shard .h5 (default: {{data.root}}/{{dataset}}/{source_kind}/shard-N.h5)",
+    )
     parser.add_argument("--out", help=f"output shard .h5 (default: {{data.root}}/{{dataset}}/{kind}/shard-N.h5)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any video fails")
 
@@ -67,8 +69,12 @@ class StageContext:
         return from_section(cls, merged, name)
 
     def dask(self) -> DaskParams:
-        return self.section(DaskParams, "dask", scheduler_address=getattr(self.args, "scheduler", None),
-                            n_workers=getattr(self.args, "workers", None))
+        return self.section(
+            DaskParams,
+            "dask",
+            scheduler_address=getattr(self.args, "scheduler", None),
+            n_workers=getattr(self.args, "workers", None),
+        )
 
     @property
     def data_root(self) -> Path:
@@ -81,7 +87,11 @@ class StageContext:
         if args.in_path and args.out:
             in_path, out_path = Path(args.in_path), Path(args.out)
         elif args.dataset is not None and args.shard is not None:
-            in_path = Path(args.in_path) if args.in_path else shard_file(self.data_root, args.dataset, source_kind, args.shard)
+            in_path = (
+                Path(args.in_path)
+                if args.in_path
+                else shard_file(self.data_root, args.dataset, source_kind, args.shard)
+            )
             out_path = Path(args.out) if args.out else shard_file(self.data_root, args.dataset, kind, args.shard)
         else:
             raise ParamsError("give --dataset and --shard, or --in and --out")

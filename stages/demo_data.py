@@ -11,7 +11,6 @@ from pipeline.demo import FLAVOURS, DemoConfig, generate_demo
 from pipeline.parallel import available_cores
 from stages.common import StageContext, add_common
 
-
 Flavour = Literal["s4", "ms3", "avss"]
 
 
@@ -37,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
     params = ctx.section(DemoStageParams, "demo", out=args.out, seed=args.seed)
     out = Path(params.out)
-    summary = generate_demo(out, params.dataset_config(), flavours=tuple(params.flavours), progress=ctx.progress,
-                            workers=available_cores())
-    print(f"demo-data -> {out}: {summary['num_videos']} videos, {summary['num_label_images']} label images "
-          f"in {summary['elapsed_s']} s (release trees: {', '.join(sorted(summary['counts']))})")
+    summary = generate_demo(
+        out, params.dataset_config(), flavours=tuple(params.flavours), progress=ctx.progress, workers=available_cores()
+    )
+    print(
+        f"demo-data -> {out}: {summary['num_videos']} videos, {summary['num_label_images']} label images "
+        f"in {summary['elapsed_s']} s (release trees: {', '.join(sorted(summary['counts']))})"
+    )
     return 0

@@ -12,14 +12,16 @@ from stages.common import StageContext, add_common
 from train.evaluate import EvalParams, evaluate
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, dataset=False)
     parser.add_argument("--checkpoint", help="checkpoint (default: {data.root}/runs/train/model.pt)")
     parser.add_argument("--out", help="output folder (default: {data.root}/runs/eval)")
     parser.add_argument("--metrics", help="also write the metrics JSON here (always: OUT/metrics.json)")
-    parser.add_argument("--train-log", help="the training run's dvclive folder, for the curves in "
-                        "OUT/report.html (default: CHECKPOINT's folder/log when it exists)")
+    parser.add_argument(
+        "--train-log",
+        help="the training run's dvclive folder, for the curves in "
+        "OUT/report.html (default: CHECKPOINT's folder/log when it exists)",
+    )
     parser.add_argument("--videos-per-batch", type=int, help="1 = COMBO protocol, 4 = AVSBench test.sh")
 
 
@@ -30,15 +32,30 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "eval"
     train_log = Path(args.train_log) if args.train_log else checkpoint.parent / "log"
     if args.train_log and not train_log.is_dir():
-        raise FileNotFoundError(f"{train_log}: no training log folder (--train-log: the dvclive folder of `avs train --log`)")
-    metrics = evaluate(checkpoint, cfg, str(ctx.data_root), ctx.data.shards, out, metrics_path=args.metrics,
-                       train_log=train_log if train_log.is_dir() else None, progress=ctx.progress)
-    summary = {name: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
-               for name, m in metrics.items() if isinstance(m, dict)}
+        raise FileNotFoundError(
+            f"{train_log}: no training log folder (--train-log: the dvclive folder of `avs train --log`)"
+        )
+    metrics = evaluate(
+        checkpoint,
+        cfg,
+        str(ctx.data_root),
+        ctx.data.shards,
+        out,
+        metrics_path=args.metrics,
+        train_log=train_log if train_log.is_dir() else None,
+        progress=ctx.progress,
+    )
+    summary = {
+        name: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
+        for name, m in metrics.items()
+        if isinstance(m, dict)
+    }
     print(f"evaluate {checkpoint}: {json.dumps(summary)}")
     print(f"report: {out / 'report.html'}")
     if not any(isinstance(m, dict) and m.get("num_videos") for m in metrics.values()):
-        print(f"avs evaluate: nothing was scored: no '{cfg.split}' clip with all features in {cfg.datasets}",
-              file=sys.stderr)
+        print(
+            f"avs evaluate: nothing was scored: no '{cfg.split}' clip with all features in {cfg.datasets}",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -12,7 +12,6 @@ from pipeline.shards import shard_file
 from stages.common import StageContext, add_common, add_dask, finish
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, shard=True)
     add_dask(parser)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-from pipeline.failures import FailureLog
-from pipeline.manifest import (SourceParams, build_manifest, unreadable_summary, write_manifest,
-                               write_shard_slices)
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pipeline.failures import FailureLog
+from pipeline.manifest import SourceParams, build_manifest, unreadable_summary, write_manifest, write_shard_slices
 from pipeline.params import ParamsError, from_section
 from stages.common import StageContext, add_common
 
@@ -47,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
         raise ParamsError("--dataset is required")
     cfg = _source(ctx, args)
     skipped: list[tuple[str, str]] = []
-    rows = build_manifest(cfg, ctx.data.num_shards, hash_cache=ctx.data_root / "cache" / "sha256.json",
-                          progress=ctx.progress, skipped=skipped)
+    rows = build_manifest(
+        cfg,
+        ctx.data.num_shards,
+        hash_cache=ctx.data_root / "cache" / "sha256.json",
+        progress=ctx.progress,
+        skipped=skipped,
+    )
     out = Path(args.out) if args.out else Path(ctx.data.manifests) / f"{args.dataset}.csv"
     write_manifest(rows, out)
     write_shard_slices(rows, ctx.data_root, args.dataset, ctx.data.num_shards)
@@ -61,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
     log_path = ctx.data_root / args.dataset / "manifest" / "failures.csv"
     log.write(log_path)
     unreadable, reason = unreadable_summary(rows)
-    print(f"manifest {args.dataset}: {len(rows)} videos in {ctx.data.num_shards} shards -> {out}"
-          + (f" ({unreadable} unreadable, reported by extract)" if unreadable else "")
-          + (f"; {len(skipped)} file(s) not taken, listed in {log_path}" if skipped else ""))
+    print(
+        f"manifest {args.dataset}: {len(rows)} videos in {ctx.data.num_shards} shards -> {out}"
+        + (f" ({unreadable} unreadable, reported by extract)" if unreadable else "")
+        + (f"; {len(skipped)} file(s) not taken, listed in {log_path}" if skipped else "")
+    )
     if not rows or unreadable == len(rows):
         why = reason or f"no video found under {cfg.root}"
-        print(f"avs manifest: error: dataset {args.dataset}: no readable video; most common reason: {why}"[:300],
-              file=sys.stderr)
+        print(
+            f"avs manifest: error: dataset {args.dataset}: no readable video; most common reason: {why}"[:300],
+            file=sys.stderr,
+        )
         return 1
     return 0

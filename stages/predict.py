@@ -16,10 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (overlay.mp4, masks/, prediction.json)")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary models)")
     parser.add_argument("--window", type=int, default=5, help="seconds per model call")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="model input size (default: the checkpoint's train.inference_size)")
-    parser.add_argument("--proposals", metavar="YAML", default=None,
-                        help="override recorded proposal settings, e.g. '{preset: fast}' (warns: differs from training)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="model input size (default: the checkpoint's train.inference_size)",
+    )
+    parser.add_argument(
+        "--proposals",
+        metavar="YAML",
+        default=None,
+        help="override recorded proposal settings, e.g. '{preset: fast}' (warns: differs from training)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -31,8 +41,15 @@ def run(args: argparse.Namespace) -> int:
     override = yaml.safe_load(args.proposals) if args.proposals else None
     if override is not None and not isinstance(override, dict):
         raise ParamsError(f"--proposals must be a YAML mapping, got {args.proposals!r}")
-    summary = predict_video(args.video, args.checkpoint, args.out, threshold=args.threshold, window=args.window,
-                            size=tuple(args.size) if args.size else None, proposals_override=override,
-                            progress=not args.no_progress)
+    summary = predict_video(
+        args.video,
+        args.checkpoint,
+        args.out,
+        threshold=args.threshold,
+        window=args.window,
+        size=tuple(args.size) if args.size else None,
+        proposals_override=override,
+        progress=not args.no_progress,
+    )
     print(f"predict {args.video}: {summary['seconds']} s -> {args.out}/overlay.mp4, {args.out}/masks/")
     return 0

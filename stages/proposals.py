@@ -24,10 +24,13 @@ def run(args: argparse.Namespace) -> int:
     dask_cfg = ctx.dask()
     in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
     if params.backend == PRECOMPUTED:  # COMBO's published maskige PNGs: read, not computed
-        failures, hits = precomputed_shard(in_path, out_path, params, dataset=args.dataset or "",
-                                           progress=ctx.progress), 0
+        failures, hits = (
+            precomputed_shard(in_path, out_path, params, dataset=args.dataset or "", progress=ctx.progress),
+            0,
+        )
     else:
-        failures, hits = propose_shard(in_path, out_path, params, dask_cfg, dataset=args.dataset or "",
-                                       progress=ctx.progress)
+        failures, hits = propose_shard(
+            in_path, out_path, params, dask_cfg, dataset=args.dataset or "", progress=ctx.progress
+        )
     print(f"proposals {out_path}: backend {params.backend}, {hits} from cache, {len(failures.errors)} failed")
     return finish(failures, out_path, strict=args.strict, what=f"proposals {out_path}")

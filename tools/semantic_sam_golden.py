@@ -16,6 +16,7 @@ assumes CUDA: an empty ``MultiScaleDeformableAttention`` module (so ``MSDeformAt
 pure-PyTorch path), ``.cuda()``/``.to('cuda')`` as no-ops, no pretrained Swin download.
 ``--bench`` instead times the official generator on the SwinL model (benchmarks/bench_semantic_sam.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +36,21 @@ from pipeline.proposals.semantic_sam.config import TINY, SemanticSamConfig  # no
 
 FIXTURES = REPO / "tests" / "fixtures" / "semantic_sam"
 SEED = 1234
-FRAME_SIZE = (100, 140)     # h, w: not a multiple of 32 (padding) nor of the Swin window
-DECODER_POINTS = 6         # decoder fixture: this many prompts decoded together, all 6 tokens
+FRAME_SIZE = (100, 140)  # h, w: not a multiple of 32 (padding) nor of the Swin window
+DECODER_POINTS = 6  # decoder fixture: this many prompts decoded together, all 6 tokens
 # Random weights give soft, alike masks: the mask head's last layer is scaled by MASK_GAIN (a power of
 # two, so still float16-exact) and the filters are looser than COMBO's, so that several masks survive.
 MASK_GAIN = 16.0
 BENCH_IOU_BIAS = 0.875
-GEN = {"points_per_side": 12, "points_per_batch": 48, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.8,
-       "box_nms_thresh": 0.99, "min_mask_region_area": 10, "level": [3]}
+GEN = {
+    "points_per_side": 12,
+    "points_per_batch": 48,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.8,
+    "box_nms_thresh": 0.99,
+    "min_mask_region_area": 10,
+    "level": [3],
+}
 
 
 def patch_for_cpu() -> None:
@@ -67,12 +75,15 @@ def official_opt(ssam: Path, cfg: SemanticSamConfig | None) -> dict:
     opt["MODEL"]["BACKBONE"]["LOAD_PRETRAINED"] = False
     if cfg is not None:
         swin = opt["MODEL"]["BACKBONE"]["SWIN"]
-        swin.update(EMBED_DIM=cfg.embed_dim, DEPTHS=list(cfg.depths), NUM_HEADS=list(cfg.num_heads),
-                    WINDOW_SIZE=cfg.window_size)
-        opt["MODEL"]["ENCODER"].update(CONVS_DIM=cfg.conv_dim, MASK_DIM=cfg.mask_dim,
-                                       TRANSFORMER_ENC_LAYERS=cfg.enc_layers)
-        opt["MODEL"]["DECODER"].update(HIDDEN_DIM=cfg.conv_dim, DEC_LAYERS=cfg.dec_layers,
-                                       DIM_FEEDFORWARD=cfg.dim_feedforward, NHEADS=cfg.nheads)
+        swin.update(
+            EMBED_DIM=cfg.embed_dim, DEPTHS=list(cfg.depths), NUM_HEADS=list(cfg.num_heads), WINDOW_SIZE=cfg.window_size
+        )
+        opt["MODEL"]["ENCODER"].update(
+            CONVS_DIM=cfg.conv_dim, MASK_DIM=cfg.mask_dim, TRANSFORMER_ENC_LAYERS=cfg.enc_layers
+        )
+        opt["MODEL"]["DECODER"].update(
+            HIDDEN_DIM=cfg.conv_dim, DEC_LAYERS=cfg.dec_layers, DIM_FEEDFORWARD=cfg.dim_feedforward, NHEADS=cfg.nheads
+        )
     return opt
 
 
@@ -95,7 +106,7 @@ def test_frame() -> np.ndarray:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:h, :w]
     frame = np.zeros((h, w, 3), np.float32) + (40, 60, 90)
-    frame[(yy - 45) ** 2 + (xx - 40) ** 2 < 25 ** 2] = (220, 60, 40)
+    frame[(yy - 45) ** 2 + (xx - 40) ** 2 < 25**2] = (220, 60, 40)
     frame[15:60, 80:130] = (50, 200, 80)
     frame[70:95, 20:120] = (240, 230, 200)
     frame += rng.normal(0, 6, frame.shape)
@@ -121,9 +132,14 @@ def official_features(core, frame: np.ndarray):
 
 def point_prompts(image: torch.Tensor, frame: np.ndarray, points: torch.Tensor) -> dict:
     """The official decoder's input for point prompts [P,2] (x, y in [0,1]): tiny 0.005 boxes, no part labels."""
-    return {"image": image, "height": frame.shape[0], "width": frame.shape[1],
-            "targets": [{"points": torch.cat([points, torch.full_like(points, 0.005)], -1),
-                         "pb": torch.zeros(len(points))}]}
+    return {
+        "image": image,
+        "height": frame.shape[0],
+        "width": frame.shape[1],
+        "targets": [
+            {"points": torch.cat([points, torch.full_like(points, 0.005)], -1), "pb": torch.zeros(len(points))}
+        ],
+    }
 
 
 def run_official(model, frame: np.ndarray) -> dict[str, np.ndarray]:
@@ -143,8 +159,11 @@ def run_official(model, frame: np.ndarray) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         records = gen.generate(image)
         print(f"official generator: {len(records)} masks in {time.perf_counter() - t0:.1f} s")
-    out["generator_masks"] = np.packbits(np.stack([r["segmentation"] for r in records]).astype(bool), axis=-1) \
-        if records else np.zeros((0, frame.shape[0], (frame.shape[1] + 7) // 8), np.uint8)
+    out["generator_masks"] = (
+        np.packbits(np.stack([r["segmentation"] for r in records]).astype(bool), axis=-1)
+        if records
+        else np.zeros((0, frame.shape[0], (frame.shape[1] + 7) // 8), np.uint8)
+    )
     out["generator_ious"] = np.array([r["predicted_iou"] for r in records], np.float32)
     return out
 
@@ -156,8 +175,10 @@ def write_tiny(ssam: Path) -> None:
             p.mul_(MASK_GAIN)
     frame = test_frame()
     arrays = run_official(model, frame)
-    state = {f"weight/{k}": v.half().numpy() if v.is_floating_point() else v.numpy()
-             for k, v in model.model.state_dict().items()}
+    state = {
+        f"weight/{k}": v.half().numpy() if v.is_floating_point() else v.numpy()
+        for k, v in model.model.state_dict().items()
+    }
     meta = {"config": TINY.to_dict(), "generator": GEN, "seed": SEED, "mask_gain": MASK_GAIN}
     FIXTURES.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(FIXTURES / "golden_tiny.npz", frame=frame, meta=np.array(json.dumps(meta)), **arrays, **state)
@@ -214,19 +235,29 @@ def bench_official(ssam: Path, frames_path: Path, out_path: Path) -> None:
         with torch.no_grad():
             model.model.sem_seg_head.pixel_decoder.mask_features.bias.copy_(base_bias)
         centre_mask_features(model, image)
-        torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()},
-                   out_path.with_suffix(f".{name}.weights.pth"))
+        torch.save(
+            {k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()},
+            out_path.with_suffix(f".{name}.weights.pth"),
+        )
         gen = SemanticSamAutomaticMaskGenerator(model, level=[3])  # COMBO: every other setting at its default
         t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
             records = gen.generate(image)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *frame.shape[:2]), bool)
-        result.update({f"{name}/seconds": np.array(seconds), f"{name}/cpu_seconds": np.array(cpu),
-                       f"{name}/masks": np.packbits(masks, axis=-1),
-                       f"{name}/ious": np.array([r["predicted_iou"] for r in records], np.float32)})
-        print(f"official SwinL generator, {name} {frame.shape[:2]}: {len(records)} masks, {seconds:.1f} s "
-              f"({cpu:.1f} CPU s)", flush=True)
+        result.update(
+            {
+                f"{name}/seconds": np.array(seconds),
+                f"{name}/cpu_seconds": np.array(cpu),
+                f"{name}/masks": np.packbits(masks, axis=-1),
+                f"{name}/ious": np.array([r["predicted_iou"] for r in records], np.float32),
+            }
+        )
+        print(
+            f"official SwinL generator, {name} {frame.shape[:2]}: {len(records)} masks, {seconds:.1f} s "
+            f"({cpu:.1f} CPU s)",
+            flush=True,
+        )
     np.savez_compressed(out_path, **result)
 
 
@@ -260,10 +291,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--semantic-sam", type=Path, required=True, help="Semantic-SAM checkout")
     ap.add_argument("--detectron2", type=Path, required=True, help="detectron2(-xyz) checkout")
-    ap.add_argument("--swinl-tensors", nargs=3, type=Path, metavar=("FRAME_NPZ", "WEIGHTS", "OUT_NPZ"),
-                    help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS)")
-    ap.add_argument("--bench", nargs=2, type=Path, metavar=("FRAMES_NPZ", "OUT_NPZ"),
-                    help="instead, time the official SwinL generator on every frame of FRAMES_NPZ")
+    ap.add_argument(
+        "--swinl-tensors",
+        nargs=3,
+        type=Path,
+        metavar=("FRAME_NPZ", "WEIGHTS", "OUT_NPZ"),
+        help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS)",
+    )
+    ap.add_argument(
+        "--bench",
+        nargs=2,
+        type=Path,
+        metavar=("FRAMES_NPZ", "OUT_NPZ"),
+        help="instead, time the official SwinL generator on every frame of FRAMES_NPZ",
+    )
     args = ap.parse_args()
     bench = [p.resolve() for p in args.bench] if args.bench else None
     tensors = [p.resolve() for p in args.swinl_tensors] if args.swinl_tensors else None

@@ -56,8 +56,10 @@ def build_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint
     model = build_model(ckpt["model_name"], **ckpt["model_config"])
     differences = _state_differences(model.state_dict(), ckpt["state_dict"])
     if differences:
-        raise CheckpointError(f"{source}: weights do not fit {ckpt['model_name']} of this version ({differences[0]}; "
-                              f"{len(differences)} tensors differ): retrain, or use the version that wrote it")
+        raise CheckpointError(
+            f"{source}: weights do not fit {ckpt['model_name']} of this version ({differences[0]}; "
+            f"{len(differences)} tensors differ): retrain, or use the version that wrote it"
+        )
     model.load_state_dict(ckpt["state_dict"])
     return model
 
@@ -66,8 +68,11 @@ def _state_differences(expected: dict[str, torch.Tensor], found: dict[str, Any])
     """Keys missing from ``found``, unexpected in it, or of another shape, one phrase each."""
     differences = [f"{key} missing" for key in expected if key not in found]
     differences += [f"{key} unexpected" for key in found if key not in expected]
-    differences += [f"{key} {list(found[key].shape)} vs {list(tensor.shape)}" for key, tensor in expected.items()
-                    if key in found and tuple(getattr(found[key], "shape", ())) != tuple(tensor.shape)]
+    differences += [
+        f"{key} {list(found[key].shape)} vs {list(tensor.shape)}"
+        for key, tensor in expected.items()
+        if key in found and tuple(getattr(found[key], "shape", ())) != tuple(tensor.shape)
+    ]
     return differences
 
 
@@ -79,5 +84,5 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest intermediate checkpoints of ``run_dir``."""
     found = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
-    for old in found[:max(0, len(found) - keep)]:
+    for old in found[: max(0, len(found) - keep)]:
         old.unlink(missing_ok=True)

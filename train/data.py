@@ -26,9 +26,10 @@ frame 1 only (semi-supervised), MS3 on all frames, AVSS where labels exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,8 +103,9 @@ class Augmentation:
         cols = _source_span(left, out_w, width / new_w, width)
         return CropBox(rows[0], cols[0], rows[1], cols[1], flip), jitter
 
-    def __call__(self, frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """frames, maskiges: uint8 [T,3,H,W] (any strides; channels-last is the fast case); masks: uint8/int64
         [T,H,W] -> frames, maskiges uint8 [T,3,h,w] dense channels-last and masks [T,h,w] (same dtype) contiguous,
         at ``size``, all from one crop box (bilinear for frames, nearest for maskiges and masks); plus the
@@ -128,7 +130,7 @@ def crop_resize_bilinear(images: torch.Tensor, box: CropBox, size: Sequence[int]
 
     No antialiasing, as F.interpolate did on floats before and as COMBO's cv2 resize. uint8 in and out
     runs torch's vectorised uint8 kernel, which keeps the channels-last order the shards give."""
-    window = images[..., box.top:box.top + box.height, box.left:box.left + box.width]
+    window = images[..., box.top : box.top + box.height, box.left : box.left + box.width]
     if (box.height, box.width) != tuple(size):
         window = F.interpolate(window, size=tuple(size), mode="bilinear", align_corners=False, antialias=False)
     return channels_last(window, box.flip)
@@ -140,7 +142,7 @@ def crop_resize_nearest(images: torch.Tensor, box: CropBox, size: Sequence[int])
     pixel i takes box pixel floor(i * box / size), F.interpolate's "nearest" rule, as an index gather (exact for
     any dtype, and cheaper on uint8)."""
     out_h, out_w = size
-    window = images[..., box.top:box.top + box.height, box.left:box.left + box.width]
+    window = images[..., box.top : box.top + box.height, box.left : box.left + box.width]
     if (box.height, box.width) == (out_h, out_w):
         return channels_last(window, box.flip) if window.dim() == 4 else _dense(window, box.flip)
     rows = np.arange(out_h) * box.height // out_h
@@ -292,8 +294,15 @@ class ClipDataset(Dataset):
     ``dataset`` str. :func:`collate_clips` stacks items; :func:`prepare_batch` makes the model batch.
     """
 
-    def __init__(self, datasets: Sequence[str], shards: Sequence[int], split: str | Sequence[str],
-                 source: ClipSource, augmentation: Augmentation | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        datasets: Sequence[str],
+        shards: Sequence[int],
+        split: str | Sequence[str],
+        source: ClipSource,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ) -> None:
         self.source = source
         self.augmentation = augmentation
         self.seed = seed
@@ -309,7 +318,10 @@ class ClipDataset(Dataset):
 
     def _paths(self, dataset: str, shard: int) -> dict[str, Path]:
         root = self.source.data_root
-        paths = {"extract": shard_file(root, dataset, "extract", shard), "audio": shard_file(root, dataset, "audio", shard)}
+        paths = {
+            "extract": shard_file(root, dataset, "extract", shard),
+            "audio": shard_file(root, dataset, "audio", shard),
+        }
         if self.source.maskige:
             paths["proposals"] = shard_file(root, dataset, "proposals", shard)
         return paths
@@ -365,8 +377,10 @@ class ClipDataset(Dataset):
                     records = records_from_attrs(reader.file_attrs())
                 for kind, record in records.items():
                     if kind in found and found[kind] != record:
-                        raise ValueError(f"{path} and {first[kind]}: {kind} features made with different settings; "
-                                         f"rerun `avs {kind}` so that all shards share one")
+                        raise ValueError(
+                            f"{path} and {first[kind]}: {kind} features made with different settings; "
+                            f"rerun `avs {kind}` so that all shards share one"
+                        )
                     found.setdefault(kind, record)
                     first.setdefault(kind, path)
         return found
@@ -379,9 +393,13 @@ class ClipDataset(Dataset):
         [T,H,W] (None without ground truth), ``labelled`` bool [T], ``maskige`` uint8 [T,H,W,3] (None unless
         ``source.maskige``), ``audio`` (the ``source.audio_key`` array)."""
         where, read = self._arrays[index], self._reader.read
-        return {"frames": read(where.frames), "masks": read(where.masks) if where.masks is not None else None,
-                "labelled": where.labelled.copy(), "maskige": read(where.maskige) if where.maskige is not None else None,
-                "audio": read(where.audio)}
+        return {
+            "frames": read(where.frames),
+            "masks": read(where.masks) if where.masks is not None else None,
+            "labelled": where.labelled.copy(),
+            "maskige": read(where.maskige) if where.maskige is not None else None,
+            "audio": read(where.audio),
+        }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref, arrays = self.clips[index], self.read_arrays(index)
@@ -393,8 +411,19 @@ class ClipDataset(Dataset):
         maskiges = image_tensor(arrays["maskige"]) if arrays["maskige"] is not None else None
         audio = torch.from_numpy(arrays["audio"]).float()
         gen = augmentation_generator(self.seed, self.epoch, index) if self.augmentation is not None else None
-        return clip_item(frames, maskiges, masks, torch.from_numpy(arrays["labelled"]), audio, self.source,
-                         self.augmentation, gen, index=index, video_id=ref.video_id, dataset=ref.dataset)
+        return clip_item(
+            frames,
+            maskiges,
+            masks,
+            torch.from_numpy(arrays["labelled"]),
+            audio,
+            self.source,
+            self.augmentation,
+            gen,
+            index=index,
+            video_id=ref.video_id,
+            dataset=ref.dataset,
+        )
 
 
 def _length_mismatch(arrays: _ClipArrays) -> str:
@@ -414,9 +443,17 @@ def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator
     return torch.Generator().manual_seed(hash((seed, epoch, index)) & 0x7FFFFFFF)
 
 
-def clip_item(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor, labelled: torch.Tensor,
-              audio: torch.Tensor, source: ClipSource, augmentation: Augmentation | None,
-              gen: torch.Generator | None, **info: Any) -> dict[str, Any]:
+def clip_item(
+    frames: torch.Tensor,
+    maskiges: torch.Tensor | None,
+    masks: torch.Tensor,
+    labelled: torch.Tensor,
+    audio: torch.Tensor,
+    source: ClipSource,
+    augmentation: Augmentation | None,
+    gen: torch.Generator | None,
+    **info: Any,
+) -> dict[str, Any]:
     """One dataset item (see :class:`ClipDataset`) from the arrays as read: frames/maskiges uint8 [T,3,H,W]
     (any strides; the :func:`image_tensor` views of the stored arrays are channels-last, the fast case),
     masks [T,H,W] from :func:`label_tensor`, labelled bool
@@ -428,8 +465,13 @@ def clip_item(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.
         frames, maskiges, masks, jitter = augmentation(frames, maskiges, masks, gen)
     else:
         frames, maskiges, masks = resize_clip(frames, maskiges, masks, source.size)
-    item = {"frames": frames, "masks": masks, "labelled": labelled,
-            "audio" if source.audio_key == "embeddings" else "logmel": audio, **info}
+    item = {
+        "frames": frames,
+        "masks": masks,
+        "labelled": labelled,
+        "audio" if source.audio_key == "embeddings" else "logmel": audio,
+        **info,
+    }
     if maskiges is not None:
         item["maskiges"] = maskiges
     if jitter is not None:
@@ -437,8 +479,9 @@ def clip_item(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.
     return item
 
 
-def resize_clip(frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor,
-                size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def resize_clip(
+    frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Deterministic resize to the model size (evaluation, prediction): frames uint8 [T,3,H,W] bilinear,
     maskiges uint8 [T,3,H,W] nearest (any strides) -> uint8 [T,3,h,w], dense channels-last (no copy when
     already at that size and layout); masks keep their own size for scoring (made contiguous)."""
@@ -481,8 +524,16 @@ class LengthGroupedSampler(Sampler[list[int]]):
     """Batches of clips with equal T (AVSS mixes 5- and 10-frame clips), shuffled per epoch from
     (seed, epoch); ``rank``/``world_size`` split the batches across DDP processes."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
@@ -494,21 +545,25 @@ class LengthGroupedSampler(Sampler[list[int]]):
 
     def _batches(self) -> list[list[int]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=gen).tolist() if self.shuffle else list(range(len(self.lengths)))
+        order = (
+            torch.randperm(len(self.lengths), generator=gen).tolist()
+            if self.shuffle
+            else list(range(len(self.lengths)))
+        )
         groups: dict[int, list[int]] = {}
         for i in order:
             groups.setdefault(self.lengths[i], []).append(i)
         batches = []
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):
-                chunk = members[start:start + self.batch_size]
+                chunk = members[start : start + self.batch_size]
                 if len(chunk) == self.batch_size or not self.drop_last:
                     batches.append(chunk)
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=gen).tolist()
             batches = [batches[i] for i in perm]
         usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
-        return batches[self.rank:usable:self.world_size]
+        return batches[self.rank : usable : self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())

@@ -16,9 +16,10 @@ import csv
 import io
 import json
 import wave
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,13 +97,22 @@ def _predict(model: torch.nn.Module, batch: dict[str, Any], device: torch.device
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, dataset: Dataset, cfg: EvalParams, device: torch.device,
-          progress_desc: str = "evaluate", progress: bool = True) -> dict[str, Any]:
+def score(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    cfg: EvalParams,
+    device: torch.device,
+    progress_desc: str = "evaluate",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the model over every clip (one video at a time) and accumulate the AVSBench metrics.
     ``progress``: a tqdm bar; False: a log line every 30 s instead."""
     binary = model.task == "binary"
-    acc = (BinaryMetricAccumulator(videos_per_batch=cfg.videos_per_batch) if binary
-           else SemanticMetricAccumulator(num_classes=model.num_classes, videos_per_batch=cfg.videos_per_batch))
+    acc = (
+        BinaryMetricAccumulator(videos_per_batch=cfg.videos_per_batch)
+        if binary
+        else SemanticMetricAccumulator(num_classes=model.num_classes, videos_per_batch=cfg.videos_per_batch)
+    )
     loader = DataLoader(dataset, batch_size=1, collate_fn=collate_clips, num_workers=cfg.num_workers)
     for batch in track(loader, len(dataset), progress_desc, bar=progress):
         gt, valid = batch["masks"][0].long(), batch["labelled"][0]
@@ -123,8 +133,8 @@ def pick_strip_videos(per_video: dict[str, dict[str, float]], count: int) -> lis
     worst first: [(vid, "worst" | "best")], each video once."""
     key = "J" if any("J" in s for s in per_video.values()) else "mIoU"
     ranked = sorted(per_video, key=lambda v: (per_video[v][key], v))
-    worst = ranked[:(count + 1) // 2]
-    best = [v for v in reversed(ranked) if v not in worst][:count // 2]
+    worst = ranked[: (count + 1) // 2]
+    best = [v for v in reversed(ranked) if v not in worst][: count // 2]
     return [(v, "worst") for v in worst] + [(v, "best") for v in best]
 
 
@@ -145,8 +155,9 @@ def _audio_wav(path: Path, data_root: str, dataset: str, shard: int, video_id: s
     return True
 
 
-def _strip_rows(batch: dict[str, Any], pred: np.ndarray, shuffled: np.ndarray | None,
-                binary: bool) -> tuple[list[str], list[list[np.ndarray]]]:
+def _strip_rows(
+    batch: dict[str, Any], pred: np.ndarray, shuffled: np.ndarray | None, binary: bool
+) -> tuple[list[str], list[list[np.ndarray]]]:
     """Column names and one row of uint8 [H,W,3] tiles per second, at the ground-truth size."""
     gt, valid = batch["masks"][0].numpy(), batch["labelled"][0].numpy()
     size = gt.shape[-2:]
@@ -167,9 +178,16 @@ def _strip_rows(batch: dict[str, Any], pred: np.ndarray, shuffled: np.ndarray | 
 
 
 @torch.no_grad()
-def draw_strips(model: torch.nn.Module, dataset: ClipDataset, shuffled: Dataset | None, picks: list[tuple[str, str]],
-                per_video: dict[str, dict[str, float]], out_dir: Path, device: torch.device,
-                progress: bool = True) -> list[dict[str, Any]]:
+def draw_strips(
+    model: torch.nn.Module,
+    dataset: ClipDataset,
+    shuffled: Dataset | None,
+    picks: list[tuple[str, str]],
+    per_video: dict[str, dict[str, float]],
+    out_dir: Path,
+    device: torch.device,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """For each picked video: ``overlays/<dataset>__<video>.png`` (labelled strip, a row per second) and
     ``audio/<dataset>__<video>.wav``; returns their report entries (paths relative to ``out_dir``)."""
     index = {f"{ref.dataset}/{ref.video_id}": i for i, ref in enumerate(dataset.clips)}
@@ -182,27 +200,47 @@ def draw_strips(model: torch.nn.Module, dataset: ClipDataset, shuffled: Dataset 
         columns, rows = _strip_rows(batch, pred, pred_shuffled, model.task == "binary")
         safe = vid.replace("/", "__")
         overlay.write_strip_png(out_dir / "overlays" / f"{safe}.png", columns, rows)
-        has_audio = _audio_wav(out_dir / "audio" / f"{safe}.wav", dataset.source.data_root, ref.dataset,
-                               ref.shard, ref.video_id)
-        entries.append({"dataset": ref.dataset, "video_id": ref.video_id, "rank": rank, "scores": per_video[vid],
-                        "image": f"overlays/{safe}.png", "audio": f"audio/{safe}.wav" if has_audio else None,
-                        "columns": columns, "seconds": len(rows), "tile": list(rows[0][0].shape[:2]),
-                        "header_px": overlay.HEADER_PX})
+        has_audio = _audio_wav(
+            out_dir / "audio" / f"{safe}.wav", dataset.source.data_root, ref.dataset, ref.shard, ref.video_id
+        )
+        entries.append(
+            {
+                "dataset": ref.dataset,
+                "video_id": ref.video_id,
+                "rank": rank,
+                "scores": per_video[vid],
+                "image": f"overlays/{safe}.png",
+                "audio": f"audio/{safe}.wav" if has_audio else None,
+                "columns": columns,
+                "seconds": len(rows),
+                "tile": list(rows[0][0].shape[:2]),
+                "header_px": overlay.HEADER_PX,
+            }
+        )
     return entries
 
 
-def _evaluate_dataset(model: torch.nn.Module, name: str, dataset: ClipDataset, cfg: EvalParams, device: torch.device,
-                      out_dir: Path, progress: bool) -> tuple[dict[str, Any], list[dict], list[dict], list[dict]]:
+def _evaluate_dataset(
+    model: torch.nn.Module,
+    name: str,
+    dataset: ClipDataset,
+    cfg: EvalParams,
+    device: torch.device,
+    out_dir: Path,
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict], list[dict], list[dict]]:
     """Score one dataset (and with shuffled audio), draw its strips -> (metrics entry, per-video rows,
     per-class rows, strip entries)."""
     result = score(model, dataset, cfg, device, progress_desc=f"evaluate {name}", progress=progress)
-    entry = {k: v for k, v in result.items() if k not in ("per_video", "per_class_iou", "per_class_f",
-                                                           "frames_per_class")}
+    entry = {
+        k: v for k, v in result.items() if k not in ("per_video", "per_class_iou", "per_class_f", "frames_per_class")
+    }
     shuffled, shuffled_ds = None, None
     if cfg.shuffle_audio and len(dataset) > 1:
         shuffled_ds = ShuffledAudio(dataset, cfg.seed)
-        shuffled = score(model, shuffled_ds, cfg, device, progress_desc=f"evaluate {name} (shuffled audio)",
-                         progress=progress)
+        shuffled = score(
+            model, shuffled_ds, cfg, device, progress_desc=f"evaluate {name} (shuffled audio)", progress=progress
+        )
         key = "M_J" if "M_J" in result else "mIoU"
         entry["shuffled_audio"] = {k: v for k, v in shuffled.items() if k in ("M_J", "M_F", "mIoU", "F")}
         entry["audio_dependence"] = result[key] - shuffled[key]
@@ -210,8 +248,9 @@ def _evaluate_dataset(model: torch.nn.Module, name: str, dataset: ClipDataset, c
     for vid, scores in result["per_video"].items():
         row = {"dataset": name, "video_id": vid.split("/", 1)[1], **scores}
         if shuffled is not None:
-            row.update({f"{k}_shuffled_audio": v for k, v in shuffled["per_video"][vid].items()
-                        if k in ("J", "F", "mIoU")})
+            row.update(
+                {f"{k}_shuffled_audio": v for k, v in shuffled["per_video"][vid].items() if k in ("J", "F", "mIoU")}
+            )
         per_video_rows.append(row)
     per_class_rows = []
     if "per_class_iou" in result:
@@ -223,9 +262,17 @@ def _evaluate_dataset(model: torch.nn.Module, name: str, dataset: ClipDataset, c
     return entry, per_video_rows, per_class_rows, strips
 
 
-def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: list[int], out_dir: str | Path,
-             metrics_path: str | Path | None = None, *, train_log: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str | Path,
+    cfg: EvalParams,
+    data_root: str,
+    shards: list[int],
+    out_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    *,
+    train_log: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Score ``checkpoint`` on ``cfg.datasets`` and write under ``out_dir``: metrics.json (dvclive),
     per_video.csv, per_class/per_class_iou.csv (semantic only), overlays/, audio/, report.json and
     report.html.
@@ -241,8 +288,11 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     train_params = ckpt.get("train_params", {})
     size = scoring_size(train_params, cfg.size)
     source = ClipSource.for_inputs(model.inputs, data_root, size)
-    metrics: dict[str, Any] = {"model": ckpt["model_name"], "step": int(ckpt.get("step", 0)),
-                               "protocol": f"{cfg.videos_per_batch} video(s) per batch"}
+    metrics: dict[str, Any] = {
+        "model": ckpt["model_name"],
+        "step": int(ckpt.get("step", 0)),
+        "protocol": f"{cfg.videos_per_batch} video(s) per batch",
+    }
     per_video, per_class, strips, features = [], [], [], {}
     for stale in ("overlays", "audio"):  # strips of an earlier evaluation must not be shown as this one's
         for old in (out_dir / stale).glob("*.*"):
@@ -268,10 +318,21 @@ def evaluate(checkpoint: str | Path, cfg: EvalParams, data_root: str, shards: li
     (out_dir / "per_class" / "per_class_iou.csv").unlink(missing_ok=True)
     if per_class:
         _write_csv(out_dir / "per_class" / "per_class_iou.csv", per_class, fields=["dataset", "class_id", "iou"])
-    report = {"checkpoint": str(checkpoint), "model": ckpt["model_name"], "step": metrics["step"],
-              "task": model.task, "input_size": size, "eval_params": asdict(cfg), "train_params": train_params,
-              "feature_params": features, "metrics": metrics, "per_video": per_video, "per_class_iou": per_class,
-              "strips": strips, "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {}}
+    report = {
+        "checkpoint": str(checkpoint),
+        "model": ckpt["model_name"],
+        "step": metrics["step"],
+        "task": model.task,
+        "input_size": size,
+        "eval_params": asdict(cfg),
+        "train_params": train_params,
+        "feature_params": features,
+        "metrics": metrics,
+        "per_video": per_video,
+        "per_class_iou": per_class,
+        "strips": strips,
+        "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {},
+    }
     _write_json(out_dir / "report.json", report)
     render_report([out_dir], out_dir / "report.html")
     return metrics

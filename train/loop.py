@@ -26,8 +26,15 @@ from torch.utils.data import DataLoader
 from pipeline.labels import NUM_AVSS_CLASSES
 from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
 from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from train.data import (Augmentation, ClipDataset, ClipSource, LengthGroupedSampler, collate_clips, embedding_dim,
-                        prepare_batch)
+from train.data import (
+    Augmentation,
+    ClipDataset,
+    ClipSource,
+    LengthGroupedSampler,
+    collate_clips,
+    embedding_dim,
+    prepare_batch,
+)
 from train.models import build_model
 from train.runlog import TrainLogger
 
@@ -53,7 +60,9 @@ class TrainParams:
     weight_decay: NonNegativeFloat = 0.05
     backbone_lr_mult: NonNegativeFloat = 0.1
     poly_power: NonNegativeFloat = 0.9
-    grad_clip: NonNegativeFloat = 0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01); 0 = off
+    grad_clip: NonNegativeFloat = (
+        0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01); 0 = off
+    )
     freeze_backbone: bool = False  # keep ImageNet backbones fixed (fast CPU training); BN stays in eval mode
     augment: bool = True
     scale_range: list[PositiveFloat] = field(default_factory=lambda: [0.5, 2.0])
@@ -97,7 +106,6 @@ def init_distributed() -> DistInfo:
 
 def pick_device(info: DistInfo) -> torch.device:
     return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
 
 
 def model_config_for(cfg: TrainParams, audio_dim: int | None) -> dict[str, Any]:
@@ -154,12 +162,19 @@ class TrainState:
     def payload(self) -> dict[str, Any]:
         """The checkpoint of this state (see :mod:`train.checkpoint`)."""
         return {
-            "model_name": self.cfg.model, "model_config": self.model_config, "task": self.cfg.task,
-            "feature_params": self.feature_params, "train_params": asdict(self.cfg),
-            "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": self.step,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "model_name": self.cfg.model,
+            "model_config": self.model_config,
+            "task": self.cfg.task,
+            "feature_params": self.feature_params,
+            "train_params": asdict(self.cfg),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
         }
 
 
@@ -176,25 +191,44 @@ def setup_training(cfg: TrainParams, data_root: str, shards: list[int]) -> Train
     if cfg.freeze_backbone:
         freeze_backbone(model)
     source = ClipSource.for_inputs(model.inputs, data_root, cfg.size)
-    augmentation = (Augmentation(tuple(cfg.size), tuple(cfg.scale_range), cfg.hflip, cfg.colour_jitter)
-                    if cfg.augment else None)
+    augmentation = (
+        Augmentation(tuple(cfg.size), tuple(cfg.scale_range), cfg.hflip, cfg.colour_jitter) if cfg.augment else None
+    )
     dataset = ClipDataset(cfg.datasets, shards, cfg.split, source, augmentation, seed=cfg.seed)
     if len(dataset) == 0:
         raise RuntimeError(f"no '{cfg.split}' clips with all features in {cfg.datasets} under {data_root}")
-    sampler = LengthGroupedSampler([c.num_frames for c in dataset.clips], cfg.batch_size, seed=cfg.seed,
-                                   rank=info.rank, world_size=info.world_size,
-                                   drop_last=len(dataset) >= cfg.batch_size * info.world_size)
+    sampler = LengthGroupedSampler(
+        [c.num_frames for c in dataset.clips],
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        drop_last=len(dataset) >= cfg.batch_size * info.world_size,
+    )
     if len(sampler) == 0:
         raise RuntimeError(f"{len(dataset)} clips cannot fill one batch of {cfg.batch_size}")
-    optimizer = torch.optim.AdamW(model.parameter_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                         backbone_lr_mult=cfg.backbone_lr_mult))
+    optimizer = torch.optim.AdamW(
+        model.parameter_groups(lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_mult=cfg.backbone_lr_mult)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.max_steps, cfg.poly_power))
     train_model: nn.Module = model
     if info.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
-    return TrainState(cfg, info, device, dataset, sampler, model, train_model, model_config, optimizer, scheduler,
-                      dataset.feature_params())
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    return TrainState(
+        cfg,
+        info,
+        device,
+        dataset,
+        sampler,
+        model,
+        train_model,
+        model_config,
+        optimizer,
+        scheduler,
+        dataset.feature_params(),
+    )
 
 
 def resume_or_start(state: TrainState, run_dir: Path, resume: str | bool) -> None:
@@ -244,14 +278,29 @@ def epoch_loader(state: TrainState) -> tuple[int, DataLoader]:
     state.sampler.set_epoch(epoch)
     state.dataset.set_epoch(epoch)
     batches = list(state.sampler)[position:]
-    loader = DataLoader(state.dataset, batch_sampler=batches, collate_fn=collate_clips, num_workers=cfg.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=state.device.type == "cuda",
-                        multiprocessing_context="fork" if cfg.num_workers > 0 else None)
+    loader = DataLoader(
+        state.dataset,
+        batch_sampler=batches,
+        collate_fn=collate_clips,
+        num_workers=cfg.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        pin_memory=state.device.type == "cuda",
+        multiprocessing_context="fork" if cfg.num_workers > 0 else None,
+    )
     return epoch, loader
 
 
-def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Path, *, resume: str | bool = False,
-          progress: bool = True, log_path: str | Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainParams,
+    data_root: str,
+    shards: list[int],
+    run_dir: str | Path,
+    *,
+    resume: str | bool = False,
+    progress: bool = True,
+    log_path: str | Path | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Train ``cfg.model`` on the cached shards; write checkpoints under ``run_dir``.
 
     ``resume``: True = the latest checkpoint in ``run_dir``, a path = that checkpoint.
@@ -263,8 +312,14 @@ def train(cfg: TrainParams, data_root: str, shards: list[int], run_dir: str | Pa
     run_dir = Path(run_dir)
     state = setup_training(cfg, data_root, shards)
     resume_or_start(state, run_dir, resume)
-    logger = TrainLogger(Path(log_path) if log_path else run_dir / "log", f"train {cfg.model}", cfg.max_steps,
-                         state.step, bar=progress, enabled=state.info.is_main)
+    logger = TrainLogger(
+        Path(log_path) if log_path else run_dir / "log",
+        f"train {cfg.model}",
+        cfg.max_steps,
+        state.step,
+        bar=progress,
+        enabled=state.info.is_main,
+    )
     losses_seen: list[float] = []
     limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, state.step + stop_after)
     set_train_mode(state.model, cfg.freeze_backbone)
@@ -288,9 +343,12 @@ def _log_row(state: TrainState, epoch: int, result: dict[str, Any]) -> dict[str,
     """The scalars logged for one step (dvclive curves ``loss_*``, ``lr``, ``grad_norm``, ``epoch``). No wall
     time: the committed curves must come out the same on every run (the progress line shows the rate)."""
     grad_norm = result["grad_norm"]
-    return {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"],
-            **{f"loss_{k}": v for k, v in result["losses"].items()},
-            **({"grad_norm": grad_norm} if grad_norm is not None else {})}
+    return {
+        "epoch": epoch,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        **{f"loss_{k}": v for k, v in result["losses"].items()},
+        **({"grad_norm": grad_norm} if grad_norm is not None else {}),
+    }
 
 
 def _save_periodically(state: TrainState, run_dir: Path) -> None:

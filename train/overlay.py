@@ -10,8 +10,8 @@ here reads or writes files except :func:`write_strip_png`, which goes through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

@@ -23,8 +23,8 @@ from torch import nn
 
 from pipeline import media
 from pipeline.atomic import atomic_path
-from pipeline.params import from_section
 from pipeline.feature_record import read_record
+from pipeline.params import from_section
 from train.checkpoint import build_from_checkpoint, load_checkpoint
 from train.data import image_tensor, prepare_batch, resize_clip
 from train.evaluate import scoring_size
@@ -45,8 +45,9 @@ class Predictor:
     model_name: str
 
 
-def load_predictor(checkpoint: str | Path, size: tuple[int, int] | None = None,
-                   proposals_override: dict[str, Any] | None = None) -> Predictor:
+def load_predictor(
+    checkpoint: str | Path, size: tuple[int, int] | None = None, proposals_override: dict[str, Any] | None = None
+) -> Predictor:
     """Model + strict feature records of ``checkpoint``; ``proposals_override`` replaces recorded proposal
     settings (with a warning: the maskiges then differ from those the model was trained on)."""
     checkpoint = Path(checkpoint)
@@ -78,13 +79,17 @@ def _override_proposals(recorded: Any, override: dict[str, Any]) -> Any:
     params = from_section(type(recorded), {**dataclasses.asdict(recorded), **override}, "--proposals")
     changed = sorted(k for k in override if getattr(params, k) != getattr(recorded, k))
     if changed:
-        print(f"predict: warning: proposal settings {changed} differ from training; maskiges will differ from "
-              f"those the model learnt on", file=sys.stderr)
+        print(
+            f"predict: warning: proposal settings {changed} differ from training; maskiges will differ from "
+            f"those the model learnt on",
+            file=sys.stderr,
+        )
     return params
 
 
-def clip_features(predictor: Predictor, frames: np.ndarray, audio: np.ndarray, num_seconds: int,
-                  progress: bool = False) -> dict[str, np.ndarray]:
+def clip_features(
+    predictor: Predictor, frames: np.ndarray, audio: np.ndarray, num_seconds: int, progress: bool = False
+) -> dict[str, np.ndarray]:
     """The model's inputs for one clip, computed as the feature stages computed them: ``audio`` (embeddings
     [T,D]) or ``logmel`` [T,96,64], and ``maskige`` uint8 [T,H,W,3] for models that read maskiges."""
     from pipeline.audio.features import clip_features as audio_features
@@ -104,8 +109,9 @@ def clip_features(predictor: Predictor, frames: np.ndarray, audio: np.ndarray, n
 
 
 @torch.no_grad()
-def predict_window(predictor: Predictor, frames: np.ndarray, features: dict[str, np.ndarray],
-                   threshold: float) -> np.ndarray:
+def predict_window(
+    predictor: Predictor, frames: np.ndarray, features: dict[str, np.ndarray], threshold: float
+) -> np.ndarray:
     """Labels uint8 [T,H,W] at the frames' size for one window: frames uint8 [T,H,W,3] at the extract
     size, ``features`` from :func:`clip_features` (sliced to the window)."""
     model = predictor.model
@@ -153,9 +159,16 @@ def draw_overlay(frames: np.ndarray, labels: np.ndarray, binary: bool) -> np.nda
     return np.stack([draw_mask(frame, label, binary) for frame, label in zip(frames, labels)])
 
 
-def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path, threshold: float = 0.5,
-                  window: int = 5, size: tuple[int, int] | None = None,
-                  proposals_override: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+def predict_video(
+    video: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    threshold: float = 0.5,
+    window: int = 5,
+    size: tuple[int, int] | None = None,
+    proposals_override: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Write ``out_dir/overlay.mp4`` (one frame per second, the video's aspect ratio), ``out_dir/masks/
     second_XXXX.png`` (the video's resolution; binary 0/255 or class ids) and ``out_dir/prediction.json``.
     The video is decoded ``window`` seconds at a time (memory holds one window, whatever the length);
@@ -179,8 +192,9 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path
 
     def overlay_chunks():
         for clip, display in _windows(video, info, num_seconds, predictor, window, shown):
-            labels = np.concatenate([_predict_clip(predictor, part, threshold, record)
-                                     for part in _model_windows(clip, window)])
+            labels = np.concatenate(
+                [_predict_clip(predictor, part, threshold, record) for part in _model_windows(clip, window)]
+            )
             full = _resize_labels(labels, (info.height, info.width))
             write_masks(full, out_dir, clip.start, binary)
             record["foreground_fraction_per_second"] += [round(float((f > 0).mean()), 4) for f in full]
@@ -189,8 +203,14 @@ def predict_video(video: str | Path, checkpoint: str | Path, out_dir: str | Path
 
     media.encode_video(out_dir / "overlay.mp4", overlay_chunks(), fps=1)
     bar.close()
-    summary = {"video": str(video), "checkpoint": str(checkpoint), "model": predictor.model_name,
-               "seconds": num_seconds, "model_size": list(predictor.model_size), **record}
+    summary = {
+        "video": str(video),
+        "checkpoint": str(checkpoint),
+        "model": predictor.model_name,
+        "seconds": num_seconds,
+        "model_size": list(predictor.model_size),
+        **record,
+    }
     with atomic_path(out_dir / "prediction.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
@@ -201,22 +221,35 @@ def _windows(video: Path, info: Any, num_seconds: int, predictor: Predictor, win
     (a whole number of model windows of ``window`` seconds, about a minute) at a time."""
     extract = predictor.features["extract"]
     decode = window * max(1, DECODE_SECONDS // window)
-    model_side = media.iter_clip_windows(video, num_seconds, tuple(extract.frame_size), window_seconds=decode,
-                                         info=info, resize_filter=extract.resize_filter,
-                                         missing_audio=extract.missing_audio)
-    display_side = media.iter_clip_windows(video, num_seconds, shown, window_seconds=decode, info=info,
-                                           with_audio=False)
+    model_side = media.iter_clip_windows(
+        video,
+        num_seconds,
+        tuple(extract.frame_size),
+        window_seconds=decode,
+        info=info,
+        resize_filter=extract.resize_filter,
+        missing_audio=extract.missing_audio,
+    )
+    display_side = media.iter_clip_windows(
+        video, num_seconds, shown, window_seconds=decode, info=info, with_audio=False
+    )
     return zip(model_side, display_side)
 
 
 def _model_windows(clip: Any, window: int):
     """Split a decoded window into the clips the model is called on (``window`` seconds each)."""
     for offset in range(0, clip.frames.shape[0], window):
-        frames = clip.frames[offset:offset + window]
-        audio = clip.audio[offset * media.AUDIO_RATE:(offset + frames.shape[0]) * media.AUDIO_RATE]
+        frames = clip.frames[offset : offset + window]
+        audio = clip.audio[offset * media.AUDIO_RATE : (offset + frames.shape[0]) * media.AUDIO_RATE]
         real = min(max(0, clip.audio_samples - offset * media.AUDIO_RATE), audio.size)
-        yield dataclasses.replace(clip, start=clip.start + offset, frames=frames, audio=audio, audio_samples=real,
-                                  frame_indices=clip.frame_indices[offset:offset + window])
+        yield dataclasses.replace(
+            clip,
+            start=clip.start + offset,
+            frames=frames,
+            audio=audio,
+            audio_samples=real,
+            frame_indices=clip.frame_indices[offset : offset + window],
+        )
 
 
 def _predict_clip(predictor: Predictor, clip: Any, threshold: float, record: dict[str, list]) -> np.ndarray:
@@ -224,8 +257,9 @@ def _predict_clip(predictor: Predictor, clip: Any, threshold: float, record: dic
     from pipeline.extraction import apply_short_audio
 
     seconds = clip.frames.shape[0]
-    audio, warning = apply_short_audio(clip.audio, clip.audio_samples, seconds,
-                                       predictor.features["extract"].short_audio)
+    audio, warning = apply_short_audio(
+        clip.audio, clip.audio_samples, seconds, predictor.features["extract"].short_audio
+    )
     if warning:
         record["warnings"].append(f"seconds {clip.start}-{clip.start + seconds}: {warning}")
     features = clip_features(predictor, clip.frames, audio, seconds)

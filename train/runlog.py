@@ -15,8 +15,9 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -33,8 +34,17 @@ class ProgressLine:
     """Prints ``desc: done/total (pct) | extras | rate | elapsed | ETA`` at most every ``every_s``
     seconds or every ``every_n`` items, whichever comes first, and always for the last item."""
 
-    def __init__(self, desc: str, total: int, unit: str, *, initial: int = 0, every_n: int | None = None,
-                 every_s: float = 30.0, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        desc: str,
+        total: int,
+        unit: str,
+        *,
+        initial: int = 0,
+        every_n: int | None = None,
+        every_s: float = 30.0,
+        stream: TextIO | None = None,
+    ) -> None:
         self.desc, self.total, self.unit, self.done = desc, total, unit, initial
         self.every_n, self.every_s = every_n, every_s
         self.stream = stream or sys.stderr
@@ -44,8 +54,11 @@ class ProgressLine:
     def update(self, n: int = 1, **extras: Any) -> None:
         self.done += n
         now = time.monotonic()
-        due = (now - self.last >= self.every_s or self.done >= self.total
-               or (self.every_n is not None and self.done % self.every_n == 0))
+        due = (
+            now - self.last >= self.every_s
+            or self.done >= self.total
+            or (self.every_n is not None and self.done % self.every_n == 0)
+        )
         if due:
             self.last = now
             self.stream.write(self.format(now - self.start, extras) + "\n")
@@ -56,13 +69,17 @@ class ProgressLine:
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         parts = [f"{self.desc}: {self.done}/{self.total} {self.unit}s ({100 * self.done / max(self.total, 1):.0f}%)"]
         parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in extras.items()]
-        parts += [f"{rate:.2f} {self.unit}/s" if math.isfinite(rate) else f"? {self.unit}/s",
-                  f"elapsed {_duration(elapsed)}", f"ETA {_duration(eta)}"]
+        parts += [
+            f"{rate:.2f} {self.unit}/s" if math.isfinite(rate) else f"? {self.unit}/s",
+            f"elapsed {_duration(elapsed)}",
+            f"ETA {_duration(eta)}",
+        ]
         return " | ".join(parts)
 
 
-def track(items: Iterable[T], total: int, desc: str, *, bar: bool, unit: str = "video",
-          every_s: float = 30.0) -> Iterator[T]:
+def track(
+    items: Iterable[T], total: int, desc: str, *, bar: bool, unit: str = "video", every_s: float = 30.0
+) -> Iterator[T]:
     """Iterate ``items`` with a tqdm bar when ``bar``, else with :class:`ProgressLine` lines."""
     if bar:
         from tqdm.auto import tqdm
@@ -82,8 +99,18 @@ class TrainLogger:
     that step (logged by the interrupted run after its last checkpoint) are dropped, so a resumed
     run's curves equal an uninterrupted run's. ``enabled`` False (non-main DDP ranks): silent."""
 
-    def __init__(self, log_dir: Path, desc: str, max_steps: int, resume_step: int = 0, *, bar: bool = True,
-                 enabled: bool = True, every_n: int = 50, every_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        desc: str,
+        max_steps: int,
+        resume_step: int = 0,
+        *,
+        bar: bool = True,
+        enabled: bool = True,
+        every_n: int = 50,
+        every_s: float = 60.0,
+    ) -> None:
         self.enabled, self.live, self.bar, self.line = enabled, None, None, None
         if not enabled:
             return
@@ -154,8 +181,11 @@ def read_curves(log_dir: Path, max_points: int = 1000, last_step: int | None = N
             rows = list(csv.DictReader(fh, delimiter="\t"))
         name = tsv.relative_to(folder).with_suffix("").as_posix()
         value_key = Path(name).name
-        points = [[float(r["step"]), float(r[value_key])] for r in rows if r.get(value_key) not in (None, "")
-                  and (last_step is None or int(r["step"]) <= last_step)]
+        points = [
+            [float(r["step"]), float(r[value_key])]
+            for r in rows
+            if r.get(value_key) not in (None, "") and (last_step is None or int(r["step"]) <= last_step)
+        ]
         k = max(1, math.ceil(len(points) / max_points))
         thinned = points[::k]
         if points and thinned[-1] != points[-1]:

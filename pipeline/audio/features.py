@@ -15,8 +15,6 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.audio.encoders import AudioEncoder, AudioEncoderError, build_encoder, list_encoders
-from pipeline.feature_record import feature_params
-from pipeline.params import PositiveInt
 from pipeline.audio.logmel import (
     MIN_SAMPLES_FOR_ONE_EXAMPLE,
     VGGISH_LOG_OFFSET,
@@ -26,6 +24,8 @@ from pipeline.audio.logmel import (
     mel_examples,
     num_examples,
 )
+from pipeline.feature_record import feature_params
+from pipeline.params import PositiveInt
 
 
 @feature_params("audio")

@@ -11,7 +11,7 @@ batch of clips of equal length costs one FFT call.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def hertz_to_htk_mel(hertz: np.ndarray | float) -> np.ndarray:
     return _HTK_MEL_FACTOR * np.log1p(np.asarray(hertz, dtype=np.float64) / _HTK_MEL_BREAK_HZ)
 
 
-@lru_cache(maxsize=None)
+@cache
 def periodic_hann(length: int = WINDOW_SAMPLES) -> np.ndarray:
     """Periodic Hann window [length] float64 (the DFT-even variant, not numpy's symmetric one)."""
     n = np.arange(length, dtype=np.float64)
@@ -48,7 +48,7 @@ def periodic_hann(length: int = WINDOW_SAMPLES) -> np.ndarray:
     return window
 
 
-@lru_cache(maxsize=None)
+@cache
 def mel_weight_matrix(
     num_bands: int = NUM_MEL_BANDS,
     num_bins: int = NUM_BINS,
@@ -99,9 +99,7 @@ def mel_spectrogram(waveforms: np.ndarray) -> np.ndarray:
     """
     waveforms = np.asarray(waveforms, dtype=np.float64)
     if waveforms.shape[-1] < WINDOW_SAMPLES:
-        raise ValueError(
-            f"a clip needs at least {WINDOW_SAMPLES} samples for one frame, got {waveforms.shape[-1]}"
-        )
+        raise ValueError(f"a clip needs at least {WINDOW_SAMPLES} samples for one frame, got {waveforms.shape[-1]}")
     # [..., F, 400] view of the waveform; the window multiply makes the one copy.
     frames = np.lib.stride_tricks.sliding_window_view(waveforms, WINDOW_SAMPLES, axis=-1)
     frames = frames[..., ::HOP_SAMPLES, :] * periodic_hann()

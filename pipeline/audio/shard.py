@@ -79,8 +79,9 @@ def read_clip(reader: ShardReader, video_id: str, num_seconds: int) -> ClipJob:
     return ClipJob(video_id, audio, num_seconds, str(source))
 
 
-def plan_chunks(reader: ShardReader, seconds_per_chunk: int, failures: FailureLog,
-                source: str) -> list[list[tuple[str, int]]]:
+def plan_chunks(
+    reader: ShardReader, seconds_per_chunk: int, failures: FailureLog, source: str
+) -> list[list[tuple[str, int]]]:
     """Group (video_id, T) into chunks of at most ``seconds_per_chunk`` seconds (at least one video each)."""
     plan: list[list[tuple[str, int]]] = []
     seconds = 0
@@ -98,8 +99,9 @@ def plan_chunks(reader: ShardReader, seconds_per_chunk: int, failures: FailureLo
     return plan
 
 
-def _read_chunks(reader: ShardReader, plan: list[list[tuple[str, int]]], failures: FailureLog,
-                 source: str) -> Iterator[list[ClipJob]]:
+def _read_chunks(
+    reader: ShardReader, plan: list[list[tuple[str, int]]], failures: FailureLog, source: str
+) -> Iterator[list[ClipJob]]:
     """Read each planned chunk's audio when the parallel map asks for it (memory stays flat)."""
     for planned in plan:
         chunk = []
@@ -111,8 +113,9 @@ def _read_chunks(reader: ShardReader, plan: list[list[tuple[str, int]]], failure
         yield chunk
 
 
-def compute_audio_shard(in_path: Path, out_path: Path, params: AudioParams, dask_cfg: DaskParams,
-                        progress: bool = True) -> FailureLog:
+def compute_audio_shard(
+    in_path: Path, out_path: Path, params: AudioParams, dask_cfg: DaskParams, progress: bool = True
+) -> FailureLog:
     """Write the audio shard ``out_path`` for extraction shard ``in_path``; returns the failures.
 
     The encoder is built here first (a missing checkpoint stops the stage with its message before
@@ -126,7 +129,9 @@ def compute_audio_shard(in_path: Path, out_path: Path, params: AudioParams, dask
     with ShardReader(in_path) as reader:
         source_attrs = reader.file_attrs()
         if source_attrs.get("kind", SOURCE_KIND) != SOURCE_KIND:
-            raise ShardError(f"{in_path}: expected an extraction shard (kind 'extract'), got kind {source_attrs['kind']!r}")
+            raise ShardError(
+                f"{in_path}: expected an extraction shard (kind 'extract'), got kind {source_attrs['kind']!r}"
+            )
         file_attrs = {
             **encoder.provenance,
             "dataset": source_attrs.get("dataset", ""),
@@ -138,8 +143,9 @@ def compute_audio_shard(in_path: Path, out_path: Path, params: AudioParams, dask
         with ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer:
             plan = plan_chunks(reader, params.batch_seconds, failures, source)
             chunks = _read_chunks(reader, plan, failures, source)
-            for chunk, outcome in map_ordered(work, chunks, dask_cfg=dask_cfg, desc=f"audio {out_path.stem}",
-                                              total=len(plan), progress=progress):
+            for chunk, outcome in map_ordered(
+                work, chunks, dask_cfg=dask_cfg, desc=f"audio {out_path.stem}", total=len(plan), progress=progress
+            ):
                 if outcome.ok:
                     results = outcome.value
                 else:
@@ -154,8 +160,13 @@ def compute_audio_shard(in_path: Path, out_path: Path, params: AudioParams, dask
                 for job, result in zip(chunk, results):
                     if result is None:
                         continue
-                    attrs = {"num_seconds": job.num_seconds, "num_examples": int(result["num_examples"]),
-                             "audio_source": job.audio_source, "params_hash": digest}
-                    writer.write_video(job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]},
-                                       attrs)
+                    attrs = {
+                        "num_seconds": job.num_seconds,
+                        "num_examples": int(result["num_examples"]),
+                        "audio_source": job.audio_source,
+                        "params_hash": digest,
+                    }
+                    writer.write_video(
+                        job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]}, attrs
+                    )
     return failures

@@ -19,10 +19,10 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -36,8 +36,22 @@ from pipeline.demo.sound import class_sound, synth_audio, wav_bytes
 from pipeline.labels import voc_palette
 from pipeline.media import AUDIO_RATE, encode_video
 
-__all__ = ["CLASSES", "FLAVOURS", "FPS", "KEY_FRAMES", "SECONDS", "SPLITS", "DemoConfig", "VideoPlan",
-           "build_scene", "class_sound", "generate_demo", "plan_videos", "render_video", "synth_audio"]
+__all__ = [
+    "CLASSES",
+    "FLAVOURS",
+    "FPS",
+    "KEY_FRAMES",
+    "SECONDS",
+    "SPLITS",
+    "DemoConfig",
+    "VideoPlan",
+    "build_scene",
+    "class_sound",
+    "generate_demo",
+    "plan_videos",
+    "render_video",
+    "synth_audio",
+]
 
 VIDEO_CRF = 23  # x264's default quality: flat synthetic content stays clean, ~20% less CPU than 18
 JPEG_QUALITY = 90
@@ -80,11 +94,17 @@ def _make_video(root: Path, config: DemoConfig, plan: VideoPlan) -> dict:
             _write_image(root / files.semantic[i], class_ids)
     sounding = [sorted(CLASSES[o.class_id].name for o in scene.objects if o.sounding[s]) for s in range(SECONDS)]
     return {
-        "split": plan.split, "category": plan.category, "video": files.video.as_posix(),
-        "frames": [p.as_posix() for p in files.frames], "audio": files.audio.as_posix(),
-        "labelled_seconds": [s for s, _ in files.labels], "labels": [p.as_posix() for _, p in files.labels],
-        "objects": [{"class": CLASSES[o.class_id].name, "class_id": o.class_id, "draw_order": k,
-                     "sounding": list(o.sounding)} for k, o in enumerate(scene.objects)],
+        "split": plan.split,
+        "category": plan.category,
+        "video": files.video.as_posix(),
+        "frames": [p.as_posix() for p in files.frames],
+        "audio": files.audio.as_posix(),
+        "labelled_seconds": [s for s, _ in files.labels],
+        "labels": [p.as_posix() for _, p in files.labels],
+        "objects": [
+            {"class": CLASSES[o.class_id].name, "class_id": o.class_id, "draw_order": k, "sounding": list(o.sounding)}
+            for k, o in enumerate(scene.objects)
+        ],
         "sounding_classes": sounding,
         "files": [p.as_posix() for p in files.all()],
     }
@@ -98,8 +118,9 @@ def _read_stamp(root: Path, flavour: str) -> dict:
         return {"names": [], "files": []}
 
 
-def _write_meta(root: Path, flavour: str, plans: list[VideoPlan], truth: dict, owned: set[str],
-                num_classes: int) -> list[str]:
+def _write_meta(
+    root: Path, flavour: str, plans: list[VideoPlan], truth: dict, owned: set[str], num_classes: int
+) -> list[str]:
     """Write the flavour's meta CSV: the generator's rows, then every row it does not own (a
     user's additions) unchanged. Returns the files written (relative to ``root``)."""
     tree = Path(ROOTS[flavour])
@@ -109,8 +130,10 @@ def _write_meta(root: Path, flavour: str, plans: list[VideoPlan], truth: dict, o
     if (root / meta).is_file():
         with open(root / meta, newline="", encoding="utf-8-sig") as fh:
             kept = [r for r in csv.DictReader(fh) if r.get(key) not in owned]
-    ours = [dict(zip(header, meta_row(p, sorted({c for sec in truth[p.name]["sounding_classes"] for c in sec}))))
-            for p in plans]
+    ours = [
+        dict(zip(header, meta_row(p, sorted({c for sec in truth[p.name]["sounding_classes"] for c in sec}))))
+        for p in plans
+    ]
     write_csv(root / meta, [*ours, *kept], header)
     written = [meta.as_posix()]
     if flavour == "avss":
@@ -147,11 +170,27 @@ def _remove_legacy(out_dir: Path) -> None:
 
 
 def _summary(config: DemoConfig, flavours: tuple[str, ...]) -> dict:
-    return {"config": asdict(config), "flavours": list(flavours), "counts": {f: config.counts(f) for f in flavours},
-            "classes": [{"id": c, "name": CLASSES[c].name, "shape": CLASSES[c].shape, "colour": list(CLASSES[c].colour),
-                         "f0_hz": CLASSES[c].f0, "pulse_hz": CLASSES[c].pulse_hz} for c in range(config.num_classes)],
-            "fps": FPS, "seconds": SECONDS, "audio_rate": AUDIO_RATE, "key_frames": list(KEY_FRAMES),
-            "trees": {f: ROOTS[f] for f in flavours}}
+    return {
+        "config": asdict(config),
+        "flavours": list(flavours),
+        "counts": {f: config.counts(f) for f in flavours},
+        "classes": [
+            {
+                "id": c,
+                "name": CLASSES[c].name,
+                "shape": CLASSES[c].shape,
+                "colour": list(CLASSES[c].colour),
+                "f0_hz": CLASSES[c].f0,
+                "pulse_hz": CLASSES[c].pulse_hz,
+            }
+            for c in range(config.num_classes)
+        ],
+        "fps": FPS,
+        "seconds": SECONDS,
+        "audio_rate": AUDIO_RATE,
+        "key_frames": list(KEY_FRAMES),
+        "trees": {f: ROOTS[f] for f in flavours},
+    }
 
 
 def _finish_tree(out_dir: Path, flavour: str, plans: list[VideoPlan], truth: dict, num_classes: int) -> None:
@@ -165,8 +204,9 @@ def _finish_tree(out_dir: Path, flavour: str, plans: list[VideoPlan], truth: dic
     write_bytes(out_dir / ROOTS[flavour] / STAMP, json.dumps(stamp, indent=1, sort_keys=True).encode())
 
 
-def generate_demo(out_dir: str | Path, config: DemoConfig, flavours: Iterable[str] = FLAVOURS,
-                  progress: bool = True, workers: int = 1) -> dict:
+def generate_demo(
+    out_dir: str | Path, config: DemoConfig, flavours: Iterable[str] = FLAVOURS, progress: bool = True, workers: int = 1
+) -> dict:
     """Write the demo release trees under ``out_dir`` and return a summary.
 
     Every file is written atomically; ``{tree}/.demo_files.json`` is written last, so a crash
@@ -195,8 +235,14 @@ def generate_demo(out_dir: str | Path, config: DemoConfig, flavours: Iterable[st
     for fl in flavours:
         _finish_tree(out_dir, fl, plans[fl], truth[fl], config.num_classes)
     write_bytes(out_dir / "demo_truth.json", json.dumps(truth, indent=1, sort_keys=True).encode())
-    write_bytes(out_dir / "demo_summary.json", json.dumps(_summary(config, flavours), indent=1, sort_keys=True).encode())
+    write_bytes(
+        out_dir / "demo_summary.json", json.dumps(_summary(config, flavours), indent=1, sort_keys=True).encode()
+    )
     num_labels = sum(len(v["labelled_seconds"]) for fl in truth.values() for v in fl.values())
-    return {"counts": {fl: config.counts(fl) for fl in flavours}, "num_videos": len(jobs),
-            "num_label_images": num_labels, "out_dir": str(out_dir),
-            "elapsed_s": round(time.perf_counter() - start, 2)}
+    return {
+        "counts": {fl: config.counts(fl) for fl in flavours},
+        "num_videos": len(jobs),
+        "num_label_images": num_labels,
+        "out_dir": str(out_dir),
+        "elapsed_s": round(time.perf_counter() - start, 2),
+    }

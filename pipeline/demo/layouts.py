@@ -72,19 +72,26 @@ def video_files(plan: VideoPlan) -> VideoFiles:
             video=base / "raw_videos" / split / cat / f"{name}.mp4",
             frames=[base / "visual_frames" / split / cat / name / f"{name}_{k + 1}.png" for k in range(SECONDS)],
             audio=base / "audio_wav" / split / cat / f"{name}.wav",
-            labels=[(s, base / "gt_masks" / split / cat / name / f"{name}_{s + 1}.png") for s in secs], semantic=[])
+            labels=[(s, base / "gt_masks" / split / cat / name / f"{name}_{s + 1}.png") for s in secs],
+            semantic=[],
+        )
     if plan.flavour == "ms3":
         base = Path(ROOTS["ms3"]) / "ms3_data"
         return VideoFiles(
             video=base / "raw_videos" / f"{name}.mp4",
             frames=[base / "visual_frames" / name / f"{name}.mp4_{k + 1}.png" for k in range(SECONDS)],
             audio=base / "audio_wav" / split / f"{name}.wav",
-            labels=[(s, base / "gt_masks" / split / name / f"{name}_{s + 1}.png") for s in secs], semantic=[])
+            labels=[(s, base / "gt_masks" / split / name / f"{name}_{s + 1}.png") for s in secs],
+            semantic=[],
+        )
     folder = Path(ROOTS["avss"]) / cat / name
     return VideoFiles(
-        video=folder / "raw_video.mp4", frames=[folder / "frames" / f"{k}.jpg" for k in range(SECONDS)],
-        audio=folder / "audio.wav", labels=[(s, folder / "labels_rgb" / f"{s}.png") for s in secs],
-        semantic=[folder / "labels_semantic" / f"{s}.png" for s in secs])
+        video=folder / "raw_video.mp4",
+        frames=[folder / "frames" / f"{k}.jpg" for k in range(SECONDS)],
+        audio=folder / "audio.wav",
+        labels=[(s, folder / "labels_rgb" / f"{s}.png") for s in secs],
+        semantic=[folder / "labels_semantic" / f"{s}.png" for s in secs],
+    )
 
 
 def meta_row(plan: VideoPlan, sounding_names: list[str]) -> list:

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.demo.scene import (CLASSES, MAX_CLASSES, MIN_CLASSES, SECONDS, Scene, background_image,
-                                 place_objects)
+from pipeline.demo.scene import CLASSES, MAX_CLASSES, MIN_CLASSES, SECONDS, Scene, background_image, place_objects
 
 FLAVOURS = ("s4", "ms3", "avss")
 SPLITS = ("train", "val", "test")
@@ -39,8 +38,9 @@ class DemoConfig:
         if len(self.frame_size) != 2 or min(self.frame_size) < 32 or any(v % 2 for v in self.frame_size):
             raise ValueError(f"DemoConfig.frame_size must be (H, W), both even and >= 32; got {self.frame_size}")
         if not MIN_CLASSES <= int(self.num_classes) <= MAX_CLASSES:
-            raise ValueError(f"DemoConfig.num_classes must be in [{MIN_CLASSES}, {MAX_CLASSES}]; "
-                             f"got {self.num_classes}")
+            raise ValueError(
+                f"DemoConfig.num_classes must be in [{MIN_CLASSES}, {MAX_CLASSES}]; got {self.num_classes}"
+            )
         for name in ("s4_videos", "ms3_videos", "avss_videos"):
             counts = tuple(int(v) for v in getattr(self, name))
             if len(counts) != 3 or min(counts) < 0:
@@ -134,8 +134,9 @@ def plan_videos(config: DemoConfig, flavour: str) -> list[VideoPlan]:
                 else:
                     classes, sounding = _multi_source(rng, config.num_classes)
                 name, category = f"demo_avss_{label}_{split}_{i:04d}", label
-            plans.append(VideoPlan(flavour, split, i, name, category, classes, sounding,
-                                   seed=(config.seed, fcode, scode, i + 1)))
+            plans.append(
+                VideoPlan(flavour, split, i, name, category, classes, sounding, seed=(config.seed, fcode, scode, i + 1))
+            )
     return plans
 
 

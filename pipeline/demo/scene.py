@@ -43,8 +43,7 @@ class DemoClass:
 
 CLASSES: tuple[DemoClass, ...] = (
     DemoClass("red_circle", "circle", (220, 40, 40), 231.0, ((1, 1.0),), pulse_hz=2.0),
-    DemoClass("blue_square", "square", (40, 80, 230), 1732.0, ((1, 1.0), (2, 0.5), (3, 0.33), (4, 0.25)),
-              pulse_hz=6.0),
+    DemoClass("blue_square", "square", (40, 80, 230), 1732.0, ((1, 1.0), (2, 0.5), (3, 0.33), (4, 0.25)), pulse_hz=6.0),
     DemoClass("green_triangle", "triangle", (40, 180, 60), 1152.0, ((1, 1.0), (3, 0.45)), pulse_hz=4.0),
     DemoClass("yellow_star", "star", (235, 215, 40), 2592.0, ((1, 1.0), (2, 0.4)), pulse_hz=8.0),
     DemoClass("magenta_diamond", "diamond", (215, 50, 200), 393.0, ((1, 1.0),), pulse_hz=3.0, noise_band=0.03),
@@ -75,8 +74,10 @@ class SceneObject:
     sounding: tuple[bool, ...]  # per second
 
     def centre(self, t: float) -> tuple[float, float]:
-        return (self.home[0] + self.amp[0] * math.sin(2 * math.pi * self.freq[0] * t + self.phase[0]),
-                self.home[1] + self.amp[1] * math.sin(2 * math.pi * self.freq[1] * t + self.phase[1]))
+        return (
+            self.home[0] + self.amp[0] * math.sin(2 * math.pi * self.freq[0] * t + self.phase[0]),
+            self.home[1] + self.amp[1] * math.sin(2 * math.pi * self.freq[1] * t + self.phase[1]),
+        )
 
     def angle(self, t: float) -> float:
         return self.angle0 + self.spin * t
@@ -153,15 +154,17 @@ def background_image(rng: np.random.Generator, height: int, width: int) -> np.nd
     for _ in range(2):
         period = rng.uniform(35, 110) * scale
         direction = rng.uniform(0, 2 * math.pi)
-        wave = np.sin(2 * math.pi * (xx * math.cos(direction) + yy * math.sin(direction)) / period
-                      + rng.uniform(0, 2 * math.pi))
+        wave = np.sin(
+            2 * math.pi * (xx * math.cos(direction) + yy * math.sin(direction)) / period + rng.uniform(0, 2 * math.pi)
+        )
         tint = rng.uniform(6, 14) * (1 + rng.uniform(-0.3, 0.3, 3))
         img += wave[..., None] * tint[None, None, :]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def place_objects(rng: np.random.Generator, class_ids: list[int], sounding: np.ndarray,
-                   height: int, width: int) -> list[SceneObject]:
+def place_objects(
+    rng: np.random.Generator, class_ids: list[int], sounding: np.ndarray, height: int, width: int
+) -> list[SceneObject]:
     """Objects of the given classes at well-separated home positions, in random drawing order.
 
     ``sounding`` is bool [n_objects, SECONDS]. Size, colour, motion and drawing order are drawn
@@ -186,14 +189,23 @@ def place_objects(rng: np.random.Generator, class_ids: list[int], sounding: np.n
     for k, (cid, r, home) in enumerate(zip(class_ids, radii, homes)):
         base_colour = np.array(CLASSES[cid].colour, np.float64)
         colour = tuple(int(v) for v in np.clip(base_colour + rng.uniform(-18, 18, 3), 0, 255))
-        objects.append(SceneObject(
-            class_id=int(cid), radius=float(r), colour=colour, home=(float(home[0]), float(home[1])),
-            amp=(float(rng.uniform(0.1, 0.35) * r), float(rng.uniform(0.1, 0.35) * r)),
-            freq=(float(rng.uniform(0.08, 0.3)), float(rng.uniform(0.08, 0.3))),
-            phase=(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi))),
-            angle0=float(rng.uniform(0, 2 * math.pi)), spin=float(rng.uniform(-0.35, 0.35)),
-            gain=float(rng.uniform(0.75, 1.0)), pitch=float(rng.uniform(0.985, 1.015)),
-            pulse_phase=float(rng.uniform(0, 1)), sounding=tuple(bool(b) for b in sounding[k])))
+        objects.append(
+            SceneObject(
+                class_id=int(cid),
+                radius=float(r),
+                colour=colour,
+                home=(float(home[0]), float(home[1])),
+                amp=(float(rng.uniform(0.1, 0.35) * r), float(rng.uniform(0.1, 0.35) * r)),
+                freq=(float(rng.uniform(0.08, 0.3)), float(rng.uniform(0.08, 0.3))),
+                phase=(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi))),
+                angle0=float(rng.uniform(0, 2 * math.pi)),
+                spin=float(rng.uniform(-0.35, 0.35)),
+                gain=float(rng.uniform(0.75, 1.0)),
+                pitch=float(rng.uniform(0.985, 1.015)),
+                pulse_phase=float(rng.uniform(0, 1)),
+                sounding=tuple(bool(b) for b in sounding[k]),
+            )
+        )
     order = rng.permutation(len(objects))
     return [objects[i] for i in order]
 

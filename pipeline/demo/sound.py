@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import math
 import wave
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -14,8 +14,14 @@ from pipeline.demo.scene import CLASSES, SECONDS, DemoClass, Scene
 from pipeline.media import AUDIO_RATE
 
 
-def class_sound(cls: DemoClass, rng: np.random.Generator, pitch: float = 1.0, pulse_phase: float = 0.0,
-                rate: int = AUDIO_RATE, seconds: int = SECONDS) -> np.ndarray:
+def class_sound(
+    cls: DemoClass,
+    rng: np.random.Generator,
+    pitch: float = 1.0,
+    pulse_phase: float = 0.0,
+    rate: int = AUDIO_RATE,
+    seconds: int = SECONDS,
+) -> np.ndarray:
     """float64 [seconds*rate], RMS 1 (before the rhythm envelope): the class's own sound."""
     n = seconds * rate
     t = np.arange(n) / rate

@@ -1,7 +1,9 @@
 """Class-agnostic proposals (MobileSAM / SAM / Semantic-SAM backends) and COMBO's maskige encoding."""
+
 from __future__ import annotations
 
 from pipeline.proposals.backends import Proposals, build_backend, list_backends, register_backend
+from pipeline.proposals.cache import ProposalCache, VideoProposals, cached_propose_video, propose_video
 from pipeline.proposals.config import PRESETS, ProposalParams
 from pipeline.proposals.generator import FastMaskGenerator, GeneratorSettings
 from pipeline.proposals.maskige import (
@@ -12,11 +14,24 @@ from pipeline.proposals.maskige import (
     exclusive_masks,
     label_map,
 )
-from pipeline.proposals.cache import ProposalCache, VideoProposals, cached_propose_video, propose_video
 
 __all__ = [
-    "MAX_LABELS", "PRESETS", "FastMaskGenerator", "GeneratorSettings", "ProposalCache", "ProposalParams",
-    "Proposals", "VideoProposals", "apply_colour_matrix", "build_backend", "cached_propose_video",
-    "colour_matrix", "encode_maskige", "exclusive_masks", "label_map", "list_backends", "propose_video",
+    "MAX_LABELS",
+    "PRESETS",
+    "FastMaskGenerator",
+    "GeneratorSettings",
+    "ProposalCache",
+    "ProposalParams",
+    "Proposals",
+    "VideoProposals",
+    "apply_colour_matrix",
+    "build_backend",
+    "cached_propose_video",
+    "colour_matrix",
+    "encode_maskige",
+    "exclusive_masks",
+    "label_map",
+    "list_backends",
+    "propose_video",
     "register_backend",
 ]

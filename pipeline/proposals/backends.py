@@ -10,13 +10,17 @@ Every backend turns one RGB frame uint8 [H,W,3] into :class:`Proposals`: K boole
   and its automatic mask generator (level [3], COMBO's settings), both ported to pure PyTorch in
   ``pipeline.proposals.semantic_sam`` (equal to the official code; see docs/semantic_sam.md).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from pipeline.hashing import file_sha256
+from pipeline.params import params_hash
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.generator import FastMaskGenerator
 from pipeline.proposals.maskige import nearest_resize
@@ -25,9 +29,7 @@ from pipeline.proposals.sam_models import (
     build_mobile_sam,
     build_sam,
     bundled_mobile_sam_checkpoint,
-    file_sha256,
 )
-from pipeline.params import params_hash
 from pipeline.registry import Registry
 
 SEMANTIC_SAM_CHECKPOINT = (
@@ -52,8 +54,8 @@ class Proposals:
 
 class ProposalBackend(Protocol):
     name: str
-    checkpoint: str            # path actually loaded ("" when the model has none)
-    checkpoint_sha256: str     # "" when the model has no file
+    checkpoint: str  # path actually loaded ("" when the model has none)
+    checkpoint_sha256: str  # "" when the model has no file
 
     def propose(self, frame: np.ndarray) -> Proposals: ...
 

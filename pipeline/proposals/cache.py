@@ -5,6 +5,7 @@ setting, the maskige encoding). The cache key hashes exactly those, so a rerun o
 (e.g. after one video was added to the manifest) reuses every video already done and can never
 serve a result computed with other frames, weights or settings.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -99,12 +100,14 @@ class ProposalCache:
 
     def put(self, key: str, result: VideoProposals) -> None:
         with atomic_path(self.path(key), suffix=".npz") as tmp:  # savez adds .npz to names without it
-            np.savez_compressed(tmp, key=np.array(key), maskige=result.maskige,
-                                mask_counts=result.mask_counts, dropped=result.dropped)
+            np.savez_compressed(
+                tmp, key=np.array(key), maskige=result.maskige, mask_counts=result.mask_counts, dropped=result.dropped
+            )
 
 
-def cached_propose_video(frames: np.ndarray, backend: ProposalBackend, settings: dict[str, Any],
-                         cache: ProposalCache | None) -> tuple[VideoProposals, bool]:
+def cached_propose_video(
+    frames: np.ndarray, backend: ProposalBackend, settings: dict[str, Any], cache: ProposalCache | None
+) -> tuple[VideoProposals, bool]:
     """(result, served_from_cache). ``settings``: ``ProposalParams.model_settings()``."""
     frames = check_frames(frames)
     if cache is None:

@@ -20,6 +20,7 @@ proposals:
   threads_per_worker: 1        # torch threads inside each dask worker
 ```
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -29,7 +30,6 @@ from pydantic import Field
 
 from pipeline.feature_record import feature_params
 from pipeline.params import PositiveInt
-
 from pipeline.proposals.generator import GENERATOR_VERSION, GeneratorSettings
 
 # Generator presets, chosen on the tuning half of benchmarks/proposal_frames.py and measured on its
@@ -53,9 +53,17 @@ PRESET_ENCODER_SIZE = {"reference": 1024, "quality": 1024, "fast": 1024, "demo":
 SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
     # COMBO's settings for Semantic-SAM's automatic mask generator. The decoder's self-attention spans
     # all prompts of a batch, so points_per_batch changes the masks: keep 200 to match COMBO.
-    "level": [3], "points_per_side": 32, "points_per_batch": 200, "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.92, "stability_score_offset": 1.0, "box_nms_thresh": 0.7,
-    "min_mask_region_area": 10, "image_short_side": None, "device": "auto", "precision": "fp32",
+    "level": [3],
+    "points_per_side": 32,
+    "points_per_batch": 200,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.92,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,
+    "min_mask_region_area": 10,
+    "image_short_side": None,
+    "device": "auto",
+    "precision": "fp32",
 }
 SEMANTIC_SAM_PRECISIONS = ("fp32", "bf16", "fp16")
 SEMANTIC_SAM_PORT_VERSION = 1  # bump when the port's masks change (part of the proposal cache key)

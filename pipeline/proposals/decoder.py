@@ -22,6 +22,7 @@ costs ~110-220 ms per prompt at a 1024 input, almost all of it memory traffic. H
 
 ``tests/pipeline/test_proposals_decoder.py`` checks every output against the released ``MaskDecoder``.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ def _head_mask(num_heads: int, dim: int, like: torch.Tensor) -> torch.Tensor:
     d = dim // num_heads
     mask = torch.zeros(num_heads, dim, dtype=like.dtype, device=like.device)
     for h in range(num_heads):
-        mask[h, h * d:(h + 1) * d] = 1
+        mask[h, h * d : (h + 1) * d] = 1
     return mask
 
 
@@ -78,8 +79,9 @@ class SharedImageDecoder(nn.Module):
       mask tokens ``which`` (multimask output: 1, 2, 3).
     """
 
-    def __init__(self, decoder: nn.Module, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                 dense_embedding: torch.Tensor) -> None:
+    def __init__(
+        self, decoder: nn.Module, image_embedding: torch.Tensor, image_pe: torch.Tensor, dense_embedding: torch.Tensor
+    ) -> None:
         super().__init__()
         self.decoder = decoder
         transformer = decoder.transformer
@@ -101,8 +103,9 @@ class SharedImageDecoder(nn.Module):
 
     # ----------------------------------------------------------------------------- attention
     @staticmethod
-    def _token_to_shared_image(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor,
-                               values: torch.Tensor) -> torch.Tensor:
+    def _token_to_shared_image(
+        attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
         """Tokens [B,T,C] attend to the shared image (keys [H,d,N], values [H,N,d]) -> [B,T,C]."""
         b, t, _ = queries.shape
         heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
@@ -112,8 +115,9 @@ class SharedImageDecoder(nn.Module):
         return attn.out_proj(out)
 
     @staticmethod
-    def _token_to_image(attn: nn.Module, queries: torch.Tensor, image: torch.Tensor,
-                        image_pos: torch.Tensor) -> torch.Tensor:
+    def _token_to_image(
+        attn: nn.Module, queries: torch.Tensor, image: torch.Tensor, image_pos: torch.Tensor
+    ) -> torch.Tensor:
         """Tokens [B,T,C] attend to per-prompt image tokens (values from ``image`` [B,N,C], keys
         from ``image_pos`` [B,N,C]) -> [B,T,C], without projecting the N image tokens."""
         heads, dim = attn.num_heads, attn.internal_dim
@@ -126,9 +130,15 @@ class SharedImageDecoder(nn.Module):
         return attn.out_proj(values)
 
     @staticmethod
-    def _image_to_token(attn: nn.Module, keys_in: torch.Tensor, values_in: torch.Tensor, residual: torch.Tensor, *,
-                        image_queries: torch.Tensor | None = None,
-                        image_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def _image_to_token(
+        attn: nn.Module,
+        keys_in: torch.Tensor,
+        values_in: torch.Tensor,
+        residual: torch.Tensor,
+        *,
+        image_queries: torch.Tensor | None = None,
+        image_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Image tokens attend to the T prompt tokens: ``residual`` ([B,N,C] or shared [N,C]) plus the
         attention output, [B,N,C] (one new tensor: the residual add rides on the GEMM).
 
@@ -157,22 +167,33 @@ class SharedImageDecoder(nn.Module):
         transformer = self.decoder.transformer
         first = transformer.layers[0]
         queries = first.norm1(first.self_attn(q=tokens, k=tokens, v=tokens))
-        queries = first.norm2(queries + self._token_to_shared_image(
-            first.cross_attn_token_to_image, queries + tokens, self.keys1, self.values1))
+        queries = first.norm2(
+            queries
+            + self._token_to_shared_image(first.cross_attn_token_to_image, queries + tokens, self.keys1, self.values1)
+        )
         queries = first.norm3(queries + first.mlp(queries))
-        image = first.norm4(self._image_to_token(first.cross_attn_image_to_token, queries + tokens, queries,
-                                                 self.image, image_queries=self.queries1))
+        image = first.norm4(
+            self._image_to_token(
+                first.cross_attn_image_to_token, queries + tokens, queries, self.image, image_queries=self.queries1
+            )
+        )
         for layer in transformer.layers[1:]:
             q = queries + tokens
             queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
             image_pos = image + self.pos
-            queries = layer.norm2(queries + self._token_to_image(
-                layer.cross_attn_token_to_image, queries + tokens, image, image_pos))
+            queries = layer.norm2(
+                queries + self._token_to_image(layer.cross_attn_token_to_image, queries + tokens, image, image_pos)
+            )
             queries = layer.norm3(queries + layer.mlp(queries))
-            image = layer.norm4(self._image_to_token(layer.cross_attn_image_to_token, queries + tokens, queries,
-                                                     image, image_pos=image_pos))
-        queries = transformer.norm_final_attn(queries + self._token_to_image(
-            transformer.final_attn_token_to_image, queries + tokens, image, image + self.pos))
+            image = layer.norm4(
+                self._image_to_token(
+                    layer.cross_attn_image_to_token, queries + tokens, queries, image, image_pos=image_pos
+                )
+            )
+        queries = transformer.norm_final_attn(
+            queries
+            + self._token_to_image(transformer.final_attn_token_to_image, queries + tokens, image, image + self.pos)
+        )
         return queries, image
 
     def iou(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ This generator returns the same masks for the points it prompts, and gets there 
    stride halves and only grid points that no kept mask covers are prompted. ``coarse_levels: 0``
    prompts the whole grid: the reference itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,22 +39,22 @@ GENERATOR_VERSION = 2  # 2: reference-exact resize/post-processing, shared decod
 class GeneratorSettings:
     """Knobs of :class:`FastMaskGenerator` (the ``proposals`` params section carries them)."""
 
-    points_per_side: int = 32          # the prompt grid (SAM's automatic generator: 32 x 32)
-    coarse_levels: int = 3             # round 1 prompts every 2^levels-th grid point per axis; each next
-                                       # round halves the stride and prompts only grid points that no
-                                       # kept mask covers yet. 0: the whole grid in one round (the reference)
-    points_per_batch: int = 2          # prompts per decoder call: [B,4096,256] tensors stay cache-sized
-                                       # (measured on a CPU: 25 s at 2, 35 s at 8, 40 s at 16 per frame)
+    points_per_side: int = 32  # the prompt grid (SAM's automatic generator: 32 x 32)
+    coarse_levels: int = 3  # round 1 prompts every 2^levels-th grid point per axis; each next
+    # round halves the stride and prompts only grid points that no
+    # kept mask covers yet. 0: the whole grid in one round (the reference)
+    points_per_batch: int = 2  # prompts per decoder call: [B,4096,256] tensors stay cache-sized
+    # (measured on a CPU: 25 s at 2, 35 s at 8, 40 s at 16 per frame)
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
-    min_mask_region_area: int = 0      # > 0: drop islands and fill holes smaller than this (pixels)
-    cover_max_area: float = 1.0        # refinement rounds skip grid points covered by a kept mask of at
-                                       # most this fraction of the frame (1.0: any kept mask covers)
-    distinct_similarity: float = 0.0   # refinement rounds still prompt a covered grid point whose image
-                                       # embedding has cosine similarity below this to all of its 8 grid
-                                       # neighbours (small distinct parts); 0: off
+    min_mask_region_area: int = 0  # > 0: drop islands and fill holes smaller than this (pixels)
+    cover_max_area: float = 1.0  # refinement rounds skip grid points covered by a kept mask of at
+    # most this fraction of the frame (1.0: any kept mask covers)
+    distinct_similarity: float = 0.0  # refinement rounds still prompt a covered grid point whose image
+    # embedding has cosine similarity below this to all of its 8 grid
+    # neighbours (small distinct parts); 0: off
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1:
@@ -77,7 +78,7 @@ def coarse_to_fine_rounds(n_per_side: int, levels: int) -> list[np.ndarray]:
     for level in range(levels, -1, -1):
         stride = 2**level
         pick = np.zeros_like(seen)
-        pick[stride // 2::stride, stride // 2::stride] = True
+        pick[stride // 2 :: stride, stride // 2 :: stride] = True
         pick &= ~seen
         seen |= pick
         rounds.append(np.flatnonzero(pick))
@@ -151,8 +152,14 @@ def frame_resize_operator(low_side: int, encoder_size: int, valid: int, out: int
     return down[:, 0, :, 0].T.contiguous().float()
 
 
-def neighbour_similarity(embedding: torch.Tensor, grid_xy: np.ndarray, valid_hw: tuple[int, int],
-                         frame_hw: tuple[int, int], encoder_size: int, n_per_side: int) -> np.ndarray:
+def neighbour_similarity(
+    embedding: torch.Tensor,
+    grid_xy: np.ndarray,
+    valid_hw: tuple[int, int],
+    frame_hw: tuple[int, int],
+    encoder_size: int,
+    n_per_side: int,
+) -> np.ndarray:
     """For each grid point (row-major [n*n,2] frame pixels (x, y)), the highest cosine similarity
     between its image-embedding token and those of its (up to 8) grid neighbours: float [n*n].
 
@@ -170,7 +177,7 @@ def neighbour_similarity(embedding: torch.Tensor, grid_xy: np.ndarray, valid_hw:
         for dx in (0, 1, 2):
             if dy == dx == 1:
                 continue
-            shifted = feats[:, dy:dy + n_per_side, dx:dx + n_per_side]
+            shifted = feats[:, dy : dy + n_per_side, dx : dx + n_per_side]
             sim = (centre * shifted).sum(0)
             valid = shifted.abs().sum(0) > 0  # border padding is no neighbour
             best = torch.where(valid, torch.maximum(best, sim), best)
@@ -217,12 +224,15 @@ class FastMaskGenerator:
         image = F.pad(image, (0, self.encoder_size - new_w, 0, self.encoder_size - new_h))
         return self.model.image_encoder(image), (new_h, new_w)
 
-    def _frame_operators(self, low_side: int, valid_hw: tuple[int, int],
-                         frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _frame_operators(
+        self, low_side: int, valid_hw: tuple[int, int], frame_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         key = (low_side, valid_hw, frame_hw)
         if key not in self._operators:
-            self._operators[key] = (frame_resize_operator(low_side, self.encoder_size, valid_hw[0], frame_hw[0]),
-                                    frame_resize_operator(low_side, self.encoder_size, valid_hw[1], frame_hw[1]))
+            self._operators[key] = (
+                frame_resize_operator(low_side, self.encoder_size, valid_hw[0], frame_hw[0]),
+                frame_resize_operator(low_side, self.encoder_size, valid_hw[1], frame_hw[1]),
+            )
         return self._operators[key]
 
     # ------------------------------------------------------------------------------ decoder
@@ -232,8 +242,9 @@ class FastMaskGenerator:
         return SharedImageDecoder(self.model.mask_decoder, embedding, prompt_encoder.get_dense_pe(), dense)
 
     @torch.inference_mode()
-    def _decode(self, decoder: SharedImageDecoder, points_xy: np.ndarray, valid_hw: tuple[int, int],
-                frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _decode(
+        self, decoder: SharedImageDecoder, points_xy: np.ndarray, valid_hw: tuple[int, int], frame_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Binary masks bool [K,H,W] at frame resolution, predicted IoU [K] and the prompt each came
         from (int64 [K], index into points_xy) of the multimask outputs of points (x, y) in frame
         pixels [P,2] that pass the IoU and stability filters."""
@@ -243,7 +254,7 @@ class FastMaskGenerator:
         scale = torch.tensor([valid_hw[1] / frame_hw[1], valid_hw[0] / frame_hw[0]])
         kept_masks, kept_scores, kept_prompts = [], [], []
         for start in range(0, len(points_xy), s.points_per_batch):
-            coords = torch.as_tensor(points_xy[start:start + s.points_per_batch], dtype=torch.float32) * scale
+            coords = torch.as_tensor(points_xy[start : start + s.points_per_batch], dtype=torch.float32) * scale
             labels = torch.ones(coords.shape[0], 1)
             sparse, _ = self.model.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
             tokens, image = decoder.transformer(sparse)
@@ -296,24 +307,28 @@ class FastMaskGenerator:
         decoder = self._shared_decoder(embedding)
         grid = self.grid_points(frame_hw)
         similarity = self.point_similarity(embedding, grid, valid_hw, frame_hw)
-        masks, scores = self.run_rounds(lambda idx: self._decode(decoder, grid[idx], valid_hw, frame_hw)[:2],
-                                        grid, frame_hw, similarity)
+        masks, scores = self.run_rounds(
+            lambda idx: self._decode(decoder, grid[idx], valid_hw, frame_hw)[:2], grid, frame_hw, similarity
+        )
         return self._finish(masks, scores)
 
-    def point_similarity(self, embedding: torch.Tensor, grid: np.ndarray, valid_hw: tuple[int, int],
-                         frame_hw: tuple[int, int]) -> np.ndarray | None:
+    def point_similarity(
+        self, embedding: torch.Tensor, grid: np.ndarray, valid_hw: tuple[int, int], frame_hw: tuple[int, int]
+    ) -> np.ndarray | None:
         """:func:`neighbour_similarity` of the grid, or None when ``distinct_similarity`` is off."""
         if self.settings.distinct_similarity <= 0.0:
             return None
-        return neighbour_similarity(embedding, grid, valid_hw, frame_hw, self.encoder_size,
-                                    self.settings.points_per_side)
+        return neighbour_similarity(
+            embedding, grid, valid_hw, frame_hw, self.encoder_size, self.settings.points_per_side
+        )
 
     def grid_points(self, frame_hw: tuple[int, int]) -> np.ndarray:
         """The prompt grid in frame pixels (x, y), float64 [N*N,2], row-major."""
         return point_grid(self.settings.points_per_side) * np.array([frame_hw[1], frame_hw[0]])
 
-    def run_rounds(self, decode, grid: np.ndarray, frame_hw: tuple[int, int],
-                   similarity: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_rounds(
+        self, decode, grid: np.ndarray, frame_hw: tuple[int, int], similarity: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Coarse-to-fine prompting. ``decode(indices int [P]) -> (masks bool [K,H,W], scores [K])``
         decodes the grid points ``grid[indices]``; ``similarity`` [P] (:meth:`point_similarity`)
         marks the distinct points prompted even when covered. Returns the NMS survivors (masks, scores).

@@ -17,6 +17,7 @@ among themselves), so the scene layout given by the large regions survives and o
 tiniest fragments disappear; a frame with <= 149 masks is encoded exactly as COMBO does.
 ``encode_maskige`` reports how many masks it dropped.
 """
+
 from __future__ import annotations
 
 import numpy as np

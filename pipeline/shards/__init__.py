@@ -27,5 +27,16 @@ from pipeline.shards.paths import GZIP_LEVEL, ShardError, failures_file, shard_f
 from pipeline.shards.reader import ArrayReader, ShardReader, read_arrays
 from pipeline.shards.writer import ShardWriter
 
-__all__ = ["GZIP_LEVEL", "ArrayLocation", "ArrayReader", "FileStamp", "ShardError", "ShardReader", "ShardWriter",
-           "failures_file", "read_arrays", "shard_file", "shard_name"]
+__all__ = [
+    "GZIP_LEVEL",
+    "ArrayLocation",
+    "ArrayReader",
+    "FileStamp",
+    "ShardError",
+    "ShardReader",
+    "ShardWriter",
+    "failures_file",
+    "read_arrays",
+    "shard_file",
+    "shard_name",
+]

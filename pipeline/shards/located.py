@@ -8,7 +8,6 @@ import math
 import os
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -32,7 +31,7 @@ class FileStamp:
     mtime_ns: int
 
     @classmethod
-    def of_file(cls, fd: int) -> "FileStamp":
+    def of_file(cls, fd: int) -> FileStamp:
         st = os.fstat(fd)
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -67,8 +66,10 @@ class ArrayLocation:
 def _pread(fd: int, location: ArrayLocation, offset: int, size: int) -> bytes:
     data = os.pread(fd, size, offset)
     if len(data) != size:
-        raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: file ends inside the array "
-                         f"(bytes {offset}..{offset + size}); truncated?")
+        raise ShardError(
+            f"{location.path}: video {location.video_id!r} {location.key!r}: file ends inside the array "
+            f"(bytes {offset}..{offset + size}); truncated?"
+        )
     return data
 
 
@@ -108,14 +109,15 @@ def _read_all(fd: int, location: ArrayLocation) -> np.ndarray:
     if chunk_shape == shape and len(location.chunks) == 1 and not location.chunks[0][2]:
         offset, size = location.chunks[0][:2]  # contiguous: straight into the array, no copy
         if size != out.nbytes or os.preadv(fd, [memoryview(out).cast("B")], offset) != size:
-            raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: short read at {offset}; "
-                             "truncated?")
+            raise ShardError(
+                f"{location.path}: video {location.video_id!r} {location.key!r}: short read at {offset}; truncated?"
+            )
         return out
     start = location.span[0] if location.span is not None else 0
     block = memoryview(_pread(fd, location, start, location.span[1] - start)) if location.span is not None else None
     for chunk in location.chunks:
         offset, size = chunk[:2]
-        raw = block[offset - start:offset - start + size] if block is not None else _pread(fd, location, offset, size)
+        raw = block[offset - start : offset - start + size] if block is not None else _pread(fd, location, offset, size)
         _place_chunk(out, location, chunk, raw)
     return out
 
@@ -128,12 +130,15 @@ def _place_chunk(out: np.ndarray, location: ArrayLocation, chunk: tuple, raw: by
     try:
         data = inflate(raw) if compressed else raw
     except (_IsalError, zlib.error) as exc:
-        raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: damaged chunk at byte "
-                         f"{offset} ({exc})") from None
+        raise ShardError(
+            f"{location.path}: video {location.video_id!r} {location.key!r}: damaged chunk at byte {offset} ({exc})"
+        ) from None
     chunk_bytes = dtype.itemsize * math.prod(chunk_shape)
     if len(data) != chunk_bytes:
-        raise ShardError(f"{location.path}: video {location.video_id!r} {location.key!r}: chunk at byte {offset} "
-                         f"holds {len(data)} bytes, expected {chunk_bytes}")
+        raise ShardError(
+            f"{location.path}: video {location.video_id!r} {location.key!r}: chunk at byte {offset} "
+            f"holds {len(data)} bytes, expected {chunk_bytes}"
+        )
     block = np.frombuffer(data, dtype).reshape(chunk_shape)
     # edge chunks are stored whole: keep the part inside the array
     region = tuple(slice(c, min(c + n, s)) for c, n, s in zip(corner, chunk_shape, shape))

@@ -44,7 +44,7 @@ def from_attr(value: Any) -> Any:
         value = value.decode("utf-8")
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, str) and value[:1] in "[{" :
+    if isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
         except ValueError:
@@ -54,13 +54,9 @@ def from_attr(value: Any) -> Any:
     return value
 
 
-
-
 def video_id_of(group_name_: str) -> str:
     return unquote(group_name_)
 
 
 class ShardError(RuntimeError):
     """A shard file is missing, unreadable or lacks what was asked for."""
-
-

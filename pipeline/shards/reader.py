@@ -34,7 +34,7 @@ class ShardReader:
         self._stamp: FileStamp | None = None
         self._userblock_size: int | None = None
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -83,7 +83,11 @@ class ShardReader:
     def has_array(self, video_id: str, key: str) -> bool:
         """Whether video ``video_id`` has an array ``key`` (False for an unknown video too)."""
         links = self._videos.id.links if self._videos is not None else None
-        return links is not None and links.exists(group_name(video_id).encode()) and links.exists(self._path(video_id, key))
+        return (
+            links is not None
+            and links.exists(group_name(video_id).encode())
+            and links.exists(self._path(video_id, key))
+        )
 
     def read(self, video_id: str, key: str, index: int | slice | None = None) -> np.ndarray:
         """The whole array (``index`` None), one frame (int) or frames (slice) of ``key``: through the located
@@ -130,8 +134,12 @@ class ShardReader:
             offset = dataset_id.get_offset()
             if offset is None or dataset_id.get_storage_size() != nbytes:
                 return base  # never written: h5py gives the fill value
-            return replace(base, chunk_shape=shape, chunks=((offset, nbytes, 0, (0,) * len(shape)),),
-                           span=(offset, offset + nbytes))
+            return replace(
+                base,
+                chunk_shape=shape,
+                chunks=((offset, nbytes, 0, (0,) * len(shape)),),
+                span=(offset, offset + nbytes),
+            )
         if layout != h5d.CHUNKED:
             return base  # compact: the bytes live in the object header
         filters = plist.get_nfilters()
@@ -146,8 +154,10 @@ class ShardReader:
         if len(infos) != math.prod(-(-s // c) for s, c in zip(shape, chunk_shape)):
             return base  # some chunks never written: h5py gives the fill value there
         # Bit 0 of a chunk's filter mask set: the (only) deflate filter was skipped, the chunk is stored as is.
-        chunks = [(info.byte_offset, info.size, int(filters == 1 and not info.filter_mask & 1), tuple(info.chunk_offset))
-                  for info in infos]
+        chunks = [
+            (info.byte_offset, info.size, int(filters == 1 and not info.filter_mask & 1), tuple(info.chunk_offset))
+            for info in infos
+        ]
         by_offset = sorted(chunks)
         adjacent = all(a[0] + a[1] == b[0] for a, b in zip(by_offset, by_offset[1:]))
         span = (by_offset[0][0], by_offset[-1][0] + by_offset[-1][1]) if adjacent else None
@@ -190,7 +200,7 @@ class ArrayReader:
         except Exception:  # noqa: BLE001 - interpreter shutdown or a half-built object: nothing to report
             pass
 
-    def __enter__(self) -> "ArrayReader":
+    def __enter__(self) -> ArrayReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,8 +229,10 @@ class ArrayReader:
                 raise ShardError(f"{location.path}: cannot open the shard ({exc})") from exc
             if FileStamp.of_file(fd) != location.stamp:
                 os.close(fd)
-                raise ShardError(f"{location.path}: the shard changed after its arrays were located (rewritten by "
-                                 "a stage?); build the dataset again")
+                raise ShardError(
+                    f"{location.path}: the shard changed after its arrays were located (rewritten by "
+                    "a stage?); build the dataset again"
+                )
             self._fds[location.path] = fd
         return fd
 
@@ -234,7 +246,9 @@ class ArrayReader:
                 if reader.stamp() != location.stamp:
                     reader.close()
                     del self._readers[location.path]
-                    raise ShardError(f"{location.path}: the shard changed after its arrays were located (rewritten "
-                                     "by a stage?); build the dataset again")
+                    raise ShardError(
+                        f"{location.path}: the shard changed after its arrays were located (rewritten "
+                        "by a stage?); build the dataset again"
+                    )
             return reader.read(location.video_id, location.key)
         return read_located(self._fd(location), location)

@@ -22,12 +22,11 @@ class ShardWriter:
         self.tmp: Path | None = None
         self._publish = contextlib.ExitStack()
         self.kind = kind
-        self.file_attrs = {"kind": kind, "params_hash": params_hash, "package_version": __version__,
-                           **(attrs or {})}
+        self.file_attrs = {"kind": kind, "params_hash": params_hash, "package_version": __version__, **(attrs or {})}
         self._h5: h5py.File | None = None
         self.count = 0
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         self.tmp = self._publish.enter_context(atomic_path(self.path))
         # track_order keeps videos in write order (manifest order).
         self._h5 = h5py.File(self.tmp, "w", track_order=True)
@@ -48,10 +47,19 @@ class ShardWriter:
         for key, array in arrays.items():
             array = np.asarray(array)
             if array.ndim >= 3 and array.shape[0] > 0:
-                group.create_dataset(key, data=array, chunks=(1, *array.shape[1:]), compression="gzip", track_times=False,
-                                     compression_opts=GZIP_LEVEL, shuffle=False)
+                group.create_dataset(
+                    key,
+                    data=array,
+                    chunks=(1, *array.shape[1:]),
+                    compression="gzip",
+                    track_times=False,
+                    compression_opts=GZIP_LEVEL,
+                    shuffle=False,
+                )
             elif array.ndim >= 1 and array.size > 4096:
-                group.create_dataset(key, data=array, compression="gzip", compression_opts=GZIP_LEVEL, track_times=False)
+                group.create_dataset(
+                    key, data=array, compression="gzip", compression_opts=GZIP_LEVEL, track_times=False
+                )
             else:
                 group.create_dataset(key, data=array, track_times=False)
         self.count += 1

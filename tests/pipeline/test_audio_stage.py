@@ -28,7 +28,9 @@ def extraction_shard(tmp_path: Path) -> Path:
     with ShardWriter(path, kind="extract", params_hash="0123456789abcdef", attrs={"dataset": "demo"}) as writer:
         writer.write_video("cat/video 1", {"audio": _noise(5, 0)}, {"num_seconds": 5})
         writer.write_video("short", {"audio": _noise(2.5, 1)}, {"num_seconds": 5})
-        writer.write_video("silent", {"audio": np.zeros(80000, np.int16)}, {"num_seconds": 5, "audio_source": "silence"})
+        writer.write_video(
+            "silent", {"audio": np.zeros(80000, np.int16)}, {"num_seconds": 5, "audio_source": "silence"}
+        )
         writer.write_video("no_audio", {"frames": np.zeros((5, 4, 4, 3), np.uint8)}, {"num_seconds": 5})
         writer.write_video("float_audio", {"audio": np.zeros(80000, np.float32)}, {"num_seconds": 5})
         writer.write_video("long", {"audio": _noise(10, 2)}, {"num_seconds": 10})
@@ -76,8 +78,17 @@ def test_yamnet_stage_writes_shard_and_failures(tmp_path, extraction_shard, caps
         assert reader.video_attrs("silent")["audio_source"] == "silence"
     assert "2 failed" in capsys.readouterr().err
 
-    strict = ["audio", "--params", str(params), "--in", str(extraction_shard), "--out", str(tmp_path / "x.h5"),
-              "--strict", "--no-progress"]
+    strict = [
+        "audio",
+        "--params",
+        str(params),
+        "--in",
+        str(extraction_shard),
+        "--out",
+        str(tmp_path / "x.h5"),
+        "--strict",
+        "--no-progress",
+    ]
     assert main(strict) == 1
 
 
@@ -93,8 +104,9 @@ def test_vggish_random_init_is_recorded(tmp_path, extraction_shard, capsys):
     params = _params(tmp_path, encoder="vggish", allow_random_init=True, batch_seconds=64)
     out = tmp_path / "audio.h5"
     with pytest.warns(UserWarning, match="RANDOM"):
-        code = main(["audio", "--params", str(params), "--in", str(extraction_shard), "--out", str(out),
-                     "--no-progress"])
+        code = main(
+            ["audio", "--params", str(params), "--in", str(extraction_shard), "--out", str(out), "--no-progress"]
+        )
     assert code == 0
     assert "RANDOM weights" in capsys.readouterr().err
     with ShardReader(out) as reader:
@@ -122,8 +134,9 @@ def test_failed_chunk_is_redone_video_by_video(tmp_path, extraction_shard, monke
     monkeypatch.setattr(shard.EncodeChunk, "__call__", broken_worker)
     params = _params(tmp_path, encoder="yamnet")
     out = tmp_path / "audio.h5"
-    assert main(["audio", "--params", str(params), "--in", str(extraction_shard), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["audio", "--params", str(params), "--in", str(extraction_shard), "--out", str(out), "--no-progress"]) == 0
+    )
     with ShardReader(out) as reader:
         assert reader.video_ids() == ["cat/video 1", "short", "silent", "long"]
     assert {row["video_id"] for row in read_failures(failures_file(out))} == {"no_audio", "float_audio"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import wave
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,9 @@ from pipeline.labels import NUM_AVSS_CLASSES
 from pipeline.media import AUDIO_RATE, extract_clip, probe, read_audio
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = DemoConfig(seed=7, frame_size=(64, 80), num_classes=6, s4_videos=(2, 1, 1), ms3_videos=(1, 1, 1),
-                  avss_videos=(2, 1, 1))
+TINY = DemoConfig(
+    seed=7, frame_size=(64, 80), num_classes=6, s4_videos=(2, 1, 1), ms3_videos=(1, 1, 1), avss_videos=(2, 1, 1)
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +54,20 @@ AVSS = Path("AVSBench_semantic")
 
 def test_summary_counts(tiny):
     out, summary = tiny
-    assert summary["counts"] == {"s4": {"train": 2, "val": 1, "test": 1}, "ms3": {"train": 1, "val": 1, "test": 1},
-                                 "avss": {"train": 2, "val": 1, "test": 1}}
+    assert summary["counts"] == {
+        "s4": {"train": 2, "val": 1, "test": 1},
+        "ms3": {"train": 1, "val": 1, "test": 1},
+        "avss": {"train": 2, "val": 1, "test": 1},
+    }
     assert summary["num_videos"] == 11
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name], "temporary files left behind"
-    assert sorted(p.name for p in out.iterdir()) == ["AVSBench_semantic", "Multi-sources", "Single-source",
-                                                     "demo_summary.json", "demo_truth.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "AVSBench_semantic",
+        "Multi-sources",
+        "Single-source",
+        "demo_summary.json",
+        "demo_truth.json",
+    ]
 
 
 def test_same_seed_gives_identical_files(tiny, tmp_path):
@@ -187,8 +196,10 @@ def _band_share(segment: np.ndarray) -> dict[str, float]:
     spec = np.abs(np.fft.rfft(segment * np.hanning(segment.size))) ** 2
     freqs = np.fft.rfftfreq(segment.size, 1 / AUDIO_RATE)
     total = spec.sum()
-    return {c.name: float(spec[np.abs(freqs - c.f0) <= max(0.05 * c.f0, 25.0)].sum() / total)
-            for c in CLASSES[: TINY.num_classes]}
+    return {
+        c.name: float(spec[np.abs(freqs - c.f0) <= max(0.05 * c.f0, 25.0)].sum() / total)
+        for c in CLASSES[: TINY.num_classes]
+    }
 
 
 def test_audio_encodes_the_sounding_classes(tiny):
@@ -198,7 +209,7 @@ def test_audio_encodes_the_sounding_classes(tiny):
         for name, info in videos.items():
             audio = read_audio(out / info["video"], 5).astype(np.float64)
             for sec in range(5):
-                shares = _band_share(audio[sec * AUDIO_RATE:(sec + 1) * AUDIO_RATE])
+                shares = _band_share(audio[sec * AUDIO_RATE : (sec + 1) * AUDIO_RATE])
                 heard = {c for c, share in shares.items() if share > 0.02}
                 assert heard == set(info["sounding_classes"][sec]), (flavour, name, sec, shares)
 
@@ -219,8 +230,7 @@ def test_ground_truth_covers_the_sounding_objects(tiny):
                 sounding = set(info["sounding_classes"][sec])
                 if flavour == "avss":
                     rgb = np.asarray(Image.open(out / label).convert("RGB"))
-                    present = {int(i) for i in range(1, TINY.num_classes + 1)
-                               if (rgb == palette[i]).all(-1).any()}
+                    present = {int(i) for i in range(1, TINY.num_classes + 1) if (rgb == palette[i]).all(-1).any()}
                     assert present == {semantic_id[s] for s in sounding}
                     mask = (rgb != 0).any(-1)
                 else:
@@ -260,8 +270,16 @@ def test_default_size_fits_the_budget():
     assert 130 <= videos <= 160 and config.frame_size == (224, 224)
 
 
-@pytest.mark.parametrize("bad", [dict(frame_size=(63, 64)), dict(num_classes=5), dict(num_classes=9),
-                                 dict(s4_videos=(1, 2)), dict(ms3_videos=(1, -1, 1))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(frame_size=(63, 64)),
+        dict(num_classes=5),
+        dict(num_classes=9),
+        dict(s4_videos=(1, 2)),
+        dict(ms3_videos=(1, -1, 1)),
+    ],
+)
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="DemoConfig"):
         DemoConfig(**bad)
@@ -317,16 +335,47 @@ def test_demo_data_cli_is_byte_reproducible_with_the_pinned_encoder(tmp_path):
     fake.write_text("#!/bin/sh\nexit 3\n")
     fake.chmod(0o755)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data")}, "demo": {
-        "seed": 3, "frame_size": [48, 64], "num_classes": 6, "s4_videos": [1, 0, 1], "ms3_videos": [1, 0, 0],
-        "avss_videos": [1, 1, 0]}}))
-    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "AVS_FFMPEG": str(fake),
-           "PYTHONPATH": str(REPO)}
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(tmp_path / "data")},
+                "demo": {
+                    "seed": 3,
+                    "frame_size": [48, 64],
+                    "num_classes": 6,
+                    "s4_videos": [1, 0, 1],
+                    "ms3_videos": [1, 0, 0],
+                    "avss_videos": [1, 1, 0],
+                },
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+        "AVS_FFMPEG": str(fake),
+        "PYTHONPATH": str(REPO),
+    }
     trees = []
     for run in ("a", "b"):
         out = tmp_path / run
-        proc = subprocess.run([sys.executable, "-m", "stages.cli", "demo-data", "--params", str(params), "--out",
-                               str(out), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stages.cli",
+                "demo-data",
+                "--params",
+                str(params),
+                "--out",
+                str(out),
+                "--no-progress",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         trees.append(_files(out))
     assert trees[0].keys() == trees[1].keys() and len([n for n in trees[0] if n.endswith(".mp4")]) == 5

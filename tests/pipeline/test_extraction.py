@@ -25,8 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def write_params(tmp: Path, root: Path, shards=(0,), workers=0, **extract) -> Path:
     params = {
-        "data": {"root": str(tmp / "data"), "manifests": str(tmp / "manifests"), "datasets": ["vids"],
-                 "shards": list(shards)},
+        "data": {
+            "root": str(tmp / "data"),
+            "manifests": str(tmp / "manifests"),
+            "datasets": ["vids"],
+            "shards": list(shards),
+        },
         "dask": {"n_workers": workers},
         "manifest": {"datasets": {"vids": {"source": "folder", "root": str(root), "seconds": 5}}},
         "extract": {"frame_size": [32, 48], **extract},
@@ -59,8 +63,9 @@ def _odd(make_video):
 def test_folder_manifest_and_extract_with_bad_inputs(tmp_path, messy_folder, make_video):
     # Variable frame rate: the second half of the clip runs at double speed.
     frames = index_frames(150)
-    media.encode_video(messy_folder / "vfr.mkv", frames, 25, tone(4.6), vcodec="ffv1",
-                       pts_expr="if(lt(N,75),N/25,3+(N-75)/50)/TB")
+    media.encode_video(
+        messy_folder / "vfr.mkv", frames, 25, tone(4.6), vcodec="ffv1", pts_expr="if(lt(N,75),N/25,3+(N-75)/50)/TB"
+    )
     params = write_params(tmp_path, messy_folder)
     assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 0
     rows = {r.video_id: r for r in read_manifest(tmp_path / "manifests" / "vids.csv")}
@@ -74,8 +79,9 @@ def test_folder_manifest_and_extract_with_bad_inputs(tmp_path, messy_folder, mak
     for vid in errors:
         assert vid in failures[vid]["source"] or failures[vid]["reason"]
     assert failures["silent.mp4"]["level"] == "warning" and "silence" in failures["silent.mp4"]["reason"]
-    short_reasons = [f["reason"] for f in read_failures(shard.with_name("shard-0.failures.csv"))
-                     if f["video_id"] == "short.mp4"]
+    short_reasons = [
+        f["reason"] for f in read_failures(shard.with_name("shard-0.failures.csv")) if f["video_id"] == "short.mp4"
+    ]
     assert failures["short.mp4"]["level"] == "warning" and len(short_reasons) == 2
     assert any("last frame repeated" in r for r in short_reasons)
     assert any("2.20 s gives 2 of T=5 log-mel examples" in r and "repeat_last" in r for r in short_reasons)
@@ -130,9 +136,25 @@ def test_rejects_ids_that_escape(tmp_path):
 
 
 def _run_extract(params: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stages.cli", "extract", "--params", str(params), "--dataset",
-                             "vids", "--shard", "0", "--no-progress"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stages.cli",
+            "extract",
+            "--params",
+            str(params),
+            "--dataset",
+            "vids",
+            "--shard",
+            "0",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def test_killed_run_then_rerun_equals_uninterrupted(tmp_path, make_video):
@@ -163,13 +185,19 @@ def test_dask_local_cluster_gives_same_shard(tmp_path, make_video, processes):
     for i in range(4):
         make_video(f"v{i}.mp4", seconds=5.2, folder=root)
     params = write_params(tmp_path, root, workers=0)
-    params.write_text(params.read_text().replace("n_workers: 0", f"n_workers: 0\n  processes: {str(processes).lower()}"))
+    params.write_text(
+        params.read_text().replace("n_workers: 0", f"n_workers: 0\n  processes: {str(processes).lower()}")
+    )
     assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 0
     shard = tmp_path / "data" / "vids" / "extract" / "shard-0.h5"
     assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress"]) == 0
     in_process = shard.read_bytes()
-    assert main(["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress",
-                 "--workers", "2"]) == 0
+    assert (
+        main(
+            ["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress", "--workers", "2"]
+        )
+        == 0
+    )
     assert shard.read_bytes() == in_process
 
 
@@ -183,9 +211,19 @@ def test_shard_where_every_video_failed_exits_1_with_one_line(tmp_path, capsys):
     rows = []
     for i in range(3):
         (root / f"broken {i}.mp4").write_text("not a video\n" * 40)
-        rows.append(ManifestRow(video_id=f"broken {i}.mp4", split="test", task="raw",
-                                source_video=str(root / f"broken {i}.mp4"),
-                                duration="5.200", fps="25", audio_channels="1", audio_rate="16000", num_seconds=5))
+        rows.append(
+            ManifestRow(
+                video_id=f"broken {i}.mp4",
+                split="test",
+                task="raw",
+                source_video=str(root / f"broken {i}.mp4"),
+                duration="5.200",
+                fps="25",
+                audio_channels="1",
+                audio_rate="16000",
+                num_seconds=5,
+            )
+        )
     manifest, out = tmp_path / "rows.csv", tmp_path / "data" / "vids" / "extract" / "shard-0.h5"
     write_manifest(rows, manifest)
     params = write_params(tmp_path, root)
@@ -209,9 +247,25 @@ def test_sigkill_during_extraction_leaves_no_temporaries(tmp_path, make_video):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "TMP": str(scratch), "TEMP": str(scratch)}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", "extract", "--params", str(params), "--dataset",
-                             "vids", "--shard", "0", "--no-progress"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stages.cli",
+            "extract",
+            "--params",
+            str(params),
+            "--dataset",
+            "vids",
+            "--shard",
+            "0",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
     children: list = []

@@ -29,7 +29,7 @@ def wide_index_frames(start: int, count: int) -> np.ndarray:
         for bit in range(16):
             if (index >> bit) & 1:
                 row, col = divmod(bit, 8)
-                frames[k, row * 24:(row + 1) * 24, col * 8:(col + 1) * 8] = 255
+                frames[k, row * 24 : (row + 1) * 24, col * 8 : (col + 1) * 8] = 255
     return frames
 
 
@@ -93,8 +93,11 @@ def test_short_clips_equal_the_decode_everything_reference(make_video, fps, seco
 
 def test_windows_cover_the_clip_once(long_video):
     windows = list(media.iter_clip_windows(long_video, 150, (H, W), window_seconds=64))
-    assert [(w.start, len(w.frames), w.audio.size) for w in windows] == [(0, 64, 64 * 16_000), (64, 64, 64 * 16_000),
-                                                                        (128, 22, 22 * 16_000)]
+    assert [(w.start, len(w.frames), w.audio.size) for w in windows] == [
+        (0, 64, 64 * 16_000),
+        (64, 64, 64 * 16_000),
+        (128, 22, 22 * 16_000),
+    ]
     clip = media.extract_clip(long_video, 150, (H, W), window_seconds=64)
     np.testing.assert_array_equal(np.concatenate([w.frames for w in windows]), clip.frames)
     np.testing.assert_array_equal(np.concatenate([w.audio for w in windows]), clip.audio)
@@ -107,13 +110,23 @@ def test_windows_cover_the_clip_once(long_video):
 
 def test_extract_stage_on_a_150_s_video(tmp_path, long_video):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "data": {"root": str(tmp_path / "data"), "manifests": str(tmp_path / "manifests"), "datasets": ["long"],
-                 "shards": [0]},
-        "dask": {"n_workers": 0},
-        "manifest": {"datasets": {"long": {"source": "folder", "root": str(long_video.parent), "seconds": None}}},
-        "extract": {"frame_size": [H, W]},
-    }))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "root": str(tmp_path / "data"),
+                    "manifests": str(tmp_path / "manifests"),
+                    "datasets": ["long"],
+                    "shards": [0],
+                },
+                "dask": {"n_workers": 0},
+                "manifest": {
+                    "datasets": {"long": {"source": "folder", "root": str(long_video.parent), "seconds": None}}
+                },
+                "extract": {"frame_size": [H, W]},
+            }
+        )
+    )
     assert main(["manifest", "--params", str(params), "--dataset", "long", "--no-progress"]) == 0
     assert [r.num_seconds for r in read_manifest(tmp_path / "manifests" / "long.csv")] == [150]
     assert main(["extract", "--params", str(params), "--dataset", "long", "--shard", "0", "--no-progress"]) == 0

@@ -13,10 +13,11 @@ from stages.cli import main
 
 
 def _params(tmp: Path, root: Path) -> Path:
-    params = {"data": {"root": str(tmp / "data"), "manifests": str(tmp / "manifests"), "datasets": ["vids"],
-                       "shards": [0]},
-              "dask": {"n_workers": 0},
-              "manifest": {"datasets": {"vids": {"source": "folder", "root": str(root), "seconds": 2}}}}
+    params = {
+        "data": {"root": str(tmp / "data"), "manifests": str(tmp / "manifests"), "datasets": ["vids"], "shards": [0]},
+        "dask": {"n_workers": 0},
+        "manifest": {"datasets": {"vids": {"source": "folder", "root": str(root), "seconds": 2}}},
+    }
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -65,6 +66,8 @@ def test_manifest_without_frame_fit_column_reads(tmp_path):
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=old)
         writer.writeheader()
-        writer.writerow({c: "" for c in old} | {"video_id": "v", "split": "test", "task": "raw", "num_seconds": 5,
-                                                "label_format": "none", "shard": 0})
+        writer.writerow(
+            {c: "" for c in old}
+            | {"video_id": "v", "split": "test", "task": "raw", "num_seconds": 5, "label_format": "none", "shard": 0}
+        )
     assert read_manifest(path)[0].frame_fit == "stretch"

@@ -46,9 +46,12 @@ def test_palette_matches_reference_file():
 
 
 def test_smallest_covering_mask_wins_and_uncovered_is_zero():
-    big = np.zeros((6, 6), bool); big[:4, :4] = True
-    small = np.zeros((6, 6), bool); small[1:3, 1:3] = True
-    other = np.zeros((6, 6), bool); other[5, 5] = True  # area 1: rank 0
+    big = np.zeros((6, 6), bool)
+    big[:4, :4] = True
+    small = np.zeros((6, 6), bool)
+    small[1:3, 1:3] = True
+    other = np.zeros((6, 6), bool)
+    other[5, 5] = True  # area 1: rank 0
     labels, dropped = label_map(np.stack([big, small, other]))
     assert dropped == 0
     assert labels[5, 5] == 1 and labels[1, 1] == 2 and labels[0, 0] == 3 and labels[4, 4] == 0 and labels[0, 5] == 0
@@ -66,8 +69,10 @@ def test_random_overlapping_masks_match_the_painting_loop():
 
 
 def test_area_ties_rank_by_index():
-    a = np.zeros((4, 4), bool); a[:2, :2] = True
-    b = np.zeros((4, 4), bool); b[1:3, 1:3] = True  # same area, overlaps a at (1,1)
+    a = np.zeros((4, 4), bool)
+    a[:2, :2] = True
+    b = np.zeros((4, 4), bool)
+    b[1:3, 1:3] = True  # same area, overlaps a at (1,1)
     labels, _ = label_map(np.stack([a, b]))
     assert labels[1, 1] == 1 and labels[2, 2] == 2
 
@@ -79,7 +84,7 @@ def test_encoding_equals_linear_map_cA():
     channels = exclusive_masks(masks, n_labels=n_pad)
     assert channels.shape == (n_pad + 1, 32, 32)
     assert (channels.sum(0) == 1).all()  # exactly one label per pixel
-    assert not channels[len(masks) + 1:].any()  # padding channels stay empty
+    assert not channels[len(masks) + 1 :].any()  # padding channels stay empty
     via_matrix = apply_colour_matrix(channels, colour_matrix(n_pad))
     maskige, _ = encode_maskige(masks)
     assert np.array_equal(via_matrix.astype(np.uint8), maskige)
@@ -97,7 +102,8 @@ def test_nearest_resize_keeps_labels_and_matches_pil_sampling():
     assert np.array_equal(up[::2, ::2], labels) and set(np.unique(up)) == set(range(16))
     down = nearest_resize(np.arange(64).reshape(8, 8), (4, 4))
     assert np.array_equal(down, np.arange(64).reshape(8, 8)[1::2, 1::2])  # pixel centres, as PIL NEAREST
-    masks = np.zeros((1, 4, 4), bool); masks[0, :2] = True
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, :2] = True
     maskige, _ = encode_maskige(masks, size_hw=(224, 224))
     assert maskige.shape == (224, 224, 3)
     assert len(np.unique(maskige.reshape(-1, 3), axis=0)) == 2

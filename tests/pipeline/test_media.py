@@ -57,7 +57,9 @@ def test_no_audio_stream(make_video):
         media.extract_clip(path, 5, missing_audio="fail")
 
 
-@pytest.mark.parametrize("content,reason", [(b"", "empty file"), (b"this is not a video at all\n" * 50, "not a readable")])
+@pytest.mark.parametrize(
+    "content,reason", [(b"", "empty file"), (b"this is not a video at all\n" * 50, "not a readable")]
+)
 def test_bad_files_raise_with_name(tmp_path, content, reason):
     path = tmp_path / "bad file é.mp4"
     path.write_bytes(content)

@@ -53,10 +53,17 @@ def test_check_local_media_path_refuses_what_is_not_a_local_file(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder.mp4").mkdir()
     os.mkfifo(tmp_path / "fifo.mp4")
-    cases = {"http://127.0.0.1:9/x.mp4": "is a URL", "rtsp://camera/stream": "is a URL",
-             "pipe:0": "protocol prefix (pipe:)", "concat:a.mp4|b.mp4": "protocol prefix (concat:)",
-             "file:x.mp4": "protocol prefix (file:)", "missing.mp4": "no such file",
-             "folder.mp4": "not a regular file", "fifo.mp4": "not a regular file", "": "not a file name"}
+    cases = {
+        "http://127.0.0.1:9/x.mp4": "is a URL",
+        "rtsp://camera/stream": "is a URL",
+        "pipe:0": "protocol prefix (pipe:)",
+        "concat:a.mp4|b.mp4": "protocol prefix (concat:)",
+        "file:x.mp4": "protocol prefix (file:)",
+        "missing.mp4": "no such file",
+        "folder.mp4": "not a regular file",
+        "fifo.mp4": "not a regular file",
+        "": "not a file name",
+    }
     for given, reason in cases.items():
         with pytest.raises(media.NotLocalFileError, match=reason.replace("(", r"\(").replace(")", r"\)")) as err:
             media.check_local_media_path(given)
@@ -67,8 +74,9 @@ def test_check_local_media_path_refuses_what_is_not_a_local_file(tmp_path, monke
     _one_line(str(err.value))
 
 
-@pytest.mark.parametrize("odd_name", ["concat:a.mp4|b.mp4", "pipe:x.mp4", "-x.mp4", "-i", "file:y.mp4",
-                                      "sub dir/%d.mp4"])
+@pytest.mark.parametrize(
+    "odd_name", ["concat:a.mp4|b.mp4", "pipe:x.mp4", "-x.mp4", "-i", "file:y.mp4", "sub dir/%d.mp4"]
+)
 def test_odd_file_names_are_plain_files(tmp_path, make_video, monkeypatch, odd_name):
     original = make_video("original.mp4", fps=25)
     # Decoys: were the name read as a protocol or an option, these (or nothing) would be read instead.
@@ -98,8 +106,13 @@ def test_encode_to_an_odd_name(tmp_path):
 def test_urls_are_never_fetched(tmp_path, http_server):
     base, requests = http_server
     url = f"{base}/remote.mp4"
-    for call in (media.probe, lambda p: media.extract_clip(p, 5), lambda p: media.read_audio(p, 5),
-                 media.decode_all_frames, lambda p: list(media.iter_clip_windows(p, 5))):
+    for call in (
+        media.probe,
+        lambda p: media.extract_clip(p, 5),
+        lambda p: media.read_audio(p, 5),
+        media.decode_all_frames,
+        lambda p: list(media.iter_clip_windows(p, 5)),
+    ):
         with pytest.raises(media.NotLocalFileError, match="is a URL"):
             call(url)
     # A local playlist pointing at the server: ffmpeg may only open local files, and no playlist demuxer.
@@ -125,9 +138,20 @@ def test_concat_script_does_not_read_another_file(tmp_path, make_video):
 
 def test_extract_stage_rejects_url_rows_when_reading_the_manifest(tmp_path, http_server, capsys):
     base, requests = http_server
-    rows = [ManifestRow(video_id=f"v{i}.mp4", split="test", task="raw", source_video=f"{base}/remote.mp4",
-                        duration="5.200", fps="25", audio_channels="1", audio_rate="16000", num_seconds=5)
-            for i in range(3)]
+    rows = [
+        ManifestRow(
+            video_id=f"v{i}.mp4",
+            split="test",
+            task="raw",
+            source_video=f"{base}/remote.mp4",
+            duration="5.200",
+            fps="25",
+            audio_channels="1",
+            audio_rate="16000",
+            num_seconds=5,
+        )
+        for i in range(3)
+    ]
     manifest, out = tmp_path / "rows.csv", tmp_path / "out" / "shard-0.h5"
     write_manifest(rows, manifest)
     params = tmp_path / "params.yaml"

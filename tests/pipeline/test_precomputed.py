@@ -46,7 +46,7 @@ def random_masks(k: int = 4, h: int = 60, w: int = 90) -> np.ndarray:
     masks = np.zeros((k, h, w), bool)
     for i in range(k):
         y, x = RNG.integers(0, h - 10), RNG.integers(0, w - 10)
-        masks[i, y:y + RNG.integers(5, h // 2), x:x + RNG.integers(5, w // 2)] = True
+        masks[i, y : y + RNG.integers(5, h // 2), x : x + RNG.integers(5, w // 2)] = True
     return masks
 
 
@@ -54,8 +54,9 @@ def _extract_shard(path: Path, videos: list[tuple[str, str, str, int]]) -> None:
     """A minimal extraction shard: frames uint8 [T,H,W,3] and the task/split attributes."""
     with ShardWriter(path, kind="extract", params_hash="x") as writer:
         for video_id, task, split, num in videos:
-            writer.write_video(video_id, {"frames": np.zeros((num, *SIZE, 3), np.uint8)},
-                               {"task": task, "split": split})
+            writer.write_video(
+                video_id, {"frames": np.zeros((num, *SIZE, 3), np.uint8)}, {"task": task, "split": split}
+            )
 
 
 def _nearest(label: np.ndarray, size) -> np.ndarray:
@@ -77,22 +78,31 @@ def test_s4_ms3_avss_trees_become_a_proposals_shard(tmp_path):
     avss = tmp_path / "AVSBench_semantic" / "pre_SAM_mask" / "AVSBench_semantic"
     expected: dict[str, list[np.ndarray]] = {}
     for k in range(1, 6):
-        expected.setdefault("dog/a1", []).append(write_combo_maskige(s4 / "train" / "dog" / "a1" / f"a1_{k}_mask_color.png", random_masks()))
-        expected.setdefault("m1", []).append(write_combo_maskige(ms3 / "m1" / f"m1.mp4_{k}_mask_color.png", random_masks()))
-        expected.setdefault("v1m/u1", []).append(write_combo_maskige(
-            avss / "v1m" / "u1" / "processed_frames" / f"{k - 1}_mask_color.png", random_masks()))
+        expected.setdefault("dog/a1", []).append(
+            write_combo_maskige(s4 / "train" / "dog" / "a1" / f"a1_{k}_mask_color.png", random_masks())
+        )
+        expected.setdefault("m1", []).append(
+            write_combo_maskige(ms3 / "m1" / f"m1.mp4_{k}_mask_color.png", random_masks())
+        )
+        expected.setdefault("v1m/u1", []).append(
+            write_combo_maskige(avss / "v1m" / "u1" / "processed_frames" / f"{k - 1}_mask_color.png", random_masks())
+        )
     # one S4 video misses frame 3: a per-video failure, the others are written
     for k in (1, 2, 4, 5):
         write_combo_maskige(s4 / "test" / "cat" / "b2" / f"b2_{k}_mask_color.png", random_masks())
     palette = ade20k_palette()
-    for video_id, task, root in (("dog/a1", "s4", tmp_path / "Single-source"), ("m1", "ms3", tmp_path / "Multi-sources"),
-                                 ("v1m/u1", "avss", tmp_path / "AVSBench_semantic")):
+    for video_id, task, root in (
+        ("dog/a1", "s4", tmp_path / "Single-source"),
+        ("m1", "ms3", tmp_path / "Multi-sources"),
+        ("v1m/u1", "avss", tmp_path / "AVSBench_semantic"),
+    ):
         extract = tmp_path / f"{task}.h5"
         videos = [(video_id, task, "train", 5)] + ([("cat/b2", "s4", "test", 5)] if task == "s4" else [])
         _extract_shard(extract, videos)
         out = tmp_path / f"{task}-proposals.h5"
-        failures = precomputed_shard(extract, out, ProposalParams(backend="precomputed", checkpoint=str(root)),
-                                     progress=False)
+        failures = precomputed_shard(
+            extract, out, ProposalParams(backend="precomputed", checkpoint=str(root)), progress=False
+        )
         with ShardReader(out) as reader:
             assert reader.video_ids() == [video_id]
             maskige = reader.read(video_id, "maskige")
@@ -100,20 +110,27 @@ def test_s4_ms3_avss_trees_become_a_proposals_shard(tmp_path):
             for t, label in enumerate(expected[video_id]):
                 assert np.array_equal(maskige[t], palette[_nearest(label, SIZE)])
             small = [_nearest(label, SIZE) for label in expected[video_id]]
-            assert reader.read(video_id, "mask_counts").tolist() == [len(set(np.unique(s).tolist()) - {0}) for s in small]
+            assert reader.read(video_id, "mask_counts").tolist() == [
+                len(set(np.unique(s).tolist()) - {0}) for s in small
+            ]
         if task == "s4":
-            assert [f.video_id for f in failures.errors] == ["cat/b2"] and "b2_3_mask_color.png" in failures.errors[0].reason
+            assert [f.video_id for f in failures.errors] == ["cat/b2"] and "b2_3_mask_color.png" in failures.errors[
+                0
+            ].reason
         else:
             assert not failures.rows
 
 
 def test_data_folder_or_mask_folder_as_root(tmp_path):
-    write_combo_maskige(tmp_path / "s4_data" / "pre_SAM_mask" / "val" / "c" / "v" / "v_1_mask_color.png", random_masks())
+    write_combo_maskige(
+        tmp_path / "s4_data" / "pre_SAM_mask" / "val" / "c" / "v" / "v_1_mask_color.png", random_masks()
+    )
     extract = tmp_path / "x.h5"
     _extract_shard(extract, [("c/v", "s4", "val", 1)])
     for root in (tmp_path / "s4_data", tmp_path / "s4_data" / "pre_SAM_mask"):
-        failures = precomputed_shard(extract, tmp_path / "p.h5", ProposalParams(backend="precomputed", checkpoint=str(root)),
-                                     progress=False)
+        failures = precomputed_shard(
+            extract, tmp_path / "p.h5", ProposalParams(backend="precomputed", checkpoint=str(root)), progress=False
+        )
         assert not failures.rows
 
 
@@ -154,18 +171,31 @@ def test_proposals_stage_with_the_precomputed_backend(tmp_path):
             frame.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(RNG.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(frame)
             if name == "v1" or k != 4:  # v2 lacks the maskige of frame 4
-                write_combo_maskige(data / "pre_SAM_mask" / "test" / "dog" / name / f"{name}_{k}_mask_color.png",
-                                    random_masks())
+                write_combo_maskige(
+                    data / "pre_SAM_mask" / "test" / "dog" / name / f"{name}_{k}_mask_color.png", random_masks()
+                )
         wav = data / "audio_wav" / "test" / "dog" / f"{name}.wav"
         wav.parent.mkdir(parents=True, exist_ok=True)
         with wave.open(str(wav), "wb") as fh:
             fh.setnchannels(1), fh.setsampwidth(2), fh.setframerate(16000)
             fh.writeframes(np.zeros(5 * 16000, "<i2").tobytes())
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "data": {"root": str(tmp_path / "data"), "manifests": str(tmp_path / "m"), "datasets": ["s4"], "shards": [0]},
-        "dask": {"n_workers": 0}, "manifest": {"datasets": {"s4": {"source": "avsbench_s4", "root": str(top)}}},
-        "extract": {"frame_size": list(SIZE)}, "proposals": {"backend": "precomputed", "checkpoint": str(top)}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "root": str(tmp_path / "data"),
+                    "manifests": str(tmp_path / "m"),
+                    "datasets": ["s4"],
+                    "shards": [0],
+                },
+                "dask": {"n_workers": 0},
+                "manifest": {"datasets": {"s4": {"source": "avsbench_s4", "root": str(top)}}},
+                "extract": {"frame_size": list(SIZE)},
+                "proposals": {"backend": "precomputed", "checkpoint": str(top)},
+            }
+        )
+    )
     for argv in (["manifest"], ["extract", "--shard", "0"], ["proposals", "--shard", "0"]):
         assert main([argv[0], "--params", str(params), "--dataset", "s4", "--no-progress", *argv[1:]]) == 0
     out = tmp_path / "data" / "s4" / "proposals" / "shard-0.h5"

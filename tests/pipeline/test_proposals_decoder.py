@@ -1,4 +1,5 @@
 """SharedImageDecoder against the released MaskDecoder: same outputs for the same prompts."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,15 @@ def _released_sam_parts(package: str, seed: int = 0):
     modeling = pytest.importorskip(f"{package}.modeling")
     torch.manual_seed(seed)
     side = 16  # image embedding 16x16 (a 256 input): the same code paths as 64x64, in milliseconds
-    prompt_encoder = modeling.PromptEncoder(embed_dim=256, image_embedding_size=(side, side),
-                                            input_image_size=(side * 16, side * 16), mask_in_chans=16)
+    prompt_encoder = modeling.PromptEncoder(
+        embed_dim=256, image_embedding_size=(side, side), input_image_size=(side * 16, side * 16), mask_in_chans=16
+    )
     decoder = modeling.MaskDecoder(
         num_multimask_outputs=3,
         transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-        transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
     )
     # Non-trivial LayerNorm affine parameters and embeddings so that nothing cancels by accident.
     with torch.no_grad():
@@ -55,5 +59,6 @@ def test_shared_decoder_rejects_a_transformer_without_skipped_first_pe():
     prompt_encoder, decoder, side = _released_sam_parts("mobile_sam")
     decoder.transformer.layers[0].skip_first_layer_pe = False
     with pytest.raises(ValueError, match="skips the PE"):
-        SharedImageDecoder(decoder, torch.zeros(1, 256, side, side), prompt_encoder.get_dense_pe(),
-                           torch.zeros(1, 256, side, side))
+        SharedImageDecoder(
+            decoder, torch.zeros(1, 256, side, side), prompt_encoder.get_dense_pe(), torch.zeros(1, 256, side, side)
+        )

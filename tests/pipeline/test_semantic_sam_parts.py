@@ -1,15 +1,17 @@
 """Parts of the Semantic-SAM port checked on their own: deformable attention against a loop-by-loop
 reference, the generator's post-processing helpers, settings, and the ``semantic_sam`` backend."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from pipeline.hashing import file_sha256
 from pipeline.params import ParamsError
 from pipeline.proposals.backends import build_backend
 from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.sam_models import ProposalModelError, file_sha256
+from pipeline.proposals.sam_models import ProposalModelError
 from pipeline.proposals.semantic_sam import TINY, SemanticSam, SemanticSamGeneratorSettings
 from pipeline.proposals.semantic_sam.generator import masks_to_boxes, point_grid, remove_small_regions, stability_score
 from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample, naive_ms_deform_attn
@@ -44,15 +46,16 @@ def test_deformable_attention_module_with_boxes_and_padding():
 def test_point_grid_is_row_major_cell_centres():
     grid = point_grid(4)
     assert grid.shape == (16, 2)
-    np.testing.assert_allclose(grid[:5], [[0.125, 0.125], [0.375, 0.125], [0.625, 0.125], [0.875, 0.125],
-                                          [0.125, 0.375]])
+    np.testing.assert_allclose(
+        grid[:5], [[0.125, 0.125], [0.375, 0.125], [0.625, 0.125], [0.875, 0.125], [0.125, 0.375]]
+    )
 
 
 def test_small_regions_holes_islands_and_largest_kept():
     mask = np.zeros((12, 12), bool)
     mask[1:9, 1:9] = True
-    mask[4, 4] = False                  # 1-pixel hole
-    mask[10:12, 10:12] = True           # 4-pixel island, touching diagonally nothing
+    mask[4, 4] = False  # 1-pixel hole
+    mask[10:12, 10:12] = True  # 4-pixel island, touching diagonally nothing
     filled, changed = remove_small_regions(mask, 5, "holes")
     assert changed and filled[4, 4] and filled.sum() == mask.sum() + 1
     cleaned, changed = remove_small_regions(filled, 5, "islands")
@@ -61,7 +64,7 @@ def test_small_regions_holes_islands_and_largest_kept():
     tiny[0, 0] = tiny[3:5, 3:5] = True  # every island small: the largest survives
     kept, changed = remove_small_regions(tiny, 10, "islands")
     assert changed and kept.sum() == 4 and kept[3:5, 3:5].all()
-    diag = np.eye(4, dtype=bool)        # 8-connected: one region of 4 pixels, not small at min_area 4
+    diag = np.eye(4, dtype=bool)  # 8-connected: one region of 4 pixels, not small at min_area 4
     out, changed = remove_small_regions(diag, 4, "islands")
     assert not changed and np.array_equal(out, diag)
 
@@ -92,9 +95,17 @@ def test_backend_runs_the_port_from_a_checkpoint(tmp_path):
         model.sem_seg_head.predictor.iou_prediction_head.layers[-1].bias.fill_(1.0)
     ckpt = tmp_path / "tiny_many2many.pth"
     torch.save({"model": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
-    params = ProposalParams(backend="semantic_sam", checkpoint=str(ckpt), semantic_sam={
-        "device": "cpu", "points_per_side": 4, "points_per_batch": 8, "stability_score_thresh": 0.5,
-        "image_short_side": 64})
+    params = ProposalParams(
+        backend="semantic_sam",
+        checkpoint=str(ckpt),
+        semantic_sam={
+            "device": "cpu",
+            "points_per_side": 4,
+            "points_per_batch": 8,
+            "stability_score_thresh": 0.5,
+            "image_short_side": 64,
+        },
+    )
     backend = build_backend("semantic_sam", params)
     assert backend.checkpoint_sha256 == file_sha256(ckpt)
     frame = np.zeros((48, 80, 3), np.uint8)

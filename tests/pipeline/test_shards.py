@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pipeline import shards
-from pipeline.shards import located, reader as reader_module
-from pipeline.shards import ArrayReader, ShardReader, ShardWriter
+from pipeline.shards import ArrayReader, ShardReader, ShardWriter, located
+from pipeline.shards import reader as reader_module
 
 T = 4
 INDICES = [None, 0, 2, -1, np.int64(1), slice(1, 3), slice(None, None, 2), slice(3, 1), slice(-2, None)]
@@ -107,8 +107,15 @@ def add_dataset(path: Path, key: str, **kwargs) -> h5py.Dataset:
 
 def test_chunk_stored_uncompressed_is_read_as_is(shard, inflate_calls):
     frames = arrays()["frames"]
-    dataset = add_dataset(shard, "mixed", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
-                          compression="gzip", compression_opts=4)
+    dataset = add_dataset(
+        shard,
+        "mixed",
+        shape=frames.shape,
+        dtype=np.uint8,
+        chunks=(1, *frames.shape[1:]),
+        compression="gzip",
+        compression_opts=4,
+    )
     dataset[0::2] = frames[0::2]  # deflated by HDF5
     for t in (1, 3):  # stored raw; filter mask bit 0 says the deflate filter was skipped
         dataset.id.write_direct_chunk((t, 0, 0, 0), frames[t].tobytes(), filter_mask=1)
@@ -121,14 +128,24 @@ def test_chunk_stored_uncompressed_is_read_as_is(shard, inflate_calls):
 
 def test_other_filters_and_unwritten_chunks_use_h5py(shard, inflate_calls):
     frames = arrays()["frames"]
-    add_dataset(shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip",
-                shuffle=True).file.close()
-    add_dataset(shard, "checksummed", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip",
-                fletcher32=True).file.close()
-    add_dataset(shard, "two_frames_per_chunk", data=frames, chunks=(2, *frames.shape[1:]),
-                compression="gzip").file.close()
-    partial = add_dataset(shard, "partial", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
-                          compression="gzip", fillvalue=7)
+    add_dataset(
+        shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", shuffle=True
+    ).file.close()
+    add_dataset(
+        shard, "checksummed", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", fletcher32=True
+    ).file.close()
+    add_dataset(
+        shard, "two_frames_per_chunk", data=frames, chunks=(2, *frames.shape[1:]), compression="gzip"
+    ).file.close()
+    partial = add_dataset(
+        shard,
+        "partial",
+        shape=frames.shape,
+        dtype=np.uint8,
+        chunks=(1, *frames.shape[1:]),
+        compression="gzip",
+        fillvalue=7,
+    )
     partial[0] = frames[0]
     partial.file.close()
     with ShardReader(shard) as reader:
@@ -138,8 +155,9 @@ def test_other_filters_and_unwritten_chunks_use_h5py(shard, inflate_calls):
         assert (reader.read("a/b", "partial", 3) == 7).all()
         assert inflate_calls == []  # h5py's path: layouts the located path cannot read
         for index in INDICES:  # chunks of two frames: located, and only the chunks holding the frames
-            assert_same(reader.read("a/b", "two_frames_per_chunk", index),
-                        plain_read(shard, "two_frames_per_chunk", index))
+            assert_same(
+                reader.read("a/b", "two_frames_per_chunk", index), plain_read(shard, "two_frames_per_chunk", index)
+            )
 
 
 def test_damaged_chunk_is_a_shard_error_naming_the_array(shard):
@@ -166,8 +184,13 @@ def test_has_array_and_missing_arrays(shard):
 
 def test_scalar_empty_and_text_arrays_read_like_h5py(tmp_path, inflate_calls):
     path = tmp_path / "shard-1.h5"
-    odd = {"scalar": np.float32(3.5), "empty": np.zeros((0, 3), np.int16), "empty_frames": np.zeros((0, 4, 4, 3), np.uint8),
-           "text": np.array([b"ab", b"cde"]), "big_endian": np.arange(6000, dtype=">i4").reshape(2, 3000)}
+    odd = {
+        "scalar": np.float32(3.5),
+        "empty": np.zeros((0, 3), np.int16),
+        "empty_frames": np.zeros((0, 4, 4, 3), np.uint8),
+        "text": np.array([b"ab", b"cde"]),
+        "big_endian": np.arange(6000, dtype=">i4").reshape(2, 3000),
+    }
     with ShardWriter(path, kind="extract", params_hash="t") as writer:
         writer.write_video("v", odd)
     with ShardReader(path) as reader:
@@ -177,6 +200,7 @@ def test_scalar_empty_and_text_arrays_read_like_h5py(tmp_path, inflate_calls):
 
 
 # -- located arrays (ShardReader.locate + ArrayReader) ----------------------------------------------
+
 
 def test_located_reads_equal_plain_h5py_without_hdf5(shard, inflate_calls, monkeypatch):
     with ShardReader(shard) as reader:
@@ -204,24 +228,38 @@ def test_located_reads_without_isal_use_zlib(shard, monkeypatch):
 
 def test_located_layouts_that_need_hdf5_are_read_through_h5py(shard, tmp_path):
     frames = arrays()["frames"]
-    add_dataset(shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip",
-                shuffle=True).file.close()
-    add_dataset(shard, "compact", data=np.arange(6, dtype=np.int32),
-                dcpl=_compact_plist()).file.close()
-    partial = add_dataset(shard, "partial", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
-                          compression="gzip", fillvalue=7)
+    add_dataset(
+        shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", shuffle=True
+    ).file.close()
+    add_dataset(shard, "compact", data=np.arange(6, dtype=np.int32), dcpl=_compact_plist()).file.close()
+    partial = add_dataset(
+        shard,
+        "partial",
+        shape=frames.shape,
+        dtype=np.uint8,
+        chunks=(1, *frames.shape[1:]),
+        compression="gzip",
+        fillvalue=7,
+    )
     partial[0] = frames[0]
     partial.file.close()
-    mixed = add_dataset(shard, "mixed", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
-                        compression="gzip")
+    mixed = add_dataset(
+        shard, "mixed", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]), compression="gzip"
+    )
     mixed[0::2] = frames[0::2]
     for t in (1, 3):
         mixed.id.write_direct_chunk((t, 0, 0, 0), frames[t].tobytes(), filter_mask=1)
     mixed.file.close()
     odd = tmp_path / "odd.h5"
     with ShardWriter(odd, kind="extract", params_hash="t") as writer:
-        writer.write_video("v", {"text": np.array([b"ab", b"cde"]), "big_endian": np.arange(6000, dtype=">i4").reshape(2, 3000),
-                                 "scalar": np.float32(3.5)})
+        writer.write_video(
+            "v",
+            {
+                "text": np.array([b"ab", b"cde"]),
+                "big_endian": np.arange(6000, dtype=">i4").reshape(2, 3000),
+                "scalar": np.float32(3.5),
+            },
+        )
     with ShardReader(shard) as reader, ShardReader(odd) as other, ArrayReader() as files:
         located = {key: reader.locate("a/b", key) for key in ("shuffled", "compact", "partial", "mixed")}
         located.update({key: other.locate("v", key) for key in ("text", "big_endian", "scalar")})

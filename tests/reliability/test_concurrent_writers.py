@@ -9,10 +9,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.atomic import atomic_path, remove_stale_temporaries
@@ -37,12 +35,18 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def start_writer(path: Path, tag: int, videos: int = 6, pause: float = 0.05, hang: bool = False,
-                 prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_writer(
+    path: Path, tag: int, videos: int = 6, pause: float = 0.05, hang: bool = False, prefix: tuple[str, ...] = ()
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([*prefix, sys.executable, "-c", WRITER, str(path), str(tag), str(videos), str(pause),
-                             "1" if hang else "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-c", WRITER, str(path), str(tag), str(videos), str(pause), "1" if hang else "0"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_one_complete_writer(path: Path, tags: set[int], videos: int = 6) -> None:

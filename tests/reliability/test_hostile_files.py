@@ -23,8 +23,15 @@ def test_corrupt_proposals_checkpoint_stops_the_stage(tmp_path, capsys):
     bad = tmp_path / "mobile_sam.pt"
     bad.write_bytes(b"\x00not a checkpoint" * 100)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data")}, "dask": {"n_workers": 0},
-                                      "proposals": {"checkpoint": str(bad), "cache_dir": ""}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(tmp_path / "data")},
+                "dask": {"n_workers": 0},
+                "proposals": {"checkpoint": str(bad), "cache_dir": ""},
+            }
+        )
+    )
     code = main(["proposals", "--params", str(params), "--dataset", "demo", "--shard", "0", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "mobile_sam.pt" in err[0] and "cannot read checkpoint" in err[0]
@@ -55,8 +62,15 @@ def test_a_shard_in_which_every_video_failed_exits_1_with_the_reason(tmp_path, c
         for vid in ("a", "b", "c"):
             writer.write_video(vid, {"audio": np.zeros(16000, np.int16)})  # no frames
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data")}, "dask": {"n_workers": 0},
-                                      "proposals": {"preset": "demo", "cache_dir": ""}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(tmp_path / "data")},
+                "dask": {"n_workers": 0},
+                "proposals": {"preset": "demo", "cache_dir": ""},
+            }
+        )
+    )
     code = main(["proposals", "--params", str(params), "--dataset", "demo", "--shard", "0", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1

@@ -1,5 +1,6 @@
 """Fixtures shared by the training tests: toy feature shards written with the real shard API and
 feature records, and small training params."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,15 @@ def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int =
     """A square whose position is announced by the audio: the sounding square is the ground truth."""
     rng = np.random.default_rng(0)
     paths = {k: shard_file(root, dataset, k, 0) for k in ("extract", "audio", "proposals")}
-    records = {"extract": ExtractParams(frame_size=[SIZE, SIZE]), "audio": AudioParams(),
-               "proposals": ProposalParams(preset="demo", cache_dir="")}
-    writers = {kind: ShardWriter(paths[kind], kind=kind, params_hash="t", attrs=record_attrs(kind, records[kind]))
-               for kind in paths}
+    records = {
+        "extract": ExtractParams(frame_size=[SIZE, SIZE]),
+        "audio": AudioParams(),
+        "proposals": ProposalParams(preset="demo", cache_dir=""),
+    }
+    writers = {
+        kind: ShardWriter(paths[kind], kind=kind, params_hash="t", attrs=record_attrs(kind, records[kind]))
+        for kind in paths
+    }
     with writers["extract"] as ex, writers["audio"] as au, writers["proposals"] as pr:
         for v in range(videos):
             frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
@@ -44,21 +50,39 @@ def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int =
                 left = (v + t) % 2 == 0
                 frames[t, 8:20, 2:14] = (200, 30, 30)
                 frames[t, 8:20, 18:30] = (30, 30, 200)
-                masks[t, 8:20, 2:14 if left else 18:30] = 1 if left else 0
+                masks[t, 8:20, 2 : 14 if left else 18 : 30] = 1 if left else 0
                 if not left:
                     masks[t, 8:20, 18:30] = 1
                 audio[t, 0 if left else 1] = 1.0
                 audio[t, 2:] = rng.normal(0, 0.1, dim - 2)
             split = "test" if v >= videos - 2 else "train"
-            ex.write_video(f"v{v}", {"frames": frames, "audio": np.zeros(T * 16000, np.int16), "gt_masks": masks,
-                                     "gt_valid": np.ones(T, bool)}, {"split": split, "num_seconds": T})
+            ex.write_video(
+                f"v{v}",
+                {
+                    "frames": frames,
+                    "audio": np.zeros(T * 16000, np.int16),
+                    "gt_masks": masks,
+                    "gt_valid": np.ones(T, bool),
+                },
+                {"split": split, "num_seconds": T},
+            )
             au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)})
             pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)})
 
 
 def make_toy_params(**over) -> TrainParams:
-    base = dict(model="combo_tiny", datasets=["toy"], size=[SIZE, SIZE], batch_size=2, max_steps=4, num_workers=0,
-                checkpoint_every=2, grad_clip=1.0, seed=3, threads=1)
+    base = dict(
+        model="combo_tiny",
+        datasets=["toy"],
+        size=[SIZE, SIZE],
+        batch_size=2,
+        max_steps=4,
+        num_workers=0,
+        checkpoint_every=2,
+        grad_clip=1.0,
+        seed=3,
+        threads=1,
+    )
     base.update(over)
     return TrainParams(**base)
 

@@ -8,13 +8,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch.utils.data import DataLoader
 
 from pipeline.shards import ShardReader, shard_file
-from train.data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, ClipDataset, ClipSource, CropBox,
-                        augmentation_generator, collate_clips, crop_resize_nearest, image_tensor, label_tensor,
-                        prepare_batch, resize_clip)
+from train.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augmentation,
+    ClipDataset,
+    ClipSource,
+    CropBox,
+    augmentation_generator,
+    collate_clips,
+    crop_resize_nearest,
+    image_tensor,
+    label_tensor,
+    prepare_batch,
+    resize_clip,
+)
 
 CHANNELS_LAST = torch.channels_last
 
@@ -48,8 +59,9 @@ def test_augmentation_keeps_frame_maskige_and_mask_aligned(size):
         gen = augmentation_generator(7, 0, index)
         box, _ = aug.draw(frames.shape[1], frames.shape[2], gen)
         flips += box.flip
-        out_f, out_m, out_k, jitter = aug(image_tensor(frames), image_tensor(maskige), torch.from_numpy(masks),
-                                          augmentation_generator(7, 0, index))
+        out_f, out_m, out_k, jitter = aug(
+            image_tensor(frames), image_tensor(maskige), torch.from_numpy(masks), augmentation_generator(7, 0, index)
+        )
         assert out_f.shape == out_m.shape == (3, 3, *size) and out_k.shape == (3, *size)
         assert out_f.dtype == out_m.dtype == out_k.dtype == torch.uint8 and jitter.dtype == torch.float32
         assert is_channels_last(out_f) and is_channels_last(out_m) and out_k.is_contiguous()
@@ -58,8 +70,9 @@ def test_augmentation_keeps_frame_maskige_and_mask_aligned(size):
         # The bilinear frame sits on the same box: it equals the nearest-neighbour frame except near block edges.
         nearest = crop_resize_nearest(image_tensor(frames), box, size)
         assert (out_f.int() - nearest.int()).abs().gt(2).float().mean() < 0.35
-        assert torch.equal(out_f, aug(image_tensor(frames), None, torch.from_numpy(masks),
-                                      augmentation_generator(7, 0, index))[0])
+        assert torch.equal(
+            out_f, aug(image_tensor(frames), None, torch.from_numpy(masks), augmentation_generator(7, 0, index))[0]
+        )
     assert 0 < flips < 12
 
 
@@ -86,8 +99,14 @@ def test_augmentation_draws_are_those_of_the_resize_then_crop_geometry():
 
 def test_items_reproducible_by_seed_epoch_index(toy_root):
     def make(seed: int):
-        return ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
-                           Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.3), seed=seed)
+        return ClipDataset(
+            ["toy"],
+            [0],
+            "train",
+            ClipSource(str(toy_root), size=(SIZE, SIZE)),
+            Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.3),
+            seed=seed,
+        )
 
     a, b = make(5), make(5)
     keys = ("frames", "maskiges", "masks", "jitter")
@@ -110,7 +129,9 @@ def test_item_without_augmentation_is_the_stored_clip(toy_root):
     assert torch.equal(item["frames"], item["maskiges"]) and item["masks"].dtype == torch.uint8
     assert "jitter" not in item
     with ShardReader(shard_file(toy_root, "toy", "extract", 0)) as extract:  # exactly what is stored
-        assert torch.equal(item["frames"], torch.from_numpy(extract.read(item["video_id"], "frames")).permute(0, 3, 1, 2))
+        assert torch.equal(
+            item["frames"], torch.from_numpy(extract.read(item["video_id"], "frames")).permute(0, 3, 1, 2)
+        )
         assert torch.equal(item["labelled"], torch.from_numpy(extract.read(item["video_id"], "gt_valid")))
 
 
@@ -155,11 +176,14 @@ def float_reference(frames_u8: torch.Tensor, jitter: torch.Tensor | None) -> tor
 
 def loader_batch(B: int = 3, T: int = 2, H: int = 16, W: int = 20) -> dict:
     gen = torch.Generator().manual_seed(0)
-    return {"frames": torch.randint(0, 256, (B, T, 3, H, W), dtype=torch.uint8, generator=gen),
-            "maskiges": torch.randint(0, 256, (B, T, 3, H, W), dtype=torch.uint8, generator=gen),
-            "masks": torch.randint(0, 2, (B, T, H, W), dtype=torch.uint8, generator=gen),
-            "labelled": torch.ones(B, T, dtype=torch.bool), "audio": torch.randn(B, T, 8),
-            "video_id": ["a", "b", "c"]}
+    return {
+        "frames": torch.randint(0, 256, (B, T, 3, H, W), dtype=torch.uint8, generator=gen),
+        "maskiges": torch.randint(0, 256, (B, T, 3, H, W), dtype=torch.uint8, generator=gen),
+        "masks": torch.randint(0, 2, (B, T, H, W), dtype=torch.uint8, generator=gen),
+        "labelled": torch.ones(B, T, dtype=torch.bool),
+        "audio": torch.randn(B, T, 8),
+        "video_id": ["a", "b", "c"],
+    }
 
 
 def test_prepare_batch_matches_the_float_path_without_jitter():
@@ -186,8 +210,14 @@ def test_prepare_batch_applies_per_clip_jitter_like_the_old_augmentation():
 
 
 def test_collated_dataset_batch_prepares_to_the_model_format(toy_root):
-    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
-                     Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2), seed=2)
+    ds = ClipDataset(
+        ["toy"],
+        [0],
+        "train",
+        ClipSource(str(toy_root), size=(SIZE, SIZE)),
+        Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2),
+        seed=2,
+    )
     batch = collate_clips([ds[i] for i in range(2)])
     assert batch["frames"].dtype == torch.uint8 and batch["jitter"].shape == (2, 2)
     out = prepare_batch(batch, "cpu")
@@ -197,8 +227,14 @@ def test_collated_dataset_batch_prepares_to_the_model_format(toy_root):
 
 
 def test_channels_last_items_collate_and_prepare_like_channels_first(toy_root):
-    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
-                     Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2), seed=4)
+    ds = ClipDataset(
+        ["toy"],
+        [0],
+        "train",
+        ClipSource(str(toy_root), size=(SIZE, SIZE)),
+        Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2),
+        seed=4,
+    )
     items = [ds[i] for i in range(3)]
     batch = collate_clips(items)
     for key in ("frames", "maskiges"):
@@ -214,8 +250,14 @@ def test_channels_last_items_collate_and_prepare_like_channels_first(toy_root):
 def test_items_from_forked_workers_equal_in_process_items(toy_root):
     # The located arrays cross the fork as plain data; each worker opens its own files, and its batches
     # (collated into shared memory) arrive with the channels-last layout and the same values.
-    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
-                     Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2), seed=1)
+    ds = ClipDataset(
+        ["toy"],
+        [0],
+        "train",
+        ClipSource(str(toy_root), size=(SIZE, SIZE)),
+        Augmentation((SIZE, SIZE), (0.5, 2.0), True, 0.2),
+        seed=1,
+    )
     plan = [[0, 1], [2, 3]]
     here = [collate_clips([ds[i] for i in b]) for b in plan]  # the parent opens its files first
     loader = DataLoader(ds, batch_sampler=plan, collate_fn=collate_clips, num_workers=1, multiprocessing_context="fork")
@@ -248,8 +290,12 @@ def test_clips_whose_arrays_disagree_in_length_are_skipped_with_a_reason(tmp_pat
         attrs = reader.file_attrs()
         videos = {vid: {k: reader.read(vid, k) for k in ("embeddings", "logmel")} for vid in reader.video_ids()}
     videos["v4"] = {k: v[:-1] for k, v in videos["v4"].items()}  # one second short
-    with ShardWriter(audio_path, kind="audio", params_hash="t", attrs={k: v for k, v in attrs.items()
-                                                                       if k not in ("kind", "params_hash")}) as writer:
+    with ShardWriter(
+        audio_path,
+        kind="audio",
+        params_hash="t",
+        attrs={k: v for k, v in attrs.items() if k not in ("kind", "params_hash")},
+    ) as writer:
         for vid, arrays in videos.items():
             writer.write_video(vid, arrays)
     ds = ClipDataset(["toy"], [0], "test", ClipSource(str(tmp_path), size=(SIZE, SIZE)))

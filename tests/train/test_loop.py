@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.shards import ShardWriter, shard_file
 from train.data import Augmentation, ClipDataset, ClipSource, LengthGroupedSampler
 from train.evaluate import EvalParams, evaluate
-from train.loop import TrainParams, load_checkpoint, train
+from train.loop import load_checkpoint, train
 
 SIZE = 32  # the toy shards' frame size (conftest.py)
 
 
 def test_dataset_items_and_same_geometry(toy_root):
-    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
-                     Augmentation((SIZE, SIZE), (0.8, 1.5), True, 0.0), seed=1)
+    ds = ClipDataset(
+        ["toy"],
+        [0],
+        "train",
+        ClipSource(str(toy_root), size=(SIZE, SIZE)),
+        Augmentation((SIZE, SIZE), (0.8, 1.5), True, 0.0),
+        seed=1,
+    )
     assert len(ds) == 4
     item = ds[0]
     assert item["frames"].shape == (3, 3, SIZE, SIZE) and item["maskiges"].shape == (3, 3, SIZE, SIZE)
     assert item["frames"].dtype == item["maskiges"].dtype == item["masks"].dtype == torch.uint8
     channels_last = torch.channels_last  # dense, channels-last in memory (the stored order); [T,3,H,W] by shape
-    assert item["frames"].is_contiguous(memory_format=channels_last) and item["maskiges"].is_contiguous(memory_format=channels_last)
+    assert item["frames"].is_contiguous(memory_format=channels_last) and item["maskiges"].is_contiguous(
+        memory_format=channels_last
+    )
     assert item["masks"].shape == (3, SIZE, SIZE) and item["audio"].shape == (3, 16)
     assert "jitter" not in item  # colour_jitter 0
     again = ds[0]
@@ -35,8 +41,14 @@ def test_dataset_items_and_same_geometry(toy_root):
 def test_flip_and_crop_move_frame_maskige_and_mask_together(toy_root):
     # Scale 1 and no jitter: only crop + flip, so the toy maskige (a copy of the frame) stays equal to
     # the frame, and every ground-truth pixel still lands on a coloured square.
-    ds = ClipDataset(["toy"], [0], "train", ClipSource(str(toy_root), size=(SIZE, SIZE)),
-                     Augmentation((SIZE, SIZE), (1.0, 1.0), True, 0.0), seed=0)
+    ds = ClipDataset(
+        ["toy"],
+        [0],
+        "train",
+        ClipSource(str(toy_root), size=(SIZE, SIZE)),
+        Augmentation((SIZE, SIZE), (1.0, 1.0), True, 0.0),
+        seed=0,
+    )
     flipped = 0
     for i in range(len(ds)):
         item = ds[i]
@@ -85,8 +97,13 @@ def test_evaluate_at_another_input_size(toy_root, tmp_path, toy_params):
     """evaluate.size scores a model at a different input size than it was trained at (masks come back
     at the ground-truth size either way)."""
     result = train(toy_params(max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
-    metrics = evaluate(result["final"], EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False,
-                                                   size=[2 * SIZE, 2 * SIZE]), str(toy_root), [0], tmp_path / "eval")
+    metrics = evaluate(
+        result["final"],
+        EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False, size=[2 * SIZE, 2 * SIZE]),
+        str(toy_root),
+        [0],
+        tmp_path / "eval",
+    )
     assert 0 <= metrics["toy"]["M_J"] <= 1 and metrics["toy"]["num_videos"] == 2
 
 
@@ -95,10 +112,16 @@ def test_semantic_evaluation_writes_the_per_class_iou_table(tmp_path, toy_params
     (dvc.yaml plots), has one row per class present in the test ground truth or prediction."""
     root = tmp_path / "shards"
     toy_shards(root, dataset="toy_sem")
-    result = train(toy_params(datasets=["toy_sem"], task="semantic", max_steps=2), str(root), [0],
-                   tmp_path / "run", progress=False)
-    metrics = evaluate(result["final"], EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False),
-                       str(root), [0], tmp_path / "eval")
+    result = train(
+        toy_params(datasets=["toy_sem"], task="semantic", max_steps=2), str(root), [0], tmp_path / "run", progress=False
+    )
+    metrics = evaluate(
+        result["final"],
+        EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False),
+        str(root),
+        [0],
+        tmp_path / "eval",
+    )
     assert 0 <= metrics["toy_sem"]["mIoU"] <= 1
     rows = (tmp_path / "eval" / "per_class" / "per_class_iou.csv").read_text().splitlines()
     assert rows[0] == "dataset,class_id,iou"
@@ -115,8 +138,13 @@ def test_both_models_train_and_evaluate_through_the_same_loop(toy_root, tmp_path
     result = train(toy_params(model=model, max_steps=2), str(toy_root), [0], tmp_path / "run", progress=False)
     assert len(result["losses"]) == 2 and all(np.isfinite(result["losses"]))
     assert load_checkpoint(result["final"])["model_name"] == model
-    metrics = evaluate(result["final"], EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False), str(toy_root),
-                       [0], tmp_path / "eval")
+    metrics = evaluate(
+        result["final"],
+        EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False),
+        str(toy_root),
+        [0],
+        tmp_path / "eval",
+    )
     assert 0 <= metrics["toy"]["M_J"] <= 1
 
 
@@ -130,8 +158,14 @@ def test_a_fresh_run_clears_checkpoints_of_an_earlier_run(toy_root, tmp_path, to
 
 
 def test_only_the_newest_intermediate_checkpoints_are_kept(toy_root, tmp_path, toy_params):
-    train(toy_params(max_steps=6, checkpoint_every=1, keep_checkpoints=2), str(toy_root), [0], tmp_path / "run",
-          stop_after=5, progress=False)
+    train(
+        toy_params(max_steps=6, checkpoint_every=1, keep_checkpoints=2),
+        str(toy_root),
+        [0],
+        tmp_path / "run",
+        stop_after=5,
+        progress=False,
+    )
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*.pt"))
     assert kept == ["step-0000004.pt", "step-0000005.pt"]
 
@@ -144,8 +178,21 @@ def test_evaluate_with_nothing_to_score_exits_1(toy_root, tmp_path, toy_params, 
 
     result = train(toy_params(max_steps=1), str(toy_root), [0], tmp_path / "run", progress=False)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(toy_root)},
-                                      "evaluate": {"datasets": ["toy"], "split": "val", "overlays": 0}}))
-    code = main(["evaluate", "--params", str(params), "--checkpoint", str(result["final"]), "--out",
-                 str(tmp_path / "eval"), "--no-progress"])
+    params.write_text(
+        yaml.safe_dump(
+            {"data": {"root": str(toy_root)}, "evaluate": {"datasets": ["toy"], "split": "val", "overlays": 0}}
+        )
+    )
+    code = main(
+        [
+            "evaluate",
+            "--params",
+            str(params),
+            "--checkpoint",
+            str(result["final"]),
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ]
+    )
     assert code == 1 and "nothing was scored: no 'val' clip" in capsys.readouterr().err

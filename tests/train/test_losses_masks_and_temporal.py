@@ -1,4 +1,5 @@
 """Dice / BCE against hand-computed values, L_ada (COMBO eq. 6-7), point sampling."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def test_bce_hand_computed() -> None:
 
 def test_adaptive_inter_frame_loss_hand_computed() -> None:
     # video 0: frames (1,0), (1,1), (0,1): cos = 1/sqrt2 twice; video 1: identical frames, cos = 1
-    masks = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
-                          [[2.0, 3.0], [2.0, 3.0], [4.0, 6.0]]]).view(2, 3, 1, 1, 2)
+    masks = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], [[2.0, 3.0], [2.0, 3.0], [4.0, 6.0]]]).view(
+        2, 3, 1, 1, 2
+    )
     pair = 1 - 1 / math.sqrt(2)
     expected = (2 * math.exp(-pair) * pair + 0.0 + 0.0) / 4  # mean over 2 videos x 2 pairs
     assert math.isclose(adaptive_inter_frame_loss(masks).item(), expected, rel_tol=1e-6)

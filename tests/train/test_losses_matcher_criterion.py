@@ -1,4 +1,5 @@
 """Hungarian matcher against brute force; criterion edge cases; per-class targets."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,10 +33,12 @@ def test_matcher_matches_brute_force(seed: int, num_queries: int, num_targets: i
     labels = torch.randint(0, 3, (num_targets,))
     masks = (torch.rand(num_targets, 6, 6) > 0.5).float()
     matcher = HungarianMatcher(2, 5, 5, num_points=None)
-    (rows, cols), = matcher(pred_logits, pred_masks, [{"labels": labels, "masks": masks}])
+    ((rows, cols),) = matcher(pred_logits, pred_masks, [{"labels": labels, "masks": masks}])
     cost = brute_force_cost(pred_logits[0], pred_masks[0], labels, masks)
-    best = min(sum(cost[q, k].item() for k, q in enumerate(perm))
-               for perm in itertools.permutations(range(num_queries), num_targets))
+    best = min(
+        sum(cost[q, k].item() for k, q in enumerate(perm))
+        for perm in itertools.permutations(range(num_queries), num_targets)
+    )
     assert len(rows) == num_targets
     assert abs(cost[rows, cols].sum().item() - best) < 1e-5
 

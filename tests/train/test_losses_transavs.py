@@ -1,4 +1,5 @@
 """TransAVS losses against hand-computed values (paper eq. 9-13, 18) and the focal loss [29]."""
+
 from __future__ import annotations
 
 import math
@@ -18,10 +19,18 @@ from train.losses.transavs_losses import (
 
 
 # ---------------------------------------------------------------------------- eq. 18
-@pytest.mark.parametrize(("step", "expected"), [
-    (0, 0.55), (4999, 0.55), (5000, 0.55 + 0.1 / 18), (12345, 0.55 + 2 * 0.1 / 18),
-    (45000, 0.60), (90000, 0.65), (250000, 0.65),
-])
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (0, 0.55),
+        (4999, 0.55),
+        (5000, 0.55 + 0.1 / 18),
+        (12345, 0.55 + 2 * 0.1 / 18),
+        (45000, 0.60),
+        (90000, 0.65),
+        (250000, 0.65),
+    ],
+)
 def test_threshold_schedule_eq18(step: int, expected: float) -> None:
     assert confidence_threshold(step) == pytest.approx(expected, abs=1e-12)
 
@@ -224,5 +233,7 @@ def test_criterion_ignores_255_pixels_in_dice() -> None:
     masks[0, 0, 0, 0, 0] = 30.0
     gt = torch.tensor([[[[1, 255], [255, 255]]]])
     outputs = {"pred_logits": logits, "pred_masks": masks, "projected_queries": torch.zeros(1, 1, 1, 2)}
-    losses = TransAVSCriterion(3, TransAVSLossConfig())(outputs, {"masks": gt, "labelled": torch.ones(1, 1, dtype=torch.bool)})
+    losses = TransAVSCriterion(3, TransAVSLossConfig())(
+        outputs, {"masks": gt, "labelled": torch.ones(1, 1, dtype=torch.bool)}
+    )
     assert float(losses["dice"]) == pytest.approx(0.0, abs=1e-6)  # perfect on the valid pixels

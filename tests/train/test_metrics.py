@@ -58,9 +58,7 @@ def test_binary_per_video_matches_reference(reference, device):
     assert result["num_batches"] == 6
     assert result["M_J"] == pytest.approx(expected["M_J"], abs=TOLERANCE)
     assert result["M_F"] == pytest.approx(expected["M_F"], abs=TOLERANCE)
-    for index, (j_value, f_value) in enumerate(
-        zip(expected["per_video_J"], expected["per_video_F"], strict=True)
-    ):
+    for index, (j_value, f_value) in enumerate(zip(expected["per_video_J"], expected["per_video_F"], strict=True)):
         scores = result["per_video"][f"video{index}"]
         assert scores["J"] == pytest.approx(j_value, abs=TOLERANCE), index
         assert scores["F"] == pytest.approx(f_value, abs=TOLERANCE), index
@@ -77,9 +75,7 @@ def test_binary_batch_of_4_videos_matches_reference(reference, device):
     # per-video scores do not depend on the grouping
     per_video = values["binary_per_video"]
     assert result["per_video"]["video3"]["F"] == 0.0
-    assert result["per_video"]["video0"]["J"] == pytest.approx(
-        per_video["per_video_J"][0], abs=TOLERANCE
-    )
+    assert result["per_video"]["video0"]["J"] == pytest.approx(per_video["per_video_J"][0], abs=TOLERANCE)
 
 
 def test_binary_batch_functions_match_reference(reference):

@@ -1,4 +1,5 @@
 """Backbone registry: stage shapes, weight loading and its error messages."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,8 +50,11 @@ def test_resnet_loads_torchvision_layout(tmp_path) -> None:
     reference.eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
-            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+        expected = reference.layer4(
+            reference.layer3(
+                reference.layer2(reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))
+            )
+        )
         assert torch.allclose(backbone(x)["res5"], expected, atol=1e-5)
 
 

@@ -1,4 +1,5 @@
 """COMBO model: registry-wide interface checks, BFM, parameter counts, overfitting a tiny batch."""
+
 from __future__ import annotations
 
 import warnings
@@ -118,9 +119,13 @@ def test_parameter_groups() -> None:
     assert by_name["head_decay"]["lr"] == pytest.approx(1e-4)
     assert all(g["weight_decay"] == 0.0 for n, g in by_name.items() if n.endswith("no_decay"))
     no_decay = {id(p) for n, g in by_name.items() if n.endswith("no_decay") for p in g["params"]}
-    for param in (model.decoder.query_feat.weight, model.decoder.query_embed.weight,
-                  model.bilateral_fusion.audio_pos_embed, model.bilateral_fusion.visual_gamma,
-                  model.pixel_decoder.level_embed):
+    for param in (
+        model.decoder.query_feat.weight,
+        model.decoder.query_embed.weight,
+        model.bilateral_fusion.audio_pos_embed,
+        model.bilateral_fusion.visual_gamma,
+        model.pixel_decoder.level_embed,
+    ):
         assert id(param) in no_decay
     assert id(model.decoder.class_embed.weight) not in no_decay
     total = sum(p.numel() for g in groups for p in g["params"])
@@ -153,8 +158,10 @@ def test_bfm_uses_the_same_logits_in_both_directions() -> None:
     assert (fused_visual - visual).abs().max() < 1e-2 and (fused_audio - audio).abs().max() < 1e-2
     # logits are computed once: the two projections that make them are each called once
     calls = []
-    hooks = [bfm.query_proj.register_forward_hook(lambda *a: calls.append("q")),
-             bfm.key_proj.register_forward_hook(lambda *a: calls.append("k"))]
+    hooks = [
+        bfm.query_proj.register_forward_hook(lambda *a: calls.append("q")),
+        bfm.key_proj.register_forward_hook(lambda *a: calls.append("k")),
+    ]
     bfm(visual, audio)
     for hook in hooks:
         hook.remove()
@@ -192,8 +199,13 @@ def test_tiny_model_overfits_two_clips() -> None:
     masks[0, :, 4:20, 8:24] = 1
     masks[1, :, 12:28, 8:28] = 1
     frames = torch.randn(2, t, 3, size, size) * 0.1 + 2 * masks[:, :, None].float()
-    batch = {"frames": frames, "maskiges": frames.clone(), "audio": torch.randn(2, t, 16), "masks": masks,
-             "labelled": torch.ones(2, t, dtype=torch.bool)}
+    batch = {
+        "frames": frames,
+        "maskiges": frames.clone(),
+        "audio": torch.randn(2, t, 16),
+        "masks": masks,
+        "labelled": torch.ones(2, t, dtype=torch.bool),
+    }
     optimizer = torch.optim.AdamW(model.parameter_groups(lr=1e-2, backbone_lr_mult=1.0))
     first = None
     for _ in range(40):
@@ -205,11 +217,13 @@ def test_tiny_model_overfits_two_clips() -> None:
     assert losses["total"].item() < first / 10, (first, losses["total"].item())
 
 
-@pytest.mark.parametrize("alias,target,kwargs", [("combo", "combo_mnv2", {"pretrained": None}),
-                                                  ("transavs", "transavs_mnv2", {})])
+@pytest.mark.parametrize(
+    "alias,target,kwargs", [("combo", "combo_mnv2", {"pretrained": None}), ("transavs", "transavs_mnv2", {})]
+)
 def test_short_aliases_build_the_cpu_configs(alias, target, kwargs):
     def count(model):
         return sum(p.numel() for p in model.parameters())
 
-    assert count(build_model(alias, num_classes=2, audio_dim=16, **kwargs)) == \
-        count(build_model(target, num_classes=2, audio_dim=16, **kwargs))
+    assert count(build_model(alias, num_classes=2, audio_dim=16, **kwargs)) == count(
+        build_model(target, num_classes=2, audio_dim=16, **kwargs)
+    )

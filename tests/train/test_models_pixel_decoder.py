@@ -1,4 +1,5 @@
 """MSDeformAttn against a naive per-point bilinear reference; pixel decoder output shapes."""
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,7 @@ def test_ms_deform_attn_core_matches_naive_reference() -> None:
         for q in range(num_queries):
             for m in range(heads):
                 for level, (h, w) in enumerate(shapes):
-                    image = value[b, starts[level]:starts[level] + h * w, m].T.reshape(head_dim, h, w)
+                    image = value[b, starts[level] : starts[level] + h * w, m].T.reshape(head_dim, h, w)
                     for p in range(points):
                         x, y = locations[b, q, m, level, p].tolist()
                         expected[b, q, m] += weights[b, q, m, level, p] * naive_bilinear(image, x, y)
@@ -58,8 +59,9 @@ def test_ms_deform_attn_module_shapes_and_init() -> None:
 def test_pixel_decoder_shapes() -> None:
     channels = {"res2": 8, "res3": 16, "res4": 24, "res5": 32}
     decoder = MSDeformAttnPixelDecoder(channels, hidden_dim=32, num_layers=2, num_heads=4, ffn_dim=64)
-    features = {name: torch.randn(2, c, 64 // 2 ** (i + 2), 96 // 2 ** (i + 2))
-                for i, (name, c) in enumerate(channels.items())}
+    features = {
+        name: torch.randn(2, c, 64 // 2 ** (i + 2), 96 // 2 ** (i + 2)) for i, (name, c) in enumerate(channels.items())
+    }
     mask_features, multi_scale = decoder(features)
     assert mask_features.shape == (2, 32, 16, 24)
     assert [tuple(t.shape) for t in multi_scale] == [(2, 32, 2, 3), (2, 32, 4, 6), (2, 32, 8, 12)]

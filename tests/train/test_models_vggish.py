@@ -1,4 +1,5 @@
 """VGGish: the released port's state-dict layout loads with strict=True; output shape and range."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,15 +9,24 @@ from train.models.vggish import VGGish, load_vggish
 
 # Key -> shape of the released PyTorch port (vggish-10086976.pth), written out independently.
 OFFICIAL_LAYOUT = {
-    "features.0.weight": (64, 1, 3, 3), "features.0.bias": (64,),
-    "features.3.weight": (128, 64, 3, 3), "features.3.bias": (128,),
-    "features.6.weight": (256, 128, 3, 3), "features.6.bias": (256,),
-    "features.8.weight": (256, 256, 3, 3), "features.8.bias": (256,),
-    "features.11.weight": (512, 256, 3, 3), "features.11.bias": (512,),
-    "features.13.weight": (512, 512, 3, 3), "features.13.bias": (512,),
-    "embeddings.0.weight": (4096, 12288), "embeddings.0.bias": (4096,),
-    "embeddings.2.weight": (4096, 4096), "embeddings.2.bias": (4096,),
-    "embeddings.4.weight": (128, 4096), "embeddings.4.bias": (128,),
+    "features.0.weight": (64, 1, 3, 3),
+    "features.0.bias": (64,),
+    "features.3.weight": (128, 64, 3, 3),
+    "features.3.bias": (128,),
+    "features.6.weight": (256, 128, 3, 3),
+    "features.6.bias": (256,),
+    "features.8.weight": (256, 256, 3, 3),
+    "features.8.bias": (256,),
+    "features.11.weight": (512, 256, 3, 3),
+    "features.11.bias": (512,),
+    "features.13.weight": (512, 512, 3, 3),
+    "features.13.bias": (512,),
+    "embeddings.0.weight": (4096, 12288),
+    "embeddings.0.bias": (4096,),
+    "embeddings.2.weight": (4096, 4096),
+    "embeddings.2.bias": (4096,),
+    "embeddings.4.weight": (128, 4096),
+    "embeddings.4.bias": (128,),
 }
 
 

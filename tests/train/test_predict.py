@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 import torch
 
 from pipeline import media
@@ -62,19 +61,39 @@ def combo_pipeline(tmp_path_factory):
     for name in ("a", "b"):
         media.encode_video(videos / f"{name}.mp4", index_frames(80, 48, 64), 25, tone(3.2))
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "data": {"root": str(root / "data"), "manifests": str(root / "manifests"), "datasets": ["vids"], "shards": [0]},
-        "dask": {"n_workers": 0},
-        "manifest": {"datasets": {"vids": {"source": "folder", "root": str(videos), "seconds": 3, "split": "train"}}},
-        "extract": {"frame_size": [48, 64]}, "audio": {"encoder": "yamnet"},
-        "proposals": {"preset": "demo", "encoder_size": 256, "generator": TINY_GENERATOR, "cache_dir": ""},
-    }))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "root": str(root / "data"),
+                    "manifests": str(root / "manifests"),
+                    "datasets": ["vids"],
+                    "shards": [0],
+                },
+                "dask": {"n_workers": 0},
+                "manifest": {
+                    "datasets": {"vids": {"source": "folder", "root": str(videos), "seconds": 3, "split": "train"}}
+                },
+                "extract": {"frame_size": [48, 64]},
+                "audio": {"encoder": "yamnet"},
+                "proposals": {"preset": "demo", "encoder_size": 256, "generator": TINY_GENERATOR, "cache_dir": ""},
+            }
+        )
+    )
     common = ["--params", str(params), "--dataset", "vids", "--no-progress"]
     assert main(["manifest", *common]) == 0
     for stage in ("extract", "audio", "proposals"):
         assert main([stage, *common, "--shard", "0"]) == 0, stage
-    cfg = TrainParams(model="combo_tiny", datasets=["vids"], size=[48, 64], batch_size=1, max_steps=1,
-                      num_workers=0, threads=1, augment=False)
+    cfg = TrainParams(
+        model="combo_tiny",
+        datasets=["vids"],
+        size=[48, 64],
+        batch_size=1,
+        max_steps=1,
+        num_workers=0,
+        threads=1,
+        augment=False,
+    )
     result = train(cfg, str(root / "data"), [0], root / "run", progress=False)
     return root, result["final"]
 
@@ -131,10 +150,11 @@ def test_predict_a_150_s_video_in_windows(tmp_path, transavs_checkpoint, capsys)
     video = tmp_path / "long video.mp4"
     frames = np.zeros((seconds * fps, 48, 64, 3), np.uint8)
     frames[:, 8:40, 8:40] = (200, 40, 40)
-    media.encode_video(video, (frames[s:s + 200] for s in range(0, len(frames), 200)), fps, tone(seconds), crf=30)
+    media.encode_video(video, (frames[s : s + 200] for s in range(0, len(frames), 200)), fps, tone(seconds), crf=30)
     out = tmp_path / "pred"
-    assert main(["predict", str(video), "--checkpoint", str(transavs_checkpoint), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["predict", str(video), "--checkpoint", str(transavs_checkpoint), "--out", str(out), "--no-progress"]) == 0
+    )
     summary = json.loads((out / "prediction.json").read_text())
     assert summary["seconds"] == seconds and summary["frame_indices"] == [4 * s + 3 for s in range(seconds)]
     masks = sorted((out / "masks").glob("second_*.png"))

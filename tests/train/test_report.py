@@ -27,10 +27,13 @@ def write_shards(root: Path, dataset: str = "toy", videos: int = 8, dim: int = 1
     waveform is a tone whose pitch says which square sounds (so the page has audio to play)."""
     rng = np.random.default_rng(0)
     paths = {k: shard_file(root, dataset, k, 0) for k in ("extract", "audio", "proposals")}
-    with ShardWriter(paths["extract"], kind="extract", params_hash="t",
-                     attrs={"extract_params": {"frame_size": [SIZE, SIZE]}}) as ex, \
-            ShardWriter(paths["audio"], kind="audio", params_hash="t", attrs={"audio_params": {"encoder": "toy"}}) as au, \
-            ShardWriter(paths["proposals"], kind="proposals", params_hash="t") as pr:
+    with (
+        ShardWriter(
+            paths["extract"], kind="extract", params_hash="t", attrs={"extract_params": {"frame_size": [SIZE, SIZE]}}
+        ) as ex,
+        ShardWriter(paths["audio"], kind="audio", params_hash="t", attrs={"audio_params": {"encoder": "toy"}}) as au,
+        ShardWriter(paths["proposals"], kind="proposals", params_hash="t") as pr,
+    ):
         for v in range(videos):
             frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
             frames[:, 8:20, 2:14] = (230, 230, 230)  # a pale object: a white tint would vanish on it
@@ -44,17 +47,32 @@ def write_shards(root: Path, dataset: str = "toy", videos: int = 8, dim: int = 1
                 masks[t, 8:20, 18:30] = not left
                 emb[t, 0 if left else 1] = 1.0
                 seconds = np.arange(RATE) / RATE
-                tone[t * RATE:(t + 1) * RATE] = (8000 * np.sin(2 * np.pi * (440 if left else 880) * seconds)).astype(np.int16)
+                tone[t * RATE : (t + 1) * RATE] = (8000 * np.sin(2 * np.pi * (440 if left else 880) * seconds)).astype(
+                    np.int16
+                )
             split = "test" if v >= videos - 4 else "train"
-            ex.write_video(f"v{v}", {"frames": frames, "audio": tone, "gt_masks": masks,
-                                     "gt_valid": np.array([True] * (T - 1) + [False])}, {"split": split, "num_seconds": T})
+            ex.write_video(
+                f"v{v}",
+                {"frames": frames, "audio": tone, "gt_masks": masks, "gt_valid": np.array([True] * (T - 1) + [False])},
+                {"split": split, "num_seconds": T},
+            )
             au.write_video(f"v{v}", {"embeddings": emb, "logmel": np.zeros((T, 96, 64), np.float32)})
             pr.write_video(f"v{v}", {"maskige": frames[..., ::-1].copy(), "mask_counts": np.full(T, 2, np.int32)})
 
 
 def train_params(**over) -> TrainParams:
-    base = dict(model="combo_tiny", datasets=["toy"], size=[SIZE, SIZE], batch_size=2, max_steps=3, num_workers=0,
-                checkpoint_every=10, grad_clip=1.0, seed=3, threads=1)
+    base = dict(
+        model="combo_tiny",
+        datasets=["toy"],
+        size=[SIZE, SIZE],
+        batch_size=2,
+        max_steps=3,
+        num_workers=0,
+        checkpoint_every=10,
+        grad_clip=1.0,
+        seed=3,
+        threads=1,
+    )
     return TrainParams(**{**base, **over})
 
 
@@ -64,8 +82,15 @@ def evaluated(tmp_path_factory, single_thread_module) -> Path:
     root = tmp_path_factory.mktemp("report")
     write_shards(root)
     result = train(train_params(), str(root), [0], root / "run", progress=False)
-    evaluate(result["final"], EvalParams(datasets=["toy"], overlays=3), str(root), [0], root / "eval",
-             train_log=root / "run" / "log", progress=False)
+    evaluate(
+        result["final"],
+        EvalParams(datasets=["toy"], overlays=3),
+        str(root),
+        [0],
+        root / "eval",
+        train_log=root / "run" / "log",
+        progress=False,
+    )
     return root / "eval"
 
 
@@ -91,10 +116,22 @@ def test_training_is_logged_with_dvclive(evaluated):
 
 def test_resumed_run_log_has_each_step_once(tmp_path):
     write_shards(tmp_path)
-    train(train_params(max_steps=4, checkpoint_every=2), str(tmp_path), [0], tmp_path / "run", progress=False,
-          stop_after=3)  # checkpoint at step 2, log up to step 3, then "interrupted"
-    train(train_params(max_steps=4, checkpoint_every=2), str(tmp_path), [0], tmp_path / "run", progress=False,
-          resume=tmp_path / "run" / "checkpoints" / "step-0000002.pt")
+    train(
+        train_params(max_steps=4, checkpoint_every=2),
+        str(tmp_path),
+        [0],
+        tmp_path / "run",
+        progress=False,
+        stop_after=3,
+    )  # checkpoint at step 2, log up to step 3, then "interrupted"
+    train(
+        train_params(max_steps=4, checkpoint_every=2),
+        str(tmp_path),
+        [0],
+        tmp_path / "run",
+        progress=False,
+        resume=tmp_path / "run" / "checkpoints" / "step-0000002.pt",
+    )
     with open(tmp_path / "run" / "log" / "plots" / "metrics" / "train" / "loss_total.tsv", newline="") as fh:
         assert [int(r["step"]) for r in csv.DictReader(fh, delimiter="\t")] == [1, 2, 3, 4]
 
@@ -102,8 +139,14 @@ def test_resumed_run_log_has_each_step_once(tmp_path):
 def test_progress_lines_without_a_bar(tmp_path, capsys):
     write_shards(tmp_path)
     train(train_params(), str(tmp_path), [0], tmp_path / "run", progress=False)
-    evaluate(tmp_path / "run" / "model.pt", EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False),
-             str(tmp_path), [0], tmp_path / "eval", progress=False)
+    evaluate(
+        tmp_path / "run" / "model.pt",
+        EvalParams(datasets=["toy"], overlays=0, shuffle_audio=False),
+        str(tmp_path),
+        [0],
+        tmp_path / "eval",
+        progress=False,
+    )
     err = capsys.readouterr().err
     assert "train combo_tiny: 3/3 steps (100%) | loss" in err and "ETA" in err
     assert "evaluate toy: 4/4 videos (100%)" in err
@@ -168,10 +211,21 @@ def test_report_page_is_self_contained(evaluated):
 
 def test_semantic_run_has_the_per_class_chart(tmp_path):
     write_shards(tmp_path, dataset="toy_sem")
-    result = train(train_params(datasets=["toy_sem"], task="semantic", max_steps=1), str(tmp_path), [0],
-                   tmp_path / "run", progress=False)
-    evaluate(result["final"], EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False), str(tmp_path), [0],
-             tmp_path / "eval", progress=False)
+    result = train(
+        train_params(datasets=["toy_sem"], task="semantic", max_steps=1),
+        str(tmp_path),
+        [0],
+        tmp_path / "run",
+        progress=False,
+    )
+    evaluate(
+        result["final"],
+        EvalParams(datasets=["toy_sem"], overlays=1, shuffle_audio=False),
+        str(tmp_path),
+        [0],
+        tmp_path / "eval",
+        progress=False,
+    )
     assert (tmp_path / "eval" / "per_class" / "per_class_iou.csv").is_file()
     assert "Per-class IoU" in (tmp_path / "eval" / "report.html").read_text()
 
@@ -187,8 +241,12 @@ def test_the_page_is_the_same_byte_for_byte_when_rendered_again(evaluated, tmp_p
 
 def test_compare_two_runs(evaluated, tmp_path, capsys):
     out = tmp_path / "compare.html"
-    assert main(["report", "--compare", str(evaluated), str(evaluated), "--labels", "lr 1e-3", "lr 1e-4",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["report", "--compare", str(evaluated), str(evaluated), "--labels", "lr 1e-3", "lr 1e-4", "--out", str(out)]
+        )
+        == 0
+    )
     page = parse(out)
     assert page.tags["audio"] == 6 and page.tags["img"] == 6 * T  # both runs' strips
     text = out.read_text()
@@ -200,9 +258,18 @@ def test_compare_two_runs(evaluated, tmp_path, capsys):
 
 # --- in a real browser --------------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--mute-audio", "--remote-debugging-pipe"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--mute-audio",
+    "--remote-debugging-pipe",
+]
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:")
 
 
@@ -234,9 +301,13 @@ class Browser:
             os.dup2(high[0], 3)
             os.dup2(high[1], 4)
 
-        self.proc = subprocess.Popen([executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
-                                     preexec_fn=wire)
+        self.proc = subprocess.Popen(
+            [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=wire,
+        )
         for fd in high:
             os.close(fd)
         self._buffer, self._next_id, self.events = b"", 0, []
@@ -244,8 +315,14 @@ class Browser:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for method in ("Page.enable", "Network.enable"):
             self.call(method, session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _message(self, timeout: float) -> dict:
         import os
@@ -288,23 +365,33 @@ class Browser:
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def requests(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events
-                if e.get("method") == "Network.requestWillBeSent" and e.get("sessionId") == self.session]
+        return [
+            e["params"]["request"]["url"]
+            for e in self.events
+            if e.get("method") == "Network.requestWillBeSent" and e.get("sessionId") == self.session
+        ]
 
     def screenshot(self, path: Path, width: int = 1280) -> None:
         """The whole page (not only the viewport) as a PNG."""
         import base64
 
         height = int(self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]["height"])
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
@@ -327,8 +414,10 @@ class Browser:
 def browser(tmp_path):
     executable = find_chromium()
     if executable is None:
-        pytest.skip("Chromium not found (Debian: apt-get install chromium; or set AVS_CHROMIUM): "
-                    "the report page is not checked in a browser")
+        pytest.skip(
+            "Chromium not found (Debian: apt-get install chromium; or set AVS_CHROMIUM): "
+            "the report page is not checked in a browser"
+        )
     b = Browser(executable, tmp_path / "profile")
     yield b
     b.close()

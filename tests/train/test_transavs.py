@@ -1,4 +1,5 @@
 """TransAVS model: shapes, equations 1-8 and 14-15, gradients, robustness, the common interface."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,14 @@ def make_batch(b: int = 2, t: int = 2, size: int = 32, audio_dim: int = 128, see
     for bi in range(b):
         for ti in range(t):
             y, x = 4 + 8 * bi + 2 * ti, 6 + 4 * bi
-            masks[bi, ti, y:y + 12, x:x + 14] = 1
-            frames[bi, ti, :, y:y + 12, x:x + 14] += 1.0
-    return {"frames": frames, "audio": torch.randn(b, t, audio_dim, generator=g), "masks": masks,
-            "labelled": torch.ones(b, t, dtype=torch.bool)}
+            masks[bi, ti, y : y + 12, x : x + 14] = 1
+            frames[bi, ti, :, y : y + 12, x : x + 14] += 1.0
+    return {
+        "frames": frames,
+        "audio": torch.randn(b, t, audio_dim, generator=g),
+        "masks": masks,
+        "labelled": torch.ones(b, t, dtype=torch.bool),
+    }
 
 
 def test_registry_lists_all_configs() -> None:
@@ -133,8 +138,7 @@ def test_predict_eq14_15_hand_built() -> None:
     # 3 queries over 4 categories + no object: class 2 (p 0.8), class 3 (p 0.6), background (p 0.5)
     probs = torch.tensor([[0.05, 0.05, 0.8, 0.05, 0.05], [0.1, 0.1, 0.1, 0.6, 0.1], [0.5, 0.1, 0.05, 0.05, 0.3]])
     masks = torch.tensor([[0.9, 0.9, 0.5, 0.1], [0.1, 0.95, 0.99, 0.3], [0.2, 0.4, 0.99, 0.99]])
-    outputs = {"pred_logits": probs.log().view(1, 1, 3, 5),
-               "pred_masks": torch.logit(masks).view(1, 1, 3, 1, 4)}
+    outputs = {"pred_logits": probs.log().view(1, 1, 3, 5), "pred_masks": torch.logit(masks).view(1, 1, 3, 1, 4)}
     out = model.predict(outputs, size=(1, 4))[0, 0, :, 0]  # [C, 4 pixels]
     # scores q0: 0.72, 0.72, 0.40, 0.08; q1: 0.06, 0.57, 0.594, 0.18; q2 (background): 0.1, 0.2, 0.495, 0.495
     scores = torch.tensor([[0.1, 0.2, 0.495, 0.495], [0, 0, 0, 0], [0.72, 0.72, 0.40, 0.08], [0.06, 0.57, 0.594, 0.18]])
@@ -155,9 +159,12 @@ def test_binary_predict_is_eq14_decision() -> None:
 
 
 def _parameters_without_gradient(model: torch.nn.Module, require_nonzero: bool) -> list[str]:
-    return [name for name, p in model.named_parameters()
-            if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all()
-                                    or (require_nonzero and p.grad.abs().sum() == 0))]
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad
+        and (p.grad is None or not torch.isfinite(p.grad).all() or (require_nonzero and p.grad.abs().sum() == 0))
+    ]
 
 
 def test_backward_reaches_every_trainable_parameter() -> None:

@@ -5,6 +5,7 @@ Per decoder layer (deep supervision): Hungarian matching, then
   L_bce, L_dice on importance-sampled points of the matched masks (uncertainty sampling:
            oversample 3, importance 0.75), normalised by the number of target masks.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ def masks_to_targets(gt: torch.Tensor, num_classes: int) -> dict[str, torch.Tens
     labels = torch.unique(gt)
     labels = labels[labels != IGNORE_INDEX]
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"ground truth holds class ids {labels.tolist()} outside 0..{num_classes - 1} "
-                         f"(and {IGNORE_INDEX} = ignore)")
+        raise ValueError(
+            f"ground truth holds class ids {labels.tolist()} outside 0..{num_classes - 1} (and {IGNORE_INDEX} = ignore)"
+        )
     masks = (gt[None] == labels[:, None, None]).float()
     return {"labels": labels.long(), "masks": masks}
 
@@ -47,9 +49,15 @@ class SetCriterion(nn.Module):
         -> {"ce": scalar, "bce": scalar, "dice": scalar} (unweighted).
     """
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, no_object_weight: float = 0.1,
-                 num_points: int = 12544, oversample_ratio: float = 3.0,
-                 importance_sample_ratio: float = 0.75) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        no_object_weight: float = 0.1,
+        num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -60,18 +68,21 @@ class SetCriterion(nn.Module):
         class_weight[-1] = no_object_weight
         self.register_buffer("class_weight", class_weight, persistent=False)
 
-    def forward(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor,
-                targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
         indices = self.matcher(pred_logits, pred_masks, targets)
         num_masks = max(sum(len(t["labels"]) for t in targets), 1)
 
         # Classification: every query, unmatched ones labelled "no object" (index K).
-        target_classes = torch.full(pred_logits.shape[:2], self.num_classes, dtype=torch.int64,
-                                    device=pred_logits.device)
+        target_classes = torch.full(
+            pred_logits.shape[:2], self.num_classes, dtype=torch.int64, device=pred_logits.device
+        )
         for frame, ((query_index, target_index), target) in enumerate(zip(indices, targets)):
             target_classes[frame, query_index.to(pred_logits.device)] = target["labels"][target_index]
-        ce = F.cross_entropy(pred_logits.float().transpose(1, 2), target_classes,
-                             self.class_weight.to(pred_logits.device))
+        ce = F.cross_entropy(
+            pred_logits.float().transpose(1, 2), target_classes, self.class_weight.to(pred_logits.device)
+        )
 
         # Masks of matched pairs, on importance-sampled points.
         frame_index = torch.cat([torch.full_like(q, f) for f, (q, _) in enumerate(indices)])
@@ -82,8 +93,9 @@ class SetCriterion(nn.Module):
         predicted = pred_masks[frame_index.to(pred_masks.device), query_index.to(pred_masks.device)].float()
         target_masks = torch.cat([t["masks"][k] for t, (_, k) in zip(targets, indices)]).to(predicted)
         with torch.no_grad():
-            coords = uncertain_point_coords(predicted[:, None], self.num_points, self.oversample_ratio,
-                                            self.importance_sample_ratio)
+            coords = uncertain_point_coords(
+                predicted[:, None], self.num_points, self.oversample_ratio, self.importance_sample_ratio
+            )
             point_targets = point_sample(target_masks[:, None], coords)[:, 0]
         point_logits = point_sample(predicted[:, None], coords)[:, 0]
         return {

@@ -7,6 +7,7 @@ for the foreground class and ``1 - alpha`` for the background class; the softmax
 keeps that convention with class 0 as background and every class >= 1 as foreground.
 ``gamma = 0`` and ``alpha = None`` reduce both functions to plain cross-entropy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,10 @@ def softmax_focal_loss(
         FL(p_t) = -alpha_t (1 - p_t)^gamma log p_t, reduced as asked.
     """
     if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"softmax_focal_loss: logits {tuple(logits.shape)} do not match targets "
-                         f"{tuple(targets.shape)} (expected logits [..., K], targets [...])")
+        raise ValueError(
+            f"softmax_focal_loss: logits {tuple(logits.shape)} do not match targets "
+            f"{tuple(targets.shape)} (expected logits [..., K], targets [...])"
+        )
     if gamma < 0:
         raise ValueError(f"softmax_focal_loss: gamma must be >= 0, got {gamma}")
     log_probs = F.log_softmax(logits.float(), dim=-1)
@@ -58,8 +61,10 @@ def softmax_focal_loss(
     if alpha is not None:
         if isinstance(alpha, torch.Tensor):
             if alpha.shape != (logits.shape[-1],):
-                raise ValueError(f"softmax_focal_loss: per-class alpha must have shape "
-                                 f"[{logits.shape[-1]}], got {tuple(alpha.shape)}")
+                raise ValueError(
+                    f"softmax_focal_loss: per-class alpha must have shape "
+                    f"[{logits.shape[-1]}], got {tuple(alpha.shape)}"
+                )
             alpha_t = alpha.to(loss)[targets]
         else:
             alpha_t = torch.where(targets > 0, loss.new_tensor(alpha), loss.new_tensor(1.0 - alpha))
@@ -84,8 +89,10 @@ def sigmoid_focal_loss(
         reduction: "none", "sum" or "mean".
     """
     if logits.shape != targets.shape:
-        raise ValueError(f"sigmoid_focal_loss: logits {tuple(logits.shape)} and targets "
-                         f"{tuple(targets.shape)} must have the same shape")
+        raise ValueError(
+            f"sigmoid_focal_loss: logits {tuple(logits.shape)} and targets "
+            f"{tuple(targets.shape)} must have the same shape"
+        )
     logits = logits.float()
     targets = targets.to(logits)
     prob = logits.sigmoid()

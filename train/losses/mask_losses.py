@@ -3,9 +3,10 @@
 Mask2Former computes mask losses on sampled points instead of full masks (Sec. 3.3 of
 Cheng et al. 2022); COMBO eq. 8 uses L_mask = L_bce + L_dice with lambda_mask = 5 on those points.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -4,6 +4,7 @@ Cost C[q, k] = w_class * (-p_q(c_k)) + w_bce * BCE(m_q, t_k) + w_dice * Dice(m_q
 terms evaluated on the same random points for predictions and targets (COMBO: weights 2, 5, 5 on
 12544 points); the assignment minimising sum C is found by ``scipy.optimize.linear_sum_assignment``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,11 @@ from train.losses.mask_losses import pairwise_dice_cost, pairwise_sigmoid_bce_co
 
 def pixel_centre_coords(height: int, width: int, device: torch.device) -> torch.Tensor:
     """All pixel centres of an ``height x width`` grid as [1, H*W, 2] (x, y) in [0, 1]."""
-    ys, xs = torch.meshgrid((torch.arange(height, device=device) + 0.5) / height,
-                            (torch.arange(width, device=device) + 0.5) / width, indexing="ij")
+    ys, xs = torch.meshgrid(
+        (torch.arange(height, device=device) + 0.5) / height,
+        (torch.arange(width, device=device) + 0.5) / width,
+        indexing="ij",
+    )
     return torch.stack((xs.flatten(), ys.flatten()), -1)[None]
 
 
@@ -33,14 +37,16 @@ class HungarianMatcher(nn.Module):
         -> list of N (query_index int64 [min(Q,n_i)], target_index int64 [min(Q,n_i)]).
     """
 
-    def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
-                 num_points: int | None = 12544) -> None:
+    def __init__(
+        self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0, num_points: int | None = 12544
+    ) -> None:
         super().__init__()
         self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
         self.num_points = num_points
 
-    def cost_matrix(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor,
-                    masks: torch.Tensor) -> torch.Tensor:
+    def cost_matrix(
+        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
         """Matching cost of one frame: pred_logits [Q,K+1], pred_masks [Q,h,w], labels [n],
         masks [n,H,W] -> [Q,n] (float32)."""
         pred_logits, pred_masks, masks = pred_logits.float(), pred_masks.float(), masks.float()
@@ -51,13 +57,16 @@ class HungarianMatcher(nn.Module):
             coords = torch.rand(1, self.num_points, 2, device=pred_masks.device)
         pred_points = point_sample(pred_masks[:, None], coords.expand(pred_masks.shape[0], -1, -1))[:, 0]
         target_points = point_sample(masks[:, None], coords.expand(masks.shape[0], -1, -1))[:, 0]
-        return (self.cost_class * class_cost
-                + self.cost_mask * pairwise_sigmoid_bce_cost(pred_points, target_points)
-                + self.cost_dice * pairwise_dice_cost(pred_points, target_points))
+        return (
+            self.cost_class * class_cost
+            + self.cost_mask * pairwise_sigmoid_bce_cost(pred_points, target_points)
+            + self.cost_dice * pairwise_dice_cost(pred_points, target_points)
+        )
 
     @torch.no_grad()
-    def forward(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor,
-                targets: list[dict[str, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         indices = []
         with torch.autocast(device_type=pred_masks.device.type, enabled=False):
             for frame, target in enumerate(targets):

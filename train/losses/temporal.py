@@ -7,6 +7,7 @@ L_ada     = mean_{videos, t} exp(-L_t) * L_t = exp(S - 1)(1 - S)   (eq. 7, avera
 The adaptive weight exp(-L_t) is not detached (as in the published code): pairs that already
 differ strongly get a small weight, so genuine scene changes are not forced together.
 """
+
 from __future__ import annotations
 
 import torch

@@ -58,6 +58,7 @@ Interpretation choices (the paper leaves these open; each is listed with its rea
    dice loss is computed at the ground-truth resolution on the eq.-7 masks (bilinear upsampling
    of the mask logits is exact, see the model docstring).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,14 +73,14 @@ from train.losses.focal import softmax_focal_loss
 from train.losses.mask_losses import dice_loss
 from train.losses.matcher import HungarianMatcher
 
-
 # ----------------------------------------------------------------------------------------------
 # Eq. 18: confidence-threshold schedule
 # ----------------------------------------------------------------------------------------------
 
 
-def confidence_threshold(step: int, a: float = 0.55, b: float = 0.65, n_iter: int = 5000,
-                         num_increments: int = 18) -> float:
+def confidence_threshold(
+    step: int, a: float = 0.55, b: float = 0.65, n_iter: int = 5000, num_increments: int = 18
+) -> float:
     """delta_i = a + (b - a) / 18 * floor(iterations / n_iter), i in {1, 2} (eq. 18), clamped at b.
 
     Args:
@@ -91,8 +92,7 @@ def confidence_threshold(step: int, a: float = 0.55, b: float = 0.65, n_iter: in
     if step < 0:
         raise ValueError(f"confidence_threshold: step must be >= 0, got {step}")
     if n_iter <= 0 or num_increments <= 0:
-        raise ValueError(f"confidence_threshold: n_iter and num_increments must be > 0, "
-                         f"got {n_iter}, {num_increments}")
+        raise ValueError(f"confidence_threshold: n_iter and num_increments must be > 0, got {n_iter}, {num_increments}")
     increments = min(step // n_iter, num_increments)
     return a + (b - a) / num_increments * increments
 
@@ -115,8 +115,9 @@ def _pair_normaliser(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return pairs, factor
 
 
-def aqdl_loss(projected_queries: torch.Tensor, selected: torch.Tensor, d0: float = 1.0,
-              min_sq_distance: float = 1e-6) -> torch.Tensor:
+def aqdl_loss(
+    projected_queries: torch.Tensor, selected: torch.Tensor, d0: float = 1.0, min_sq_distance: float = 1e-6
+) -> torch.Tensor:
     """Audio Query Distance Loss (eq. 9-10), averaged over sets (frames).
 
         L_AQDL = 2 / (n_1 (n_1 + 1)) * sum_{i<j in S_1} d(q_i, q_j)
@@ -132,8 +133,10 @@ def aqdl_loss(projected_queries: torch.Tensor, selected: torch.Tensor, d0: float
         scalar: mean over the F sets of eq. 9; a set with fewer than 2 queries gives 0.
     """
     if projected_queries.dim() != 3 or selected.shape != projected_queries.shape[:2]:
-        raise ValueError(f"aqdl_loss: expected projected_queries [F,N,d] and selected [F,N], "
-                         f"got {tuple(projected_queries.shape)} and {tuple(selected.shape)}")
+        raise ValueError(
+            f"aqdl_loss: expected projected_queries [F,N,d] and selected [F,N], "
+            f"got {tuple(projected_queries.shape)} and {tuple(selected.shape)}"
+        )
     x = projected_queries.float()
     sq_norm = (x * x).sum(-1)
     sq_dist = (sq_norm[:, :, None] + sq_norm[:, None, :] - 2 * x @ x.transpose(1, 2)).clamp_min(0.0)
@@ -157,8 +160,10 @@ def aqml_loss(mask_probs: torch.Tensor, selected: torch.Tensor, bin_threshold: f
         scalar: mean over the F frames; a frame with fewer than 2 selected queries gives 0.
     """
     if mask_probs.dim() not in (3, 4) or selected.shape != mask_probs.shape[:2]:
-        raise ValueError(f"aqml_loss: expected mask_probs [F,N,H,W] and selected [F,N], "
-                         f"got {tuple(mask_probs.shape)} and {tuple(selected.shape)}")
+        raise ValueError(
+            f"aqml_loss: expected mask_probs [F,N,H,W] and selected [F,N], "
+            f"got {tuple(mask_probs.shape)} and {tuple(selected.shape)}"
+        )
     m = mask_probs.float().flatten(2)  # [F, N, P]
     binary = (m.detach() >= bin_threshold).float()
     overlap = binary @ m.transpose(1, 2)  # [F, N, N]: sum_xy Bin(m_i) m_j
@@ -209,8 +214,9 @@ def object_segments(gt: torch.Tensor, num_classes: int, min_fraction: float = 0.
         components, count = ndimage.label(mask.cpu().numpy() > 0, structure=np.ones((3, 3)))
         areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
         largest = int(areas.argmax()) + 1
-        merged = np.where(np.isin(components, np.flatnonzero(areas < min_fraction * areas.max()) + 1),
-                          largest, components)
+        merged = np.where(
+            np.isin(components, np.flatnonzero(areas < min_fraction * areas.max()) + 1), largest, components
+        )
         for component in np.unique(merged[merged > 0]):
             labels.append(label), masks.append(torch.from_numpy(merged == component).to(mask))
     if not labels:
@@ -244,8 +250,12 @@ class TransAVSCriterion:
             raise ValueError(f"TransAVSCriterion: num_classes must be >= 2 (class 0 = background), got {num_classes}")
         self.num_classes = num_classes
         self.config = config or TransAVSLossConfig()
-        self.matcher = HungarianMatcher(cost_class=self.config.weight_class, cost_mask=0.0,
-                                        cost_dice=self.config.weight_dice, num_points=self.config.match_points)
+        self.matcher = HungarianMatcher(
+            cost_class=self.config.weight_class,
+            cost_mask=0.0,
+            cost_dice=self.config.weight_dice,
+            num_points=self.config.match_points,
+        )
 
     def segments(self, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         """The ground-truth segments of one frame [H, W] (choice 8)."""
@@ -255,8 +265,7 @@ class TransAVSCriterion:
 
     def threshold(self, step: int) -> float:
         c = self.config
-        return confidence_threshold(step, c.threshold_start, c.threshold_end, c.threshold_every,
-                                    c.threshold_increments)
+        return confidence_threshold(step, c.threshold_start, c.threshold_end, c.threshold_every, c.threshold_increments)
 
     def _focal(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
         alpha = self.config.focal_alpha
@@ -265,8 +274,9 @@ class TransAVSCriterion:
             alpha[-1] = 1.0 - self.config.focal_alpha
         return softmax_focal_loss(logits, targets, alpha=alpha, gamma=self.config.focal_gamma, reduction=reduction)
 
-    def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int = 0
-                 ) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int = 0
+    ) -> dict[str, torch.Tensor]:
         c = self.config
         logits = outputs["pred_logits"]  # [B,T,N,K+1]
         mask_logits = outputs["pred_masks"]  # [B,T,N,h,w]
@@ -275,11 +285,14 @@ class TransAVSCriterion:
         labelled = batch["labelled"]
         b, t, n, k = logits.shape
         if k != self.num_classes + 1:
-            raise ValueError(f"TransAVSCriterion: logits have {k} outputs, criterion expects "
-                             f"{self.num_classes} classes + no object")
+            raise ValueError(
+                f"TransAVSCriterion: logits have {k} outputs, criterion expects {self.num_classes} classes + no object"
+            )
         if gt.shape[:2] != (b, t) or labelled.shape != (b, t):
-            raise ValueError(f"TransAVSCriterion: batch['masks'] {tuple(gt.shape)} / batch['labelled'] "
-                             f"{tuple(labelled.shape)} do not match the predictions' [B,T] = {(b, t)}")
+            raise ValueError(
+                f"TransAVSCriterion: batch['masks'] {tuple(gt.shape)} / batch['labelled'] "
+                f"{tuple(labelled.shape)} do not match the predictions' [B,T] = {(b, t)}"
+            )
         delta = self.threshold(step)
 
         # Self-supervised terms on every frame (choices 5, 6).
@@ -293,8 +306,9 @@ class TransAVSCriterion:
         frame_logits, frame_masks, frame_gt = logits[frames], mask_logits[frames], gt[frames]  # [L,...]
         targets = [self.segments(one_gt) for one_gt in frame_gt]
         indices = self.matcher(frame_logits.detach(), frame_masks.detach(), targets)
-        class_targets = torch.full(frame_logits.shape[:2], self.num_classes, dtype=torch.long,
-                                   device=logits.device)  # "no object"
+        class_targets = torch.full(
+            frame_logits.shape[:2], self.num_classes, dtype=torch.long, device=logits.device
+        )  # "no object"
         matched_logits, matched_targets, valid_pixels = [], [], []
         for frame, (target, (query_idx, target_idx)) in enumerate(zip(targets, indices)):
             if query_idx.numel() == 0:
@@ -316,15 +330,26 @@ class TransAVSCriterion:
             target = torch.cat(matched_targets)
             valid = torch.cat(valid_pixels)
             # ignored pixels: prediction and target both set to 0 there, so they add nothing to dice
-            loss_dice = dice_loss(pred.float().masked_fill(~valid, -1e4).flatten(1),
-                                  (target * valid).flatten(1), num_masks)
+            loss_dice = dice_loss(
+                pred.float().masked_fill(~valid, -1e4).flatten(1), (target * valid).flatten(1), num_masks
+            )
         else:
             loss_dice = mask_logits.sum() * 0.0
 
-        total = (c.weight_aqdl * loss_aqdl + c.weight_aqml * loss_aqml
-                 + c.weight_class * loss_class + c.weight_dice * loss_dice)
-        return {"total": total, "aqdl": loss_aqdl, "aqml": loss_aqml, "class": loss_class, "dice": loss_dice,
-                "delta": torch.tensor(delta, device=logits.device)}
+        total = (
+            c.weight_aqdl * loss_aqdl
+            + c.weight_aqml * loss_aqml
+            + c.weight_class * loss_class
+            + c.weight_dice * loss_dice
+        )
+        return {
+            "total": total,
+            "aqdl": loss_aqdl,
+            "aqml": loss_aqml,
+            "class": loss_class,
+            "dice": loss_dice,
+            "delta": torch.tensor(delta, device=logits.device),
+        }
 
     @staticmethod
     def _num_masks(num_segments: int, device: torch.device) -> float:

@@ -58,8 +58,14 @@ ground truth but still counts the prediction there as a false positive; its AVSS
 never holds 255, so this does not change any AVSBench number.
 """
 
-from train.metrics.binary import (BinaryMetricAccumulator, batch_fmeasure, batch_mask_iou, fmeasure_curves,
-                                  fmeasure_thresholds, frame_mask_iou)
+from train.metrics.binary import (
+    BinaryMetricAccumulator,
+    batch_fmeasure,
+    batch_mask_iou,
+    fmeasure_curves,
+    fmeasure_thresholds,
+    frame_mask_iou,
+)
 from train.metrics.common import AVSS_NUM_CLASSES, IGNORE_INDEX, NUM_F_THRESHOLDS
 from train.metrics.semantic import SemanticMetricAccumulator, class_iou_fscore, class_statistics
 

@@ -9,8 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from train.metrics.common import (BINARY_IOU_EPS, F_BETA_SQUARED, NUM_F_THRESHOLDS, PRECISION_RECALL_EPS,
-                                  check_binary_inputs, check_valid)
+from train.metrics.common import (
+    BINARY_IOU_EPS,
+    F_BETA_SQUARED,
+    NUM_F_THRESHOLDS,
+    PRECISION_RECALL_EPS,
+    check_binary_inputs,
+    check_valid,
+)
 
 
 def fmeasure_thresholds(
@@ -52,9 +58,7 @@ def frame_mask_iou(probs: Tensor, gt: Tensor) -> Tensor:
     return inter.double() / (union.double() + BINARY_IOU_EPS)
 
 
-def fmeasure_curves(
-    probs: Tensor, gt: Tensor, num_thresholds: int = NUM_F_THRESHOLDS
-) -> tuple[Tensor, Tensor]:
+def fmeasure_curves(probs: Tensor, gt: Tensor, num_thresholds: int = NUM_F_THRESHOLDS) -> tuple[Tensor, Tensor]:
     """Per-frame AVSBench F-measure curves over the thresholds of :func:`fmeasure_thresholds`.
 
     Each pixel is binned by how many thresholds it reaches (``searchsorted``), so the counts
@@ -162,9 +166,7 @@ class BinaryMetricAccumulator:
     def num_videos(self) -> int:
         return len(self._per_video)
 
-    def add_video(
-        self, video_id: Hashable, probs: Tensor, gt: Tensor, valid: Tensor | None = None
-    ) -> dict[str, float]:
+    def add_video(self, video_id: Hashable, probs: Tensor, gt: Tensor, valid: Tensor | None = None) -> dict[str, float]:
         """Score one video and add it to the current batch.
 
         Args:

@@ -34,9 +34,7 @@ def check_binary_inputs(probs: Any, gt: Any, where: str) -> tuple[Tensor, Tensor
     if probs.dim() != 3:
         raise ValueError(f"{where}: probs must have shape [N,H,W], got {tuple(probs.shape)}")
     if gt.shape != probs.shape:
-        raise ValueError(
-            f"{where}: gt shape {tuple(gt.shape)} differs from probs shape {tuple(probs.shape)}"
-        )
+        raise ValueError(f"{where}: gt shape {tuple(gt.shape)} differs from probs shape {tuple(probs.shape)}")
     if not probs.is_floating_point():
         raise ValueError(f"{where}: probs must be floating point, got {probs.dtype}")
     if probs.dtype != torch.float64:
@@ -65,9 +63,7 @@ def check_valid(valid: Any, num_frames: int, device: torch.device, where: str) -
         return torch.ones(num_frames, dtype=torch.bool, device=device)
     valid = as_tensor(valid, f"{where} valid").to(device)
     if valid.shape != (num_frames,):
-        raise ValueError(
-            f"{where}: valid must have shape [T]=({num_frames},), got {tuple(valid.shape)}"
-        )
+        raise ValueError(f"{where}: valid must have shape [T]=({num_frames},), got {tuple(valid.shape)}")
     if valid.dtype != torch.bool:
         if not bool(((valid == 0) | (valid == 1)).all()):
             raise ValueError(f"{where}: valid must be boolean")

@@ -9,8 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from train.metrics.common import (AVSS_NUM_CLASSES, F_BETA_SQUARED, IGNORE_INDEX, SEMANTIC_IOU_EPS, as_tensor,
-                                  check_valid)
+from train.metrics.common import (
+    AVSS_NUM_CLASSES,
+    F_BETA_SQUARED,
+    IGNORE_INDEX,
+    SEMANTIC_IOU_EPS,
+    as_tensor,
+    check_valid,
+)
 
 
 def class_statistics(
@@ -33,9 +39,7 @@ def class_statistics(
     if pred.dim() != 3:
         raise ValueError(f"{where}: pred must have shape [N,H,W], got {tuple(pred.shape)}")
     if gt.shape != pred.shape:
-        raise ValueError(
-            f"{where}: gt shape {tuple(gt.shape)} differs from pred shape {tuple(pred.shape)}"
-        )
+        raise ValueError(f"{where}: gt shape {tuple(gt.shape)} differs from pred shape {tuple(pred.shape)}")
     if pred.is_floating_point() or gt.is_floating_point() or pred.dtype == torch.bool:
         raise ValueError(
             f"{where}: pred and gt must hold integer class ids, got {pred.dtype} / {gt.dtype} "
@@ -48,8 +52,7 @@ def class_statistics(
     gt_in_range = (gt >= 0) & (gt < num_classes)
     if not bool((gt_in_range | ~labelled).all()):
         raise ValueError(
-            f"{where}: gt holds class ids outside [0, {num_classes}) other than "
-            f"ignore_index={ignore_index}"
+            f"{where}: gt holds class ids outside [0, {num_classes}) other than ignore_index={ignore_index}"
         )
     num_frames = pred.shape[0]
     offsets = (torch.arange(num_frames, device=pred.device) * num_classes).view(-1, 1, 1)
@@ -62,9 +65,7 @@ def class_statistics(
     return area_inter.view(num_frames, num_classes), area_pred, area_label
 
 
-def class_iou_fscore(
-    area_inter: Tensor, area_pred: Tensor, area_label: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+def class_iou_fscore(area_inter: Tensor, area_pred: Tensor, area_label: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """AVSBench per-frame, per-class IoU and F from :func:`class_statistics` counts.
 
     Args: three int [N,C] tensors.
@@ -130,9 +131,7 @@ class SemanticMetricAccumulator:
         if pad_to_frames is not None and pad_to_frames < 1:
             raise ValueError(f"pad_to_frames must be None or >= 1, got {pad_to_frames}")
         if not 0 <= background_index < num_classes:
-            raise ValueError(
-                f"background_index {background_index} is outside [0, {num_classes})"
-            )
+            raise ValueError(f"background_index {background_index} is outside [0, {num_classes})")
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise ValueError(f"ignore_index {ignore_index} collides with a class id")
         self.num_classes = int(num_classes)
@@ -154,9 +153,7 @@ class SemanticMetricAccumulator:
     def num_videos(self) -> int:
         return len(self._per_video)
 
-    def add_video(
-        self, video_id: Hashable, pred: Tensor, gt: Tensor, valid: Tensor | None = None
-    ) -> dict[str, float]:
+    def add_video(self, video_id: Hashable, pred: Tensor, gt: Tensor, valid: Tensor | None = None) -> dict[str, float]:
         """Score one video.
 
         Args:
@@ -176,8 +173,7 @@ class SemanticMetricAccumulator:
         gt = as_tensor(gt, f"{where} gt").to(pred.device)
         if pred.dim() != 3 or gt.shape != pred.shape:
             raise ValueError(
-                f"{where}: pred and gt must share shape [T,H,W], got {tuple(pred.shape)} "
-                f"and {tuple(gt.shape)}"
+                f"{where}: pred and gt must share shape [T,H,W], got {tuple(pred.shape)} and {tuple(gt.shape)}"
             )
         if pred.is_floating_point() or gt.is_floating_point() or pred.dtype == torch.bool:
             raise ValueError(f"{where}: pred and gt must hold integer class ids")
@@ -194,8 +190,10 @@ class SemanticMetricAccumulator:
             missing = self.pad_to_frames - pred.shape[0]
             if missing > 0:
                 pad = torch.full(
-                    (missing, *pred.shape[1:]), self.background_index,
-                    dtype=torch.long, device=pred.device,
+                    (missing, *pred.shape[1:]),
+                    self.background_index,
+                    dtype=torch.long,
+                    device=pred.device,
                 )
                 pred, gt = torch.cat([pred, pad]), torch.cat([gt, pad])
 

@@ -12,11 +12,12 @@ Per frame (N = B*T frames of B clips with T frames):
 5. Losses (eq. 8): lambda_cls * CE + lambda_mask * (BCE + dice) with deep supervision, plus
    lambda_ada * L_ada (eq. 6-7) on consecutive frames' mask logits of the intermediate layers.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -26,11 +27,11 @@ from train.losses.matcher import HungarianMatcher
 from train.losses.temporal import adaptive_inter_frame_loss
 from train.models.backbones import STAGE_NAMES, build_backbone
 from train.models.inference import predict_from_outputs
+from train.models.param_groups import split_parameter_groups
 from train.models.pixel_decoder import MSDeformAttnPixelDecoder
 from train.models.position_encoding import PositionEmbeddingSine
 from train.models.registry import register_model
 from train.models.transformer_decoder import MLP, MaskedAttentionDecoder
-from train.models.param_groups import split_parameter_groups
 from train.models.vggish import VGGISH_EMBEDDING_DIM, load_vggish
 
 # ----------------------------------------------------------------------------------------------
@@ -47,8 +48,9 @@ class ChannelWeightedFusion(nn.Module):
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
-                                 nn.Sigmoid())
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.Sigmoid()
+        )
 
     def forward(self, f_visual: torch.Tensor, f_maskige: torch.Tensor) -> torch.Tensor:
         weight = self.mlp(f_maskige.mean(dim=(2, 3)))  # [N,C]
@@ -62,14 +64,16 @@ class SiamEncoder(nn.Module):
     forward(frames [N,3,H,W], maskiges [N,3,H,W]) -> dict res2..res5 [N,C_i,H/2^(i+1),W/2^(i+1)].
     """
 
-    def __init__(self, image_backbone: nn.Module, maskige_backbone: nn.Module | None = None,
-                 reduction: int = 16) -> None:
+    def __init__(
+        self, image_backbone: nn.Module, maskige_backbone: nn.Module | None = None, reduction: int = 16
+    ) -> None:
         super().__init__()
         self.image_backbone = image_backbone
         self.maskige_backbone = maskige_backbone
         self.out_channels: dict[str, int] = dict(image_backbone.out_channels)
-        self.fusion = nn.ModuleDict({name: ChannelWeightedFusion(self.out_channels[name], reduction)
-                                     for name in STAGE_NAMES})
+        self.fusion = nn.ModuleDict(
+            {name: ChannelWeightedFusion(self.out_channels[name], reduction) for name in STAGE_NAMES}
+        )
 
     def forward(self, frames: torch.Tensor, maskiges: torch.Tensor) -> dict[str, torch.Tensor]:
         visual = self.image_backbone(frames)
@@ -102,8 +106,16 @@ class BilateralFusion(nn.Module):
         {"logits": [N,M,H*W,L], "visual_attention": [N,M,H*W,L], "audio_attention": [N,M,L,H*W]}.
     """
 
-    def __init__(self, visual_dim: int = 256, audio_dim: int = 128, embed_dim: int = 256, num_heads: int = 8,
-                 layer_scale_init: float = 1e-4, max_audio_tokens: int = 1, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        visual_dim: int = 256,
+        audio_dim: int = 128,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        layer_scale_init: float = 1e-4,
+        max_audio_tokens: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
@@ -123,8 +135,14 @@ class BilateralFusion(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.visual_gamma = nn.Parameter(torch.full((visual_dim,), layer_scale_init))
         self.audio_gamma = nn.Parameter(torch.full((audio_dim,), layer_scale_init))
-        for layer in (self.query_proj, self.key_proj, self.visual_value_proj, self.audio_value_proj,
-                      self.visual_out_proj, self.audio_out_proj):
+        for layer in (
+            self.query_proj,
+            self.key_proj,
+            self.visual_value_proj,
+            self.audio_value_proj,
+            self.visual_out_proj,
+            self.audio_out_proj,
+        ):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -150,8 +168,8 @@ class BilateralFusion(nn.Module):
         logits = (query @ key.transpose(-1, -2)).float() / math.sqrt(self.head_dim)  # [N,M,HW,L], once
         visual_attention = logits.softmax(-1)  # eq. 4: each pixel over audio tokens
         audio_attention = logits.transpose(-1, -2).softmax(-1)  # eq. 5: each audio token over pixels
-        to_visual = (self.dropout(visual_attention).to(audio_value.dtype) @ audio_value)  # [N,M,HW,d]
-        to_audio = (self.dropout(audio_attention).to(visual_value.dtype) @ visual_value)  # [N,M,L,d]
+        to_visual = self.dropout(visual_attention).to(audio_value.dtype) @ audio_value  # [N,M,HW,d]
+        to_audio = self.dropout(audio_attention).to(visual_value.dtype) @ visual_value  # [N,M,L,d]
         to_visual = to_visual.transpose(1, 2).flatten(2)
         to_audio = to_audio.transpose(1, 2).flatten(2)
 
@@ -159,8 +177,11 @@ class BilateralFusion(nn.Module):
         audio = audio + self.audio_gamma * self.audio_out_proj(to_audio)
         fused_visual = pixels.transpose(1, 2).reshape(n, channels, h, w)
         if return_attention:
-            return fused_visual, audio, {"logits": logits, "visual_attention": visual_attention,
-                                         "audio_attention": audio_attention}
+            return (
+                fused_visual,
+                audio,
+                {"logits": logits, "visual_attention": visual_attention, "audio_attention": audio_attention},
+            )
         return fused_visual, audio
 
 
@@ -182,11 +203,21 @@ class COMBO(nn.Module):
          "aux_outputs": list of dicts with the same keys (earlier decoder layers)}
     """
 
-    def __init__(self, siam_encoder: SiamEncoder, pixel_decoder: MSDeformAttnPixelDecoder,
-                 bilateral_fusion: BilateralFusion, audio_mlp: MLP, decoder: MaskedAttentionDecoder,
-                 criterion: SetCriterion, num_classes: int, audio_encoder: nn.Module | None = None,
-                 class_weight: float = 2.0, mask_weight: float = 5.0, dice_weight: float = 5.0,
-                 lambda_ada: float = 10.0) -> None:
+    def __init__(
+        self,
+        siam_encoder: SiamEncoder,
+        pixel_decoder: MSDeformAttnPixelDecoder,
+        bilateral_fusion: BilateralFusion,
+        audio_mlp: MLP,
+        decoder: MaskedAttentionDecoder,
+        criterion: SetCriterion,
+        num_classes: int,
+        audio_encoder: nn.Module | None = None,
+        class_weight: float = 2.0,
+        mask_weight: float = 5.0,
+        dice_weight: float = 5.0,
+        lambda_ada: float = 10.0,
+    ) -> None:
         super().__init__()
         self.siam_encoder = siam_encoder
         self.pixel_decoder = pixel_decoder
@@ -239,8 +270,11 @@ class COMBO(nn.Module):
         decoded = self.decoder(multi_scale, mask_features, query_add=audio_queries)
 
         def per_clip(prediction: dict) -> dict:
-            return {key: value.reshape(b, t, *value.shape[1:]) for key, value in prediction.items()
-                    if key in ("pred_logits", "pred_masks")}
+            return {
+                key: value.reshape(b, t, *value.shape[1:])
+                for key, value in prediction.items()
+                if key in ("pred_logits", "pred_masks")
+            }
 
         outputs = per_clip(decoded)
         outputs["aux_outputs"] = [per_clip(aux) for aux in decoded["aux_outputs"]]
@@ -275,8 +309,9 @@ class COMBO(nn.Module):
         if frame_ids:
             index = torch.as_tensor(frame_ids, device=outputs["pred_logits"].device)
             for layer in layers:
-                terms = self.criterion(layer["pred_logits"].flatten(0, 1)[index],
-                                       layer["pred_masks"].flatten(0, 1)[index], targets)
+                terms = self.criterion(
+                    layer["pred_logits"].flatten(0, 1)[index], layer["pred_masks"].flatten(0, 1)[index], targets
+                )
                 ce, bce, dice = ce + terms["ce"], bce + terms["bce"], dice + terms["dice"]
         ada = zero
         for layer in outputs["aux_outputs"]:
@@ -300,18 +335,26 @@ class COMBO(nn.Module):
     # -- optimiser -------------------------------------------------------------------------------
 
     def backbone_parameter_names(self) -> set[str]:
-        return {f"siam_encoder.{name}" for name, _ in self.siam_encoder.named_parameters()
-                if name.startswith(("image_backbone.", "maskige_backbone."))}
+        return {
+            f"siam_encoder.{name}"
+            for name, _ in self.siam_encoder.named_parameters()
+            if name.startswith(("image_backbone.", "maskige_backbone."))
+        }
 
-    def parameter_groups(self, lr: float = 1e-4, weight_decay: float = 0.05,
-                         backbone_lr_mult: float = 0.1) -> list[dict]:
+    def parameter_groups(
+        self, lr: float = 1e-4, weight_decay: float = 0.05, backbone_lr_mult: float = 0.1
+    ) -> list[dict]:
         """AdamW parameter groups: backbones at lr * backbone_lr_mult; no weight decay on norms,
         biases, 1-D parameters (layer scales), embeddings and learnable queries / positional
         embeddings; frozen parameters (VGGish) are left out."""
-        return split_parameter_groups(self, self.backbone_parameter_names(), lr, weight_decay, backbone_lr_mult,
-                                      no_decay_name_parts=COMBO_NO_DECAY_NAME_PARTS)
-
-
+        return split_parameter_groups(
+            self,
+            self.backbone_parameter_names(),
+            lr,
+            weight_decay,
+            backbone_lr_mult,
+            no_decay_name_parts=COMBO_NO_DECAY_NAME_PARTS,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,27 +414,57 @@ def build_combo(
         if audio_dim != VGGISH_EMBEDDING_DIM:
             raise ValueError(f"audio_encoder='vggish' gives {VGGISH_EMBEDDING_DIM}-d audio, got audio_dim={audio_dim}")
         if vggish_weights is None:
-            warnings.warn("COMBO: VGGish built without weights (vggish_weights=None); its audio features are random",
-                          stacklevel=2)
+            warnings.warn(
+                "COMBO: VGGish built without weights (vggish_weights=None); its audio features are random", stacklevel=2
+            )
         encoder = load_vggish(vggish_weights)
     elif audio_encoder != "precomputed":
         raise ValueError(f"audio_encoder must be 'precomputed' or 'vggish', got {audio_encoder!r}")
 
-    pixel_decoder = MSDeformAttnPixelDecoder(siam.out_channels, hidden_dim=hidden_dim, num_layers=pixel_decoder_layers,
-                                             num_heads=pixel_decoder_heads, num_points=pixel_decoder_points,
-                                             ffn_dim=pixel_decoder_ffn)
-    fusion = BilateralFusion(visual_dim=hidden_dim, audio_dim=audio_dim, embed_dim=hidden_dim, num_heads=bfm_heads,
-                             layer_scale_init=bfm_layer_scale)
+    pixel_decoder = MSDeformAttnPixelDecoder(
+        siam.out_channels,
+        hidden_dim=hidden_dim,
+        num_layers=pixel_decoder_layers,
+        num_heads=pixel_decoder_heads,
+        num_points=pixel_decoder_points,
+        ffn_dim=pixel_decoder_ffn,
+    )
+    fusion = BilateralFusion(
+        visual_dim=hidden_dim,
+        audio_dim=audio_dim,
+        embed_dim=hidden_dim,
+        num_heads=bfm_heads,
+        layer_scale_init=bfm_layer_scale,
+    )
     audio_mlp = MLP(audio_dim, tuple(audio_mlp_hidden), hidden_dim)
-    decoder = MaskedAttentionDecoder(num_classes, hidden_dim=hidden_dim, num_queries=num_queries,
-                                     num_heads=decoder_heads, ffn_dim=decoder_ffn, num_layers=decoder_layers)
+    decoder = MaskedAttentionDecoder(
+        num_classes,
+        hidden_dim=hidden_dim,
+        num_queries=num_queries,
+        num_heads=decoder_heads,
+        ffn_dim=decoder_ffn,
+        num_layers=decoder_layers,
+    )
     matcher = HungarianMatcher(class_weight, mask_weight, dice_weight, num_points=num_points)
-    criterion = SetCriterion(num_classes, matcher, no_object_weight, num_points, oversample_ratio,
-                             importance_sample_ratio)
+    criterion = SetCriterion(
+        num_classes, matcher, no_object_weight, num_points, oversample_ratio, importance_sample_ratio
+    )
     if lambda_ada is None:
         lambda_ada = 10.0 if num_classes == 2 else 5.0
-    return COMBO(siam, pixel_decoder, fusion, audio_mlp, decoder, criterion, num_classes, encoder,
-                 class_weight, mask_weight, dice_weight, lambda_ada)
+    return COMBO(
+        siam,
+        pixel_decoder,
+        fusion,
+        audio_mlp,
+        decoder,
+        criterion,
+        num_classes,
+        encoder,
+        class_weight,
+        mask_weight,
+        dice_weight,
+        lambda_ada,
+    )
 
 
 @register_model("combo_r50")
@@ -416,9 +489,21 @@ def combo_mnv2(**overrides) -> COMBO:
     """Demo config that trains on 2 CPU cores: ImageNet MobileNetV2 siam encoder (offline weights),
     hidden 64, 2 pixel-decoder layers, 3 decoder layers (one round over 3 scales), 16 queries,
     precomputed audio embeddings, audio MLP audio_dim -> 256 -> 64. Use 112x112 or 224x224 clips."""
-    config = dict(backbone="mobilenet_v2", pretrained="imagenet", hidden_dim=64, pixel_decoder_layers=2,
-                  pixel_decoder_heads=4, pixel_decoder_ffn=256, decoder_layers=3, num_queries=16, decoder_heads=4,
-                  decoder_ffn=256, bfm_heads=4, audio_mlp_hidden=(256,), num_points=3136)
+    config = dict(
+        backbone="mobilenet_v2",
+        pretrained="imagenet",
+        hidden_dim=64,
+        pixel_decoder_layers=2,
+        pixel_decoder_heads=4,
+        pixel_decoder_ffn=256,
+        decoder_layers=3,
+        num_queries=16,
+        decoder_heads=4,
+        decoder_ffn=256,
+        bfm_heads=4,
+        audio_mlp_hidden=(256,),
+        num_points=3136,
+    )
     config.update(overrides)
     return build_combo(**config)
 
@@ -427,10 +512,22 @@ def combo_mnv2(**overrides) -> COMBO:
 def combo_tiny(**overrides) -> COMBO:
     """Test config: small ResNet-18 (8..32 channels), hidden 32, 1 pixel-decoder layer, 3 decoder
     layers, 8 queries, 16-d precomputed audio, 256 sampled points. Inputs of 32x32 or more."""
-    config = dict(backbone="resnet18_small", hidden_dim=32, audio_dim=16, pixel_decoder_layers=1,
-                  pixel_decoder_heads=4, pixel_decoder_ffn=64, pixel_decoder_points=2, decoder_layers=3,
-                  num_queries=8, decoder_heads=4, decoder_ffn=64, bfm_heads=4, audio_mlp_hidden=(32,),
-                  num_points=256)
+    config = dict(
+        backbone="resnet18_small",
+        hidden_dim=32,
+        audio_dim=16,
+        pixel_decoder_layers=1,
+        pixel_decoder_heads=4,
+        pixel_decoder_ffn=64,
+        pixel_decoder_points=2,
+        decoder_layers=3,
+        num_queries=8,
+        decoder_heads=4,
+        decoder_ffn=64,
+        bfm_heads=4,
+        audio_mlp_hidden=(32,),
+        num_points=256,
+    )
     config.update(overrides)
     return build_combo(**config)
 

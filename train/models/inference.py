@@ -5,6 +5,7 @@ no-object column is dropped); semantic datasets take the argmax over k. Binary d
 have K = 2 (0 background, 1 foreground) and report the normalised foreground score
 score_1 / (score_0 + score_1).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,9 @@ def binary_foreground_probability(scores: torch.Tensor, eps: float = 1e-6) -> to
     return scores[..., 1, :, :] / (scores.sum(-3) + eps)
 
 
-def predict_from_outputs(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int],
-                         task: str) -> torch.Tensor:
+def predict_from_outputs(
+    class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int], task: str
+) -> torch.Tensor:
     """Final-layer predictions -> binary foreground probability [..., H, W] (task "binary") or
     class scores [..., K, H, W] (task "semantic") at ``size``."""
     scores = semantic_scores(class_logits, upsample_mask_logits(mask_logits, size))

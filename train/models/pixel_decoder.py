@@ -7,6 +7,7 @@ per-pixel embeddings P_1..P_4; P_2..P_4 (1/8, 1/16, 1/32) feed the transformer d
 Multi-scale deformable attention (Zhu et al., Deformable DETR, eq. 3) is implemented in pure
 PyTorch with ``F.grid_sample``; no compiled kernel is needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,9 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
-    def sampling(self, query: torch.Tensor, reference_points: torch.Tensor,
-                 spatial_shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def sampling(
+        self, query: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling locations [N,Lq,M,L,P,2] and attention weights [N,Lq,M,L,P] for ``query``."""
         n, num_queries, _ = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
@@ -112,8 +114,13 @@ class MSDeformAttn(nn.Module):
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         return locations, weights
 
-    def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value_input: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value_input: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
         if len(spatial_shapes) != self.num_levels:
             raise ValueError(f"MSDeformAttn built for {self.num_levels} levels, got {len(spatial_shapes)}")
         n, length, _ = value_input.shape
@@ -129,8 +136,15 @@ class DeformableEncoderLayer(nn.Module):
     forward(src [N,S,C], pos [N,S,C], reference_points [N,S,L,2], spatial_shapes) -> [N,S,C].
     """
 
-    def __init__(self, d_model: int = 256, d_ffn: int = 1024, dropout: float = 0.0, num_levels: int = 3,
-                 num_heads: int = 8, num_points: int = 4) -> None:
+    def __init__(
+        self,
+        d_model: int = 256,
+        d_ffn: int = 1024,
+        dropout: float = 0.0,
+        num_levels: int = 3,
+        num_heads: int = 8,
+        num_points: int = 4,
+    ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, num_levels, num_heads, num_points)
         self.dropout1 = nn.Dropout(dropout)
@@ -142,16 +156,22 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
         src = self.norm1(src + self.dropout1(attended))
         ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
-def encoder_reference_points(spatial_shapes: list[tuple[int, int]], num_levels: int, batch: int,
-                             device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def encoder_reference_points(
+    spatial_shapes: list[tuple[int, int]], num_levels: int, batch: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """Pixel centres of every level, normalised to [0,1]: [N, S, L, 2] (x, y), same for every level
     because inputs are never padded (valid ratio 1)."""
     points = []
@@ -183,9 +203,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     transformer_in_features: tuple[str, ...] = ("res5", "res4", "res3")
 
-    def __init__(self, in_channels: dict[str, int], hidden_dim: int = 256, num_layers: int = 6,
-                 mask_dim: int | None = None, num_heads: int = 8, num_points: int = 4,
-                 ffn_dim: int = 1024, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: dict[str, int],
+        hidden_dim: int = 256,
+        num_layers: int = 6,
+        mask_dim: int | None = None,
+        num_heads: int = 8,
+        num_points: int = 4,
+        ffn_dim: int = 1024,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         missing = [k for k in ("res2", *self.transformer_in_features) if k not in in_channels]
         if missing:
@@ -210,10 +238,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_features = nn.Conv2d(hidden_dim, mask_dim, kernel_size=1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.zeros_(self.mask_features.bias)
-        self.lateral_conv = nn.Sequential(nn.Conv2d(in_channels["res2"], hidden_dim, 1, bias=False),
-                                          group_norm(hidden_dim))
-        self.output_conv = nn.Sequential(nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, bias=False),
-                                         group_norm(hidden_dim), nn.ReLU(inplace=True))
+        self.lateral_conv = nn.Sequential(
+            nn.Conv2d(in_channels["res2"], hidden_dim, 1, bias=False), group_norm(hidden_dim)
+        )
+        self.output_conv = nn.Sequential(
+            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, bias=False), group_norm(hidden_dim), nn.ReLU(inplace=True)
+        )
         for conv in (self.lateral_conv[0], self.output_conv[0]):
             nn.init.kaiming_uniform_(conv.weight, a=1)
 

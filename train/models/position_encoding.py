@@ -1,4 +1,5 @@
 """Fixed sine positional encoding for 2-D feature maps (DETR / Mask2Former convention)."""
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,5 @@ class PositionEmbeddingSine(nn.Module):
         pos_x = x_embed[:, None] / dim_t  # [W, F]
         pos_y = torch.stack((pos_y[:, 0::2].sin(), pos_y[:, 1::2].cos()), dim=2).flatten(1)
         pos_x = torch.stack((pos_x[:, 0::2].sin(), pos_x[:, 1::2].cos()), dim=2).flatten(1)
-        pos = torch.cat(
-            (pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)), dim=2
-        )  # [H, W, 2F]
+        pos = torch.cat((pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)), dim=2)  # [H, W, 2F]
         return pos.permute(2, 0, 1).unsqueeze(0).expand(n, -1, -1, -1).to(x.dtype)

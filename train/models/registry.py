@@ -11,11 +11,12 @@ Every model built here follows the common interface the training loop relies on:
     groups = model.parameter_groups(lr=1e-4, weight_decay=0.05, backbone_lr_mult=0.1)
     model.task, model.num_classes
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

@@ -68,6 +68,7 @@ Interpretation choices (the paper leaves these open; each is listed with its rea
    binary head returns S_1 / (S_0 + S_1), which exceeds 0.5 exactly where eq. 14 picks a sounding
    query.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -131,8 +132,9 @@ class AudioQueryGenerator(nn.Module):
     forward(audio [B,T,D]) -> A_q = A_q^{N_1} [B,T,N,d].
     """
 
-    def __init__(self, audio_dim: int, dim: int, num_queries: int, max_frames: int, num_layers: int,
-                 num_heads: int = 1) -> None:
+    def __init__(
+        self, audio_dim: int, dim: int, num_queries: int, max_frames: int, num_layers: int, num_heads: int = 1
+    ) -> None:
         super().__init__()
         self.audio_dim, self.max_frames = audio_dim, max_frames
         self.audio_proj = nn.Linear(audio_dim, dim)
@@ -149,12 +151,15 @@ class AudioQueryGenerator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 3 or audio.shape[-1] != self.audio_dim:
-            raise ValueError(f"TransAVS: batch['audio'] must be float [B,T,{self.audio_dim}] audio embeddings, "
-                             f"got shape {tuple(audio.shape)} (set audio_dim=128 for VGGish, 1024 for YAMNet)")
+            raise ValueError(
+                f"TransAVS: batch['audio'] must be float [B,T,{self.audio_dim}] audio embeddings, "
+                f"got shape {tuple(audio.shape)} (set audio_dim=128 for VGGish, 1024 for YAMNet)"
+            )
         b, t = audio.shape[:2]
         if t > self.max_frames:
-            raise ValueError(f"TransAVS: clip has T={t} audio frames but the model was built with "
-                             f"max_frames={self.max_frames}")
+            raise ValueError(
+                f"TransAVS: clip has T={t} audio frames but the model was built with max_frames={self.max_frames}"
+            )
         features = self.audio_proj(audio)  # F_a [B,T,d]
         weights = self.frame_weights(t).to(features.dtype)  # [T,N,T]
         queries = torch.einsum("int,btd->bind", weights, features)  # eq. 1 for every frame i: [B,T,N,d]
@@ -214,14 +219,24 @@ class TransAVS(nn.Module):
         "projected_queries": [B,T,N,d] h(A_q) (eq. 10)
     """
 
-    def __init__(self, backbone: nn.Module, pixel_decoder: nn.Module, audio_queries: AudioQueryGenerator,
-                 decoder: AudioVisualDecoder, criterion: TransAVSCriterion, num_classes: int, task: str = "binary",
-                 class_prior: float = 0.01) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pixel_decoder: nn.Module,
+        audio_queries: AudioQueryGenerator,
+        decoder: AudioVisualDecoder,
+        criterion: TransAVSCriterion,
+        num_classes: int,
+        task: str = "binary",
+        class_prior: float = 0.01,
+    ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"TransAVS: task must be one of {TASKS}, got {task!r}")
         if task == "binary" and num_classes != 2:
-            raise ValueError(f"TransAVS: the binary task has K = 2 classes (paper eq. 8), got num_classes={num_classes}")
+            raise ValueError(
+                f"TransAVS: the binary task has K = 2 classes (paper eq. 8), got num_classes={num_classes}"
+            )
         if num_classes < 2:
             raise ValueError(f"TransAVS: num_classes must be >= 2, got {num_classes}")
         self.task, self.num_classes = task, num_classes
@@ -248,8 +263,10 @@ class TransAVS(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for key in ("frames", "audio"):
             if key not in batch:
-                raise KeyError(f"TransAVS: batch has no {key!r} (keys: {sorted(batch)}); expected "
-                               f"frames float [B,T,3,H,W] and audio float [B,T,D] embeddings")
+                raise KeyError(
+                    f"TransAVS: batch has no {key!r} (keys: {sorted(batch)}); expected "
+                    f"frames float [B,T,3,H,W] and audio float [B,T,D] embeddings"
+                )
         frames, audio = batch["frames"], batch["audio"]
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"TransAVS: batch['frames'] must be [B,T,3,H,W], got {tuple(frames.shape)}")
@@ -271,8 +288,9 @@ class TransAVS(nn.Module):
             "projected_queries": self.projection_head(audio_queries),
         }
 
-    def compute_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-                       step: int = 0) -> dict[str, torch.Tensor]:
+    def compute_losses(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int = 0
+    ) -> dict[str, torch.Tensor]:
         """Eq. 13 with the eq.-18 thresholds at training iteration ``step``; see ``TransAVSCriterion``."""
         return self.criterion(outputs, batch, step=step)
 
@@ -302,16 +320,22 @@ class TransAVS(nn.Module):
     def backbone_parameter_names(self) -> set[str]:
         return {f"backbone.{name}" for name, _ in self.backbone.named_parameters()}
 
-    def parameter_groups(self, lr: float = 1e-4, weight_decay: float = 0.05,
-                         backbone_lr_mult: float = 0.1) -> list[dict]:
+    def parameter_groups(
+        self, lr: float = 1e-4, weight_decay: float = 0.05, backbone_lr_mult: float = 0.1
+    ) -> list[dict]:
         """AdamW parameter groups: backbone at ``lr * backbone_lr_mult``; no weight decay on norms,
         biases, embeddings and queries (W_1); frozen parameters left out."""
-        return split_parameter_groups(self, self.backbone_parameter_names(), lr, weight_decay, backbone_lr_mult,
-                                      no_decay_name_parts=_NO_DECAY_NAME_PARTS)
+        return split_parameter_groups(
+            self,
+            self.backbone_parameter_names(),
+            lr,
+            weight_decay,
+            backbone_lr_mult,
+            no_decay_name_parts=_NO_DECAY_NAME_PARTS,
+        )
 
 
 _NO_DECAY_NAME_PARTS: tuple[str, ...] = ("norm", "embed", "query_weight")
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,13 +375,27 @@ def build_transavs(
         num_classes = 2 if task == "binary" else NUM_AVSS_CLASSES
     image_backbone = build_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
     pixel_decoder = MSDeformAttnPixelDecoder(
-        image_backbone.out_channels, hidden_dim=hidden_dim, num_layers=pixel_decoder_layers, mask_dim=hidden_dim,
-        num_heads=pixel_decoder_heads, num_points=pixel_decoder_points, ffn_dim=pixel_decoder_ffn)
+        image_backbone.out_channels,
+        hidden_dim=hidden_dim,
+        num_layers=pixel_decoder_layers,
+        mask_dim=hidden_dim,
+        num_heads=pixel_decoder_heads,
+        num_points=pixel_decoder_points,
+        ffn_dim=pixel_decoder_ffn,
+    )
     audio_queries = AudioQueryGenerator(audio_dim, hidden_dim, num_queries, max_frames, encoder_layers, num_heads)
     decoder = AudioVisualDecoder(hidden_dim, hidden_dim, decoder_layers, num_heads)
     criterion = TransAVSCriterion(num_classes, TransAVSLossConfig(**(loss or {})))
-    return TransAVS(image_backbone, pixel_decoder, audio_queries, decoder, criterion, num_classes=num_classes,
-                    task=task, class_prior=class_prior)
+    return TransAVS(
+        image_backbone,
+        pixel_decoder,
+        audio_queries,
+        decoder,
+        criterion,
+        num_classes=num_classes,
+        task=task,
+        class_prior=class_prior,
+    )
 
 
 def _with_defaults(defaults: dict, overrides: dict) -> TransAVS:
@@ -382,21 +420,41 @@ def transavs_pvt_b5(**overrides) -> TransAVS:
 @register_model("transavs_mnv2")
 def transavs_mnv2(**overrides) -> TransAVS:
     """CPU demo: ImageNet MobileNetV2 (offline weights), d = 64, N = 32 queries, N_1 = 2, N_2 = 3."""
-    return _with_defaults({
-        "backbone": "mobilenet_v2", "pretrained": "imagenet", "hidden_dim": 64, "pixel_decoder_layers": 2,
-        "pixel_decoder_heads": 4, "pixel_decoder_points": 4, "pixel_decoder_ffn": 128, "num_queries": 32,
-        "encoder_layers": 2, "decoder_layers": 3,
-    }, overrides)
+    return _with_defaults(
+        {
+            "backbone": "mobilenet_v2",
+            "pretrained": "imagenet",
+            "hidden_dim": 64,
+            "pixel_decoder_layers": 2,
+            "pixel_decoder_heads": 4,
+            "pixel_decoder_points": 4,
+            "pixel_decoder_ffn": 128,
+            "num_queries": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 3,
+        },
+        overrides,
+    )
 
 
 @register_model("transavs_tiny")
 def transavs_tiny(**overrides) -> TransAVS:
     """Test config: small ResNet-18, d = 16, N = 8 queries, N_1 = 1, N_2 = 3; random weights."""
-    return _with_defaults({
-        "backbone": "resnet18_small", "hidden_dim": 16, "pixel_decoder_layers": 1, "pixel_decoder_heads": 2,
-        "pixel_decoder_points": 2, "pixel_decoder_ffn": 32, "num_queries": 8, "encoder_layers": 1,
-        "decoder_layers": 3, "max_frames": 5,
-    }, overrides)
+    return _with_defaults(
+        {
+            "backbone": "resnet18_small",
+            "hidden_dim": 16,
+            "pixel_decoder_layers": 1,
+            "pixel_decoder_heads": 2,
+            "pixel_decoder_points": 2,
+            "pixel_decoder_ffn": 32,
+            "num_queries": 8,
+            "encoder_layers": 1,
+            "decoder_layers": 3,
+            "max_frames": 5,
+        },
+        overrides,
+    )
 
 
 __all__ = [

@@ -8,6 +8,7 @@ P_1) produce predictions for deep supervision. COMBO (Sec. 3.2, "expanding fused
 F_a added with learnable embeddings ... as object queries") passes its audio embedding through
 ``query_add``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,14 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, attn_mask: torch.Tensor | None,
-                memory_pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        memory_pos: torch.Tensor,
+        query_pos: torch.Tensor,
+    ) -> torch.Tensor:
         out = self.attn(tgt + query_pos, memory + memory_pos, memory, attn_mask=attn_mask, need_weights=False)[0]
         return self.norm(tgt + self.dropout(out))
 
@@ -103,17 +110,30 @@ class MaskedAttentionDecoder(nn.Module):
          and after layers 1..num_layers-1, for deep supervision)}
     """
 
-    def __init__(self, num_classes: int, hidden_dim: int = 256, num_queries: int = 100, num_heads: int = 8,
-                 ffn_dim: int = 2048, num_layers: int = 9, mask_dim: int | None = None, num_levels: int = 3,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        hidden_dim: int = 256,
+        num_queries: int = 100,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        num_layers: int = 9,
+        mask_dim: int | None = None,
+        num_levels: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         mask_dim = hidden_dim if mask_dim is None else mask_dim
         self.num_heads = num_heads
         self.num_layers = num_layers
         self.num_levels = num_levels
         self.position_encoding = PositionEmbeddingSine(hidden_dim // 2)
-        self.cross_attention = nn.ModuleList(CrossAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(num_layers))
-        self.self_attention = nn.ModuleList(SelfAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(num_layers))
+        self.cross_attention = nn.ModuleList(
+            CrossAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(num_layers)
+        )
+        self.self_attention = nn.ModuleList(
+            SelfAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(num_layers)
+        )
         self.ffn = nn.ModuleList(FFNLayer(hidden_dim, ffn_dim, dropout) for _ in range(num_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)  # content queries
@@ -125,8 +145,9 @@ class MaskedAttentionDecoder(nn.Module):
             if isinstance(layer, nn.MultiheadAttention):
                 nn.init.xavier_uniform_(layer.in_proj_weight)
 
-    def _predict(self, queries: torch.Tensor, mask_features: torch.Tensor,
-                 attn_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _predict(
+        self, queries: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class logits [N,Q,K+1], mask logits [N,Q,H4,W4] and the next cross-attention mask
         [N*heads,Q,h*w] (True where sigmoid(mask) < 0.5 at the next level's resolution)."""
         decoded = self.decoder_norm(queries)
@@ -136,8 +157,9 @@ class MaskedAttentionDecoder(nn.Module):
         attn_mask = (attn.sigmoid().flatten(2) < 0.5).repeat_interleave(self.num_heads, dim=0).detach()
         return class_logits, mask_logits, attn_mask
 
-    def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor,
-                query_add: torch.Tensor | None = None) -> dict:
+    def forward(
+        self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor, query_add: torch.Tensor | None = None
+    ) -> dict:
         if len(multi_scale) != self.num_levels:
             raise ValueError(f"decoder expects {self.num_levels} feature levels, got {len(multi_scale)}")
         memories, memory_pos, sizes = [], [], []

@@ -4,6 +4,7 @@ The network itself lives in ``pipeline.audio.vggish`` (one implementation for th
 and the model: the released port's ``features.*`` / ``embeddings.*`` layout, channels-last
 flattening, last ReLU kept); this module only adds COMBO's "no checkpoint -> random init" option.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

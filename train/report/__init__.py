@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pipeline.atomic import atomic_path
 from train.report import charts
@@ -47,7 +48,8 @@ def strip_rows(png: Path, seconds: int, header_px: int) -> list[str]:
         for t in range(seconds):
             buffer = io.BytesIO()
             image.crop((0, header_px + t * row_h, image.width, header_px + (t + 1) * row_h)).save(
-                buffer, format="JPEG", quality=JPEG_QUALITY)
+                buffer, format="JPEG", quality=JPEG_QUALITY
+            )
             rows.append(data_uri(buffer.getvalue(), "image/jpeg"))
     return rows
 
@@ -66,9 +68,16 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         first, second = ("M_J", "M_F") if "M_J" in m else ("mIoU", "F")
         shuffled = m.get("shuffled_audio") or {}
-        rows.append({"dataset": name, "videos": m["num_videos"], "names": (first, second),
-                     "scores": (m[first], m[second]), "shuffled": shuffled.get(first),
-                     "drop": m.get("audio_dependence")})
+        rows.append(
+            {
+                "dataset": name,
+                "videos": m["num_videos"],
+                "names": (first, second),
+                "scores": (m[first], m[second]),
+                "shuffled": shuffled.get(first),
+                "drop": m.get("audio_dependence"),
+            }
+        )
     return rows
 
 
@@ -94,18 +103,32 @@ def run_view(run_dir: Path, label: str) -> dict[str, Any]:
     strips = []
     for entry in report["strips"]:
         audio = run_dir / entry["audio"] if entry.get("audio") else None
-        strips.append({**entry, "rows": strip_rows(run_dir / entry["image"], entry["seconds"], entry["header_px"]),
-                       "audio_uri": data_uri(audio.read_bytes(), "audio/wav") if audio and audio.is_file() else None})
+        strips.append(
+            {
+                **entry,
+                "rows": strip_rows(run_dir / entry["image"], entry["seconds"], entry["header_px"]),
+                "audio_uri": data_uri(audio.read_bytes(), "audio/wav") if audio and audio.is_file() else None,
+            }
+        )
     train = report.get("train_params") or {}
     input_size = report.get("input_size") or _scored_size_of_old_report(report)
-    return {"label": label, "input_size": input_size, "dir": str(run_dir), "report": report, "summary": summary_rows(report),
-            "strips": strips, "features": feature_settings(report),
-            "train": {k: train.get(k) for k in ("datasets", "max_steps", "batch_size", "lr", "size", "inference_size",
-                                                       "freeze_backbone")
-                      if k in train},
-            "curves_svg": charts.training_curves(report.get("curves") or {}),
-            "per_class_svg": charts.per_class_iou(report.get("per_class_iou") or []),
-            "score_keys": _score_keys(report["task"])}
+    return {
+        "label": label,
+        "input_size": input_size,
+        "dir": str(run_dir),
+        "report": report,
+        "summary": summary_rows(report),
+        "strips": strips,
+        "features": feature_settings(report),
+        "train": {
+            k: train.get(k)
+            for k in ("datasets", "max_steps", "batch_size", "lr", "size", "inference_size", "freeze_backbone")
+            if k in train
+        },
+        "curves_svg": charts.training_curves(report.get("curves") or {}),
+        "per_class_svg": charts.per_class_iou(report.get("per_class_iou") or []),
+        "score_keys": _score_keys(report["task"]),
+    }
 
 
 def _scored_size_of_old_report(report: dict[str, Any]) -> list[int]:
@@ -127,7 +150,7 @@ def per_video_table(views: Sequence[dict[str, Any]]) -> tuple[list[str], list[li
         first, second = view["score_keys"]
         for row in view["report"]["per_video"]:
             cells = keyed.setdefault((row["dataset"], row["video_id"]), [None] * (3 * len(views)))
-            cells[3 * n:3 * n + 3] = [row.get(first), row.get(second), row.get(f"{first}_shuffled_audio")]
+            cells[3 * n : 3 * n + 3] = [row.get(first), row.get(second), row.get(f"{first}_shuffled_audio")]
     return header, [[d, v, *cells] for (d, v), cells in sorted(keyed.items())]
 
 
@@ -139,11 +162,15 @@ def render_report(run_dirs: Sequence[str | Path], out: str | Path, labels: Seque
     labels = list(labels) if labels else [d.name if len(run_dirs) == 1 else str(d) for d in run_dirs]
     views = [run_view(d, label) for d, label in zip(run_dirs, labels)]
     header, rows = per_video_table(views)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("train.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("train.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["num"] = lambda v, digits=3: "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else v)
-    html = env.get_template("report.html.j2").render(views=views, table_header=header, table_rows=rows,
-                                                     compare=len(views) > 1)
+    html = env.get_template("report.html.j2").render(
+        views=views, table_header=header, table_rows=rows, compare=len(views) > 1
+    )
     out = Path(out)
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(html, encoding="utf-8")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from matplotlib import rc_context
 from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -24,12 +24,13 @@ def _svg(fig: Figure) -> str:
         FigureCanvasSVG(fig).print_svg(buffer)
     text = buffer.getvalue()
     text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF creator/date: noise in a page
-    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE (not allowed inside HTML)
+    return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE (not allowed inside HTML)
 
 
 def training_curves(curves: dict[str, list[list[float]]]) -> str | None:
     """dvclive curves {"train/loss_total": [[step, value], ...], "train/lr": ...} -> one SVG with three
     panels: total loss, each loss term, learning rate. None without a loss curve."""
+
     def series(prefix: str) -> dict[str, list[list[float]]]:
         return {k.split("/")[-1]: v for k, v in curves.items() if k.split("/")[-1].startswith(prefix) and v}
 
@@ -38,13 +39,14 @@ def training_curves(curves: dict[str, list[list[float]]]) -> str | None:
         return None
     fig = Figure(figsize=(11, 3.2), layout="constrained")
     axes = fig.subplots(1, 3)
-    panels = [("total loss", {"loss_total": losses["loss_total"]}, False),
-              ("loss terms", {k[5:]: v for k, v in losses.items() if k != "loss_total"}, True),
-              ("learning rate", lr, False)]
+    panels = [
+        ("total loss", {"loss_total": losses["loss_total"]}, False),
+        ("loss terms", {k[5:]: v for k, v in losses.items() if k != "loss_total"}, True),
+        ("learning rate", lr, False),
+    ]
     for ax, (title, lines, log_scale) in zip(axes, panels):
         for i, (name, points) in enumerate(sorted(lines.items())):
-            ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.2, color=COLOURS[i % len(COLOURS)],
-                    label=name)
+            ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.2, color=COLOURS[i % len(COLOURS)], label=name)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
         ax.grid(alpha=0.3)

@@ -3,6 +3,7 @@
 ``build_semantic_sam(checkpoint)`` loads the official ``swinl_only_sam_many2many.pth`` key for key;
 ``SemanticSamAutomaticMaskGenerator`` reproduces the official automatic mask generator.
 """
+
 from pipeline.proposals.semantic_sam.config import SWINL, TINY, SemanticSamConfig
 from pipeline.proposals.semantic_sam.generator import (
     LEVEL_TO_TOKEN,
@@ -19,7 +20,16 @@ from pipeline.proposals.semantic_sam.model import (
 )
 
 __all__ = [
-    "LEVEL_TO_TOKEN", "SKIPPED_KEYS", "SWINL", "TINY", "LoadReport", "SemanticSam", "SemanticSamAutomaticMaskGenerator",
-    "SemanticSamConfig", "SemanticSamGeneratorSettings", "build_semantic_sam", "checkpoint_state_dict",
+    "LEVEL_TO_TOKEN",
+    "SKIPPED_KEYS",
+    "SWINL",
+    "TINY",
+    "LoadReport",
+    "SemanticSam",
+    "SemanticSamAutomaticMaskGenerator",
+    "SemanticSamConfig",
+    "SemanticSamGeneratorSettings",
+    "build_semantic_sam",
+    "checkpoint_state_dict",
     "load_semantic_sam_state",
 ]

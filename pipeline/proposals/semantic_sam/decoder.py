@@ -11,6 +11,7 @@ mask features) and a raw IoU score per query.
 Not built: the open-vocabulary class heads ``lang_mapper``, ``class_embed``, ``class_embed_part``
 (multiplied by 0.0 in the official forward; see ``model.SKIPPED_KEYS``).
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,12 @@ class DeformableTransformerDecoderLayer(nn.Module):
         tgt = self.norm2(tgt + self.self_attn(q, q, tgt, need_weights=False)[0])
         if keep is not None:
             tgt, query_pos, reference_points = tgt[keep], query_pos[keep], reference_points[keep]
-        tgt2 = self.cross_attn((tgt + query_pos).transpose(0, 1), reference_points.transpose(0, 1).contiguous(),
-                               memory.transpose(0, 1), spatial_shapes).transpose(0, 1)
+        tgt2 = self.cross_attn(
+            (tgt + query_pos).transpose(0, 1),
+            reference_points.transpose(0, 1).contiguous(),
+            memory.transpose(0, 1),
+            spatial_shapes,
+        ).transpose(0, 1)
         tgt = self.norm1(tgt + tgt2)
         return self.norm3(tgt + self.linear2(F.relu(self.linear1(tgt))))
 
@@ -104,14 +109,24 @@ class TransformerDecoder(nn.Module):
 
 
 class IMaskDINODecoder(nn.Module):
-    def __init__(self, hidden_dim: int, mask_dim: int, nheads: int, d_ffn: int, dec_layers: int,
-                 n_levels: int, n_points: int, num_mask_tokens: int) -> None:
+    def __init__(
+        self,
+        hidden_dim: int,
+        mask_dim: int,
+        nheads: int,
+        d_ffn: int,
+        dec_layers: int,
+        n_levels: int,
+        n_points: int,
+        num_mask_tokens: int,
+    ) -> None:
         super().__init__()
         self.num_mask_tokens = num_mask_tokens
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
-        layers = [DeformableTransformerDecoderLayer(hidden_dim, d_ffn, n_levels, nheads, n_points)
-                  for _ in range(dec_layers)]
+        layers = [
+            DeformableTransformerDecoderLayer(hidden_dim, d_ffn, n_levels, nheads, n_points) for _ in range(dec_layers)
+        ]
         self.decoder = TransformerDecoder(layers, self.decoder_norm, hidden_dim)
         self._bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         self.bbox_embed = nn.ModuleList([self._bbox_embed for _ in range(dec_layers)])
@@ -131,8 +146,13 @@ class IMaskDINODecoder(nn.Module):
         return content, anchors
 
     @torch.autocast("cuda", enabled=False)
-    def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor, points: torch.Tensor,
-                tokens: list[int] | None = None):
+    def forward(
+        self,
+        multi_scale: list[torch.Tensor],
+        mask_features: torch.Tensor,
+        points: torch.Tensor,
+        tokens: list[int] | None = None,
+    ):
         """multi_scale: 4 maps [B,C,H_l,W_l] (stride 8..64); points [B,N,4].
 
         -> (mask logits [B, N*len(tokens), H/4, W/4], raw IoU scores [B, N*len(tokens)]), ordered point-major;

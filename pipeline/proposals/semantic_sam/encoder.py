@@ -6,6 +6,7 @@ projections, sine position + level embeddings, then post-norm deformable self-at
 one FPN step brings res2 in, and a 1x1 conv gives the mask features (stride 4). Runs in float32
 even under autocast, as the official code does.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,9 +58,11 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         """Pixel centres of every level, normalised: [1, S, L, 2] (no padding masks: valid ratio 1)."""
         refs = []
         for h, w in spatial_shapes:
-            ref_y, ref_x = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                                          torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
-                                          indexing="ij")
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
             refs.append(torch.stack((ref_x.reshape(-1)[None] / w, ref_y.reshape(-1)[None] / h), -1))
         return torch.cat(refs, 1)[:, :, None].expand(-1, -1, len(spatial_shapes), -1)
 
@@ -74,15 +77,17 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
     def __init__(self, d_model: int, nhead: int, num_layers: int, d_ffn: int, n_levels: int, n_points: int) -> None:
         super().__init__()
         self.encoder = MSDeformAttnTransformerEncoder(
-            [MSDeformAttnTransformerEncoderLayer(d_model, d_ffn, n_levels, nhead, n_points) for _ in range(num_layers)])
+            [MSDeformAttnTransformerEncoderLayer(d_model, d_ffn, n_levels, nhead, n_points) for _ in range(num_layers)]
+        )
         self.level_embed = nn.Parameter(torch.zeros(n_levels, d_model))
 
     def forward(self, srcs: list[torch.Tensor], pos_embeds: list[torch.Tensor]):
         """srcs/pos_embeds [B,C,H_l,W_l] -> (memory [B,S,C], [(H_l, W_l)])."""
         shapes = [tuple(s.shape[-2:]) for s in srcs]
         flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-        pos = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
-                         for i, p in enumerate(pos_embeds)], 1)
+        pos = torch.cat(
+            [p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1) for i, p in enumerate(pos_embeds)], 1
+        )
         return self.encoder(flat, shapes, pos), shapes
 
 
@@ -105,8 +110,17 @@ class MaskDINOEncoder(nn.Module):
     The multi-scale list is ordered stride 8, 16, 32, 64.
     """
 
-    def __init__(self, in_channels: list[int], conv_dim: int, mask_dim: int, nheads: int, d_ffn: int,
-                 enc_layers: int, total_levels: int, n_points: int) -> None:
+    def __init__(
+        self,
+        in_channels: list[int],
+        conv_dim: int,
+        mask_dim: int,
+        nheads: int,
+        d_ffn: int,
+        enc_layers: int,
+        total_levels: int,
+        n_points: int,
+    ) -> None:
         super().__init__()
         self.conv_dim = conv_dim
         c2, c3, c4, c5 = in_channels
@@ -116,8 +130,9 @@ class MaskDINOEncoder(nn.Module):
             projs.append(nn.Sequential(nn.Conv2d(cin, conv_dim, 3, stride=2, padding=1), nn.GroupNorm(32, conv_dim)))
             cin = conv_dim
         self.input_proj = nn.ModuleList(projs)
-        self.transformer = MSDeformAttnTransformerEncoderOnly(conv_dim, nheads, enc_layers, d_ffn, total_levels,
-                                                              n_points)
+        self.transformer = MSDeformAttnTransformerEncoderOnly(
+            conv_dim, nheads, enc_layers, d_ffn, total_levels, n_points
+        )
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         self.adapter_1 = Conv2dNorm(c2, conv_dim, 1)
         self.layer_1 = Conv2dNorm(conv_dim, conv_dim, 3, relu=True)

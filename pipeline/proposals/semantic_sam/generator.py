@@ -11,6 +11,7 @@ Cheaper than the official loop but equal in output: only the requested mask toke
 into masks (the official code computes all 6 tokens on all decoder layers), and only masks that
 pass the IoU filter are upsampled to the image.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class SemanticSamAutomaticMaskGenerator:
         s = self.settings
         masks, scores = [], []
         for start in range(0, len(self.points), s.points_per_batch):
-            m, sc = self._process_batch(features, self.points[start:start + s.points_per_batch])
+            m, sc = self._process_batch(features, self.points[start : start + s.points_per_batch])
             masks.append(m)
             scores.append(sc)
         masks, scores = torch.cat(masks), torch.cat(scores)
@@ -149,7 +150,8 @@ class SemanticSamAutomaticMaskGenerator:
             unchanged.append(float(not (changed_holes or changed_islands)))
         new = torch.stack(new_masks)
         flags = torch.as_tensor(unchanged)
-        keep = batched_nms(masks_to_boxes(new).float(), flags, torch.zeros(len(new)),
-                           max(self.settings.box_nms_thresh, 0.7))
+        keep = batched_nms(
+            masks_to_boxes(new).float(), flags, torch.zeros(len(new)), max(self.settings.box_nms_thresh, 0.7)
+        )
         # the official code writes the cleaned mask back only for changed masks (for unchanged ones they are equal)
         return new[keep], scores[keep]

@@ -5,6 +5,7 @@ kernel is missing; this module is that formulation only, so it runs on any devic
 Parameter names (``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``)
 match the official ``MSDeformAttn`` so its checkpoints load unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def ms_deform_attn_sample(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
-                          locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def ms_deform_attn_sample(
+    value: torch.Tensor, spatial_shapes: list[tuple[int, int]], locations: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Weighted bilinear samples of every level.
 
     value [N, S, M, D] (S = sum of H_l*W_l, M heads, D channels per head);
@@ -54,8 +56,14 @@ class MSDeformAttn(nn.Module):
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, query: torch.Tensor, reference_points: torch.Tensor, input_flatten: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]], padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         n, q, _ = query.shape
         s = input_flatten.shape[1]
         value = self.value_proj(input_flatten)
@@ -70,16 +78,19 @@ class MSDeformAttn(nn.Module):
             normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
             locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         elif reference_points.shape[-1] == 4:
-            locations = (reference_points[:, :, None, :, None, :2]
-                         + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+            locations = (
+                reference_points[:, :, None, :, None, :2]
+                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
         else:
             raise ValueError(f"reference_points must end in 2 or 4 values, got {reference_points.shape[-1]}")
         out = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
 
 
-def naive_ms_deform_attn(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
-                         locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def naive_ms_deform_attn(
+    value: torch.Tensor, spatial_shapes: list[tuple[int, int]], locations: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Loop-by-loop bilinear sampling (pixel centres at +0.5, zeros outside): a slow reference for tests.
 
     Same shapes as :func:`ms_deform_attn_sample`.
@@ -89,7 +100,7 @@ def naive_ms_deform_attn(value: torch.Tensor, spatial_shapes: list[tuple[int, in
     out = value.new_zeros(n, q, m, d)
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes):
-        v = value[:, start:start + h * w].view(n, h, w, m, d)
+        v = value[:, start : start + h * w].view(n, h, w, m, d)
         start += h * w
         x = locations[..., lvl, :, 0] * w - 0.5  # [N,Q,M,P]
         y = locations[..., lvl, :, 1] * h - 0.5

@@ -5,6 +5,7 @@ Module and parameter names follow the official ``semantic_sam/backbone/swin.py``
 multiple of the window *before* the cyclic shift, the shift mask uses -100 (not -inf), and every
 stage output goes through its own LayerNorm ``norm{i}``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -135,10 +136,12 @@ class BasicLayer(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2)
-            for i in range(depth)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2)
+                for i in range(depth)
+            ]
+        )
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x: torch.Tensor, h: int, w: int):
@@ -176,11 +179,13 @@ class SwinTransformer(nn.Module):
     def __init__(self, embed_dim: int, depths, num_heads, window_size: int) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(embed_dim)
-        self.num_features = [embed_dim * 2 ** i for i in range(len(depths))]
-        self.layers = nn.ModuleList([
-            BasicLayer(self.num_features[i], depths[i], num_heads[i], window_size, i < len(depths) - 1)
-            for i in range(len(depths))
-        ])
+        self.num_features = [embed_dim * 2**i for i in range(len(depths))]
+        self.layers = nn.ModuleList(
+            [
+                BasicLayer(self.num_features[i], depths[i], num_heads[i], window_size, i < len(depths) - 1)
+                for i in range(len(depths))
+            ]
+        )
         for i, dim in enumerate(self.num_features):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
 

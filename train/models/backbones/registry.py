@@ -1,10 +1,11 @@
 """The backbone registry and the loading of ImageNet weights into a backbone."""
+
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -40,13 +41,10 @@ def build_backbone(name: str, pretrained: str | Path | None = None, **kw) -> nn.
     if pretrained is not None:
         if str(pretrained) == "imagenet":
             if name != "mobilenet_v2":
-                raise ValueError(
-                    f"backbone {name!r}: no ImageNet weights ship offline; pass a checkpoint file path"
-                )
+                raise ValueError(f"backbone {name!r}: no ImageNet weights ship offline; pass a checkpoint file path")
             pretrained = find_offline_mobilenet_v2_weights()
         load_backbone_weights(backbone, pretrained)
     return backbone
-
 
 
 # Keys of classification heads and of the layers the backbones drop (never needed).
@@ -92,8 +90,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         if wrong_shape:
             details.append(f"{len(wrong_shape)} shape mismatches (e.g. {wrong_shape[:3]})")
         raise ValueError(
-            f"backbone weights file {path} is incompatible with {type(backbone).__name__}: "
-            + "; ".join(details)
+            f"backbone weights file {path} is incompatible with {type(backbone).__name__}: " + "; ".join(details)
         )
     backbone.load_state_dict(state, strict=False)
 

@@ -1,7 +1,8 @@
 """ResNet backbones (torchvision blocks; torchvision's ImageNet checkpoint layout)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -87,5 +88,6 @@ def resnet18(frozen_bn: bool = False) -> ResNetBackbone:
 @register_backbone("resnet18_small")
 def resnet18_small(frozen_bn: bool = False, widths: tuple[int, int, int, int] = (8, 16, 24, 32)) -> ResNetBackbone:
     """ResNet-18 layout with few channels (default 8/16/24/32) for fast tests; no pretrained weights."""
-    return ResNetBackbone(BasicBlock, (2, 2, 2, 2), widths=tuple(widths), stem_width=widths[0],
-                          norm_layer=_norm(frozen_bn))
+    return ResNetBackbone(
+        BasicBlock, (2, 2, 2, 2), widths=tuple(widths), stem_width=widths[0], norm_layer=_norm(frozen_bn)
+    )
