@@ -210,3 +210,14 @@ def write_table(path: Path, rows: list[dict[str, Any]], fields: list[str] | None
     """Rows as CSV; columns ``fields``, else every key (dataset and video_id first, the rest sorted)."""
     fields = fields or sorted({k for row in rows for k in row}, key=lambda k: (k not in ("dataset", "video_id"), k))
     write_csv(path, rows, fields)
+
+
+def write_tables(out_dir: Path, per_video: list[dict[str, Any]], per_class: list[dict[str, Any]]) -> None:
+    """``per_video.csv``, and ``per_class/per_class_iou.csv`` where a semantic dataset was scored: the
+    folder always exists (a DVC plots folder), so a binary run has no per-class chart, in dvc plots or in
+    the report (a table of an earlier semantic run is removed)."""
+    write_table(out_dir / "per_video.csv", per_video)
+    (out_dir / "per_class").mkdir(parents=True, exist_ok=True)
+    (out_dir / "per_class" / "per_class_iou.csv").unlink(missing_ok=True)
+    if per_class:
+        write_table(out_dir / "per_class" / "per_class_iou.csv", per_class, ["dataset", "class_id", "iou"])

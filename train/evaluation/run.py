@@ -92,13 +92,7 @@ def evaluate(
     log_metrics(out_dir, metrics)
     if metrics_path and Path(metrics_path) != out_dir / "metrics.json":
         artefacts.write_json(Path(metrics_path), metrics)
-    artefacts.write_table(out_dir / "per_video.csv", per_video)
-    # per_class/ always exists (a DVC plots folder), the table only where a semantic dataset was scored:
-    # a binary run has no per-class chart, in dvc plots or in the report.
-    (out_dir / "per_class").mkdir(exist_ok=True)
-    (out_dir / "per_class" / "per_class_iou.csv").unlink(missing_ok=True)
-    if per_class:
-        artefacts.write_table(out_dir / "per_class" / "per_class_iou.csv", per_class, ["dataset", "class_id", "iou"])
+    artefacts.write_tables(out_dir, per_video, per_class)
     report = {
         "checkpoint": str(checkpoint),
         "model": ckpt["model_name"],
