@@ -13,8 +13,9 @@ import os
 import sys
 
 # name -> (module, one-line help). Modules are imported only when their command runs, so
-# `avs --help` stays fast (several stages import torch).
-COMMANDS = {
+# `avs --help` stays fast (several stages import torch). DVC pipeline stages (dvc.yaml) live in stages/,
+# the other commands in stages/commands/.
+STAGE_COMMANDS = {
     "demo-data": ("stages.demo_data", "generate the synthetic demo dataset (mp4 + ground truth in AVSBench layouts)"),
     "manifest": ("stages.manifest", "build the manifest CSV of a dataset and its per-shard slices"),
     "extract": ("stages.extract", "extract the T kept frames and 16 kHz mono audio of one shard into HDF5"),
@@ -23,14 +24,20 @@ COMMANDS = {
     "train": ("stages.train", "train COMBO / TransAVS on cached shards (torchrun-ready; --resume continues exactly)"),
     "evaluate": (
         "stages.evaluate",
-        "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled-audio check",
+        "score a checkpoint (M_J / M_F or mIoU / F), per-video CSV, overlays, shuffled- and negative-audio checks",
     ),
+}
+OTHER_COMMANDS = {
     "report": (
-        "stages.report",
+        "stages.commands.report",
         "the HTML evaluation report of an evaluation folder, or two side by side (--compare A B)",
     ),
-    "predict": ("stages.predict", "segment the sounding objects of any video: overlay mp4 + per-second mask PNGs"),
+    "predict": (
+        "stages.commands.predict",
+        "segment the sounding objects of any video: overlay mp4 + per-second mask PNGs",
+    ),
 }
+COMMANDS = {**STAGE_COMMANDS, **OTHER_COMMANDS}
 
 
 MAX_REASON = 200  # characters of an error line's reason

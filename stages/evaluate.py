@@ -1,5 +1,5 @@
-"""``avs evaluate``: AVSBench metrics of a checkpoint on cached test shards, the audio-shuffle check,
-strips of the worst and best videos, and the self-contained OUT/report.html."""
+"""``avs evaluate``: AVSBench metrics of a checkpoint on cached test shards, the audio-shuffle and
+negative-audio checks, strips of the worst and best videos, and the self-contained OUT/report.html."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "OUT/report.html (default: CHECKPOINT's folder/log when it exists)",
     )
     parser.add_argument("--videos-per-batch", type=int, help="1 = COMBO protocol, 4 = AVSBench test.sh")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_path=args.metrics,
         train_log=train_log if train_log.is_dir() else None,
         progress=ctx.progress,
+        device=args.device,
     )
     summary = {
         name: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}

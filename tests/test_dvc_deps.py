@@ -104,3 +104,16 @@ def test_shortened_deps_are_caught():
     files = project_closure(COMMANDS[command][0])
     shortened = [d for d in deps if d != "pipeline/media.py" and d != "pipeline"]
     assert any(not covered(p, shortened) for p in files if p not in NOT_OUTPUT_RELEVANT)
+
+
+def test_stages_folder_holds_the_dvc_stages_and_commands_the_others():
+    """``stages/<name>.py`` is a dvc.yaml stage's command; the commands that are not stages (``predict``,
+    ``report``) live in ``stages/commands/``."""
+    from stages.cli import OTHER_COMMANDS, STAGE_COMMANDS
+
+    dvc_modules = {COMMANDS[command][0] for command, _ in stage_commands().values()}
+    assert dvc_modules == {module for module, _ in STAGE_COMMANDS.values()}
+    assert all(module.startswith("stages.commands.") for module, _ in OTHER_COMMANDS.values())
+    helpers = {"__init__", "cli", "common"}
+    top_level = {f"stages.{p.stem}" for p in (REPO / "stages").glob("*.py") if p.stem not in helpers}
+    assert top_level == dvc_modules, f"stages/ modules that are not dvc.yaml stages: {sorted(top_level - dvc_modules)}"

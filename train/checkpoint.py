@@ -86,3 +86,32 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
     found = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
     for old in found[: max(0, len(found) - keep)]:
         old.unlink(missing_ok=True)
+
+
+# --- What a checkpoint says about how to run it (moved here from train/evaluate.py and train/predict.py:
+# rules about the checkpoint's records, shared by evaluate, predict and the report) -------------------
+
+
+def scoring_size(train_params: dict[str, Any], override: list[int] | tuple[int, ...] | None = None) -> list[int]:
+    """The model input [H, W] a checkpoint is scored and run at: ``override`` (``evaluate.size``,
+    ``avs predict --size``), else the checkpoint's ``train.inference_size``, else its training size."""
+    return list(override or train_params.get("inference_size") or train_params["size"])
+
+
+def feature_params_of(ckpt: dict[str, Any], path: str | Path, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """kind -> params dataclass of each feature stage in ``kinds``, rebuilt strictly from the
+    checkpoint's records (a missing, incomplete or unknown record is an error naming ``path``). The params
+    classes of ``kinds`` must be registered: the caller imports their modules (``pipeline.extraction``,
+    ``pipeline.audio.features``, ``pipeline.proposals.config``), so that a stage that reads one record
+    does not depend on the code of every feature stage."""
+    from pipeline.feature_record import read_record
+
+    records = ckpt.get("feature_params") or {}
+    return {kind: read_record(kind, records.get(kind), f"{path}: feature_params") for kind in kinds}
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model of checkpoint file ``path`` with its trained weights, in eval mode on ``device``, and the
+    checkpoint dict (its records: ``train_params``, ``feature_params``, ``step``, ...)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    return build_from_checkpoint(ckpt, path).to(device).eval(), ckpt

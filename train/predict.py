@@ -23,11 +23,11 @@ from torch import nn
 
 from pipeline import media
 from pipeline.atomic import atomic_path
-from pipeline.feature_record import read_record
 from pipeline.params import from_section
-from train.checkpoint import build_from_checkpoint, load_checkpoint
-from train.data import image_tensor, prepare_batch, resize_clip
-from train.evaluate import scoring_size
+from train.checkpoint import feature_params_of, load_model, scoring_size
+from train.data import image_tensor, resize_clip
+from train.device import inference_device
+from train.outputs import predict_labels
 from train.overlay import draw_mask
 
 OVERLAY_MAX_SIDE = 640  # overlay video: the video's aspect ratio, longest side at most this
@@ -43,34 +43,31 @@ class Predictor:
     model_size: tuple[int, int]  # model input [H, W]
     checkpoint: Path
     model_name: str
+    device: torch.device = torch.device("cpu")
 
 
 def load_predictor(
-    checkpoint: str | Path, size: tuple[int, int] | None = None, proposals_override: dict[str, Any] | None = None
+    checkpoint: str | Path,
+    size: tuple[int, int] | None = None,
+    proposals_override: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> Predictor:
     """Model + strict feature records of ``checkpoint``; ``proposals_override`` replaces recorded proposal
-    settings (with a warning: the maskiges then differ from those the model was trained on)."""
-    checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
-    model = build_from_checkpoint(ckpt, checkpoint).eval()
+    settings (with a warning: the maskiges then differ from those the model was trained on). ``device``:
+    see :func:`train.device.inference_device` (None: CUDA when available, as ``avs evaluate``)."""
+    import pipeline.audio.features  # noqa: F401 - register the params classes of the feature records
+    import pipeline.extraction  # noqa: F401
+    import pipeline.proposals.config  # noqa: F401
+
+    checkpoint, torch_device = Path(checkpoint), inference_device(device)
+    model, ckpt = load_model(checkpoint, torch_device)
     kinds = ("extract", "audio", "proposals") if "maskiges" in model.inputs else ("extract", "audio")
     features = feature_params_of(ckpt, checkpoint, kinds)
     if proposals_override:
         features["proposals"] = _override_proposals(features.get("proposals"), proposals_override)
     train_params = ckpt.get("train_params") or {}
     model_size = tuple(scoring_size(train_params, size))
-    return Predictor(model, features, model_size, checkpoint, ckpt["model_name"])
-
-
-def feature_params_of(ckpt: dict[str, Any], path: str | Path, kinds: tuple[str, ...]) -> dict[str, Any]:
-    """kind -> params dataclass of each feature stage in ``kinds``, rebuilt strictly from the
-    checkpoint's records (a missing, incomplete or unknown record is an error naming ``path``)."""
-    import pipeline.audio.features  # noqa: F401 - register the params classes of the feature stages
-    import pipeline.extraction  # noqa: F401
-    import pipeline.proposals.config  # noqa: F401
-
-    records = ckpt.get("feature_params") or {}
-    return {kind: read_record(kind, records.get(kind), f"{path}: feature_params") for kind in kinds}
+    return Predictor(model, features, model_size, checkpoint, ckpt["model_name"], torch_device)
 
 
 def _override_proposals(recorded: Any, override: dict[str, Any]) -> Any:
@@ -125,9 +122,7 @@ def predict_window(
             batch[key] = torch.from_numpy(features[key])[None]
     if maskiges is not None:
         batch["maskiges"] = maskiges[None]
-    probs = model.predict(model(prepare_batch(batch, "cpu")), size=frames.shape[1:3])[0].float()
-    labels = (probs > threshold) if model.task == "binary" else probs.argmax(1)
-    return labels.to(torch.uint8).numpy()
+    return predict_labels(model, batch, predictor.device, frames.shape[1:3], threshold)[1][0].numpy()
 
 
 def overlay_size(height: int, width: int, max_side: int = OVERLAY_MAX_SIDE) -> tuple[int, int]:
@@ -168,16 +163,18 @@ def predict_video(
     size: tuple[int, int] | None = None,
     proposals_override: dict[str, Any] | None = None,
     progress: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/overlay.mp4`` (one frame per second, the video's aspect ratio), ``out_dir/masks/
     second_XXXX.png`` (the video's resolution; binary 0/255 or class ids) and ``out_dir/prediction.json``.
     The video is decoded ``window`` seconds at a time (memory holds one window, whatever the length);
     each window's audio features are computed as for a training clip of that length.
-    ``size``: model input [H, W] (None: the checkpoint's inference size). Returns that summary."""
+    ``size``: model input [H, W] (None: the checkpoint's inference size); ``device``: see
+    :func:`train.device.inference_device`. Returns that summary."""
     from tqdm.auto import tqdm
 
     video, out_dir = media.check_local_media_path(video), Path(out_dir)
-    predictor = load_predictor(checkpoint, size, proposals_override)
+    predictor = load_predictor(checkpoint, size, proposals_override, device)
     limit = getattr(predictor.model, "max_frames", None)
     if limit is not None and window > limit:
         raise ValueError(f"--window {window}: this {predictor.model_name} model takes clips of at most {limit} s")
@@ -209,6 +206,7 @@ def predict_video(
         "model": predictor.model_name,
         "seconds": num_seconds,
         "model_size": list(predictor.model_size),
+        "device": str(predictor.device),
         **record,
     }
     with atomic_path(out_dir / "prediction.json") as tmp:

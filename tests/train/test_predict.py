@@ -161,3 +161,16 @@ def test_predict_a_150_s_video_in_windows(tmp_path, transavs_checkpoint, capsys)
     assert len(masks) == seconds and masks[-1].name == "second_0149.png"
     overlay = media.decode_all_frames(out / "overlay.mp4")
     assert overlay.shape == (seconds, 48, 64, 3)
+
+
+def test_predict_and_evaluate_choose_the_device_by_one_rule():
+    from train.device import inference_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert inference_device().type == expected and inference_device("auto").type == expected
+    assert inference_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            inference_device("cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        inference_device("gpu0")

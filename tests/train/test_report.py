@@ -170,6 +170,33 @@ def test_evaluate_writes_what_the_report_needs(evaluated):
     assert (evaluated / "per_class").is_dir() and not any((evaluated / "per_class").iterdir())  # binary: no chart
 
 
+def test_negative_audio_is_measured_or_skipped_with_its_reason(evaluated):
+    """These toy shards record no usable audio encoder ("toy"): silence and noise cannot be made as the
+    shards' features were, and are skipped with the reason; off-screen audio needs no encoder."""
+    negative = json.loads((evaluated / "metrics.json").read_text())["toy"]["negative_audio"]
+    assert set(negative) == {"own", "shuffled", "silence", "noise", "offscreen"}
+    for condition in ("silence", "noise"):
+        assert (
+            "audio record unusable" in negative[condition]["skipped"]
+            and "audio_params" in negative[condition]["skipped"]
+        )
+    for condition in ("own", "shuffled", "offscreen"):
+        m = negative[condition]
+        assert m["frames"] == 4 * T and 0 <= m["pred_area_ratio"] <= m["pred_frame_fraction"] <= 1
+    report = json.loads((evaluated / "report.json").read_text())
+    (strip,) = report["negative_strips"]  # the worst video, under the one condition that ran
+    assert strip["condition"] == "offscreen" and strip["video_id"] == report["strips"][0]["video_id"]
+    assert strip["columns"] == ["frame", "maskige", "ground truth", "prediction", "pred., off-screen audio"]
+    with Image.open(evaluated / strip["image"]) as png:
+        assert png.size == (5 * SIZE, HEADER_PX + T * SIZE)
+    with wave.open(str(evaluated / strip["audio"])) as wav:  # the donor video's audio
+        assert wav.getnframes() == T * RATE
+    rows = list(csv.DictReader((evaluated / "per_video.csv").read_text().splitlines()))
+    assert all(0 <= float(r["area_offscreen"]) <= 1 for r in rows) and "area_silence" not in rows[0]
+    text = (evaluated / "report.html").read_text()
+    assert "Negative audio" in text and "skipped: audio record unusable" in text and "off-screen audio" in text
+
+
 def test_strip_videos_are_the_worst_and_the_best():
     scores = {f"d/v{i}": {"J": j, "F": 0.5} for i, j in enumerate([0.5, 0.1, 0.9, 0.3, 0.7])}
     assert pick_strip_videos(scores, 4) == [("d/v1", "worst"), ("d/v3", "worst"), ("d/v2", "best"), ("d/v4", "best")]
@@ -198,8 +225,9 @@ def parse(path: Path) -> _Page:
 
 def test_report_page_is_self_contained(evaluated):
     page = parse(evaluated / "report.html")
-    assert page.tags["audio"] == 3 and page.tags["svg"] >= 1  # 3 strips with sound; the training curves
-    assert page.tags["img"] == 3 * T  # one image per second of each strip
+    # 3 strips with sound + the worst video with off-screen audio; the training curves
+    assert page.tags["audio"] == 4 and page.tags["svg"] >= 1
+    assert page.tags["img"] == 4 * T  # one image per second of each strip
     assert all(u.startswith("data:") for u in page.urls)
     text = (evaluated / "report.html").read_text()
     assert "http://" not in text.replace("http://www.w3.org/", "") and "https://" not in text
@@ -248,7 +276,7 @@ def test_compare_two_runs(evaluated, tmp_path, capsys):
         == 0
     )
     page = parse(out)
-    assert page.tags["audio"] == 6 and page.tags["img"] == 6 * T  # both runs' strips
+    assert page.tags["audio"] == 8 and page.tags["img"] == 8 * T  # both runs' strips
     text = out.read_text()
     assert "J (lr 1e-3)" in text and "J (lr 1e-4)" in text  # per-video table: runs side by side
     assert main(["report", "--compare", str(evaluated), str(tmp_path / "missing")]) == 2
@@ -430,12 +458,13 @@ DOM_FACTS = """(async () => {
     a.addEventListener('error', () => done(-1), {once: true});
     a.preload = 'auto'; a.load();
   })));
-  const imgs = [...document.querySelectorAll('.strip img')];
+  const imgs = [...document.querySelectorAll('#strips .strip img')];
   return {
     summaryRows: document.querySelectorAll('#summary table.summary tr').length,
     videoRows: document.querySelectorAll('#per-video tbody tr').length,
-    strips: document.querySelectorAll('.strip').length,
-    columnLabels: [...document.querySelectorAll('.strip .cols')].map(c => [...c.children].map(s => s.textContent)),
+    strips: document.querySelectorAll('#strips .strip').length,
+    negativeStrips: document.querySelectorAll('#negative-audio .strip').length,
+    columnLabels: [...document.querySelectorAll('#strips .strip .cols')].map(c => [...c.children].map(s => s.textContent)),
     imagesDecoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
     images: imgs.length,
     audioDurations: durations,
@@ -457,7 +486,8 @@ def test_report_in_chromium(evaluated, browser):
     assert facts["strips"] == 3 and facts["images"] == 3 * T and facts["imagesDecoded"] == facts["images"]
     assert facts["charts"] == 1
     assert facts["columnLabels"] == [["frame", "maskige", "ground truth", "prediction", "pred., audio shuffled"]] * 3
-    assert facts["audioDurations"] == pytest.approx([T] * 3, abs=0.05)  # each clip's audio plays, all 3 s of it
+    assert facts["negativeStrips"] == 1
+    assert facts["audioDurations"] == pytest.approx([T] * 4, abs=0.05)  # each clip's audio plays, all 3 s of it
     ascending = browser.evaluate(SORT_BY_J)
     assert ascending == sorted(ascending)  # the table sorts
     leaving = [u for u in browser.requests() if not u.startswith(LOCAL_SCHEMES)]

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override recorded proposal settings, e.g. '{preset: fast}' (warns: differs from training)",
     )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available, as evaluate)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         size=tuple(args.size) if args.size else None,
         proposals_override=override,
         progress=not args.no_progress,
+        device=args.device,
     )
     print(f"predict {args.video}: {summary['seconds']} s -> {args.out}/overlay.mp4, {args.out}/masks/")
     return 0
