@@ -362,7 +362,7 @@ def _check_pairing(vid: str, attrs: dict, paths: dict[str, Path], others: dict[s
         why = source_mismatch(attrs, found)
         if why:
             raise ShardError(
-                f"{paths[kind]} does not belong with {paths['extract']} (video {vid!r}: {why}): rerun `avs {kind}`"
+                f"{paths[kind]} does not belong with {paths['extract']} ({vid!r} {why}): rerun `avs {kind}`"
             )
     return derived
 

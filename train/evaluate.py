@@ -297,13 +297,17 @@ def evaluate(
     for stale in ("overlays", "audio"):  # strips of an earlier evaluation must not be shown as this one's
         for old in (out_dir / stale).glob("*.*"):
             old.unlink()
+    skipped = []  # videos left out (a feature shard lacks them, corrupt gt_valid, ...): never a silent drop
     for name in cfg.datasets:
         dataset = ClipDataset([name], shards, cfg.split, source)
+        skipped += [{"dataset": name, "video_id": vid, "reason": why} for vid, why in dataset.skipped]
         if len(dataset) == 0:
             metrics[name] = {"num_videos": 0, "note": f"no '{cfg.split}' clips with all features"}
+            metrics[name]["num_skipped"] = len(dataset.skipped)
             continue
         features[name] = dataset.feature_params()
         metrics[name], rows, classes, drawn = _evaluate_dataset(model, name, dataset, cfg, device, out_dir, progress)
+        metrics[name]["num_skipped"] = len(dataset.skipped)
         per_video += rows
         per_class += classes
         strips += drawn
@@ -329,6 +333,7 @@ def evaluate(
         "feature_params": features,
         "metrics": metrics,
         "per_video": per_video,
+        "skipped": skipped,
         "per_class_iou": per_class,
         "strips": strips,
         "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {},

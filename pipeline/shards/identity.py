@@ -41,11 +41,11 @@ def source_mismatch(source_attrs: Mapping, derived_attrs: Mapping) -> str:
     or "" when its ``source_digest`` is the source's ``content_digest``."""
     made_from, source = derived_attrs.get(SOURCE_DIGEST), source_attrs.get(CONTENT_DIGEST)
     if not source:
-        return "the extracted video has no content digest (written by an earlier version)"
+        return "extracted by an earlier version: no content digest"
     if not made_from:
-        return "it records no source digest (written by an earlier version)"
+        return "written by an earlier version: no source digest"
     if made_from != source:
-        return f"it was made from other extracted data (source digest {made_from[:12]}, extract has {source[:12]})"
+        return f"made from other data: source digest {made_from[:12]}, extract has {source[:12]}"
     return ""
 
 
