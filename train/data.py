@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from pipeline.feature_record import records_from_attrs
 from pipeline.shards import (
     ARRAY_DIGESTS,
+    SOURCE_DIGEST,
     ArrayLocation,
     ArrayReader,
     ShardError,
@@ -357,7 +358,7 @@ def _check_pairing(vid: str, attrs: dict, paths: dict[str, Path], others: dict[s
     """The attributes of ``vid`` in each feature shard, after checking that each was made from this very
     extracted video (:mod:`pipeline.shards.identity`): a stale or swapped feature shard stops the run with
     one line naming both files, since every clip it pairs would be wrong."""
-    derived = {kind: reader.video_attrs(vid) for kind, reader in others.items()}
+    derived = {kind: reader.video_attrs(vid, (SOURCE_DIGEST, ARRAY_DIGESTS)) for kind, reader in others.items()}
     for kind, found in derived.items():
         why = source_mismatch(attrs, found)
         if why:
