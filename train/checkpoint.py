@@ -7,7 +7,9 @@ A checkpoint is a dict saved with ``torch.save`` (loaded back with ``weights_onl
 - ``feature_params``: kind -> the typed record of the feature stage the training data came from
   (:mod:`pipeline.feature_record`), so predict computes the same features for a new video;
 - ``train_params``: the ``train`` section the run used (``size`` is the model input);
-- for resuming: ``optimizer``, ``scheduler``, ``rng``.
+- for resuming: ``optimizer``, ``scheduler``, ``rng``;
+- ``tensor_sha256``: the sha256 of every tensor above, written at save; :func:`load_checkpoint` refuses a
+  file whose tensors do not match it (flipped bytes, an edited file) or whose weights are not finite.
 """
 
 from __future__ import annotations
