@@ -36,6 +36,8 @@ import csv
 import hashlib
 import json
 import os
+import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,33 +149,54 @@ def shard_of(video_id: str, num_shards: int) -> int:
 
 # ---------------------------------------------------------------- hashing with a stat-keyed cache
 class HashCache:
-    """sha256 of files, remembered by (absolute path, size, mtime) so unchanged files are not re-read."""
+    """sha256 of files, reused only while the file's (inode, size, mtime_ns, ctime_ns) all match, as DVC
+    does: an edit that keeps size and mtime (``touch -r``, a restored timestamp) still changes the ctime.
+
+    File: ``{"format": 2, "entries": {absolute path: [inode, size, mtime_ns, ctime_ns, sha256]}}``. It is
+    only a cache, so a malformed one is ignored with a warning naming it (every file is hashed again and
+    the file is rewritten); a cache of the earlier format (keys ``path|size|mtime``) is dropped quietly."""
+
+    FORMAT = 2
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.entries: dict[str, str] = {}
+        self.entries: dict[str, list] = {}
         if path is not None and path.is_file():
-            try:
-                self.entries = json.loads(path.read_text())
-            except ValueError:
-                self.entries = {}
+            self.entries = self._read(path)
+
+    @classmethod
+    def _read(cls, path: Path) -> dict[str, list]:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"{path}: unreadable hash cache ignored ({exc})", stacklevel=3)
+            return {}
+        if isinstance(data, dict) and "format" not in data and all(isinstance(v, str) for v in data.values()):
+            return {}  # the earlier (path|size|mtime) format: recomputed once
+        entries = data.get("entries") if isinstance(data, dict) and data.get("format") == cls.FORMAT else None
+        if not isinstance(entries, dict):
+            warnings.warn(f"{path}: not a hash cache of this version (ignored; files are hashed again)", stacklevel=3)
+            return {}
+        return {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 5 and isinstance(v[4], str)}
 
     def sha256(self, file: Path) -> str:
         stat = file.stat()
-        key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-        if key not in self.entries:
+        key = str(file.resolve())
+        identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        entry = self.entries.get(key)
+        if entry is None or entry[:4] != identity:
             digest = hashlib.sha256()
             with open(file, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
-            self.entries[key] = digest.hexdigest()
-        return self.entries[key]
+            self.entries[key] = [*identity, digest.hexdigest()]
+        return self.entries[key][4]
 
     def save(self) -> None:
         if self.path is None:
             return
         with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.entries))
+            tmp.write_text(json.dumps({"format": self.FORMAT, "entries": self.entries}))
 
 
 def _fill_media(row: ManifestRow, hashes: HashCache) -> ManifestRow:
@@ -535,6 +558,9 @@ def _row_from_csv(rec: dict[str, str | None], where: str) -> ManifestRow:
     return row
 
 
+SLICE_NAME = re.compile(r"shard-(0|[1-9][0-9]{0,8})\.csv")  # the names write_shard_slices writes
+
+
 def shard_slice_file(data_root: str | Path, dataset: str, shard: int) -> Path:
     return Path(data_root) / dataset / "manifest" / f"shard-{shard}.csv"
 
@@ -543,8 +569,11 @@ def write_shard_slices(rows: list[ManifestRow], data_root: str | Path, dataset: 
     """Write one manifest slice per shard (empty slices too, so every DVC stage item has its input)."""
     out = []
     folder = Path(data_root) / dataset / "manifest"
-    for stale in folder.glob("shard-*.csv") if folder.is_dir() else []:
-        if int(stale.stem.split("-")[1]) >= num_shards:
+    for stale in folder.iterdir() if folder.is_dir() else []:
+        # Only this function's own files (shard-<N>.csv exactly) are ever removed; a user's
+        # shard-5-backup.csv or shard-abc.csv beside them is left alone.
+        owned = SLICE_NAME.fullmatch(stale.name)
+        if owned and int(owned.group(1)) >= num_shards and stale.is_file() and not stale.is_symlink():
             stale.unlink()
     for shard in range(num_shards):
         path = shard_slice_file(data_root, dataset, shard)

@@ -7,11 +7,14 @@ A checkpoint is a dict saved with ``torch.save`` (loaded back with ``weights_onl
 - ``feature_params``: kind -> the typed record of the feature stage the training data came from
   (:mod:`pipeline.feature_record`), so predict computes the same features for a new video;
 - ``train_params``: the ``train`` section the run used (``size`` is the model input);
-- for resuming: ``optimizer``, ``scheduler``, ``rng``.
+- for resuming: ``optimizer``, ``scheduler``, ``rng``;
+- ``tensor_sha256``: the sha256 of every tensor above, written at save; :func:`load_checkpoint` refuses a
+  file whose tensors do not match it (flipped bytes, an edited file) or whose weights are not finite.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,16 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` to ``path`` atomically (a crash never leaves a partial file)."""
+    """Write ``payload`` to ``path`` atomically (a crash never leaves a partial file), with the sha256 of
+    every tensor in it (``tensor_sha256``), which :func:`load_checkpoint` checks."""
+    payload = {**payload, HASHES_KEY: tensor_hashes(payload)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (tensors and plain containers only); errors are one line naming the file."""
+    """Load a checkpoint safely (tensors and plain containers only) and verify it: every tensor matches
+    the hash written at save, and every weight is finite. Errors are one line naming the file."""
     path = Path(path)
     try:
         ckpt = load_torch_file(path, "checkpoint", map_location)
@@ -45,7 +51,51 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a model checkpoint of this toolkit (missing {missing})")
+    _verify_tensors(ckpt, path)
     return ckpt
+
+
+HASHES_KEY = "tensor_sha256"
+
+
+def tensor_hashes(payload: Any, prefix: str = "") -> dict[str, str]:
+    """``{"state_dict/<name>": sha256 of dtype, shape and bytes}`` for every tensor in ``payload`` (nested
+    dicts, lists and tuples walked; the hashes themselves skipped)."""
+    found: dict[str, str] = {}
+    if isinstance(payload, torch.Tensor):
+        tensor = payload.detach().cpu().contiguous()
+        digest = hashlib.sha256(f"{tensor.dtype}{list(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        found[prefix] = digest.hexdigest()
+    elif isinstance(payload, dict):
+        for key, value in payload.items():
+            if key != HASHES_KEY:
+                found.update(tensor_hashes(value, f"{prefix}/{key}" if prefix else str(key)))
+    elif isinstance(payload, (list, tuple)):
+        for i, value in enumerate(payload):
+            found.update(tensor_hashes(value, f"{prefix}/{i}"))
+    return found
+
+
+def _verify_tensors(ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose tensors differ from the hashes written at save (flipped bytes, an edited
+    file) or whose weights are not all finite (a diverged run saved anyway)."""
+    recorded = ckpt.get(HASHES_KEY)
+    if not isinstance(recorded, dict):
+        raise CheckpointError(
+            f"{path}: no tensor hashes (written by an earlier version of the toolkit, or not by it): retrain"
+        )
+    actual = tensor_hashes(ckpt)
+    changed = [name for name in sorted(set(recorded) | set(actual)) if recorded.get(name) != actual.get(name)]
+    if changed:
+        raise CheckpointError(
+            f"{path}: {changed[0]} does not match the hash written at save ({len(changed)} tensors differ): "
+            "the file is corrupt or was edited"
+        )
+    for name, tensor in ckpt["state_dict"].items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: {bad} weights of {name} are NaN or infinite: refusing to use them")
 
 
 def build_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:

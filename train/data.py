@@ -26,18 +26,61 @@ frame 1 only (semi-supervised), MS3 on all frames, AVSS where labels exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from pipeline.feature_record import records_from_attrs
-from pipeline.shards import ArrayLocation, ArrayReader, ShardReader, shard_file
+from pipeline.shards import (
+    ARRAY_DIGESTS,
+    SOURCE_DIGEST,
+    ArrayLocation,
+    ArrayReader,
+    ShardError,
+    ShardReader,
+    array_digest,
+    shard_file,
+    source_mismatch,
+    verify_array,
+)
+from train.augment import (
+    Augmentation,
+    CropBox,
+    augmentation_generator,
+    channels_last,
+    crop_resize_bilinear,
+    crop_resize_nearest,
+    resize_clip,
+)
+from train.sampler import LengthGroupedSampler
+
+__all__ = [  # the augmentation and the sampler live in their own modules; imported from here as before
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Augmentation",
+    "ClipDataset",
+    "ClipRef",
+    "ClipSource",
+    "CropBox",
+    "LengthGroupedSampler",
+    "augmentation_generator",
+    "channels_last",
+    "clip_item",
+    "collate_clips",
+    "crop_resize_bilinear",
+    "crop_resize_nearest",
+    "embedding_dim",
+    "image_tensor",
+    "label_tensor",
+    "normalise_images",
+    "prepare_batch",
+    "resize_clip",
+]
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -51,137 +94,6 @@ class ClipRef:
     shard: int
     video_id: str
     num_frames: int
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """A window of the source frame in whole pixels, resized to the output size, mirrored when ``flip``."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-    flip: bool = False
-
-
-@dataclass
-class Augmentation:
-    """Same random geometry for frame, maskige and mask (COMBO: resize shortest edge in a range,
-    random crop, flip), colour jitter on the frame only. Randomness comes from a generator the
-    caller seeds, so a sample's augmentation depends on (seed, epoch, index) only: reproducible
-    with any number of DataLoader workers and across resumes.
-
-    The geometry is COMBO's (resize the whole frame, then crop), computed the cheap way round: the
-    crop window is mapped back to source pixels and only that window is resized to ``size``. The
-    colour jitter factors are drawn here and returned; :func:`prepare_batch` applies them."""
-
-    size: tuple[int, int] = (224, 224)
-    scale_range: tuple[float, float] = (0.5, 2.0)  # COMBO: shortest edge 112..448 for 224 crops
-    hflip: bool = True
-    colour_jitter: float = 0.2
-
-    def draw(self, height: int, width: int, gen: torch.Generator) -> tuple[CropBox, torch.Tensor | None]:
-        """The random choices for one clip of ``height`` x ``width`` frames, drawn from ``gen`` in a fixed
-        order (scale, crop top, crop left, flip, brightness, contrast) -> (crop box in source pixels,
-        float32 [2] brightness and contrast factors, or None without colour jitter)."""
-        out_h, out_w = self.size
-        lo, hi = self.scale_range
-        scale = lo + (hi - lo) * float(torch.rand((), generator=gen))
-        ratio = min(out_h, out_w) * scale / min(height, width)
-        # The frame as COMBO resizes it (never smaller than the crop) and the crop's place in it.
-        new_h, new_w = max(out_h, round(height * ratio)), max(out_w, round(width * ratio))
-        top = int(torch.randint(0, new_h - out_h + 1, (), generator=gen))
-        left = int(torch.randint(0, new_w - out_w + 1, (), generator=gen))
-        flip = self.hflip and float(torch.rand((), generator=gen)) < 0.5
-        jitter = None
-        if self.colour_jitter > 0:
-            j = self.colour_jitter
-            brightness = 1 + (torch.rand((), generator=gen) * 2 - 1) * j
-            contrast = 1 + (torch.rand((), generator=gen) * 2 - 1) * j
-            jitter = torch.stack([brightness, contrast]).float()
-        rows = _source_span(top, out_h, height / new_h, height)
-        cols = _source_span(left, out_w, width / new_w, width)
-        return CropBox(rows[0], cols[0], rows[1], cols[1], flip), jitter
-
-    def __call__(
-        self, frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """frames, maskiges: uint8 [T,3,H,W] (any strides; channels-last is the fast case); masks: uint8/int64
-        [T,H,W] -> frames, maskiges uint8 [T,3,h,w] dense channels-last and masks [T,h,w] (same dtype) contiguous,
-        at ``size``, all from one crop box (bilinear for frames, nearest for maskiges and masks); plus the
-        jitter factors (see :meth:`draw`)."""
-        box, jitter = self.draw(*frames.shape[-2:], gen)
-        frames = crop_resize_bilinear(frames, box, self.size)
-        if maskiges is not None:
-            maskiges = crop_resize_nearest(maskiges, box, self.size)
-        return frames, maskiges, crop_resize_nearest(masks, box, self.size), jitter
-
-
-def _source_span(start: int, length: int, source_per_output: float, limit: int) -> tuple[int, int]:
-    """(first pixel, pixel count) in the source of ``length`` output pixels from ``start`` of a resize by
-    1 / ``source_per_output``, rounded to whole pixels and kept inside ``[0, limit)``."""
-    count = min(limit, max(1, round(length * source_per_output)))
-    return min(round(start * source_per_output), limit - count), count
-
-
-def crop_resize_bilinear(images: torch.Tensor, box: CropBox, size: Sequence[int]) -> torch.Tensor:
-    """uint8 [T,C,H,W] CPU tensor (any strides) -> ``box`` resized bilinearly to ``size``: uint8 [T,C,h,w], dense
-    channels-last (the input itself when it already is and nothing changes).
-
-    No antialiasing, as F.interpolate did on floats before and as COMBO's cv2 resize. uint8 in and out
-    runs torch's vectorised uint8 kernel, which keeps the channels-last order the shards give."""
-    window = images[..., box.top : box.top + box.height, box.left : box.left + box.width]
-    if (box.height, box.width) != tuple(size):
-        window = F.interpolate(window, size=tuple(size), mode="bilinear", align_corners=False, antialias=False)
-    return channels_last(window, box.flip)
-
-
-def crop_resize_nearest(images: torch.Tensor, box: CropBox, size: Sequence[int]) -> torch.Tensor:
-    """[T,C,H,W] (uint8 maskiges; any strides) or [T,H,W] (uint8/int64 masks) CPU tensor -> ``box`` resized to
-    ``size`` by nearest neighbour, same dtype; images come out dense channels-last, masks contiguous. Output
-    pixel i takes box pixel floor(i * box / size), F.interpolate's "nearest" rule, as an index gather (exact for
-    any dtype, and cheaper on uint8)."""
-    out_h, out_w = size
-    window = images[..., box.top : box.top + box.height, box.left : box.left + box.width]
-    if (box.height, box.width) == (out_h, out_w):
-        return channels_last(window, box.flip) if window.dim() == 4 else _dense(window, box.flip)
-    rows = np.arange(out_h) * box.height // out_h
-    cols = np.arange(out_w) * box.width // out_w
-    if box.flip:
-        cols = cols[::-1]
-    if window.dim() == 4:
-        # In memory order [T,H,W,C]. Columns are gathered as single elements (element c * C + channel of
-        # each row), which numpy does several times faster than C-element pixels, and on the fewer rows:
-        # before the row gather when it grows the window, after it when it shrinks (a row gather moves
-        # whole rows and costs little either way).
-        pixels = window.permute(0, 2, 3, 1).numpy()
-        T, C = pixels.shape[0], pixels.shape[-1]
-        picks = (cols[:, None] * C + np.arange(C)).ravel()
-        if out_h > box.height:
-            pixels = np.ascontiguousarray(pixels).reshape(T, box.height, -1).take(picks, axis=2).take(rows, axis=1)
-        else:
-            pixels = pixels.take(rows, axis=1).reshape(T, out_h, -1).take(picks, axis=2)
-        return torch.from_numpy(pixels.reshape(T, out_h, out_w, C)).permute(0, 3, 1, 2)
-    return torch.from_numpy(_dense(window).numpy().take(rows, axis=-2).take(cols, axis=-1))
-
-
-def channels_last(images: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """[T,C,H,W] -> the same values dense in channels-last memory (``images`` itself when it already is and
-    ``flip`` is False), mirrored left-right when ``flip``."""
-    if flip:
-        images = images.flip(-1)  # keeps a channels-last input channels-last
-    if images.is_contiguous(memory_format=torch.channels_last):
-        return images
-    return images.contiguous(memory_format=torch.channels_last)
-
-
-def _dense(images: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """``images`` (masks [T,H,W]) as a contiguous CPU tensor, mirrored left-right when ``flip`` (numpy makes
-    the strided copy faster than torch's .contiguous())."""
-    if images.is_contiguous() and not flip:
-        return images
-    array = images.numpy()
-    return torch.from_numpy(np.ascontiguousarray(array[..., ::-1] if flip else array))
 
 
 def image_tensor(images: np.ndarray) -> torch.Tensor:
@@ -252,6 +164,7 @@ class _ClipArrays:
     labelled: np.ndarray  # bool [T]: gt_valid as stored
     maskige: ArrayLocation | None  # None: the source reads no maskiges
     audio: ArrayLocation
+    audio_digest: str = ""  # written with the audio array (stored uncompressed, so no zlib check covers it)
 
 
 @dataclass
@@ -342,10 +255,11 @@ class ClipDataset(Dataset):
                     if missing:
                         self.skipped.append((vid, f"no {'/'.join(missing)} features"))
                         continue
-                    arrays = self._locate(vid, extract, others)
-                    mismatch = _length_mismatch(arrays)
-                    if mismatch:
-                        self.skipped.append((vid, mismatch))
+                    derived = _check_pairing(vid, attrs, paths, others)
+                    arrays, corrupt = self._locate(vid, extract, others, attrs, derived["audio"])
+                    problem = corrupt or _length_mismatch(arrays)
+                    if problem:
+                        self.skipped.append((vid, problem))
                         continue
                     self._arrays.append(arrays)
                     self.clips.append(ClipRef(dataset, shard, vid, int(attrs.get("num_seconds", 5))))
@@ -353,14 +267,22 @@ class ClipDataset(Dataset):
                 for reader in others.values():
                     reader.close()
 
-    def _locate(self, vid: str, extract: ShardReader, others: dict[str, ShardReader]) -> _ClipArrays:
-        frames = extract.locate(vid, "frames")
+    def _locate(
+        self, vid: str, extract: ShardReader, others: dict[str, ShardReader], attrs: dict, audio_attrs: dict
+    ) -> tuple[_ClipArrays, str]:
+        """Where the clip's arrays lie, and why its stored ``gt_valid`` cannot be trusted ("" when it can:
+        it is read here, and checked against its digest, since no zlib check covers an uncompressed array)."""
+        frames, corrupt = extract.locate(vid, "frames"), ""
         if extract.has_array(vid, "gt_masks"):
-            masks, labelled = extract.locate(vid, "gt_masks"), extract.read(vid, "gt_valid").astype(bool)
+            valid = extract.read(vid, "gt_valid")
+            corrupt = verify_array(valid, attrs, "gt_valid")
+            masks, labelled = extract.locate(vid, "gt_masks"), valid.astype(bool)
         else:
             masks, labelled = None, np.zeros(frames.shape[0], bool)
         maskige = others["proposals"].locate(vid, "maskige") if self.source.maskige else None
-        return _ClipArrays(frames, masks, labelled, maskige, others["audio"].locate(vid, self.source.audio_key))
+        audio = others["audio"].locate(vid, self.source.audio_key)
+        audio_digest = (audio_attrs.get(ARRAY_DIGESTS) or {}).get(self.source.audio_key, "")
+        return _ClipArrays(frames, masks, labelled, maskige, audio, audio_digest), corrupt
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -393,12 +315,18 @@ class ClipDataset(Dataset):
         [T,H,W] (None without ground truth), ``labelled`` bool [T], ``maskige`` uint8 [T,H,W,3] (None unless
         ``source.maskige``), ``audio`` (the ``source.audio_key`` array)."""
         where, read = self._arrays[index], self._reader.read
+        audio = read(where.audio)
+        if where.audio_digest and array_digest(audio) != where.audio_digest:
+            raise ShardError(
+                f"{where.audio.path}: {where.audio.key} of video {where.audio.video_id!r} does not match the digest "
+                "written with it (corrupt shard): rerun `avs audio`"
+            )
         return {
             "frames": read(where.frames),
             "masks": read(where.masks) if where.masks is not None else None,
             "labelled": where.labelled.copy(),
             "maskige": read(where.maskige) if where.maskige is not None else None,
-            "audio": read(where.audio),
+            "audio": audio,
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -426,8 +354,24 @@ class ClipDataset(Dataset):
         )
 
 
+def _check_pairing(vid: str, attrs: dict, paths: dict[str, Path], others: dict[str, ShardReader]) -> dict[str, dict]:
+    """The attributes of ``vid`` in each feature shard, after checking that each was made from this very
+    extracted video (:mod:`pipeline.shards.identity`): a stale or swapped feature shard stops the run with
+    one line naming both files, since every clip it pairs would be wrong."""
+    derived = {kind: reader.video_attrs(vid, (SOURCE_DIGEST, ARRAY_DIGESTS)) for kind, reader in others.items()}
+    for kind, found in derived.items():
+        why = source_mismatch(attrs, found)
+        if why:
+            raise ShardError(
+                f"{paths[kind]} does not belong with {paths['extract']} ({vid!r} {why}): rerun `avs {kind}`"
+            )
+    return derived
+
+
 def _length_mismatch(arrays: _ClipArrays) -> str:
-    """Why a clip's arrays cannot form one sample (their T differ), or "" when they agree."""
+    """Why a clip's arrays cannot form one sample (their T, or frame and maskige sizes, differ), or ""."""
+    if arrays.maskige is not None and arrays.maskige.shape[1:3] != arrays.frames.shape[1:3]:
+        return f"maskiges are {list(arrays.maskige.shape[1:3])} but frames {list(arrays.frames.shape[1:3])}"
     lengths = {"frames": arrays.frames.shape[0], "audio": arrays.audio.shape[0]}
     if arrays.maskige is not None:
         lengths["maskiges"] = arrays.maskige.shape[0]
@@ -436,11 +380,6 @@ def _length_mismatch(arrays: _ClipArrays) -> str:
     if len(set(lengths.values())) > 1:
         return "arrays of different lengths: " + ", ".join(f"{k} {v}" for k, v in lengths.items())
     return ""
-
-
-def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The generator of one sample's augmentation: a function of (seed, epoch, index) only."""
-    return torch.Generator().manual_seed(hash((seed, epoch, index)) & 0x7FFFFFFF)
 
 
 def clip_item(
@@ -479,19 +418,6 @@ def clip_item(
     return item
 
 
-def resize_clip(
-    frames: torch.Tensor, maskiges: torch.Tensor | None, masks: torch.Tensor, size: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Deterministic resize to the model size (evaluation, prediction): frames uint8 [T,3,H,W] bilinear,
-    maskiges uint8 [T,3,H,W] nearest (any strides) -> uint8 [T,3,h,w], dense channels-last (no copy when
-    already at that size and layout); masks keep their own size for scoring (made contiguous)."""
-    box = CropBox(0, 0, *frames.shape[-2:])
-    frames = crop_resize_bilinear(frames, box, size)
-    if maskiges is not None:
-        maskiges = crop_resize_nearest(maskiges, box, size)
-    return frames, maskiges, _dense(masks)
-
-
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack clips into a batch (see docs/CONVENTIONS.md); all clips of a batch must have the same T.
     Images stay channels-last: ``frames``/``maskiges`` are uint8 [B,T,3,H,W] views of [B,T,H,W,3] blocks."""
@@ -518,55 +444,3 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
         storage = first._typed_storage()._new_shared(sum(v.numel() for v in values), device=first.device)
         out = first.new(storage).resize_(len(values), *first.shape)
     return torch.stack(values, out=out)
-
-
-class LengthGroupedSampler(Sampler[list[int]]):
-    """Batches of clips with equal T (AVSS mixes 5- and 10-frame clips), shuffled per epoch from
-    (seed, epoch); ``rank``/``world_size`` split the batches across DDP processes."""
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        batch_size: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = (
-            torch.randperm(len(self.lengths), generator=gen).tolist()
-            if self.shuffle
-            else list(range(len(self.lengths)))
-        )
-        groups: dict[int, list[int]] = {}
-        for i in order:
-            groups.setdefault(self.lengths[i], []).append(i)
-        batches = []
-        for members in groups.values():
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start : start + self.batch_size]
-                if len(chunk) == self.batch_size or not self.drop_last:
-                    batches.append(chunk)
-        if self.shuffle:
-            perm = torch.randperm(len(batches), generator=gen).tolist()
-            batches = [batches[i] for i in perm]
-        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
-        return batches[self.rank : usable : self.world_size]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        return len(self._batches())

@@ -11,6 +11,7 @@ produces the same losses as an uninterrupted one (a test checks it).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.labels import NUM_AVSS_CLASSES
 from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
-from train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from train.data import (
     Augmentation,
     ClipDataset,
@@ -241,6 +242,7 @@ def resume_or_start(state: TrainState, run_dir: Path, resume: str | bool) -> Non
             prune_checkpoints(run_dir, keep=0)
         return
     ckpt = load_checkpoint(resume_path, map_location=state.device)
+    check_resumable(ckpt, state, resume_path)
     state.model.load_state_dict(ckpt["state_dict"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
@@ -248,6 +250,28 @@ def resume_or_start(state: TrainState, run_dir: Path, resume: str | bool) -> Non
     torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
         torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+
+
+def check_resumable(ckpt: dict[str, Any], state: TrainState, path: Path) -> None:
+    """Refuse to resume from a checkpoint of another run: another model or model config (weights that
+    would be loaded into the wrong network, or not at all), or a step outside 0..max_steps (a run that
+    would train nothing, or count from a negative step). One line naming the file."""
+    if ckpt["model_name"] != state.cfg.model:
+        raise CheckpointError(f"{path}: a checkpoint of {ckpt['model_name']!r}, not of train.model {state.cfg.model!r}")
+    found, expected = _plain(ckpt["model_config"]), _plain(state.model_config)
+    if found != expected:
+        keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        raise CheckpointError(
+            f"{path}: model config differs from this run's ({', '.join(f'{k}: {found.get(k)!r} vs {expected.get(k)!r}' for k in keys[:3])})"
+        )
+    step = ckpt["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= state.cfg.max_steps:
+        raise CheckpointError(f"{path}: step {step!r} is outside this run's 0..{state.cfg.max_steps} (train.max_steps)")
+
+
+def _plain(config: Any) -> Any:
+    """``config`` as JSON would hold it (tuples as lists), so a saved config compares equal to a fresh one."""
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
 def train_step(state: TrainState, batch: dict[str, Any]) -> dict[str, Any]:

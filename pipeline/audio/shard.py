@@ -21,7 +21,7 @@ from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
 from pipeline.parallel import map_ordered
 from pipeline.params import DaskParams, params_hash
-from pipeline.shards import ShardError, ShardReader, ShardWriter
+from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardError, ShardReader, ShardWriter
 
 KIND = "audio"
 SOURCE_KIND = "extract"
@@ -37,6 +37,7 @@ class ClipJob:
     audio: np.ndarray  # int16 [N]
     num_seconds: int
     audio_source: str = ""
+    source_digest: str = ""  # the extracted video's content digest, copied into the audio shard
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def read_clip(reader: ShardReader, video_id: str, num_seconds: int) -> ClipJob:
     except OSError as error:  # h5py reports corrupt chunks as OSError
         raise ValueError(f"audio is unreadable ({error})") from error
     audio = validate_clip(audio, num_seconds)
-    source = reader.video_attrs(video_id).get("audio_source", "")
-    return ClipJob(video_id, audio, num_seconds, str(source))
+    attrs = reader.video_attrs(video_id)
+    return ClipJob(video_id, audio, num_seconds, str(attrs.get("audio_source", "")), attrs.get(CONTENT_DIGEST, ""))
 
 
 def plan_chunks(
@@ -165,6 +166,7 @@ def compute_audio_shard(
                         "num_examples": int(result["num_examples"]),
                         "audio_source": job.audio_source,
                         "params_hash": digest,
+                        SOURCE_DIGEST: job.source_digest,
                     }
                     writer.write_video(
                         job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]}, attrs

@@ -19,10 +19,11 @@ import csv
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -111,11 +112,19 @@ def _make_video(root: Path, config: DemoConfig, plan: VideoPlan) -> dict:
 
 
 def _read_stamp(root: Path, flavour: str) -> dict:
+    """The previous run's stamp; an unreadable or malformed one owns nothing (so nothing is deleted)."""
     path = root / ROOTS[flavour] / STAMP
     try:
-        return json.loads(path.read_text())
+        stamp = json.loads(path.read_text())
     except (OSError, ValueError):
         return {"names": [], "files": []}
+    valid = isinstance(stamp, dict) and all(
+        isinstance(stamp.get(k), list) and all(isinstance(v, str) for v in stamp[k]) for k in ("names", "files")
+    )
+    if not valid:
+        warnings.warn(f"{path}: not a stamp of this generator (ignored; nothing it lists is deleted)", stacklevel=2)
+        return {"names": [], "files": []}
+    return stamp
 
 
 def _write_meta(
@@ -143,13 +152,29 @@ def _write_meta(
     return written
 
 
-def _prune(root: Path, stale: Iterable[str]) -> None:
-    """Delete files the previous run wrote and this one did not, and folders left empty."""
+def owned_path(root: Path, tree: str, rel: str) -> Path | None:
+    """``root / rel`` when ``rel`` (a stamp entry) names a file inside ``root / tree``, else None.
+
+    A stamp is a plain file anyone can edit: an absolute path, ``..``, or a folder that is a link out
+    of the tree must never make the generator delete a file it did not write."""
+    parts = PurePosixPath(rel).parts
+    if not rel or PurePosixPath(rel).is_absolute() or ".." in parts or "\\" in rel or parts[:1] != (tree,):
+        return None
+    path = root / rel
+    return path if path.parent.resolve().is_relative_to((root / tree).resolve()) else None
+
+
+def _prune(root: Path, tree: str, stale: Iterable[str]) -> None:
+    """Delete files the previous run wrote and this one did not, and folders left empty, never leaving
+    ``root / tree`` (entries that would are skipped with a warning)."""
     for rel in stale:
-        path = root / rel
+        path = owned_path(root, tree, rel)
+        if path is None:
+            warnings.warn(f"{root / tree / STAMP}: entry {rel!r} is outside {tree}/; not deleted", stacklevel=2)
+            continue
         path.unlink(missing_ok=True)
         for parent in path.parents:
-            if parent == root or not parent.is_dir() or any(parent.iterdir()):
+            if parent == root / tree or not parent.is_dir() or any(parent.iterdir()):
                 break
             parent.rmdir()
 
@@ -199,7 +224,7 @@ def _finish_tree(out_dir: Path, flavour: str, plans: list[VideoPlan], truth: dic
     owned = set(previous["names"]) | {p.name for p in plans}
     files = _write_meta(out_dir, flavour, plans, truth, owned, num_classes)
     files += [f for p in plans for f in truth[p.name]["files"]]
-    _prune(out_dir, sorted(set(previous["files"]) - set(files)))
+    _prune(out_dir, ROOTS[flavour], sorted(set(previous["files"]) - set(files)))
     stamp = {"names": [p.name for p in plans], "files": sorted(files)}
     write_bytes(out_dir / ROOTS[flavour] / STAMP, json.dumps(stamp, indent=1, sort_keys=True).encode())
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from pipeline.proposals.maskige import encode_maskige
 
 # Bump when the encoding or the generator changes behaviour: old cache entries then miss.
 MASKIGE_FORMAT_VERSION = 1
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -77,16 +80,48 @@ def cache_key(content_hash: str, backend: str, checkpoint_sha256: str, settings:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def arrays_sha256(result: VideoProposals) -> str:
+    """sha256 of a result's three arrays (dtype, shape and bytes each): written with a cache entry and
+    checked when it is read, so an entry edited on disk is never served."""
+    digest = hashlib.sha256()
+    for array in (result.maskige, result.mask_counts, result.dropped):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{list(array.shape)}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def entry_problem(result: VideoProposals, frames_shape: tuple[int, ...]) -> str:
+    """Why ``result`` cannot be the proposals of frames of ``frames_shape`` [T,H,W,3], or "" when it can."""
+    T = frames_shape[0]
+    if result.maskige.dtype != np.uint8 or result.maskige.shape != tuple(frames_shape):
+        return f"maskige is {result.maskige.dtype} {list(result.maskige.shape)}, expected uint8 {list(frames_shape)}"
+    for name, array in (("mask_counts", result.mask_counts), ("dropped", result.dropped)):
+        if array.dtype != np.int32 or array.shape != (T,):
+            return f"{name} is {array.dtype} {list(array.shape)}, expected int32 [{T}]"
+        if (array < 0).any():
+            return f"{name} holds negative values"
+    if (result.dropped > result.mask_counts).any():
+        return "more masks dropped than proposed"
+    return ""
+
+
 class ProposalCache:
-    """Folder of ``<key[:2]>/<key>.npz`` files, each written to a temporary name and renamed."""
+    """Folder of ``<key[:2]>/<key>.npz`` files, each written to a temporary name and renamed, holding the
+    key and the sha256 of its arrays. An entry is served only when both match and its arrays have the
+    dtype, shape and ranges of a result for the frames asked about; otherwise it is recomputed (with a
+    warning naming the entry) and overwritten."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
+        if not _HEX_KEY.fullmatch(key):  # the key is the only thing that names a file under root
+            raise ValueError(f"not a proposals cache key: {key!r}")
         return self.root / key[:2] / f"{key}.npz"
 
-    def get(self, key: str) -> VideoProposals | None:
+    def get(self, key: str, frames_shape: tuple[int, ...] | None = None) -> VideoProposals | None:
+        """The entry of ``key`` if intact (and, given ``frames_shape``, shaped for those frames), else None."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -94,14 +129,29 @@ class ProposalCache:
             with np.load(path) as stored:
                 if str(stored["key"]) != key:
                     return None
-                return VideoProposals(stored["maskige"], stored["mask_counts"], stored["dropped"])
+                if "arrays_sha256" not in stored.files:
+                    return None  # an entry of an earlier version: recomputed once, quietly
+                recorded = str(stored["arrays_sha256"])
+                result = VideoProposals(stored["maskige"], stored["mask_counts"], stored["dropped"])
         except Exception:  # unreadable entry (truncated disk, foreign file): recompute and overwrite
+            warnings.warn(f"{path}: unreadable proposals cache entry; recomputed", stacklevel=2)
             return None
+        problem = "its arrays do not match the hash written with them" if arrays_sha256(result) != recorded else ""
+        problem = problem or (entry_problem(result, frames_shape) if frames_shape is not None else "")
+        if problem:
+            warnings.warn(f"{path}: proposals cache entry refused ({problem}); recomputed", stacklevel=2)
+            return None
+        return result
 
     def put(self, key: str, result: VideoProposals) -> None:
         with atomic_path(self.path(key), suffix=".npz") as tmp:  # savez adds .npz to names without it
             np.savez_compressed(
-                tmp, key=np.array(key), maskige=result.maskige, mask_counts=result.mask_counts, dropped=result.dropped
+                tmp,
+                key=np.array(key),
+                maskige=result.maskige,
+                mask_counts=result.mask_counts,
+                dropped=result.dropped,
+                arrays_sha256=np.array(arrays_sha256(result)),
             )
 
 
@@ -113,8 +163,8 @@ def cached_propose_video(
     if cache is None:
         return propose_video(frames, backend), False
     key = cache_key(video_content_hash(frames), backend.name, backend.checkpoint_sha256, settings)
-    hit = cache.get(key)
-    if hit is not None and hit.maskige.shape == frames.shape:
+    hit = cache.get(key, frames.shape)
+    if hit is not None:
         return hit, True
     result = propose_video(frames, backend)
     cache.put(key, result)

@@ -37,7 +37,7 @@ from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
-from pipeline.shards import ShardReader, ShardWriter
+from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
 
 NAME = "precomputed"
 SUFFIX = "_mask_color.png"
@@ -211,5 +211,6 @@ def precomputed_shard(
             except (PrecomputedError, ValueError) as exc:
                 failures.add(video_id, str(exc), source=root)
                 continue
-            writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames.shape[0])})
+            made_from = {SOURCE_DIGEST: attrs.get(CONTENT_DIGEST, "")}  # the frames these maskiges are paired with
+            writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames.shape[0]), **made_from})
     return failures

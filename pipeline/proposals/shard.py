@@ -13,6 +13,7 @@ attributes carry the backend, checkpoint path and sha256, and every proposal set
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from pipeline.proposals.backends import cached_backend, resolve_checkpoint
 from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.sam_models import ProposalModelError, load_state_dict
-from pipeline.shards import ShardReader, ShardWriter
+from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
 
 KIND = "proposals"
 FRAMES_KEY = "frames"
@@ -52,13 +53,17 @@ def propose_one(video_id: str, *, extract_path: str, params: ProposalParams) -> 
         if not reader.has(video_id):
             raise ValueError(f"{extract_path}: video {video_id!r} has no extracted frames")
         frames = reader.read(video_id, FRAMES_KEY)
+        source_digest = reader.video_attrs(video_id).get(CONTENT_DIGEST, "")
     torch.set_num_threads(params.threads_per_worker)  # per worker: proposals.threads_per_worker
     backend = cached_backend(params)
     cache = ProposalCache(params.cache_dir) if params.cache_dir else None
-    result, hit = cached_propose_video(frames, backend, params.model_settings(), cache)
+    with warnings.catch_warnings(record=True) as caught:  # a refused cache entry: recorded in the failures file
+        warnings.simplefilter("always")
+        result, hit = cached_propose_video(frames, backend, params.model_settings(), cache)
     return {
         "arrays": {"maskige": result.maskige, "mask_counts": result.mask_counts, "dropped_masks": result.dropped},
-        "attrs": {"cache_hit": hit, "num_frames": int(frames.shape[0])},
+        "attrs": {"cache_hit": hit, "num_frames": int(frames.shape[0]), SOURCE_DIGEST: source_digest},
+        "warnings": [str(w.message) for w in caught],
     }
 
 
@@ -107,5 +112,7 @@ def propose_shard(
                 failures.add(video_id, outcome.error or "unknown error", source=str(extract_path))
                 continue
             hits += int(outcome.value["attrs"]["cache_hit"])
+            for warning in outcome.value["warnings"]:
+                failures.warn(video_id, warning, source=str(extract_path))
             writer.write_video(video_id, outcome.value["arrays"], outcome.value["attrs"])
     return failures, hits

@@ -20,14 +20,28 @@ storage, non-native or non-numeric types) are read through h5py by the same :cla
 Writing: through :func:`pipeline.atomic.atomic_path` (a random, exclusively created temporary name
 beside the shard, locked while written), read back, then renamed into place only when the writer
 closes without error; a crash leaves the previous file (or none).
+
+Identity (:mod:`pipeline.shards.identity`): every video carries the digests of its arrays; audio and
+proposals videos carry the digest of the extracted video they were made from (``source_digest``).
 """
 
+from pipeline.shards.identity import (
+    ARRAY_DIGESTS,
+    CONTENT_DIGEST,
+    SOURCE_DIGEST,
+    array_digest,
+    source_mismatch,
+    verify_array,
+)
 from pipeline.shards.located import ArrayLocation, FileStamp
 from pipeline.shards.paths import GZIP_LEVEL, ShardError, failures_file, shard_file, shard_name
 from pipeline.shards.reader import ArrayReader, ShardReader, read_arrays
 from pipeline.shards.writer import ShardWriter
 
 __all__ = [
+    "ARRAY_DIGESTS",
+    "CONTENT_DIGEST",
+    "SOURCE_DIGEST",
     "GZIP_LEVEL",
     "ArrayLocation",
     "ArrayReader",
@@ -35,8 +49,11 @@ __all__ = [
     "ShardError",
     "ShardReader",
     "ShardWriter",
+    "array_digest",
     "failures_file",
     "read_arrays",
     "shard_file",
     "shard_name",
+    "source_mismatch",
+    "verify_array",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,13 @@ class ShardReader:
         span = (by_offset[0][0], by_offset[-1][0] + by_offset[-1][1]) if adjacent else None
         return replace(base, chunk_shape=chunk_shape, chunks=tuple(chunks), span=span)
 
-    def video_attrs(self, video_id: str) -> dict[str, Any]:
-        return {k: from_attr(v) for k, v in self._group(video_id).attrs.items()}
+    def video_attrs(self, video_id: str, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """The video's attributes (only ``keys``, those present, when given: reading a few attributes of
+        thousands of videos is what indexing a shard costs)."""
+        attrs = self._group(video_id).attrs
+        if keys is None:
+            return {k: from_attr(v) for k, v in attrs.items()}
+        return {k: from_attr(attrs[k]) for k in keys if k in attrs}
 
     def file_attrs(self) -> dict[str, Any]:
         return {k: from_attr(v) for k, v in self._h5.attrs.items()}

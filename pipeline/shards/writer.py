@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.atomic import atomic_path
+from pipeline.shards.identity import ARRAY_DIGESTS, CONTENT_DIGEST, array_digest, content_digest
 from pipeline.shards.paths import GZIP_LEVEL, ShardError, group_name, to_attr
 
 
@@ -35,17 +36,21 @@ class ShardWriter:
         self._videos = self._h5.create_group("videos", track_order=True)
         return self
 
-    def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
+    def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> str:
+        """Write one video's arrays and attributes, with the digests of :mod:`pipeline.shards.identity`
+        (``array_digests``, ``content_digest``); returns the content digest."""
         assert self._h5 is not None, "use ShardWriter as a context manager"
         name = group_name(video_id)
         if name in self._videos:
             raise ShardError(f"{self.path}: video id {video_id!r} written twice")
+        arrays = {key: np.asarray(array) for key, array in arrays.items()}
+        digests = {key: array_digest(array) for key, array in arrays.items()}
+        identity = {ARRAY_DIGESTS: digests, CONTENT_DIGEST: content_digest(digests)}
         group = self._videos.create_group(name)
         group.attrs["video_id"] = video_id
-        for key, value in (attrs or {}).items():
+        for key, value in {**(attrs or {}), **identity}.items():
             group.attrs[key] = to_attr(value)
         for key, array in arrays.items():
-            array = np.asarray(array)
             if array.ndim >= 3 and array.shape[0] > 0:
                 group.create_dataset(
                     key,
@@ -63,6 +68,7 @@ class ShardWriter:
             else:
                 group.create_dataset(key, data=array, track_times=False)
         self.count += 1
+        return identity[CONTENT_DIGEST]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None

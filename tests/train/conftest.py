@@ -56,7 +56,7 @@ def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int =
                 audio[t, 0 if left else 1] = 1.0
                 audio[t, 2:] = rng.normal(0, 0.1, dim - 2)
             split = "test" if v >= videos - 2 else "train"
-            ex.write_video(
+            digest = ex.write_video(
                 f"v{v}",
                 {
                     "frames": frames,
@@ -66,8 +66,9 @@ def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int =
                 },
                 {"split": split, "num_seconds": T},
             )
-            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)})
-            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)})
+            made_from = {"source_digest": digest}  # features bound to the extracted video, as the stages write
+            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)}, made_from)
+            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)}, made_from)
 
 
 def make_toy_params(**over) -> TrainParams:

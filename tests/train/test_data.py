@@ -289,6 +289,7 @@ def test_clips_whose_arrays_disagree_in_length_are_skipped_with_a_reason(tmp_pat
     with ShardReader(audio_path) as reader:
         attrs = reader.file_attrs()
         videos = {vid: {k: reader.read(vid, k) for k in ("embeddings", "logmel")} for vid in reader.video_ids()}
+        made_from = {vid: {"source_digest": reader.video_attrs(vid)["source_digest"]} for vid in reader.video_ids()}
     videos["v4"] = {k: v[:-1] for k, v in videos["v4"].items()}  # one second short
     with ShardWriter(
         audio_path,
@@ -297,7 +298,7 @@ def test_clips_whose_arrays_disagree_in_length_are_skipped_with_a_reason(tmp_pat
         attrs={k: v for k, v in attrs.items() if k not in ("kind", "params_hash")},
     ) as writer:
         for vid, arrays in videos.items():
-            writer.write_video(vid, arrays)
+            writer.write_video(vid, arrays, made_from[vid])
     ds = ClipDataset(["toy"], [0], "test", ClipSource(str(tmp_path), size=(SIZE, SIZE)))
     assert [c.video_id for c in ds.clips] == ["v5"]
     assert ds.skipped == [("v4", "arrays of different lengths: frames 3, audio 2, maskiges 3, ground truth 3")]

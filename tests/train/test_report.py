@@ -51,13 +51,16 @@ def write_shards(root: Path, dataset: str = "toy", videos: int = 8, dim: int = 1
                     np.int16
                 )
             split = "test" if v >= videos - 4 else "train"
-            ex.write_video(
+            digest = ex.write_video(
                 f"v{v}",
                 {"frames": frames, "audio": tone, "gt_masks": masks, "gt_valid": np.array([True] * (T - 1) + [False])},
                 {"split": split, "num_seconds": T},
             )
-            au.write_video(f"v{v}", {"embeddings": emb, "logmel": np.zeros((T, 96, 64), np.float32)})
-            pr.write_video(f"v{v}", {"maskige": frames[..., ::-1].copy(), "mask_counts": np.full(T, 2, np.int32)})
+            made_from = {"source_digest": digest}
+            au.write_video(f"v{v}", {"embeddings": emb, "logmel": np.zeros((T, 96, 64), np.float32)}, made_from)
+            pr.write_video(
+                f"v{v}", {"maskige": frames[..., ::-1].copy(), "mask_counts": np.full(T, 2, np.int32)}, made_from
+            )
 
 
 def train_params(**over) -> TrainParams:

@@ -74,15 +74,19 @@ def evaluate(
         "protocol": f"{cfg.videos_per_batch} video(s) per batch",
     }
     per_video, per_class, strips, negative_strips, features = [], [], [], [], {}
+    skipped = []  # videos left out (a feature shard lacks them, corrupt gt_valid, ...): never a silent drop
     artefacts.clear_stale(out_dir)
     for name in cfg.datasets:
         dataset = ClipDataset([name], shards, cfg.split, source)
+        skipped += [{"dataset": name, "video_id": vid, "reason": why} for vid, why in dataset.skipped]
         if len(dataset) == 0:
             metrics[name] = {"num_videos": 0, "note": f"no '{cfg.split}' clips with all features"}
+            metrics[name]["num_skipped"] = len(dataset.skipped)
             continue
         features[name] = dataset.feature_params()
         scored = score_dataset(model, name, dataset, cfg, torch_device, progress)
         metrics[name] = scored.entry
+        metrics[name]["num_skipped"] = len(dataset.skipped)
         per_video += scored.per_video_rows
         per_class += scored.per_class_rows
         drawn, drawn_negative = _strips(model, dataset, scored, cfg, out_dir, torch_device, progress)
@@ -104,6 +108,7 @@ def evaluate(
         "feature_params": features,
         "metrics": metrics,
         "per_video": per_video,
+        "skipped": skipped,
         "per_class_iou": per_class,
         "strips": strips,
         "negative_strips": negative_strips,
