@@ -77,9 +77,10 @@ def write_shards(root: Path, videos: int, size: int, seed: int = 0) -> None:
                 "gt_masks": masks,
                 "gt_valid": np.ones(T, bool),
             }
-            ex.write_video(f"v{v}", gt, {"split": "train", "num_seconds": T})
-            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)})
-            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)})
+            digest = ex.write_video(f"v{v}", gt, {"split": "train", "num_seconds": T})
+            made_from = {"source_digest": digest}  # features bound to the extracted video, as the stages write
+            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)}, made_from)
+            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)}, made_from)
 
 
 def train_params(args: argparse.Namespace) -> TrainParams:

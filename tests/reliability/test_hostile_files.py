@@ -75,3 +75,32 @@ def test_a_shard_in_which_every_video_failed_exits_1_with_the_reason(tmp_path, c
     err = capsys.readouterr().err
     assert code == 1
     assert "every video failed (3); most common reason (3x)" in err and "has no 'frames'" in err
+
+
+class _WritesAFile:
+    """A pickle payload that would create ``path`` if unpickling ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_numpy_holding_checkpoints_load_but_code_never_runs(tmp_path):
+    import numpy as np
+    import torch
+
+    from pipeline.torch_files import TorchFileError, load_torch_file
+
+    ok = tmp_path / "published.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "iteration": np.int64(7), "mean": np.arange(3.0)}, ok)
+    loaded = load_torch_file(ok, allow_numpy=True)
+    assert loaded["iteration"] == 7 and loaded["mean"].tolist() == [0.0, 1.0, 2.0]
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": _WritesAFile(marker)}, evil)
+    for allow_numpy in (False, True):
+        with pytest.raises(TorchFileError, match="evil.pth"):
+            load_torch_file(evil, allow_numpy=allow_numpy)
+    assert not marker.exists()

@@ -18,6 +18,7 @@ from pipeline.proposals.semantic_sam.config import PIXEL_MEAN, PIXEL_STD, SWINL,
 from pipeline.proposals.semantic_sam.decoder import IMaskDINODecoder
 from pipeline.proposals.semantic_sam.encoder import MaskDINOEncoder
 from pipeline.proposals.semantic_sam.swin import SwinTransformer
+from pipeline.torch_files import TorchFileError, load_torch_file
 
 # Official parameters this port does not build (text / class heads, unused for class-agnostic masks).
 SKIPPED_KEYS = (
@@ -205,7 +206,10 @@ def build_semantic_sam(
     report = None
     if checkpoint is None:
         return SemanticSam(cfg or SWINL).eval().to(device), report
-    state = checkpoint_state_dict(torch.load(str(checkpoint), map_location="cpu", weights_only=False))
+    try:
+        state = checkpoint_state_dict(load_torch_file(checkpoint, "Semantic-SAM checkpoint", allow_numpy=True))
+    except TorchFileError as err:
+        raise ValueError(str(err)) from None
     try:
         cfg = cfg or config_from_state_dict(state)
     except ValueError as err:
