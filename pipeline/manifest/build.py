@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline import media
+from pipeline.hashing import sha256_of_digests
 from pipeline.manifest.hash_cache import HashCache
 from pipeline.manifest.schema import ManifestError, ManifestRow, shard_of
 from pipeline.manifest.sources import SourceParams, list_rows
@@ -27,7 +27,7 @@ def _fill_media(row: ManifestRow, hashes: HashCache) -> ManifestRow:
             parts = [hashes.sha256(Path(p)) for p in row.frame_paths]
             if row.source_audio and Path(row.source_audio).is_file():
                 parts.append(hashes.sha256(Path(row.source_audio)))
-            row.source_sha256 = hashlib.sha256("".join(parts).encode()).hexdigest()
+            row.source_sha256 = sha256_of_digests(parts)
             info = media.probe(row.source_audio) if row.source_audio and Path(row.source_audio).is_file() else None
         if info is not None:
             row.duration = f"{info.duration:.3f}" if info.duration is not None else ""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from pipeline.atomic import atomic_path
+from pipeline.hashing import sha256_of_file
 
 
 class HashCache:
@@ -25,11 +25,7 @@ class HashCache:
         stat = file.stat()
         key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if key not in self.entries:
-            digest = hashlib.sha256()
-            with open(file, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            self.entries[key] = digest.hexdigest()
+            self.entries[key] = sha256_of_file(file)
         return self.entries[key]
 
     def save(self) -> None:
