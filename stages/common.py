@@ -80,6 +80,11 @@ class StageContext:
     def data_root(self) -> Path:
         return Path(self.data.root)
 
+    @property
+    def source_hash_cache(self) -> Path:
+        """The sha256 cache of source files: `avs manifest` fills it, `avs extract` checks sources with it."""
+        return self.data_root / "cache" / "sha256.json"
+
     def shard_io(self, source_kind: str, kind: str) -> tuple[Path, Path]:
         """(input shard, output shard) of a feature stage: ``--in``/``--out``, else derived from
         ``--dataset``/``--shard``. The input must exist."""

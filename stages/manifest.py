@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     rows = build_manifest(
         cfg,
         ctx.data.num_shards,
-        hash_cache=ctx.data_root / "cache" / "sha256.json",
+        hash_cache=ctx.source_hash_cache,
         progress=ctx.progress,
         skipped=skipped,
     )

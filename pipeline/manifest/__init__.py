@@ -10,7 +10,7 @@ so only that shard's extraction reruns.
 
 from __future__ import annotations
 
-from pipeline.manifest.build import build_manifest, unreadable_summary
+from pipeline.manifest.build import build_manifest, source_identity, unreadable_summary, verify_source
 from pipeline.manifest.files import read_manifest, shard_slice_file, write_manifest, write_shard_slices
 from pipeline.manifest.hash_cache import HashCache
 from pipeline.manifest.schema import (
@@ -60,8 +60,10 @@ __all__ = [
     "scan_folder",
     "shard_of",
     "shard_slice_file",
+    "source_identity",
     "unreadable_summary",
     "validate_video_id",
+    "verify_source",
     "write_manifest",
     "write_shard_slices",
 ]

@@ -8,7 +8,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.atomic import write_csv
-from pipeline.manifest.schema import COLUMNS, OPTIONAL_COLUMNS, ManifestError, ManifestRow, validate_video_id
+from pipeline.manifest.schema import (
+    COLUMNS,
+    OPTIONAL_COLUMNS,
+    ManifestError,
+    ManifestRow,
+    padding_limit,
+    validate_video_id,
+)
 from pipeline.params import ParamsError, from_section
 
 
@@ -16,35 +23,65 @@ def write_manifest(rows: list[ManifestRow], path: str | Path) -> None:
     write_csv(path, (asdict(row) for row in rows), COLUMNS)
 
 
-def read_manifest(path: str | Path) -> list[ManifestRow]:
+def read_manifest(path: str | Path, num_shards: int | None = None) -> list[ManifestRow]:
+    """Every row of a manifest CSV (or slice), each field validated; errors name ``file:line.column``.
+    A UTF-8 byte-order mark and CRLF line ends are accepted; an id on two lines is refused naming both;
+    ``num_shards`` (data.shards), when given, bounds the shard column."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `avs manifest` first)")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
             if missing:
                 raise ManifestError(f"{path}: not a manifest, missing column(s) {missing}")
-            return [_row_from_csv(rec, f"{path}:{reader.line_num}") for rec in reader]
+            rows, first_line = [], {}
+            start = reader.line_num + 1
+            for rec in reader:
+                where = f"{path}:{start}"  # the line the record starts on (a quoted cell may span lines)
+                row = _row_from_csv(rec, where, num_shards)
+                if row.video_id in first_line:
+                    raise ManifestError(f"{where}.video_id: {row.video_id!r} repeats line {first_line[row.video_id]}")
+                first_line[row.video_id] = start
+                rows.append(row)
+                start = reader.line_num + 1
+            return rows
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not a UTF-8 text CSV (a binary file?)") from None
     except csv.Error as exc:
         raise ManifestError(f"{path}: not a readable CSV ({exc})") from None
 
 
-def _row_from_csv(rec: dict[str, str | None], where: str) -> ManifestRow:
+def _row_from_csv(rec: dict[str, str | None], where: str, num_shards: int | None = None) -> ManifestRow:
     """One CSV record -> a validated row; errors name ``where`` (file:line) and the column."""
+    if None in rec:  # csv puts the cells beyond the header under the key None
+        raise ManifestError(f"{where}: {len(rec[None])} cell(s) more than the header's {len(COLUMNS)} columns")
     values = {k: rec.get(k) or "" for k in COLUMNS}
     values.update({k: default for k, default in OPTIONAL_COLUMNS.items() if not values[k]})
     try:
         row = from_section(ManifestRow, values, where)
     except ParamsError as exc:
         raise ManifestError(str(exc).replace(f"params '{where}'", where)) from None
+    validate_video_id(row.video_id, f"{where}.video_id")
+    _check_consistency(row, where, num_shards)
+    return row
+
+
+def _check_consistency(row: ManifestRow, where: str, num_shards: int | None) -> None:
+    """Fields that are each valid but do not fit together (or with data.shards)."""
     if row.num_seconds == 0 and not row.probe_error:
         raise ManifestError(f"{where}.num_seconds must be >= 1 for a readable video, got 0")
-    validate_video_id(row.video_id, where)
-    return row
+    if num_shards is not None and row.shard >= num_shards:
+        raise ManifestError(f"{where}.shard must be < {num_shards} (data.shards has {num_shards}), got {row.shard}")
+    if row.duration and not row.probe_error and row.num_seconds > padding_limit(float(row.duration)):
+        raise ManifestError(
+            f"{where}.num_seconds: {row.num_seconds} s for a source of {row.duration} s "
+            f"(at most {padding_limit(float(row.duration))}: the last frame would be repeated for the rest)"
+        )
+    labels = len(row.label_paths.split(";")) if row.label_paths else 0
+    if labels and labels != row.num_seconds:
+        raise ManifestError(f"{where}.label_paths: {labels} entries for num_seconds {row.num_seconds}")
 
 
 def shard_slice_file(data_root: str | Path, dataset: str, shard: int) -> Path:
