@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_path
 from pipeline.media import AUDIO_RATE
-from pipeline.params import NonNegativeInt, PositiveInt, Size2
+from pipeline.params import DatasetName, NonNegativeInt, PositiveInt, Size2, Split
 from pipeline.shards import ShardReader, shard_file
 from train import overlay
 from train.checkpoint import build_from_checkpoint, load_checkpoint
@@ -40,8 +40,8 @@ from train.runlog import read_curves, track
 class EvalParams:
     """``evaluate`` section of params.yaml."""
 
-    datasets: list[str] = field(default_factory=lambda: ["demo_s4"])  # each scored separately
-    split: str = "test"
+    datasets: list[DatasetName] = field(default_factory=lambda: ["demo_s4"])  # each scored separately
+    split: Split = "test"
     videos_per_batch: PositiveInt = 1  # 1: COMBO protocol; 4: AVSBench test.sh
     shuffle_audio: bool = True  # also score with audio shuffled across videos (audio-dependence check)
     overlays: NonNegativeInt = 6  # videos per dataset drawn as strips: the worst half and the best half (by J or mIoU)
