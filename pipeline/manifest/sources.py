@@ -8,9 +8,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+from pydantic import Field
 
 from pipeline.labels import FITS
-from pipeline.manifest.schema import SPLITS, ManifestError, ManifestRow, validate_video_id
+from pipeline.manifest.schema import MAX_SECONDS, SPLITS, ManifestError, ManifestRow, validate_video_id
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
 
@@ -227,7 +230,7 @@ class SourceParams:
 
     source: str = "folder"  # folder | avsbench_s4 | avsbench_ms3 | avsbench_semantic
     root: str = ""
-    seconds: int | None = 5  # folder sources only: T; null = whole seconds of each video
+    seconds: Annotated[int, Field(ge=1, le=MAX_SECONDS)] | None = 5  # folder sources only: T; null = whole seconds
     split: str = "auto"  # folder sources only
     media: str = "auto"  # avsbench_*: auto (released frames + wav, else raw video) | frames | video
     train_fit: str = "crop"  # avsbench_semantic train frames: crop (official short side + centre crop) | stretch
