@@ -13,7 +13,7 @@ from pipeline import media
 from pipeline.failures import FailureLog
 from pipeline.feature_record import feature_params, record_attrs
 from pipeline.labels import NUM_AVSS_CLASSES, fit_image, read_label
-from pipeline.manifest import ManifestRow
+from pipeline.manifest import HashCache, ManifestRow, verify_source
 from pipeline.parallel import map_ordered
 from pipeline.params import DaskParams, Size2, params_hash
 from pipeline.shards import ShardWriter
@@ -34,6 +34,9 @@ ResizeFilter = Literal[
     "spline",
 ]
 SHORT_AUDIO = ("repeat_last", "silence")
+# One video's extracted arrays (frames T*H*W*3 + masks T*H*W + audio T*32000 bytes) are held whole until its
+# shard record is written: a row whose T and frame size need more fails before anything is allocated.
+VIDEO_BUDGET_BYTES = 4 << 30
 
 
 @feature_params(KIND)
@@ -188,13 +191,30 @@ def _ground_truth(row: ManifestRow, size: tuple[int, int]) -> tuple[dict[str, np
     return {"gt_masks": gt, "gt_valid": valid}, warnings
 
 
-def extract_video(row: ManifestRow, cfg: ExtractParams, progress: bool = False) -> ExtractedVideo:
+@functools.lru_cache(maxsize=2)
+def _hash_cache(path: str) -> HashCache:
+    """The source-hash cache, read once per worker (extraction never writes it)."""
+    return HashCache(Path(path))
+
+
+def extract_video(
+    row: ManifestRow, cfg: ExtractParams, progress: bool = False, hash_cache: Path | None = None
+) -> ExtractedVideo:
     """Frames uint8 [T,H,W,3], audio int16 [T*16000] (fewer samples when ``short_audio: repeat_last``
     keeps a too-short stream as it is), and gt_masks uint8 [T,H,W] + gt_valid bool [T] when the
-    dataset has labels. Raises MediaError/ManifestError naming the file on bad input."""
+    dataset has labels. Raises MediaError/ManifestError naming the file on bad input, and ManifestError
+    when ``hash_cache`` is given and the sources no longer match the row's ``source_sha256``."""
     size = (int(cfg.frame_size[0]), int(cfg.frame_size[1]))
     if row.probe_error:
         raise media.MediaError(row.probe_error)
+    needed = int(row.num_seconds) * (size[0] * size[1] * 4 + 2 * media.AUDIO_RATE)
+    if needed > VIDEO_BUDGET_BYTES:
+        raise media.MediaError(
+            f"{row.video_id}: T={row.num_seconds} s at {size[0]}x{size[1]} needs {needed / 2**30:.1f} GiB, "
+            f"over the {VIDEO_BUDGET_BYTES >> 30} GiB per-video budget (shorten num_seconds or extract.frame_size)"
+        )
+    if hash_cache is not None:
+        verify_source(row, _hash_cache(str(hash_cache)))
     if row.source_video:
         got, warnings = _from_video(row, cfg, size, progress)
     else:
@@ -227,10 +247,13 @@ def extract_shard(
     dask_cfg: DaskParams,
     dataset: str = "",
     progress: bool = True,
+    hash_cache: Path | None = None,
 ) -> FailureLog:
-    """Extract every row into one shard at ``out_path`` (written atomically, in manifest order)."""
+    """Extract every row into one shard at ``out_path`` (written atomically, in manifest order); with
+    ``hash_cache`` (the manifest's source-hash cache) each video's sources are first checked against
+    its ``source_sha256`` (a changed file fails that video only)."""
     failures = FailureLog(stage=KIND)
-    work = functools.partial(extract_video, cfg=cfg, progress=progress)
+    work = functools.partial(extract_video, cfg=cfg, progress=progress, hash_cache=hash_cache)
     with ShardWriter(
         out_path, kind=KIND, params_hash=cfg.hash(), attrs={"dataset": dataset, **record_attrs(KIND, cfg)}
     ) as writer:

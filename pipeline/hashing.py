@@ -18,6 +18,11 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_of_digests(digests: list[str]) -> str:
+    """Hex sha256 of hex digests in order: the identity of a source made of several files (frames + wav)."""
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
 @lru_cache(maxsize=64)
 def _memoised(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of_file(path)

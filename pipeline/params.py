@@ -14,7 +14,7 @@ import hashlib
 import json
 import typing
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -27,16 +27,46 @@ class ParamsError(ValueError):
     """params.yaml is missing, malformed, or a section does not validate."""
 
 
+# Top-level sections of params.yaml (each read by the stages named in dvc.yaml). Anything else is a typo
+# (``trian:``) whose settings would be silently ignored.
+SECTIONS = ("data", "dask", "demo", "manifest", "extract", "audio", "proposals", "train", "evaluate")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {line}; first on line {seen[key]})", key_node.start_mark
+                )
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The params file as a mapping of known sections: not empty, no duplicate keys, no unknown section."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise ParamsError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({exc})") from exc
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if data is None:
+        raise ParamsError(f"{path}: the params file is empty (expected the sections {list(SECTIONS)})")
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
+    unknown = [key for key in data if key not in SECTIONS]
+    if unknown:
+        raise ParamsError(f"{path}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
     return data
 
 
@@ -56,16 +86,23 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 # Dataset names become folder names and are interpolated into dvc.yaml commands: no separators, no dots first.
 DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Size2 = Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=2, max_length=2)]  # [H, W], pixels
+# Image sizes: one frame of H*W*3 bytes (uint8 RGB) must fit a per-frame budget of MAX_SIDE**2 * 3 bytes
+# (48 MiB, one 4096x4096 frame), and neither side may pass MAX_SIDE (a [8, 1000000] strip is not a frame).
+# The budget bounds what one decoded frame, one resize and one model input cost, whatever T or the batch.
+MAX_SIDE = 4096
+Size2 = Annotated[list[Annotated[int, Field(ge=8, le=MAX_SIDE)]], Field(min_length=2, max_length=2)]  # [H, W], pixels
+Split = Literal["train", "val", "test"]
 
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 _MAX_SHOWN = 60  # characters of an offending value shown in a message
 
 
 def _with_forbidden_extras(cls: type) -> None:
-    """Unknown keys are errors, in ``cls`` and in every dataclass nested in it."""
+    """Unknown keys are errors and floats must be finite, in ``cls`` and in every dataclass nested in it."""
     if "__pydantic_config__" not in vars(cls):
-        cls.__pydantic_config__ = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+        # allow_inf_nan=False: every float field of every section is finite (``.inf`` / ``.nan`` in YAML
+        # would pass any range check written as a comparison, and fail later, after outputs exist).
+        cls.__pydantic_config__ = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
     for hint in typing.get_type_hints(cls).values():
         for inner in (hint, *typing.get_args(hint)):
             if dataclasses.is_dataclass(inner) and isinstance(inner, type):
@@ -92,7 +129,9 @@ def _describe(error: dict[str, Any], where: str, cls: type) -> str:
         return f"params '{where}': unknown key {error['loc'][-1]!r}" + (f"; known: {known}" if known else "")
     if kind == "value_error":
         reason = error["msg"].removeprefix("Value error, ")
-        return f"{key}: {reason}" if error["loc"] else f"params '{where}': {reason}"
+        if error["loc"]:
+            return f"{key}: {reason}"
+        return reason if reason.startswith(f"{where}.") else f"params '{where}': {reason}"
     return f"{key}: {error['msg'].lower()}, got {shown}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +20,16 @@ T = TypeVar("T")
 @dataclass
 class _DatasetArg:
     dataset: DatasetName
+
+
+def check_argument(flag: str, value: Any, annotation: Any) -> Any:
+    """A command-line value validated like the param it stands for (same annotation, same pydantic rules):
+    ``check_argument("--size", [0, 0], Size2)`` -> ParamsError ``--size.0 must be >= 8, got 0``."""
+    holder = dataclasses.make_dataclass("Argument", [("value", annotation)])
+    try:
+        return from_section(holder, {"value": value}, flag).value
+    except ParamsError as exc:
+        raise ParamsError(str(exc).replace(f"{flag}.value", flag)) from None
 
 
 def add_common(parser: argparse.ArgumentParser, *, dataset: bool = True, shard: bool = False) -> None:
@@ -58,6 +69,9 @@ class StageContext:
         self.progress = not getattr(args, "no_progress", False)
         if getattr(args, "dataset", None) is not None:
             from_section(_DatasetArg, {"dataset": args.dataset}, "--dataset")
+        shard = getattr(args, "shard", None)
+        if shard is not None and not 0 <= shard < self.data.num_shards:
+            raise ParamsError(f"--shard must be in 0..{self.data.num_shards - 1} (data.shards), got {shard}")
 
     def section(self, cls: type[T], name: str, **overrides: Any) -> T:
         """params.yaml section ``name`` as dataclass ``cls``, validated after applying the command-line
@@ -79,6 +93,11 @@ class StageContext:
     @property
     def data_root(self) -> Path:
         return Path(self.data.root)
+
+    @property
+    def source_hash_cache(self) -> Path:
+        """The sha256 cache of source files: `avs manifest` fills it, `avs extract` checks sources with it."""
+        return self.data_root / "cache" / "sha256.json"
 
     def shard_io(self, source_kind: str, kind: str) -> tuple[Path, Path]:
         """(input shard, output shard) of a feature stage: ``--in``/``--out``, else derived from
@@ -105,6 +124,23 @@ def _videos_in(shard: Path) -> int:
         return 0
     with ShardReader(shard) as reader:
         return len(reader.video_ids())
+
+
+def label_formats(data_root: Path, datasets: list[str], shards: list[int], split: str) -> dict[str, set[str]]:
+    """dataset -> the ``label_format`` of its extracted ``split`` videos (from the extract shards' attributes;
+    datasets not extracted yet are left out)."""
+    found: dict[str, set[str]] = {}
+    for dataset in datasets:
+        for shard in shards:
+            path = shard_file(data_root, dataset, "extract", shard)
+            if not path.is_file():
+                continue
+            with ShardReader(path) as reader:
+                for vid in reader.video_ids():
+                    attrs = reader.video_attrs(vid)
+                    if attrs.get("split") == split:
+                        found.setdefault(dataset, set()).add(str(attrs.get("label_format", "none")))
+    return found
 
 
 def _reason_kind(failure) -> str:

@@ -12,6 +12,9 @@ from pipeline.parallel import available_cores
 from stages.common import StageContext, add_common
 
 Flavour = Literal["s4", "ms3", "avss"]
+# Videos per flavour: each is an mp4 plus 5-10 frame and label PNGs (about 0.2 MB at 224x224, a second of
+# generation on one core), so 10000 is about 2 GB and hours of work: more is a typo, not a demo.
+MAX_DEMO_VIDEOS = 10_000
 
 
 @dataclass
@@ -20,6 +23,12 @@ class DemoStageParams(DemoConfig):
 
     out: str = "data/raw/demo"
     flavours: tuple[Flavour, ...] = FLAVOURS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("s4_videos", "ms3_videos", "avss_videos"):
+            if sum(getattr(self, name)) > MAX_DEMO_VIDEOS:
+                raise ValueError(f"demo.{name} must total <= {MAX_DEMO_VIDEOS} videos, got {list(getattr(self, name))}")
 
     def dataset_config(self) -> DemoConfig:
         """The ``DemoConfig`` part alone (recorded in the stamps, so the stage's own keys stay out of them)."""

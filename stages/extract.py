@@ -31,10 +31,18 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else shard_file(ctx.data_root, args.dataset, "extract", args.shard)
     else:
         raise ParamsError("give --dataset and --shard, or --manifest and --out")
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, ctx.data.num_shards)
     if args.shard is not None and not args.manifest:
         rows = [r for r in rows if r.shard == args.shard]
-    failures = extract_shard(rows, out, cfg, dask_cfg, dataset=args.dataset or "", progress=ctx.progress)
+    failures = extract_shard(
+        rows,
+        out,
+        cfg,
+        dask_cfg,
+        dataset=args.dataset or "",
+        progress=ctx.progress,
+        hash_cache=ctx.source_hash_cache,
+    )
     done = len(rows) - len(failures.errors)
     print(f"extract {out}: {done}/{len(rows)} videos")
     return finish(failures, out, strict=cfg.strict, what=f"extract {out}")

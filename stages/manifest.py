@@ -33,7 +33,7 @@ def _source(ctx: StageContext, args: argparse.Namespace) -> SourceParams:
     """The dataset's entry of ``manifest.datasets`` with the command-line overrides, validated."""
     datasets = ctx.section(ManifestStageParams, "manifest").datasets
     entry = dict(datasets.get(args.dataset) or {})
-    entry.update({key: getattr(args, key) for key in ("source", "root", "seconds") if getattr(args, key)})
+    entry.update({key: getattr(args, key) for key in ("source", "root", "seconds") if getattr(args, key) is not None})
     if not entry:
         raise ParamsError(f"dataset {args.dataset!r} is not in manifest.datasets and --source/--root were not given")
     return from_section(SourceParams, entry, f"manifest.datasets.{args.dataset}")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     rows = build_manifest(
         cfg,
         ctx.data.num_shards,
-        hash_cache=ctx.data_root / "cache" / "sha256.json",
+        hash_cache=ctx.source_hash_cache,
         progress=ctx.progress,
         skipped=skipped,
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.common import StageContext, add_common
+from pipeline.params import ParamsError
+from stages.common import StageContext, add_common, label_formats
 from train.loop import TrainParams, train
 
 
@@ -25,9 +26,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
 
 
+# The ground truth each task trains on (the extract shards record each video's label_format).
+TASK_LABELS = {"binary": "binary_png", "semantic": "voc_rgb"}
+
+
+def check_task(cfg: TrainParams, data_root: Path, shards: list[int]) -> None:
+    """Refuse, before the run folder exists, a ``train.task`` whose labels the datasets do not have
+    (semantic on S4/MS3 masks would train 71 classes on {0,1}; binary on AVSS would read class ids as 0/1)."""
+    for dataset, formats in label_formats(data_root, cfg.datasets, shards, cfg.split).items():
+        other = sorted(formats - {TASK_LABELS[cfg.task], "none"})
+        if other:
+            fits = [task for task, fmt in TASK_LABELS.items() if fmt in other]
+            raise ParamsError(
+                f"train.task: {cfg.task!r} needs {TASK_LABELS[cfg.task]} labels, but dataset {dataset} has {other}"
+                + (f" (task: {fits[0]})" if fits else "")
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
     cfg = ctx.section(TrainParams, "train", max_steps=args.max_steps)
+    check_task(cfg, ctx.data_root, ctx.data.shards)
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "train"
     result = train(
         cfg, str(ctx.data_root), ctx.data.shards, out, resume=args.resume, progress=ctx.progress, log_path=args.log

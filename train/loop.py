@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pipeline.labels import NUM_AVSS_CLASSES
-from pipeline.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2
+from pipeline.params import DatasetName, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2, Split
 from train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from train.data import (
     Augmentation,
@@ -49,8 +49,8 @@ class TrainParams:
     model: str = "combo_mnv2"  # a name from train.models.list_models()
     model_config: dict[str, Any] = field(default_factory=dict)  # overrides for the model builder
     task: Literal["binary", "semantic"] = "binary"  # binary (S4/MS3: 2 classes) | semantic (AVSS: 71 classes)
-    datasets: list[str] = field(default_factory=lambda: ["demo_s4"])
-    split: str = "train"
+    datasets: list[DatasetName] = field(default_factory=lambda: ["demo_s4"])
+    split: Split = "train"
     size: Size2 = field(default_factory=lambda: [224, 224])  # model input [H, W] in training
     # Model input [H, W] when scoring and predicting (recorded in the checkpoint); null = size.
     inference_size: Size2 | None = None
@@ -60,13 +60,14 @@ class TrainParams:
     lr: PositiveFloat = 1e-4
     weight_decay: NonNegativeFloat = 0.05
     backbone_lr_mult: NonNegativeFloat = 0.1
-    poly_power: NonNegativeFloat = 0.9
+    poly_power: Annotated[float, Field(ge=0, le=10)] = 0.9  # past 10 the lr is ~0 after a tenth of the run
     grad_clip: NonNegativeFloat = (
         0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01); 0 = off
     )
     freeze_backbone: bool = False  # keep ImageNet backbones fixed (fast CPU training); BN stays in eval mode
     augment: bool = True
-    scale_range: list[PositiveFloat] = field(default_factory=lambda: [0.5, 2.0])
+    # Rescale factors of the training frames; 8x of a 512 frame is already a MAX_SIDE (4096) image.
+    scale_range: list[Annotated[float, Field(gt=0, le=8)]] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     colour_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
     seed: NonNegativeInt = 0

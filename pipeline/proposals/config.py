@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from pipeline.feature_record import feature_params
-from pipeline.params import PositiveInt
+from pipeline.params import PositiveInt, from_section
 from pipeline.proposals.generator import GENERATOR_VERSION, GeneratorSettings
 
 # Generator presets, chosen on the tuning half of benchmarks/proposal_frames.py and measured on its
@@ -66,13 +66,33 @@ SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
 }
 SEMANTIC_SAM_PRECISIONS = ("fp32", "bf16", "fp16")
+Backend = Literal["mobile_sam", "sam", "semantic_sam", "precomputed"]  # a test keeps it equal to the registry
+
+
+def known_model_types(backend: str) -> list[str] | None:
+    """The model types ``backend`` builds; None where model_type does not choose the model (semantic_sam reads
+    its architecture from the checkpoint; precomputed has no model)."""
+    if backend == "mobile_sam":
+        return ["vit_t"]
+    if backend == "sam":
+        from pipeline.proposals.sam_models import SAM_VIT_CONFIGS  # the sam backend needs torch anyway
+
+        return sorted(SAM_VIT_CONFIGS)
+    return None
+
+
+# Prompt bounds: points_per_side**2 prompts are decoded per frame (the reference grid is 32x32 = 1024;
+# 128 is 16x that, minutes per frame on a GPU), points_per_batch at a time, each holding [3,256,256]
+# float32 low-res masks (768 KiB) while scored: 1024 prompts per batch is 768 MiB.
+MAX_POINTS_PER_SIDE = 128
+MAX_POINTS_PER_BATCH = 1024
 SEMANTIC_SAM_PORT_VERSION = 1  # bump when the port's masks change (part of the proposal cache key)
 
 
 @feature_params("proposals")
 @dataclass(frozen=True)
 class ProposalParams:
-    backend: str = "mobile_sam"
+    backend: Backend = "mobile_sam"
     checkpoint: str | None = None
     model_type: str = "vit_t"
     encoder_size: Annotated[int, Field(ge=128, le=1024, multiple_of=64)] | None = None  # None: the preset's size
@@ -97,10 +117,14 @@ class ProposalParams:
                 raise ValueError(f"proposals.semantic_sam.precision must be one of {list(SEMANTIC_SAM_PRECISIONS)}")
         if self.threads_per_worker < 1:
             raise ValueError("proposals.threads_per_worker must be >= 1")
-        self.generator_settings()  # validates the merged values
+        known = known_model_types(self.backend)
+        if known is not None and self.model_type not in known:
+            raise ValueError(f"proposals.model_type must be one of {known} for {self.backend}, got {self.model_type!r}")
+        _check_prompts(self.generator_settings(), "proposals.generator")  # validates the merged values
 
     def generator_settings(self) -> GeneratorSettings:
-        return GeneratorSettings(**{**PRESETS[self.preset], **self.generator})
+        """The preset with the ``generator`` overrides, typed and finite (pydantic, like every section)."""
+        return from_section(GeneratorSettings, {**PRESETS[self.preset], **self.generator}, "proposals.generator")
 
     def effective_encoder_size(self) -> int:
         if self.encoder_size is not None:
@@ -118,7 +142,10 @@ class ProposalParams:
         settings = self.semantic_sam_settings()
         for key in ("device", "image_short_side", "precision"):
             settings.pop(key)
-        return SemanticSamGeneratorSettings(**{**settings, "level": tuple(settings["level"])})
+        merged = from_section(
+            SemanticSamGeneratorSettings, {**settings, "level": tuple(settings["level"])}, "proposals.semantic_sam"
+        )
+        return _check_prompts(merged, "proposals.semantic_sam")
 
     def model_settings(self) -> dict[str, Any]:
         """Everything that can change the masks (provenance and cache key); not cache_dir or threads."""
@@ -131,3 +158,12 @@ class ProposalParams:
             settings["generator"] = asdict(self.generator_settings())
             settings["generator_version"] = GENERATOR_VERSION
         return settings
+
+
+def _check_prompts(settings: Any, where: str) -> Any:
+    """``settings`` unless its prompt grid or batch passes the bounds above."""
+    if settings.points_per_side > MAX_POINTS_PER_SIDE:
+        raise ValueError(f"{where}.points_per_side must be <= {MAX_POINTS_PER_SIDE}, got {settings.points_per_side}")
+    if settings.points_per_batch > MAX_POINTS_PER_BATCH:
+        raise ValueError(f"{where}.points_per_batch must be <= {MAX_POINTS_PER_BATCH}, got {settings.points_per_batch}")
+    return settings

@@ -6,8 +6,13 @@ import argparse
 
 import yaml
 
-from pipeline.params import ParamsError
+from pipeline.params import ParamsError, Size2
+from stages.common import check_argument
 from train.predict import predict_video
+
+# Seconds per model call: the window's frames go through the model as one batch (60 s at 224x224 is
+# 9 MB of frames but several GB of activations for the larger models).
+MAX_WINDOW = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ParamsError(f"--threshold must be in (0, 1), got {args.threshold}")
-    if args.window < 1:
-        raise ParamsError(f"--window must be >= 1, got {args.window}")
+    if not 1 <= args.window <= MAX_WINDOW:
+        raise ParamsError(f"--window must be in 1..{MAX_WINDOW} seconds, got {args.window}")
+    if args.size is not None:
+        check_argument("--size", args.size, Size2)  # the bounds of train.size, before any work
     override = yaml.safe_load(args.proposals) if args.proposals else None
     if override is not None and not isinstance(override, dict):
         raise ParamsError(f"--proposals must be a YAML mapping, got {args.proposals!r}")

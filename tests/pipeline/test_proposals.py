@@ -173,7 +173,7 @@ def test_sam_backend_loads_a_random_small_vit(tmp_path, monkeypatch):
 
 
 def test_sam_backend_stops_clearly_without_checkpoint(tmp_path):
-    assert ProposalParams(backend="sam").effective_encoder_size() == 1024
+    assert ProposalParams(backend="sam", model_type="vit_b").effective_encoder_size() == 1024
     with pytest.raises(ProposalModelError, match="not found"):
         build_backend("sam", ProposalParams(backend="sam", model_type="vit_b", checkpoint=str(tmp_path / "sam.pth")))
     with pytest.raises(ProposalModelError, match="proposals.checkpoint"):

@@ -12,6 +12,7 @@ import yaml
 from stages.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
+INF, NAN = float("inf"), float("nan")
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 
 # (section path, bad value, stage to run, text the error must contain)
@@ -52,6 +53,36 @@ CASES = [
     ("manifest.datasets", [1, 2], "manifest", "manifest.datasets"),
     ("manifest.datasets.demo_s4.source", "youtube", "manifest", "youtube"),
     ("manifest.datasets.demo_s4.seconds", "five", "manifest", "manifest.datasets.demo_s4.seconds"),
+    # issue 23 item 5: values that validated but could not run
+    ("extract.frame_size", [8, 1000000], "extract", "extract.frame_size.1 must be <= 4096, got 1000000"),
+    ("extract.frame_size", [100000, 100000], "extract", "extract.frame_size.0 must be <= 4096"),
+    ("train.poly_power", INF, "train", "train.poly_power: input should be a finite number, got inf"),
+    ("train.poly_power", 100, "train", "train.poly_power must be <= 10"),
+    ("train.lr", INF, "train", "train.lr: input should be a finite number"),
+    ("train.weight_decay", INF, "train", "train.weight_decay: input should be a finite number"),
+    ("train.scale_range", [INF, INF], "train", "train.scale_range.0: input should be a finite number"),
+    ("train.scale_range", [0.5, 1000], "train", "train.scale_range.1 must be <= 8"),
+    ("train.size", [100000, 100000], "train", "train.size.0 must be <= 4096"),
+    ("train.split", "bogus", "train", "train.split: input should be 'train', 'val' or 'test'"),
+    ("train.datasets", ["../../x"], "train", "train.datasets.0"),
+    ("evaluate.size", [100000, 100000], "evaluate", "evaluate.size.0 must be <= 4096"),
+    ("evaluate.split", "bogus", "evaluate", "evaluate.split: input should be 'train', 'val' or 'test', got 'bogus'"),
+    ("evaluate.datasets", ["../../x"], "evaluate", "evaluate.datasets.0"),
+    ("proposals.model_type", "vit_zz", "proposals", "proposals.model_type must be one of ['vit_t'] for mobile_sam"),
+    (
+        "proposals.generator",
+        {"points_per_side": 100000},
+        "proposals",
+        "proposals.generator.points_per_side must be <= 128",
+    ),
+    (
+        "proposals.generator",
+        {"pred_iou_thresh": NAN},
+        "proposals",
+        "proposals.generator.pred_iou_thresh: input should be a finite",
+    ),
+    ("proposals.backend", "sam3", "proposals", "'mobile_sam', 'sam', 'semantic_sam' or 'precomputed', got 'sam3'"),
+    ("demo.s4_videos", [1000000000, 0, 0], "demo-data", "demo.s4_videos must total <= 10000 videos"),
 ]
 
 STAGE_ARGS = {
@@ -85,6 +116,7 @@ def test_bad_param_is_one_clear_line(tmp_path, capsys, dotted, value, stage, exp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and len(err[0]) <= 240, err
     assert expected in err[0], err[0]
+    assert not (tmp_path / "data").exists()  # nothing written before validation passes
 
 
 @pytest.mark.parametrize("dataset", ["../../x", "a/b", ".hidden", "x y"])

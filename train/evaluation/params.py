@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.params import NonNegativeInt, PositiveInt, Size2
+from pipeline.params import DatasetName, NonNegativeInt, PositiveInt, Size2, Split
 
 
 @dataclass
 class EvalParams:
     """``evaluate`` section of params.yaml."""
 
-    datasets: list[str] = field(default_factory=lambda: ["demo_s4"])  # each scored separately
-    split: str = "test"
+    datasets: list[DatasetName] = field(default_factory=lambda: ["demo_s4"])  # each scored separately
+    split: Split = "test"
     videos_per_batch: PositiveInt = 1  # 1: COMBO protocol; 4: AVSBench test.sh
     shuffle_audio: bool = True  # also score with audio shuffled across videos (audio-dependence check)
     # Negative audio (docs/report.md): the clip with audio in which its sounding object makes no sound;

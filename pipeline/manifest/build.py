@@ -1,0 +1,146 @@
+"""Building a manifest: list a source's rows, hash and probe each video, assign shards."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pipeline import media
+from pipeline.hashing import sha256_of_digests
+from pipeline.manifest.hash_cache import HashCache
+from pipeline.manifest.schema import (
+    MAX_SECONDS,
+    PROBED_COLUMNS,
+    ManifestError,
+    ManifestRow,
+    padding_limit,
+    probed_value_error,
+    shard_of,
+)
+from pipeline.manifest.sources import SourceParams, list_rows
+
+
+def source_identity(row: ManifestRow, hashes: HashCache) -> str:
+    """sha256 of the row's source video, or of its frame images' and wav's hashes in order ('' when the
+    video file is missing). Raises MediaError when a frame image is missing."""
+    if row.source_video:
+        path = Path(row.source_video)
+        return hashes.sha256(path) if path.is_file() else ""
+    missing = [p for p in row.frame_paths if not Path(p).is_file()]
+    if missing:
+        raise media.MediaError(f"{missing[0]}: frame image missing ({len(missing)} of {len(row.frame_paths)})")
+    parts = [hashes.sha256(Path(p)) for p in row.frame_paths]
+    if row.source_audio and Path(row.source_audio).is_file():
+        parts.append(hashes.sha256(Path(row.source_audio)))
+    return sha256_of_digests(parts)
+
+
+def verify_source(row: ManifestRow, hashes: HashCache) -> None:
+    """Raise ManifestError when the row's sources are no longer the files the manifest hashed (an edited or
+    replaced video): extracting them would store frames the recorded ``source_sha256`` does not describe.
+    Unchanged files cost a stat each (the cache is keyed on the file's stat)."""
+    if not row.source_sha256:
+        return
+    try:
+        now = source_identity(row, hashes)
+    except OSError as exc:
+        raise ManifestError(f"{row.source_video or row.source_audio}: cannot hash the source ({exc})") from None
+    if now != row.source_sha256:
+        where = row.source_video or row.source_frames.split(";")[0]
+        raise ManifestError(
+            f"{where}: source changed since the manifest was built (sha256 {now[:12] or 'of a missing file'}..., "
+            f"manifest {row.source_sha256[:12]}...): rerun `avs manifest`"
+        )
+
+
+def _probed_fields(row: ManifestRow, info: media.MediaInfo) -> None:
+    """Write the probe's values into the row, each checked against the manifest schema's bounds, and T
+    against the padding limit: a value that would make the manifest unreadable becomes the probe error."""
+    row.duration = f"{info.duration:.3f}" if info.duration is not None else ""
+    row.fps = f"{info.fps:g}" if info.fps else ""
+    row.audio_channels = str(info.audio_channels or "") if info.has_audio else ""
+    row.audio_rate = str(info.audio_rate or "") if info.has_audio else ""
+    if row.task == "raw" and row.num_seconds <= 0:
+        row.num_seconds = min(media.seconds_in(info), MAX_SECONDS)
+    source = row.source_video or row.source_audio
+    for name in PROBED_COLUMNS:
+        reason = probed_value_error(name, getattr(row, name))
+        if reason:
+            setattr(row, name, "")
+            raise media.MediaError(f"{source}: ffmpeg reports an unusable {name} ({reason})")
+    if row.duration and row.num_seconds > padding_limit(float(row.duration)):
+        raise media.MediaError(
+            f"{source}: T={row.num_seconds} s asked of a {row.duration} s source "
+            f"(at most {padding_limit(float(row.duration))}; the last frame would be repeated for the rest)"
+        )
+
+
+def _fill_media(row: ManifestRow, hashes: HashCache) -> ManifestRow:
+    """Hash the sources and probe the video (or the wav) of ``row``; unreadable files are noted, not raised."""
+    try:
+        row.source_sha256 = source_identity(row, hashes)
+        if row.source_video:
+            info = media.probe(Path(row.source_video))
+        else:
+            info = media.probe(row.source_audio) if row.source_audio and Path(row.source_audio).is_file() else None
+        if info is not None:
+            _probed_fields(row, info)
+    except (media.MediaError, OSError) as exc:
+        row.probe_error = str(exc)
+    if row.num_seconds <= 0:
+        row.num_seconds = 1
+    return row
+
+
+def build_manifest(
+    cfg: SourceParams,
+    num_shards: int,
+    hash_cache: Path | None = None,
+    threads: int = 4,
+    progress: bool = True,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[ManifestRow]:
+    """List, hash and probe every video of a dataset source; assign shards. Files a folder source
+    does not take are appended to ``skipped`` as (relative path, reason)."""
+    rows = list_rows(cfg, skipped)
+    seen: set[str] = set()
+    for row in rows:
+        if row.video_id in seen:
+            raise ManifestError(f"{cfg.root}: video id {row.video_id!r} appears twice")
+        seen.add(row.video_id)
+        row.shard = shard_of(row.video_id, num_shards)
+    hashes = HashCache(hash_cache)
+    from tqdm.auto import tqdm
+
+    # Probing is one short ffmpeg process per file: threads overlap the process start-up.
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        rows = list(
+            tqdm(
+                pool.map(lambda r: _fill_media(r, hashes), rows),
+                total=len(rows),
+                desc=f"manifest {cfg.root}",
+                unit="video",
+                disable=not progress,
+            )
+        )
+    hashes.save()
+    return rows
+
+
+def _reason_only(row: ManifestRow) -> str:
+    """The probe error without the file name, so errors of different videos can be counted together."""
+    error = row.probe_error
+    for path in (row.source_video, row.source_audio, *row.frame_paths):
+        if path and error.startswith(f"{path}: "):
+            return error[len(path) + 2 :]
+    return error
+
+
+def unreadable_summary(rows: list[ManifestRow]) -> tuple[int, str]:
+    """(number of unreadable rows, the most common reason with its count)."""
+    bad = [r for r in rows if r.probe_error]
+    if not bad:
+        return 0, ""
+    reason, count = Counter(_reason_only(r) for r in bad).most_common(1)[0]
+    return len(bad), f"{reason} ({count} of {len(bad)})"
