@@ -1,4 +1,5 @@
-"""sha256 of files: the one implementation (provenance of weights, identities of source videos)."""
+"""sha256 of files and arrays: the one implementation (provenance of weights, identities of source
+videos, integrity of cached and sharded arrays). tests/test_one_sha256.py keeps file hashing here."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ def sha256_of_file(path: str | Path) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(BLOCK), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of_arrays(*arrays) -> str:
+    """Hex sha256 of numpy arrays in order, each as its dtype (``dtype.str``), shape and C-order bytes."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{list(array.shape)}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.hashing import sha256_of_arrays
 from pipeline.proposals.backends import ProposalBackend
 from pipeline.proposals.maskige import encode_maskige
 
@@ -83,12 +84,7 @@ def cache_key(content_hash: str, backend: str, checkpoint_sha256: str, settings:
 def arrays_sha256(result: VideoProposals) -> str:
     """sha256 of a result's three arrays (dtype, shape and bytes each): written with a cache entry and
     checked when it is read, so an entry edited on disk is never served."""
-    digest = hashlib.sha256()
-    for array in (result.maskige, result.mask_counts, result.dropped):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype.str}{list(array.shape)}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+    return sha256_of_arrays(result.maskige, result.mask_counts, result.dropped)
 
 
 def entry_problem(result: VideoProposals, frames_shape: tuple[int, ...]) -> str:

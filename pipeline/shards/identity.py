@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pipeline.hashing import sha256_of_arrays
+
 ARRAY_DIGESTS = "array_digests"  # video attribute: {array key: digest}
 CONTENT_DIGEST = "content_digest"  # video attribute: digest over the video's array digests
 SOURCE_DIGEST = "source_digest"  # video attribute of a derived shard: the source video's content_digest
@@ -25,10 +27,7 @@ SOURCE_DIGEST = "source_digest"  # video attribute of a derived shard: the sourc
 
 def array_digest(array: np.ndarray) -> str:
     """sha256 (hex) of an array's dtype, shape and bytes in C order."""
-    array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()
+    return sha256_of_arrays(array)
 
 
 def content_digest(array_digests: Mapping[str, str]) -> str:

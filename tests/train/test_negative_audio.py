@@ -19,6 +19,7 @@ from pipeline.extraction import ExtractParams
 from pipeline.feature_record import record_attrs
 from pipeline.params import DaskParams
 from pipeline.shards import ShardReader, ShardWriter, shard_file
+from pipeline.shards.identity import CONTENT_DIGEST, SOURCE_DIGEST
 from train.data import ClipDataset, ClipSource
 from train.evaluation import EvalParams, evaluate
 from train.evaluation.negative_audio import (
@@ -187,11 +188,14 @@ def test_offscreen_donors_avoid_their_own_category_when_possible():
 def test_an_encoder_that_cannot_be_rebuilt_skips_silence_and_noise(tmp_path, capsys):
     """VGGish whose checkpoint is not on this machine: one line, the reason recorded, the rest scored."""
     root = tmp_path / "vggish"
-    write_extract(root)
+    extract = write_extract(root)
     record = record_attrs("audio", AudioParams(encoder="vggish", checkpoint="vggish-10086976.pth"))
+    with ShardReader(extract) as made:
+        digests = {vid: made.video_attrs(vid)[CONTENT_DIGEST] for vid in made.video_ids()}
     with ShardWriter(shard_file(root, "neg", "audio", 0), kind="audio", params_hash="t", attrs=record) as writer:
         for video_id, _, _ in VIDEOS:
-            writer.write_video(video_id, {"embeddings": np.zeros((T, 128), np.float32)}, {"num_seconds": T})
+            made_from = {"num_seconds": T, SOURCE_DIGEST: digests[video_id]}  # as the audio stage binds it
+            writer.write_video(video_id, {"embeddings": np.zeros((T, 128), np.float32)}, made_from)
     measures = negative_measures(AudioGatedModel(silence=None), root)
     for condition in ("silence", "noise"):
         assert "audio encoder 'vggish' cannot be rebuilt" in measures[condition]["skipped"]
