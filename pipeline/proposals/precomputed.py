@@ -113,7 +113,7 @@ def _codes(rgb: np.ndarray) -> np.ndarray:
 def _palette_indices(img, path: Path, palette: np.ndarray) -> np.ndarray:
     """Index map [h,w] of a palette PNG (its palette must start with ADE20K's rows); indices the PNG's
     palette lacks (COMBO's labels >= 150) become :data:`BEYOND`."""
-    stored = np.frombuffer(img.palette.tobytes(), np.uint8).reshape(-1, 3)
+    stored = np.asarray(img.getpalette("RGB") or [], np.uint8).reshape(-1, 3)  # RGB rows whatever the mode
     if stored.shape[0] < len(palette) or not np.array_equal(stored[: len(palette)], palette):
         raise PrecomputedError(f"{path}: palette is not the ADE20K palette COMBO writes")
     index = np.asarray(img).astype(np.int64)

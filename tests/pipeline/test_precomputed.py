@@ -37,7 +37,7 @@ from pipeline.params import ParamsError, from_section
 from pipeline.proposals import build_backend, list_backends
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.palette import ade20k_palette
-from pipeline.proposals.precomputed import FrameGeometry, PrecomputedError, read_maskige
+from pipeline.proposals.precomputed import FrameGeometry, PrecomputedError, maskige_tree, read_maskige
 from pipeline.proposals.sources import ComboMaskigeTree, ComputedMaskiges, ProposalStageParams, maskige_source
 from pipeline.shards import ShardReader
 from stages.cli import main
@@ -238,6 +238,18 @@ def test_labels_beyond_the_palette_read_as_combo_reads_them(dag):
     for dataset, video in (("s4", "dog_barking/aaa_0"), ("avss", "v1m/u3m")):
         rows = _warnings(tmp, dataset)
         assert [r["video_id"] for r in rows] == [video] and "beyond the 150-row palette" in rows[0]["reason"]
+
+
+def test_any_folder_above_a_tree_names_it(dag):
+    """COMBO's AVS_dataset/ root, the release-like folders and the tree itself all find the same tree."""
+    tmp, _, trees = dag
+    root = tmp / "AVS_dataset"
+    for task, tree in trees.items():
+        assert maskige_tree(root, task) == tree and maskige_tree(tree, task) == tree
+    assert maskige_tree(root / "AVSBench_object" / "Single-source", "s4") == trees["s4"]
+    assert maskige_tree(root / "AVSBench_semantic", "avss") == trees["avss"]
+    with pytest.raises(PrecomputedError, match="not task 'raw'"):
+        maskige_tree(root, "raw")
 
 
 def test_bad_maskiges_fail_their_video_with_the_file_named(dag, tmp_path):
