@@ -33,11 +33,18 @@ from PIL import Image
 from test_release_trees import AVSS_VIDEOS, MS3_VIDEOS, S4_VIDEOS, build_avss, build_ms3, build_s4
 
 from pipeline.failures import read_failures
+from pipeline.feature_record import read_record
 from pipeline.params import ParamsError, from_section
 from pipeline.proposals import build_backend, list_backends
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.palette import ade20k_palette
-from pipeline.proposals.precomputed import FrameGeometry, PrecomputedError, maskige_tree, read_maskige
+from pipeline.proposals.precomputed import (
+    FrameGeometry,
+    PrecomputedError,
+    combo_recipe,
+    maskige_tree,
+    read_maskige,
+)
 from pipeline.proposals.sources import ComboMaskigeTree, ComputedMaskiges, ProposalStageParams, maskige_source
 from pipeline.shards import ShardReader
 from stages.cli import main
@@ -165,7 +172,9 @@ def _shards(tmp: Path, dataset: str) -> dict[str, dict[str, np.ndarray]]:
     found = {}
     for shard in (0, 1):
         with ShardReader(tmp / "data" / dataset / "proposals" / f"shard-{shard}.h5") as reader:
-            assert reader.file_attrs()["backend"] == "combo_pre_sam_mask"
+            attrs = reader.file_attrs()
+            assert attrs["backend"] == "combo_pre_sam_mask" and attrs["dataset"] == dataset
+            assert read_record("proposals", attrs["proposals_params"], dataset) == combo_recipe()  # COMBO's recipe
             for video_id in reader.video_ids():
                 found[video_id] = {k: reader.read(video_id, k) for k in ("maskige", "mask_counts", "dropped_masks")}
     return found
