@@ -1,13 +1,16 @@
-"""``avs proposals``: class-agnostic masks -> maskige [T,H,W,3] of one extraction shard (HDF5)."""
+"""``avs proposals``: one dataset's maskiges [T,H,W,3] per extraction shard (HDF5), from the dataset's
+maskige source (a SAM-family backend, or COMBO's ``pre_SAM_mask`` tree: ``proposals.maskige_trees``)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.precomputed import NAME as PRECOMPUTED
-from pipeline.proposals.precomputed import precomputed_shard
-from pipeline.proposals.shard import KIND, propose_shard
+from pipeline.manifest import shard_slice_file
+from pipeline.params import ParamsError
+from pipeline.proposals.shard import KIND
+from pipeline.proposals.sources import ProposalStageParams, maskige_source
+from pipeline.shards import shard_file
 from stages.common import StageContext, add_feature_stage, finish
 
 SOURCE_KIND = "extract"
@@ -16,21 +19,43 @@ SOURCE_KIND = "extract"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_stage(parser, SOURCE_KIND, KIND)
     parser.add_argument("--cache-dir", help="per-video result cache (overrides proposals.cache_dir; '' disables)")
+    parser.add_argument(
+        "--all-shards", action="store_true", help="every shard of data.shards (with --dataset; no --shard/--in/--out)"
+    )
+
+
+def _shards(ctx: StageContext) -> list[tuple[int | None, Path, Path]]:
+    """(shard id or None, extraction shard, proposals shard) of each shard this run writes."""
+    args = ctx.args
+    if not args.all_shards:
+        return [(args.shard, *ctx.shard_io(SOURCE_KIND, KIND))]
+    if args.dataset is None or args.shard is not None or args.in_path or args.out:
+        raise ParamsError("--all-shards takes --dataset and no --shard, --in or --out")
+    found = []
+    for shard in sorted(ctx.data.shards):
+        in_path = shard_file(ctx.data_root, args.dataset, SOURCE_KIND, shard)
+        if not in_path.is_file():
+            raise ParamsError(f"{in_path}: {SOURCE_KIND} shard not found (run `avs {SOURCE_KIND}` first)")
+        found.append((shard, in_path, shard_file(ctx.data_root, args.dataset, KIND, shard)))
+    return found
+
+
+def _manifest_slice(ctx: StageContext, shard: int | None) -> Path | None:
+    """The shard's manifest slice (how its frames were made), or None when run on bare --in/--out files."""
+    if ctx.args.dataset is None or shard is None or (ctx.args.in_path and ctx.args.out):
+        return None
+    return shard_slice_file(ctx.data_root, ctx.args.dataset, shard)
 
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    params = ctx.section(ProposalParams, "proposals", cache_dir=args.cache_dir)
-    dask_cfg = ctx.dask()
-    in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
-    if params.backend == PRECOMPUTED:  # COMBO's published maskige PNGs: read, not computed
-        failures, hits = (
-            precomputed_shard(in_path, out_path, params, dataset=args.dataset or "", progress=ctx.progress),
-            0,
+    params = ctx.section(ProposalStageParams, "proposals", cache_dir=args.cache_dir)
+    source = maskige_source(params, args.dataset or "", ctx.dask())
+    status = 0
+    for shard, in_path, out_path in _shards(ctx):
+        failures, hits = source.write_shard(
+            in_path, out_path, dataset=args.dataset or "", manifest=_manifest_slice(ctx, shard), progress=ctx.progress
         )
-    else:
-        failures, hits = propose_shard(
-            in_path, out_path, params, dask_cfg, dataset=args.dataset or "", progress=ctx.progress
-        )
-    print(f"proposals {out_path}: backend {params.backend}, {hits} from cache, {len(failures.errors)} failed")
-    return finish(failures, out_path, strict=args.strict, what=f"proposals {out_path}")
+        print(f"proposals {out_path}: {source.label}, {hits} from cache, {len(failures.errors)} failed")
+        status = max(status, finish(failures, out_path, strict=args.strict, what=f"proposals {out_path}"))
+    return status

@@ -192,12 +192,3 @@ def _is_file(path: str) -> bool:
 @register_backend("semantic_sam")
 def _build_semantic_sam_backend(params: ProposalParams) -> ProposalBackend:
     return SemanticSamBackend(params)
-
-
-@register_backend("precomputed")
-def _build_precomputed_backend(params: ProposalParams) -> ProposalBackend:
-    # COMBO's published maskige PNGs, read per video by precomputed.precomputed_shard (imported here
-    # lazily: that module imports the shard machinery).
-    from pipeline.proposals.precomputed import PrecomputedBackend
-
-    return PrecomputedBackend(params)

@@ -1,70 +1,96 @@
-"""COMBO's published maskiges as a proposal backend (``proposals.backend: precomputed``).
+"""COMBO's published maskiges (``pre_SAM_mask`` PNG trees) as a maskige source of one dataset.
 
 COMBO (yannqi/COMBO-AVS) publishes the maskiges of S4, MS3 and AVSS as PNG trees. Its
-``avs_tools/pre_mask2rgb`` scripts write one palette PNG per frame (label map resized NEAREST
-to 224x224, ``putpalette`` with the 150-row ADE20K palette) and its dataset registration reads
-them at (``{frame}`` = the frame file's name without extension)::
+``avs_tools/pre_mask2rgb`` scripts write one palette PNG per frame (label map = 1 + area rank of
+the smallest covering mask, 0 uncovered, ``putpalette`` with the 150-row ADE20K palette; S4 and MS3
+resized NEAREST to 224x224, AVSS at the frame's own size under ``frames/``), and its dataset
+registration reads them at (``{frame}`` = the frame file's name without extension)::
 
-    Single-source/s4_data/pre_SAM_mask/{split}/{category}/{name}/{name}_{k}_mask_color.png    k = 1..5
-    Multi-sources/ms3_data/pre_SAM_mask/{video}/{video}.mp4_{k}_mask_color.png                k = 1..5
+    s4_data/pre_SAM_mask/{split}/{category}/{name}/{name}_{k}_mask_color.png      k = 1..5
+    ms3_data/pre_SAM_mask/{video}/{video}.mp4_{k}_mask_color.png                  k = 1..5
     AVSBench_semantic/pre_SAM_mask/AVSBench_semantic/{label}/{uid}/processed_frames/{i}_mask_color.png
 
-(``mask_precess_ss.py`` writes AVSS under ``frames/`` while the registration reads
-``processed_frames/``: both are accepted, ``processed_frames`` first.)
+AVSS comes in two forms: ``frames/{i}_mask_color.png`` (``mask_precess_ss.py``: palette PNGs at the
+frame's own size, e.g. 320x240) and ``processed_frames/`` (``process_avssimg2fixsize.py``: those
+converted to RGB and brought to 224x224 NEAREST, train frames by short side + centre crop, others
+stretched). ``processed_frames`` is read first. A frame-size maskige is fitted to the extracted frame
+the way that script fits it (and the way the extraction fitted the frame: :func:`pipeline.labels.fit_image`).
 
-``proposals.checkpoint`` names the tree: the release folder (``Single-source``, ``Multi-sources``,
-``AVSBench_semantic``), its ``s4_data`` / ``ms3_data``, or the ``pre_SAM_mask`` folder itself.
-Every maskige is checked: palette rows equal ADE20K's, indices inside the 150 rows, size 224x224
-or the extracted frame size (then resized NEAREST to the frame size). A missing or bad frame
-fails its video (listed in the failures file); the others are written.
+Labels beyond the palette (COMBO's uint8 label maps reach 255; the palette has 150 rows) are read the
+way COMBO's loader reads them (detectron2 ``read_image`` = PIL ``convert("RGB")``): palette entries the
+PNG does not have are black (0, 0, 0); an RGB maskige may therefore show black. They are kept, counted
+in ``dropped_masks`` and reported as one warning per video. Any other colour, a palette that is not
+ADE20K's, or a size that is neither 224x224 nor the frame's own fails the video (one failures row naming
+the file); the other videos are written.
 
 Output: the proposals shard of :mod:`pipeline.proposals.shard` (``maskige`` uint8 [T,H,W,3],
-``mask_counts`` int32 [T] = labels present per frame, ``dropped_masks`` int32 [T] = 0), so
-training reads it like any other backend's.
+``mask_counts`` int32 [T] = labels shown per frame, ``dropped_masks`` int32 [T] = labels beyond the
+palette per frame), so training reads it like computed maskiges.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 
 from pipeline.failures import FailureLog
-from pipeline.feature_record import record_attrs
-from pipeline.params import params_hash
-from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION
+from pipeline.labels import fit_image
+from pipeline.manifest import ManifestRow, read_manifest
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
+from pipeline.proposals.shard import KIND, shard_hash, shard_provenance
 from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
 
-NAME = "precomputed"
+NAME = "combo_pre_sam_mask"
+READER_VERSION = 2  # bump when what is read from a tree changes (part of the shard's params hash)
 SUFFIX = "_mask_color.png"
-COMBO_SIZE = (224, 224)
-KIND = "proposals"
+COMBO_SIZE = (224, 224)  # (H, W) of COMBO's S4 / MS3 / processed_frames maskiges
+BEYOND = 150  # index of "a label beyond the palette" in the decoded index maps (black, as PIL shows it)
+BLACK = (0, 0, 0)
+
+# Where COMBO's trees sit under the folders a user may name (deepest first): COMBO's AVS_dataset/ root
+# (also the layout its pre_mask2rgb scripts write under their --save_dir), the release folder, its data folder.
+_TREE_CANDIDATES = {
+    "s4": (
+        "AVSBench_object/Single-source/s4_data/pre_SAM_mask",
+        "Single-source/s4_data/pre_SAM_mask",
+        "s4_data/pre_SAM_mask",
+        "pre_SAM_mask",
+    ),
+    "ms3": (
+        "AVSBench_object/Multi-sources/ms3_data/pre_SAM_mask",
+        "Multi-sources/ms3_data/pre_SAM_mask",
+        "ms3_data/pre_SAM_mask",
+        "pre_SAM_mask",
+    ),
+    "avss": ("AVSBench_semantic/pre_SAM_mask/AVSBench_semantic", "pre_SAM_mask/AVSBench_semantic", "AVSBench_semantic"),
+}
 
 
 class PrecomputedError(ValueError):
     """A maskige file is missing or not one COMBO's scripts write; the message names the file."""
 
 
+def combo_recipe() -> ProposalParams:
+    """The feature record of COMBO's maskiges: Semantic-SAM SwinL with COMBO's generator settings (the
+    ``semantic_sam`` defaults), so that ``avs predict`` can make the same kind of maskige for a new video."""
+    return ProposalParams(backend="semantic_sam", model_type="L", cache_dir="")
+
+
 def maskige_tree(root: str | Path, task: str) -> Path:
-    """The ``pre_SAM_mask`` folder for ``task`` (s4, ms3, avss) under any accepted root."""
+    """The folder holding ``task``'s (s4, ms3, avss) maskiges under any accepted root."""
     root = Path(root)
-    candidates = {
-        "s4": [root / "s4_data" / "pre_SAM_mask", root / "pre_SAM_mask", root],
-        "ms3": [root / "ms3_data" / "pre_SAM_mask", root / "pre_SAM_mask", root],
-        "avss": [root / "pre_SAM_mask" / "AVSBench_semantic", root / "AVSBench_semantic", root],
-    }.get(task)
-    if candidates is None:
-        raise PrecomputedError(f"precomputed maskiges exist for AVSBench s4, ms3 and avss videos, not task {task!r}")
-    return next((c for c in candidates if c.is_dir()), candidates[-1])
+    if task not in _TREE_CANDIDATES:
+        raise PrecomputedError(f"COMBO's maskiges exist for AVSBench s4, ms3 and avss videos, not task {task!r}")
+    return next((root / c for c in _TREE_CANDIDATES[task] if (root / c).is_dir()), root)
 
 
 def maskige_paths(tree: Path, task: str, video_id: str, split: str, num_frames: int) -> list[Path]:
     """The maskige file of each frame of a video (manifest id: S4 ``category/name``, MS3 ``video``,
-    AVSS ``label/uid``), as COMBO's registration names them."""
+    AVSS ``label/uid``), as COMBO's registration (AVSS ``frames/`` form: ``mask_precess_ss.py``) names them."""
     parts = PurePosixPath(video_id).parts
     if task == "s4":
         category, name = parts
@@ -79,138 +105,187 @@ def maskige_paths(tree: Path, task: str, video_id: str, split: str, num_frames: 
     return [folder / f"{i}{SUFFIX}" for i in range(num_frames)]
 
 
+def _codes(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
 def _palette_indices(img, path: Path, palette: np.ndarray) -> np.ndarray:
-    """Label indices [H,W] of a palette PNG, checking that its palette is ADE20K's (as COMBO writes)."""
-    stored = np.frombuffer(img.palette.tobytes(), np.uint8).reshape(-1, 3)
+    """Index map [h,w] of a palette PNG (its palette must start with ADE20K's rows); indices the PNG's
+    palette lacks (COMBO's labels >= 150) become :data:`BEYOND`."""
+    stored = np.asarray(img.getpalette("RGB") or [], np.uint8).reshape(-1, 3)  # RGB rows whatever the mode
     if stored.shape[0] < len(palette) or not np.array_equal(stored[: len(palette)], palette):
         raise PrecomputedError(f"{path}: palette is not the ADE20K palette COMBO writes")
-    index = np.asarray(img)
-    if int(index.max()) >= len(palette):
-        raise PrecomputedError(f"{path}: label {int(index.max())} beyond the {len(palette)}-row palette")
-    return index
+    index = np.asarray(img).astype(np.int64)
+    beyond = index >= len(palette)
+    if beyond.any() and np.any(stored[len(palette) :] != 0):
+        raise PrecomputedError(f"{path}: palette has non-black rows beyond ADE20K's {len(palette)}")
+    return np.where(beyond, BEYOND, index)
 
 
 def _rgb_indices(rgb: np.ndarray, path: Path, palette: np.ndarray) -> np.ndarray:
-    """Label indices [H,W] of an RGB maskige (a converted copy); every colour must be a palette row."""
-    codes = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
-    flat = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniques, inverse = np.unique(flat, return_inverse=True)
-    rows = {int(c): k for k, c in enumerate(codes)}
+    """Index map [h,w] of an RGB maskige (``processed_frames``): each colour a palette row, or black
+    (labels beyond the palette, as ``process_avssimg2fixsize.py``'s ``convert("RGB")`` wrote them)."""
+    rows = {int(c): k for k, c in enumerate(_codes(palette))}
+    rows[0] = BEYOND  # black: no ADE20K row is black
+    uniques, inverse = np.unique(_codes(rgb), return_inverse=True)
     missing = [int(u) for u in uniques if int(u) not in rows]
     if missing:
         colour = ((missing[0] >> 16) & 255, (missing[0] >> 8) & 255, missing[0] & 255)
         raise PrecomputedError(f"{path}: colour {colour} is not in the ADE20K palette")
-    return np.array([rows[int(u)] for u in uniques], np.int64)[inverse].reshape(flat.shape)
+    return np.array([rows[int(u)] for u in uniques], np.int64)[inverse].reshape(rgb.shape[:2])
 
 
-def read_maskige(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """One maskige as uint8 [H,W,3] at ``size`` (H, W) and the number of mask labels it shows."""
+def _decode(path: Path, palette: np.ndarray) -> np.ndarray:
+    """The index map [h,w] (0..149, or BEYOND) of one maskige file."""
     from PIL import Image
 
     if not path.is_file():
         raise PrecomputedError(f"{path}: maskige missing")
-    palette = ade20k_palette()
     try:
         with Image.open(path) as img:
             img.load()
             if img.mode == "P":
-                index = _palette_indices(img, path, palette)
-            else:
-                index = _rgb_indices(np.asarray(img.convert("RGB")), path, palette)
+                return _palette_indices(img, path, palette)
+            return _rgb_indices(np.asarray(img.convert("RGB")), path, palette)
     except OSError as exc:
         raise PrecomputedError(f"{path}: unreadable maskige ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How a maskige reaches the extracted frame: ``size`` (H, W) of the frame, ``fit`` (stretch | crop) the
+    extraction used, and ``source_size`` (H, W) of the frame image it came from (None: unknown)."""
+
+    size: tuple[int, int]
+    fit: str = "stretch"
+    source_size: tuple[int, int] | None = None
+
+
+def _fit(index: np.ndarray, path: Path, geometry: FrameGeometry) -> np.ndarray:
+    """``index`` [h,w] at the frame size: as is, stretched from COMBO's 224x224, or (a frame-size
+    maskige) fitted like the frame itself, NEAREST."""
+    from PIL import Image
+
     shape = tuple(index.shape)
-    if shape not in (tuple(size), COMBO_SIZE):
+    if shape == tuple(geometry.size):
+        return index
+    if shape == COMBO_SIZE:
+        return nearest_resize(index, tuple(geometry.size))
+    if geometry.source_size is not None and shape != tuple(geometry.source_size):
+        h, w = geometry.source_size
         raise PrecomputedError(
-            f"{path}: size {shape[1]}x{shape[0]}, expected {COMBO_SIZE[1]}x{COMBO_SIZE[0]} "
-            f"or the frame size {size[1]}x{size[0]}"
+            f"{path}: size {shape[1]}x{shape[0]}, expected {COMBO_SIZE[1]}x{COMBO_SIZE[0]} (COMBO's) "
+            f"or the frame's own {w}x{h}"
         )
-    if shape != tuple(size):
-        index = nearest_resize(index, tuple(size))
-    labels_present = int(np.count_nonzero(np.bincount(index.ravel())[1:]))
-    return palette[index], labels_present
+    fitted = fit_image(Image.fromarray(index.astype(np.uint8)), geometry.size, geometry.fit, is_label=True)
+    return np.asarray(fitted).astype(np.int64)
+
+
+def read_maskige(path: Path, geometry: FrameGeometry) -> tuple[np.ndarray, int, int, int]:
+    """One maskige: (uint8 [H,W,3] at the frame size, labels shown, labels beyond the palette shown,
+    pixels of those)."""
+    palette = ade20k_palette()
+    index = _fit(_decode(path, palette), path, geometry)
+    colours = np.concatenate([palette, np.array([BLACK], np.uint8)])
+    present = np.flatnonzero(np.bincount(index.ravel(), minlength=BEYOND + 1))
+    beyond_pixels = int(np.count_nonzero(index == BEYOND))
+    return colours[index], int(np.count_nonzero(present)), int(beyond_pixels > 0), beyond_pixels
+
+
+def geometry_for(row: ManifestRow | None, split: str, size: tuple[int, int]) -> FrameGeometry:
+    """The extraction's geometry for a video: its manifest row's fit (frame images: ``frame_fit``; a source
+    video is stretched) and frame image size; without a row, COMBO's rule (train cropped, others stretched)."""
+    if row is None:
+        return FrameGeometry(size, "crop" if split == "train" else "stretch")
+    if row.source_video or not row.frame_paths:
+        return FrameGeometry(size, "stretch")
+    return FrameGeometry(size, row.frame_fit, _image_size(Path(row.frame_paths[0])))
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except OSError:
+        return None  # the extraction read it; a frame image gone since is no reason to refuse its maskige
 
 
 def read_video(
-    tree: Path, task: str, video_id: str, split: str, size: tuple[int, int], num_frames: int
-) -> dict[str, np.ndarray]:
-    """The proposals-shard arrays of one video; the first missing or bad frame raises."""
-    maskiges, counts = [], []
+    tree: Path, task: str, video_id: str, split: str, geometry: FrameGeometry, num_frames: int
+) -> tuple[dict[str, np.ndarray], int]:
+    """The proposals-shard arrays of one video and its pixels beyond the palette; the first bad frame raises."""
+    maskiges, counts, dropped, beyond = [], [], [], 0
     for path in maskige_paths(tree, task, video_id, split, num_frames):
-        maskige, count = read_maskige(path, size)
+        maskige, count, beyond_labels, beyond_pixels = read_maskige(path, geometry)
         maskiges.append(maskige)
         counts.append(count)
-    return {
+        dropped.append(beyond_labels)
+        beyond += beyond_pixels
+    arrays = {
         "maskige": np.stack(maskiges),
         "mask_counts": np.asarray(counts, np.int32),
-        "dropped_masks": np.zeros(num_frames, np.int32),
+        "dropped_masks": np.asarray(dropped, np.int32),
     }
+    return arrays, beyond
 
 
-class PrecomputedBackend:
-    """Registry entry: maskiges are read per video (:func:`precomputed_shard`), not computed per frame."""
+@dataclass(frozen=True)
+class ComboMaskigeTree:
+    """Maskige source: one dataset's COMBO ``pre_SAM_mask`` tree (``proposals.maskige_trees``)."""
 
-    name = NAME
-    checkpoint_sha256 = ""
+    root: str
 
-    def __init__(self, params: ProposalParams) -> None:
-        if not params.checkpoint:
-            raise PrecomputedError(
-                "proposals.backend precomputed: set proposals.checkpoint to COMBO's maskige tree "
-                "(the release folder or its pre_SAM_mask folder)"
+    @property
+    def label(self) -> str:
+        return f"COMBO maskiges {self.root}"
+
+    def write_shard(
+        self,
+        extract_path: Path,
+        out_path: Path,
+        *,
+        dataset: str = "",
+        manifest: Path | None = None,
+        progress: bool = True,
+    ) -> tuple[FailureLog, int]:
+        """Write the proposals shard of every video of an extraction shard; (failures, 0 cache hits).
+        ``manifest``: the shard's manifest slice, which says how each video's frames were fitted."""
+        from tqdm.auto import tqdm
+
+        if not Path(self.root).is_dir():
+            raise PrecomputedError(f"{self.root}: COMBO maskige tree not found (proposals.maskige_trees)")
+        rows = read_manifest(manifest) if manifest is not None and Path(manifest).is_file() else []
+        by_id = {row.video_id: row for row in rows}
+        failures = FailureLog(stage=KIND)
+        settings = {"source": NAME, "reader_version": READER_VERSION}
+        attrs = shard_provenance(dataset, NAME, self.root, "", combo_recipe(), settings, extract_path)
+        with (
+            ShardReader(extract_path) as reader,
+            ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs) as writer,
+        ):
+            for video_id in tqdm(reader.video_ids(), desc=f"maskiges {out_path.stem}", disable=not progress):
+                self._write_video(reader, writer, video_id, by_id.get(video_id), failures)
+        return failures, 0
+
+    def _write_video(self, reader, writer, video_id: str, row: ManifestRow | None, failures: FailureLog) -> None:
+        attrs = reader.video_attrs(video_id)
+        task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
+        frames = reader.read(video_id, "frames")
+        geometry = geometry_for(row, split, tuple(frames.shape[1:3]))
+        try:
+            arrays, beyond = read_video(maskige_tree(self.root, task), task, video_id, split, geometry, frames.shape[0])
+        except (PrecomputedError, ValueError) as exc:
+            failures.add(video_id, str(exc), source=self.root)
+            return
+        if beyond:
+            failures.warn(
+                video_id,
+                f"{beyond} maskige pixel(s) of labels beyond the {BEYOND}-row palette read as black, "
+                "as COMBO's loader reads them",
+                source=self.root,
             )
-        self.checkpoint = str(params.checkpoint)
-
-    def propose(self, frame: np.ndarray):
-        raise PrecomputedError(
-            "the precomputed backend reads COMBO's maskige files per video; it cannot propose masks for a bare frame"
-        )
-
-
-def _provenance(params: ProposalParams, dataset: str, extract_path: Path) -> dict[str, Any]:
-    """The proposals shard's file attributes, with the typed ``proposals_params`` record training copies."""
-    return {
-        "dataset": dataset,
-        "backend": NAME,
-        "checkpoint": str(params.checkpoint),
-        "checkpoint_sha256": "",
-        **record_attrs(KIND, params),
-        "proposal_settings": {"backend": NAME},
-        "maskige_format": MASKIGE_FORMAT_VERSION,
-        "source_shard": str(extract_path),
-    }
-
-
-def precomputed_shard(
-    extract_path: Path, out_path: Path, params: ProposalParams, dataset: str = "", progress: bool = True
-) -> FailureLog:
-    """Write the proposals shard of every video of an extraction shard from COMBO's maskige PNGs."""
-    from tqdm.auto import tqdm
-
-    root = PrecomputedBackend(params).checkpoint
-    failures = FailureLog(stage=KIND)
-    shard_hash = params_hash({"backend": NAME, "format": MASKIGE_FORMAT_VERSION})
-    with (
-        ShardReader(extract_path) as reader,
-        ShardWriter(
-            out_path, kind=KIND, params_hash=shard_hash, attrs=_provenance(params, dataset, extract_path)
-        ) as writer,
-    ):
-        for video_id in tqdm(reader.video_ids(), desc=f"maskiges {out_path.stem}", disable=not progress):
-            attrs = reader.video_attrs(video_id)
-            frames = reader.read(video_id, "frames")
-            try:
-                arrays = read_video(
-                    maskige_tree(root, attrs.get("task", "")),
-                    attrs.get("task", ""),
-                    video_id,
-                    attrs.get("split", ""),
-                    frames.shape[1:3],
-                    frames.shape[0],
-                )
-            except (PrecomputedError, ValueError) as exc:
-                failures.add(video_id, str(exc), source=root)
-                continue
-            made_from = {SOURCE_DIGEST: attrs.get(CONTENT_DIGEST, "")}  # the frames these maskiges are paired with
-            writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames.shape[0]), **made_from})
-    return failures
+        made_from = {SOURCE_DIGEST: attrs.get(CONTENT_DIGEST, "")}  # the frames these maskiges are paired with
+        writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames.shape[0]), **made_from})

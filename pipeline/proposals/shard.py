@@ -7,7 +7,8 @@ manifest order. A video that fails (bad frames, model error) goes to the failure
 
 Output per video: ``maskige`` uint8 [T,H,W,3] (gzip, one chunk per frame), ``mask_counts``
 int32 [T] (masks per frame), ``dropped_masks`` int32 [T] (masks beyond the palette); file
-attributes carry the backend, checkpoint path and sha256, and every proposal setting.
+attributes carry the backend, checkpoint path and sha256, and every proposal setting
+(:func:`shard_provenance`, the one writer of them for every maskige source).
 """
 
 from __future__ import annotations
@@ -31,6 +32,35 @@ from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWri
 
 KIND = "proposals"
 FRAMES_KEY = "frames"
+
+
+def shard_provenance(
+    dataset: str,
+    source: str,
+    checkpoint: str,
+    checkpoint_sha256: str,
+    record: ProposalParams,
+    settings: dict[str, Any],
+    extract_path: Path,
+) -> dict[str, Any]:
+    """A proposals shard's file attributes: where its maskiges came from (``source``: a backend name or a
+    tree reader), the typed ``proposals_params`` record training copies (``record``: the settings that
+    make such maskiges), what changes the masks (``settings``) and the extraction shard read."""
+    return {
+        "dataset": dataset,
+        "backend": source,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": checkpoint_sha256,
+        **record_attrs(KIND, record),
+        "proposal_settings": settings,
+        "maskige_format": MASKIGE_FORMAT_VERSION,
+        "source_shard": str(extract_path),
+    }
+
+
+def shard_hash(settings: dict[str, Any], checkpoint_sha256: str) -> str:
+    """The shard's params hash: what changes its maskiges."""
+    return params_hash({"settings": settings, "checkpoint_sha256": checkpoint_sha256, "format": MASKIGE_FORMAT_VERSION})
 
 
 def preflight(params: ProposalParams) -> tuple[str, str]:
@@ -81,30 +111,18 @@ def propose_shard(
     Returns (failures, number of videos served from the cache).
     """
     checkpoint, checkpoint_sha = preflight(params)
-    recorded = record_attrs(KIND, params)  # as configured (no machine path from resolving the cache)
+    record = params  # as configured (no machine path from resolving the cache)
     if params.cache_dir:  # workers may run elsewhere: ship an absolute path
         params = replace(params, cache_dir=str(Path(params.cache_dir).resolve()))
     if video_ids is None:
         with ShardReader(extract_path) as reader:
             video_ids = reader.video_ids()
-    settings = params.model_settings()
-    provenance = {
-        "dataset": dataset,
-        "backend": params.backend,
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": checkpoint_sha,
-        **recorded,
-        "proposal_settings": settings,  # what changes the masks (cache key), with the resolved encoder size
-        "maskige_format": MASKIGE_FORMAT_VERSION,
-        "source_shard": str(extract_path),
-    }
-    shard_hash = params_hash(
-        {"settings": settings, "checkpoint_sha256": checkpoint_sha, "format": MASKIGE_FORMAT_VERSION}
-    )
+    settings = params.model_settings()  # what changes the masks (cache key), with the resolved encoder size
+    provenance = shard_provenance(dataset, params.backend, checkpoint, checkpoint_sha, record, settings, extract_path)
     work = functools.partial(propose_one, extract_path=str(extract_path), params=params)
     failures = FailureLog(stage=KIND)
     hits = 0
-    with ShardWriter(out_path, kind=KIND, params_hash=shard_hash, attrs=provenance) as writer:
+    with ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, checkpoint_sha), attrs=provenance) as writer:
         for video_id, outcome in map_ordered(
             work, video_ids, dask_cfg=dask_cfg, desc=f"proposals {out_path.stem}", progress=progress
         ):

@@ -52,7 +52,7 @@ def shapes_frame(size: int = 64) -> np.ndarray:
 
 
 def test_registry_lists_the_backends():
-    assert list_backends() == ["mobile_sam", "precomputed", "sam", "semantic_sam"]
+    assert list_backends() == ["mobile_sam", "sam", "semantic_sam"]
     with pytest.raises(ValueError, match="proposals.backend must be one of"):
         build_backend("nope", ProposalParams())
 

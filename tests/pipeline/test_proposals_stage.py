@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.failures import read_failures
+from pipeline.feature_record import read_record
 from pipeline.proposals.backends import Proposals
 from pipeline.proposals.cache import (
     ProposalCache,
@@ -18,6 +19,7 @@ from pipeline.proposals.cache import (
     propose_video,
     video_content_hash,
 )
+from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import encode_maskige
 from pipeline.shards import ShardReader, ShardWriter, failures_file, shard_file
 from stages.cli import main
@@ -139,7 +141,7 @@ def test_stage_writes_maskige_shard_reuses_cache_and_logs_failures(tmp_path, cap
     root = tmp_path / "data"
     videos = {"a": _frames(10), "b": _frames(11), "no_frames": None, "float": _frames(12).astype(np.float32)}
     _extraction_shard(root, videos)
-    params = _params(tmp_path)
+    params = _params(tmp_path, datasets=["demo"], maskige_trees={"combo_s4": str(tmp_path / "tree")})
     assert _run(params) == 0
     out = shard_file(root, "demo", "proposals", 0)
     assert "0 from cache, 2 failed" in capsys.readouterr().out
@@ -150,6 +152,9 @@ def test_stage_writes_maskige_shard_reuses_cache_and_logs_failures(tmp_path, cap
         attrs = reader.file_attrs()
         assert attrs["kind"] == "proposals" and attrs["backend"] == "mobile_sam"
         assert attrs["checkpoint_sha256"].startswith("6dbb9052") and attrs["checkpoint"].endswith("mobile_sam.pt")
+        # the record is the backend settings alone: the stage's source lists stay out (and out of the cache key)
+        record = read_record("proposals", attrs["proposals_params"], str(out))
+        assert type(record) is ProposalParams and record.backend == "mobile_sam"
         settings = attrs["proposal_settings"]
         assert settings["encoder_size"] == 256 and settings["generator"]["points_per_side"] == 2
         assert reader.video_ids() == ["a", "b"]
