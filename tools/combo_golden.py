@@ -77,12 +77,11 @@ def patch_for_cpu(combo: Path, detectron2: Path, pydeps: Path | None) -> None:
 
 
 def build_official(combo: Path, config: str, overrides: dict, vggish_file: Path):
+    import models.maskformer_model  # noqa: F401  (registers MaskFormer)
+    import models.modeling  # noqa: F401
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.projects.deeplab import add_deeplab_config
-
-    import models.maskformer_model  # noqa: F401  (registers MaskFormer)
-    import models.modeling  # noqa: F401
     from models.config import add_audio_config, add_fuse_config, add_maskformer2_config
 
     cfg = get_cfg()
@@ -164,7 +163,9 @@ def run_official(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         upsampled = torch.nn.functional.interpolate(
             predictions["pred_masks"], size=(SIZE, SIZE), mode="bilinear", align_corners=False
         )
-        out["semseg"] = torch.stack([model.semantic_inference(c, m) for c, m in zip(predictions["pred_logits"], upsampled)])
+        out["semseg"] = torch.stack(
+            [model.semantic_inference(c, m) for c, m in zip(predictions["pred_logits"], upsampled)]
+        )
         out.update(official_losses(model, predictions, inputs["gt"]))
     return {key: value.float().numpy() for key, value in out.items()}
 

@@ -8,6 +8,9 @@ A checkpoint is a dict saved with ``torch.save`` (loaded back with ``weights_onl
   (:mod:`pipeline.feature_record`), so predict computes the same features for a new video;
 - ``train_params``: the ``train`` section the run used (``size`` is the model input);
 - for resuming: ``optimizer``, ``scheduler``, ``rng``.
+
+``load_checkpoint`` also reads the official COMBO's detectron2 ``model_final.pth`` and converts it
+(:mod:`train.official_combo`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from torch import nn
 from pipeline.atomic import atomic_path
 from pipeline.torch_files import TorchFileError, load_torch_file
 from train.models import build_model
+from train.official_combo import (
+    OfficialCheckpointError,
+    is_official_combo_checkpoint,
+    toolkit_checkpoint_from_official,
+)
 
 REQUIRED_KEYS = ("model_name", "model_config", "state_dict", "step")
 
@@ -42,6 +50,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = load_torch_file(path, "checkpoint", map_location)
     except TorchFileError as exc:
         raise CheckpointError(str(exc)) from None
+    if is_official_combo_checkpoint(ckpt):  # detectron2 model_final.pth of yannqi/COMBO-AVS
+        try:
+            return toolkit_checkpoint_from_official(ckpt, path)
+        except OfficialCheckpointError as exc:
+            raise CheckpointError(str(exc)) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a model checkpoint of this toolkit (missing {missing})")
