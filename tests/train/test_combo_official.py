@@ -160,3 +160,61 @@ def test_a_wrong_fusion_block_fails_the_golden_check(golden, monkeypatch, method
     out, _ = our_outputs(model, arrays)
     assert relative_error(out["fused_visual"], arrays["fused_visual"]) > 100 * RTOL
     assert relative_error(out["pred_masks_3"], arrays["pred_masks_3"]) > 100 * RTOL
+
+
+# -- official checkpoints ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["r50_binary", "r50_avss", "pvt_binary", "pvt_avss"])
+def test_every_official_key_maps_to_our_model_and_back(name):
+    """The rename table against the full official models: no missing, no unexpected key, same shapes."""
+    import warnings
+
+    from train.models import build_model
+    from train.official_combo import AUXILIARY_KEYS, official_key_to_toolkit, official_model_config
+
+    shapes = json.loads((FIXTURES / f"keys_{name}.json").read_text())["shapes"]
+    mapped = {official_key_to_toolkit(k): s for k, s in shapes.items() if k not in AUXILIARY_KEYS}
+    assert set(AUXILIARY_KEYS) <= set(shapes) and len(mapped) == len(shapes) - len(AUXILIARY_KEYS)
+    model_name, config = official_model_config({k: torch.empty(s) for k, s in mapped.items()})
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        ours = build_model(model_name, **config).state_dict()
+    assert sorted(ours) == sorted(mapped)
+    assert all(list(ours[k].shape) == mapped[k] for k in ours)
+
+
+def _detectron2_checkpoint(tmp_path, state: dict) -> Path:
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": state, "trainer": {"iteration": 89999}, "iteration": 89999}, path)
+    return path
+
+
+def test_load_checkpoint_converts_a_detectron2_combo_checkpoint(tmp_path, golden):
+    from train.checkpoint import load_checkpoint
+
+    model, _ = golden
+    meta = json.loads((FIXTURES / "golden_small.json").read_text())
+    shapes = {k: v for k, v in meta["shapes"].items() if not k.startswith("audio_backbone.")}
+    official = random_state(shapes, meta["seed"])
+    official["criterion.empty_weight"] = torch.tensor([1.0, 1.0, 0.1])
+    ckpt = load_checkpoint(_detectron2_checkpoint(tmp_path, official))
+    assert ckpt["step"] == 89999 and ckpt["task"] == "binary" and ckpt["model_name"] == "combo_r50"
+    config = ckpt["model_config"]
+    assert (config["num_classes"], config["num_queries"], config["decoder_layers"]) == (2, 10, 3)
+    assert config["pixel_decoder_layers"] == 2 and config["audio_encoder"] == "precomputed"
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(ckpt["state_dict"][key], tensor), key
+
+
+def test_an_unknown_official_key_is_refused_with_one_line(tmp_path):
+    from train.checkpoint import CheckpointError, load_checkpoint
+
+    state = {
+        "sem_seg_head.predictor.query_feat.weight": torch.zeros(10, 256),
+        "sem_seg_head.extra.weight": torch.zeros(1),
+    }
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(_detectron2_checkpoint(tmp_path, state))
+    message = str(error.value)
+    assert "\n" not in message and "'sem_seg_head.extra.weight'" in message and "model_final.pth" in message
