@@ -10,6 +10,9 @@ A checkpoint is a dict saved with ``torch.save`` (loaded back with ``weights_onl
 - for resuming: ``optimizer``, ``scheduler``, ``rng``;
 - ``tensor_sha256``: the sha256 of every tensor above, written at save; :func:`load_checkpoint` refuses a
   file whose tensors do not match it (flipped bytes, an edited file) or whose weights are not finite.
+
+``load_checkpoint`` also reads the official COMBO's detectron2 ``model_final.pth`` and converts it
+(:mod:`train.official_combo`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from torch import nn
 from pipeline.atomic import atomic_path
 from pipeline.torch_files import TorchFileError, load_torch_file
 from train.models import build_model
+from train.official_combo import (
+    OfficialCheckpointError,
+    is_official_combo_checkpoint,
+    toolkit_checkpoint_from_official,
+)
 
 REQUIRED_KEYS = ("model_name", "model_config", "state_dict", "step")
 
@@ -48,6 +56,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = load_torch_file(path, "checkpoint", map_location)
     except TorchFileError as exc:
         raise CheckpointError(str(exc)) from None
+    if is_official_combo_checkpoint(ckpt):  # detectron2 model_final.pth of yannqi/COMBO-AVS
+        try:
+            converted = toolkit_checkpoint_from_official(ckpt, path)
+        except OfficialCheckpointError as exc:
+            raise CheckpointError(str(exc)) from None
+        _verify_finite(converted, path)  # no hashes in a detectron2 file: the weights are checked still
+        return converted
     missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a model checkpoint of this toolkit (missing {missing})")
@@ -92,6 +107,11 @@ def _verify_tensors(ckpt: dict[str, Any], path: Path) -> None:
             f"{path}: {changed[0]} does not match the hash written at save ({len(changed)} tensors differ): "
             "the file is corrupt or was edited"
         )
+    _verify_finite(ckpt, path)
+
+
+def _verify_finite(ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse weights that are not all finite (a diverged run saved anyway, an edited file)."""
     for name, tensor in ckpt["state_dict"].items():
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())

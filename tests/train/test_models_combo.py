@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from train.models import build_model, list_models
-from train.models.combo import COMBO, BilateralFusion
+from train.models.combo import COMBO, BilateralFusion, official_query_audio
 
 COMBO_MODELS = [name for name in list_models() if name.startswith("combo_")]
 # The paper-size configs take seconds per forward on CPU; they are covered by the parameter-count test.
@@ -132,17 +132,27 @@ def test_parameter_groups() -> None:
     assert total == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def test_audio_is_broadcast_per_frame() -> None:
-    """Every query of frame t receives frame t's audio (not another frame's): changing the audio
-    of frame 1 only changes the outputs of frame 1."""
-    model = small_model("combo_tiny", bfm_layer_scale=1.0).eval()
+def test_paper_pairing_gives_each_frame_its_own_audio() -> None:
+    """official_query_audio=False: every query of frame t receives frame t's audio, so changing the
+    audio of frame 1 only changes the outputs of frame 1."""
+    model = small_model("combo_tiny", bfm_layer_scale=1.0, official_query_audio=False).eval()
     batch = make_batch(model, b=1, t=3)
     with torch.no_grad():
         reference = model(batch)["pred_logits"]
-        batch["audio"][0, 1] += 5.0
+        batch["audio"][0, 1] += torch.randn_like(batch["audio"][0, 1])  # not a constant: LayerNorm removes those
         changed = model(batch)["pred_logits"]
     assert torch.allclose(reference[0, 0], changed[0, 0]) and torch.allclose(reference[0, 2], changed[0, 2])
     assert not torch.allclose(reference[0, 1], changed[0, 1])
+
+
+def test_official_pairing_reproduces_the_reshape_of_the_official_decoder() -> None:
+    """transformer_decoder.py:437: audio [N,1,C] repeated to [N,Q,C] and reshaped to [Q,N,C]."""
+    n, q, c = 3, 8, 4
+    audio = torch.randn(n, 1, c)
+    official = audio.repeat(1, q, 1).reshape(q, -1, c).transpose(0, 1)  # [N,Q,C] as the decoder adds it
+    assert torch.equal(official_query_audio(audio, q), official)
+    frames = official_query_audio(torch.arange(n, dtype=torch.float32).view(n, 1, 1), q)[..., 0]
+    assert frames[1].tolist() == [0, 0, 0, 1, 1, 2, 2, 2]  # frame 1's queries mostly get other frames' audio
 
 
 def test_bfm_uses_the_same_logits_in_both_directions() -> None:
@@ -152,10 +162,17 @@ def test_bfm_uses_the_same_logits_in_both_directions() -> None:
     fused_visual, fused_audio, attention = bfm(visual, audio, return_attention=True)
     logits = attention["logits"]
     assert logits.shape == (2, 4, 20, 3)
-    assert torch.allclose(attention["visual_attention"], logits.softmax(-1))
+    # official: both directions are softmaxes over the pixels (fuse_helper.py:202-203)
+    assert torch.allclose(attention["visual_attention"], logits.softmax(-2))
     assert torch.allclose(attention["audio_attention"], logits.transpose(-1, -2).softmax(-1))
-    # layer scale starts at 1e-4: the module is close to the identity at initialisation
-    assert (fused_visual - visual).abs().max() < 1e-2 and (fused_audio - audio).abs().max() < 1e-2
+    # official: the update is added to the normalised features; layer scale starts at 1e-4
+    normed = bfm.visual_norm((visual + bfm.level_embed[0].view(1, -1, 1, 1)).flatten(2).transpose(1, 2))
+    assert (fused_visual.flatten(2).transpose(1, 2) - normed).abs().max() < 1e-2
+    assert (fused_audio - bfm.audio_norm(audio)).abs().max() < 1e-2
+    paper = BilateralFusion(visual_dim=16, audio_dim=8, embed_dim=16, num_heads=4, max_audio_tokens=3, official=False)
+    paper_visual, paper_audio, paper_attention = paper(visual, audio, return_attention=True)
+    assert torch.allclose(paper_attention["visual_attention"], paper_attention["logits"].softmax(-1))
+    assert (paper_visual - visual).abs().max() < 1e-2 and (paper_audio - audio).abs().max() < 1e-2
     # logits are computed once: the two projections that make them are each called once
     calls = []
     hooks = [

@@ -15,7 +15,6 @@ Per frame (N = B*T frames of B clips with T frames):
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -26,10 +25,10 @@ from train.losses.criterion import SetCriterion, masks_to_targets
 from train.losses.matcher import HungarianMatcher
 from train.losses.temporal import adaptive_inter_frame_loss
 from train.models.backbones import STAGE_NAMES, build_backbone
+from train.models.bilateral_fusion import BilateralFusion, official_query_audio
 from train.models.inference import predict_from_outputs
 from train.models.param_groups import split_parameter_groups
 from train.models.pixel_decoder import MSDeformAttnPixelDecoder
-from train.models.position_encoding import PositionEmbeddingSine
 from train.models.registry import register_model
 from train.models.transformer_decoder import MLP, MaskedAttentionDecoder
 from train.models.vggish import VGGISH_EMBEDDING_DIM, load_vggish
@@ -87,104 +86,6 @@ class SiamEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class BilateralFusion(nn.Module):
-    """Bilateral-Fusion Module (paper Sec. 3.2, eq. 4-5, Fig. 3).
-
-    Q = LN(P_1)+pos_sine W_Q, K = LN(F_a)+pos_learned W_K, V_v = LN(P_1) W_V^v, V_a = LN(F_a) W_V^a;
-    A = QK^T / sqrt(d) is computed once per head and used in both directions:
-        P_1 <- P_1 + gamma_v * W_o^v(softmax(A) V_a)        (eq. 4, softmax over audio tokens)
-        F_a <- F_a + gamma_a * W_o^a(softmax(A^T) V_v)      (eq. 5, softmax over pixels)
-    Pre-LayerNorm, layer-scale gammas initialised to ``layer_scale_init`` (1e-4).
-
-    Args:
-        visual_dim: channels C of P_1 (256). audio_dim: D of F_a (128).
-        embed_dim: attention width d (256 = 8 heads x 32). num_heads: 8.
-        max_audio_tokens: audio tokens per frame (1: one embedding per frame).
-
-    forward(visual [N,C,H,W], audio [N,L,D], return_attention=False) ->
-        (visual [N,C,H,W], audio [N,L,D]) or, with return_attention, a third element
-        {"logits": [N,M,H*W,L], "visual_attention": [N,M,H*W,L], "audio_attention": [N,M,L,H*W]}.
-    """
-
-    def __init__(
-        self,
-        visual_dim: int = 256,
-        audio_dim: int = 128,
-        embed_dim: int = 256,
-        num_heads: int = 8,
-        layer_scale_init: float = 1e-4,
-        max_audio_tokens: int = 1,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.visual_norm = nn.LayerNorm(visual_dim)
-        self.audio_norm = nn.LayerNorm(audio_dim)
-        self.visual_position = PositionEmbeddingSine(visual_dim // 2)
-        self.audio_pos_embed = nn.Parameter(torch.zeros(max_audio_tokens, audio_dim))
-        nn.init.trunc_normal_(self.audio_pos_embed, std=0.02)
-        self.query_proj = nn.Linear(visual_dim, embed_dim)
-        self.key_proj = nn.Linear(audio_dim, embed_dim)
-        self.visual_value_proj = nn.Linear(visual_dim, embed_dim)
-        self.audio_value_proj = nn.Linear(audio_dim, embed_dim)
-        self.visual_out_proj = nn.Linear(embed_dim, visual_dim)
-        self.audio_out_proj = nn.Linear(embed_dim, audio_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.visual_gamma = nn.Parameter(torch.full((visual_dim,), layer_scale_init))
-        self.audio_gamma = nn.Parameter(torch.full((audio_dim,), layer_scale_init))
-        for layer in (
-            self.query_proj,
-            self.key_proj,
-            self.visual_value_proj,
-            self.audio_value_proj,
-            self.visual_out_proj,
-            self.audio_out_proj,
-        ):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        n, length, _ = x.shape
-        return x.view(n, length, self.num_heads, self.head_dim).transpose(1, 2)  # [N,M,len,d]
-
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, return_attention: bool = False):
-        n, channels, h, w = visual.shape
-        if audio.shape[1] > self.audio_pos_embed.shape[0]:
-            raise ValueError(f"BFM built for {self.audio_pos_embed.shape[0]} audio tokens, got {audio.shape[1]}")
-        pixels = visual.flatten(2).transpose(1, 2)  # [N,HW,C]
-        pixel_pos = self.visual_position(visual).flatten(2).transpose(1, 2)
-        pixels_normed = self.visual_norm(pixels)
-        audio_normed = self.audio_norm(audio)
-        audio_pos = self.audio_pos_embed[: audio.shape[1]].unsqueeze(0).to(audio.dtype)
-
-        query = self._heads(self.query_proj(pixels_normed + pixel_pos))  # [N,M,HW,d]
-        key = self._heads(self.key_proj(audio_normed + audio_pos))  # [N,M,L,d]
-        visual_value = self._heads(self.visual_value_proj(pixels_normed))  # [N,M,HW,d]
-        audio_value = self._heads(self.audio_value_proj(audio_normed))  # [N,M,L,d]
-
-        logits = (query @ key.transpose(-1, -2)).float() / math.sqrt(self.head_dim)  # [N,M,HW,L], once
-        visual_attention = logits.softmax(-1)  # eq. 4: each pixel over audio tokens
-        audio_attention = logits.transpose(-1, -2).softmax(-1)  # eq. 5: each audio token over pixels
-        to_visual = self.dropout(visual_attention).to(audio_value.dtype) @ audio_value  # [N,M,HW,d]
-        to_audio = self.dropout(audio_attention).to(visual_value.dtype) @ visual_value  # [N,M,L,d]
-        to_visual = to_visual.transpose(1, 2).flatten(2)
-        to_audio = to_audio.transpose(1, 2).flatten(2)
-
-        pixels = pixels + self.visual_gamma * self.visual_out_proj(to_visual)
-        audio = audio + self.audio_gamma * self.audio_out_proj(to_audio)
-        fused_visual = pixels.transpose(1, 2).reshape(n, channels, h, w)
-        if return_attention:
-            return (
-                fused_visual,
-                audio,
-                {"logits": logits, "visual_attention": visual_attention, "audio_attention": audio_attention},
-            )
-        return fused_visual, audio
-
-
 # ----------------------------------------------------------------------------------------------
 # COMBO model
 # ----------------------------------------------------------------------------------------------
@@ -217,8 +118,10 @@ class COMBO(nn.Module):
         mask_weight: float = 5.0,
         dice_weight: float = 5.0,
         lambda_ada: float = 10.0,
+        official_query_audio: bool = True,
     ) -> None:
         super().__init__()
+        self.official_query_audio = official_query_audio
         self.siam_encoder = siam_encoder
         self.pixel_decoder = pixel_decoder
         self.bilateral_fusion = bilateral_fusion
@@ -265,8 +168,11 @@ class COMBO(nn.Module):
         mask_features, multi_scale = self.pixel_decoder(features)
         # One audio token per frame; BFM runs per frame on P_1 [N,C,H/4,W/4].
         mask_features, audio_tokens = self.bilateral_fusion(mask_features, audio.flatten(0, 1).unsqueeze(1))
-        # Frame t's fused audio is added to every query of frame t: [N,1,C] broadcast over Q.
+        # Paper: frame t's fused audio is added to every query of frame t ([N,1,C] broadcast over
+        # Q); official (default): official_query_audio's pairing across the batch's frames.
         audio_queries = self.audio_mlp(audio_tokens)
+        if self.official_query_audio:  # the published checkpoints' query/audio pairing
+            audio_queries = official_query_audio(audio_queries, self.decoder.query_feat.num_embeddings)
         decoded = self.decoder(multi_scale, mask_features, query_add=audio_queries)
 
         def per_clip(prediction: dict) -> dict:
@@ -392,6 +298,9 @@ def build_combo(
     oversample_ratio: float = 3.0,
     importance_sample_ratio: float = 0.75,
     lambda_ada: float | None = None,
+    official_fusion: bool = True,
+    official_query_audio: bool = True,
+    bfm_dropout: float = 0.1,
 ) -> COMBO:
     """Assemble a COMBO model. Defaults are the paper's ResNet-50 config (Sec. 4.2).
 
@@ -399,6 +308,9 @@ def build_combo(
     ``audio_encoder``: "precomputed" (batch["audio"] [B,T,audio_dim]) or "vggish" (frozen VGGish on
     batch["logmel"]; ``vggish_weights`` = path of ``vggish-10086976.pth``; audio_dim is then 128).
     ``lambda_ada``: defaults to 10 for binary and 5 for semantic datasets (paper Sec. 4.2).
+    ``official_fusion`` / ``official_query_audio``: compute the BFM and the audio queries as the
+    official code does (default; needed by its checkpoints) or as the paper's text reads
+    (docs/models.md lists the differences).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background + objects), got {num_classes}")
@@ -428,6 +340,7 @@ def build_combo(
         num_heads=pixel_decoder_heads,
         num_points=pixel_decoder_points,
         ffn_dim=pixel_decoder_ffn,
+        position_offset=0.0,
     )
     fusion = BilateralFusion(
         visual_dim=hidden_dim,
@@ -435,6 +348,8 @@ def build_combo(
         embed_dim=hidden_dim,
         num_heads=bfm_heads,
         layer_scale_init=bfm_layer_scale,
+        dropout=bfm_dropout,
+        official=official_fusion,
     )
     audio_mlp = MLP(audio_dim, tuple(audio_mlp_hidden), hidden_dim)
     decoder = MaskedAttentionDecoder(
@@ -444,6 +359,7 @@ def build_combo(
         num_heads=decoder_heads,
         ffn_dim=decoder_ffn,
         num_layers=decoder_layers,
+        position_offset=0.0,
     )
     matcher = HungarianMatcher(class_weight, mask_weight, dice_weight, num_points=num_points)
     criterion = SetCriterion(
@@ -464,6 +380,7 @@ def build_combo(
         mask_weight,
         dice_weight,
         lambda_ada,
+        official_query_audio,
     )
 
 
@@ -532,4 +449,4 @@ def combo_tiny(**overrides) -> COMBO:
     return build_combo(**config)
 
 
-__all__ = ["COMBO", "BilateralFusion", "ChannelWeightedFusion", "SiamEncoder", "build_combo"]
+__all__ = ["COMBO", "BilateralFusion", "ChannelWeightedFusion", "SiamEncoder", "build_combo", "official_query_audio"]

@@ -195,6 +195,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_layers: deformable encoder layers (6 in the paper config).
         mask_dim: channels of ``mask_features`` (defaults to ``hidden_dim``).
         num_heads, num_points, ffn_dim, dropout: MSDeformAttn encoder settings (8, 4, 1024, 0.0).
+        position_offset: ``PositionEmbeddingSine`` offset (0.0 in Mask2Former / official COMBO).
 
     forward(features: dict res2..res5 [N,C_i,H/2^(i),W/2^(i)]) ->
         (mask_features [N,mask_dim,H/4,W/4],
@@ -213,6 +214,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_points: int = 4,
         ffn_dim: int = 1024,
         dropout: float = 0.0,
+        position_offset: float = 0.5,
     ) -> None:
         super().__init__()
         missing = [k for k in ("res2", *self.transformer_in_features) if k not in in_channels]
@@ -228,7 +230,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)
-        self.position_encoding = PositionEmbeddingSine(hidden_dim // 2)
+        self.position_encoding = PositionEmbeddingSine(hidden_dim // 2, offset=position_offset)
         self.level_embed = nn.Parameter(torch.empty(num_levels, hidden_dim).normal_())
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(hidden_dim, ffn_dim, dropout, num_levels, num_heads, num_points)

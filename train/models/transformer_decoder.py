@@ -102,6 +102,7 @@ class MaskedAttentionDecoder(nn.Module):
         num_layers: decoder layers (9 = L 3 rounds over the 3 scales).
         mask_dim: channels of the per-pixel embedding the mask head multiplies with (= C).
         num_levels: multi-scale maps attended round-robin (3).
+        position_offset: ``PositionEmbeddingSine`` offset (0.0 in Mask2Former / official COMBO).
 
     forward(multi_scale: list of num_levels tensors [N,C,h_l,w_l] (1/32, 1/16, 1/8),
             mask_features [N,mask_dim,H4,W4], query_add: [N,Q or 1,C] | None) ->
@@ -121,13 +122,14 @@ class MaskedAttentionDecoder(nn.Module):
         mask_dim: int | None = None,
         num_levels: int = 3,
         dropout: float = 0.0,
+        position_offset: float = 0.5,
     ) -> None:
         super().__init__()
         mask_dim = hidden_dim if mask_dim is None else mask_dim
         self.num_heads = num_heads
         self.num_layers = num_layers
         self.num_levels = num_levels
-        self.position_encoding = PositionEmbeddingSine(hidden_dim // 2)
+        self.position_encoding = PositionEmbeddingSine(hidden_dim // 2, offset=position_offset)
         self.cross_attention = nn.ModuleList(
             CrossAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(num_layers)
         )
