@@ -66,7 +66,7 @@ _COMBO_MODEL = {
     "num_points": 12544,
     "lambda_ada": 10.0,
 }
-_COMBO_FEATURES = {"audio": {"pca": False}, "proposals": {"backend": "semantic_sam"}}
+_COMBO_FEATURES = {"proposals": {"backend": "semantic_sam"}}  # audio: log-mel, VGGish runs in the model
 _COMBO_SUBSETS = {  # subset -> (config folder, iterations, task, AMP)
     "s4": ("avs_s4", 90_000, "binary", "off"),
     "ms3": ("avs_ms3", 20_000, "binary", "off"),
@@ -139,6 +139,7 @@ for (_backbone, _subset), _scores in _TRANSAVS_PAPER.items():
                 "freeze_backbone": False,
                 "model_config": dict(_TRANSAVS_MODEL),
             },
+            features={"audio": {"encoder": "vggish"}},  # VGGish embeddings, as its baseline (AVSBench)
             paper_j_f=_scores,
         ),
     )

@@ -76,6 +76,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         state = adapt(state, layout)
     state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
     target = getattr(backbone, "pretrained_module", backbone)
+    own = target.state_dict()
+    # BatchNorm counters of a file are meaningless to frozen norms, which have none.
+    state = {k: v for k, v in state.items() if k in own or not k.endswith("num_batches_tracked")}
     _check_compatible(target, state, f"backbone weights file {path} is incompatible with {type(backbone).__name__}")
     target.load_state_dict(state, strict=False)
 

@@ -76,7 +76,9 @@ class ResNetBackbone(nn.Module):
         if layout == "torch":
             return state
         if layout == "caffe2":
-            state = {caffe2_to_detectron2_name(k): v for k, v in state.items() if not k.endswith("_momentum")}
+            # Training leftovers (``*_momentum``) and the ImageNet classifier (``fc1000_*``) are not backbone weights.
+            kept = {k: v for k, v in state.items() if not k.endswith("_momentum") and not k.startswith("fc1000")}
+            state = {caffe2_to_detectron2_name(k): v for k, v in kept.items()}
         state = {detectron2_to_torchvision_name(k): v for k, v in state.items()}
         return self._with_caffe2_norm_statistics(state)
 
