@@ -95,6 +95,10 @@ class TrainParams:
         scale = self.scale_range
         if scale is not None and (len(scale) != 2 or scale[0] > scale[1]):
             raise ValueError(f"train.scale_range must be [low, high] with low <= high, got {scale}")
+        if self.preset is not None:
+            get_preset(self.preset)  # UnknownNameError (a ValueError) listing the presets
+        if self.model is not None:
+            model_spec(self.model)
 
 
 # Values of keys that neither the preset nor the model's TrainDefaults set.
@@ -375,7 +379,8 @@ def train(
     ``log_path``: dvclive folder of the per-step curves (default ``run_dir/log``); ``progress`` False
     replaces the bar with a log line every 50 steps or 60 s (:class:`train.runlog.TrainLogger`).
     ``stop_after``: stop (with a checkpoint) after this many steps in this call (tests, time limits).
-    Returns {"final": path of the final checkpoint or None, "steps": steps done, "losses": [...]}.
+    Returns {"final": path of the final checkpoint or None, "steps": steps done, "losses": [...],
+    "model": the model trained (``cfg.model`` resolved)}.
     """
     run_dir = Path(run_dir)
     state = setup_training(cfg, data_root, shards)
@@ -405,7 +410,7 @@ def train(
     final = _save_at_end(state, run_dir)
     if state.info.world_size > 1:
         dist.barrier()
-    return {"final": final, "steps": state.step, "losses": losses_seen}
+    return {"final": final, "steps": state.step, "losses": losses_seen, "model": cfg.model}
 
 
 def _log_row(state: TrainState, epoch: int, result: dict[str, Any]) -> dict[str, float]:

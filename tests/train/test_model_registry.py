@@ -70,3 +70,20 @@ def test_resolved_config_records_loss_weights() -> None:
 def test_one_builder_style_rejects_unknown_keys_for_every_family(name: str) -> None:
     with pytest.raises(TypeError, match=rf"model '{name}': unknown keys \['hiden_dim'\] in its config; known keys: \["):
         build_model(name, hiden_dim=8)
+
+
+@pytest.mark.parametrize("name", ["combo_tiny", "transavs_tiny"])
+def test_freezing_goes_through_backbone_parameter_names(name: str) -> None:
+    from train.loop import freeze_backbone, set_train_mode
+
+    model = build_model(name)
+    names = model.backbone_parameter_names()
+    freeze_backbone(model)
+    set_train_mode(model, frozen_backbone=True)
+    for param_name, param in model.named_parameters():
+        assert param.requires_grad == (param_name not in names), param_name
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert norms and all(not m.training for m in norms.values())  # the small ResNet's BatchNorms: backbone only
+    assert model.training and any(m.training for n, m in model.named_modules() if "decoder" in n)
+    set_train_mode(model, frozen_backbone=False)
+    assert all(m.training for m in model.modules())

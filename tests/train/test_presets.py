@@ -96,7 +96,7 @@ def test_resolution_order_explicit_then_preset_then_model_then_fallback() -> Non
 
 def test_bad_presets_and_conflicts_are_one_line_errors() -> None:
     with pytest.raises(UnknownNameError, match="unknown preset 'combo_r50_s5'; known presets: combo_pvt_b5_avss"):
-        resolve_train_params(TrainParams(preset="combo_r50_s5"))
+        get_preset("combo_r50_s5")
     with pytest.raises(ParamsError, match="train.model is 'combo_mnv2' but train.preset 'combo_r50_s4' trains"):
         resolve_train_params(TrainParams(model="combo_mnv2", preset="combo_r50_s4"))
     with pytest.raises(ParamsError, match="train.lr must be > 0"):
@@ -137,3 +137,10 @@ def test_every_preset_trains_two_steps_at_full_size(name: str, toy_root, tmp_pat
     """The real models (ResNet-50 / PVT-v2-B5 / ResNet-101 / Swin-B, 100-300 queries) on 32x32 toy clips."""
     ckpt = two_steps(name, toy_root, tmp_path, toy_params, {})
     assert ckpt["model_config_used"]["backbone"] == model_spec(get_preset(name).train["model"]).config["backbone"]
+
+
+def test_unknown_names_in_params_are_one_line_params_errors() -> None:
+    with pytest.raises(ParamsError, match="params 'train': unknown preset 'combo_r50_s5'; known presets: combo_pvt"):
+        from_section(TrainParams, {"preset": "combo_r50_s5"}, "train")
+    with pytest.raises(ParamsError, match="params 'train': unknown model 'combo_r5'; known models: combo_mnv2"):
+        from_section(TrainParams, {"model": "combo_r5"}, "train")
