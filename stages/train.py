@@ -54,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
     losses = result["losses"]
     if losses:
         print(
-            f"train {cfg.model}: {result['steps']} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; {result['final']}"
+            f"train {result['model']}: {result['steps']} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; {result['final']}"
         )
     return 0

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,7 +26,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pipeline.labels import NUM_AVSS_CLASSES
-from pipeline.params import DatasetName, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Size2, Split
+from pipeline.params import (
+    DatasetName,
+    NonNegativeFloat,
+    NonNegativeInt,
+    ParamsError,
+    PositiveFloat,
+    PositiveInt,
+    Size2,
+    Split,
+    from_section,
+)
 from train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from train.data import (
     Augmentation,
@@ -37,6 +48,8 @@ from train.data import (
     prepare_batch,
 )
 from train.models import build_model
+from train.models.presets import feature_mismatches, get_preset
+from train.models.registry import model_spec
 from train.runlog import TrainLogger
 
 NUM_CLASSES = {"binary": 2, "semantic": NUM_AVSS_CLASSES}
@@ -44,42 +57,91 @@ NUM_CLASSES = {"binary": 2, "semantic": NUM_AVSS_CLASSES}
 
 @dataclass
 class TrainParams:
-    """``train`` section of params.yaml."""
+    """``train`` section of params.yaml.
 
-    model: str = "combo_mnv2"  # a name from train.models.list_models()
+    Keys left ``None`` (null) take the value of ``preset`` (:mod:`train.models.presets`), else the
+    model's recommended :class:`~train.models.registry.TrainDefaults`, else the fallback in
+    :data:`TRAIN_FALLBACKS`; :func:`resolve_train_params` fills them and the checkpoint records the result.
+    """
+
+    model: str | None = None  # a name from train.models.list_models(); null: the preset's, else combo_mnv2
+    preset: str | None = None  # a name from train.models.presets.list_presets() (a paper row)
     model_config: dict[str, Any] = field(default_factory=dict)  # overrides for the model builder
-    task: Literal["binary", "semantic"] = "binary"  # binary (S4/MS3: 2 classes) | semantic (AVSS: 71 classes)
+    task: Literal["binary", "semantic"] | None = None  # binary (S4/MS3: 2 classes) | semantic (AVSS: 71 classes)
     datasets: list[DatasetName] = field(default_factory=lambda: ["demo_s4"])
     split: Split = "train"
-    size: Size2 = field(default_factory=lambda: [224, 224])  # model input [H, W] in training
-    # Model input [H, W] when scoring and predicting (recorded in the checkpoint); null = size.
+    size: Size2 | None = None  # model input [H, W] in training
+    # Model input [H, W] when scoring and predicting (recorded in the checkpoint); null = the model's, else size.
     inference_size: Size2 | None = None
-    audio_key: Literal["embeddings", "logmel"] = "embeddings"  # logmel: the model runs VGGish (audio_encoder=vggish)
-    batch_size: PositiveInt = 4  # clips per step (per process under DDP)
-    max_steps: PositiveInt = 1000
-    lr: PositiveFloat = 1e-4
-    weight_decay: NonNegativeFloat = 0.05
-    backbone_lr_mult: NonNegativeFloat = 0.1
-    poly_power: Annotated[float, Field(ge=0, le=10)] = 0.9  # past 10 the lr is ~0 after a tenth of the run
-    grad_clip: NonNegativeFloat = (
-        0.01  # max global gradient norm (Mask2Former/COMBO clip the full model at 0.01); 0 = off
-    )
-    freeze_backbone: bool = False  # keep ImageNet backbones fixed (fast CPU training); BN stays in eval mode
+    audio_key: Literal["embeddings", "logmel"] | None = None  # logmel: the model runs VGGish (audio_encoder=vggish)
+    batch_size: PositiveInt | None = None  # clips per step (per process under DDP)
+    max_steps: PositiveInt | None = None
+    lr: PositiveFloat | None = None
+    weight_decay: NonNegativeFloat | None = None
+    backbone_lr_mult: NonNegativeFloat | None = None
+    poly_power: Annotated[float, Field(ge=0, le=10)] | None = None  # past 10 the lr is ~0 after a tenth of the run
+    # Max global gradient norm (Mask2Former/COMBO clip the full model at 0.01); 0 = off.
+    grad_clip: NonNegativeFloat | None = None
+    freeze_backbone: bool | None = None  # keep ImageNet backbones fixed (fast CPU training); BN stays in eval mode
     augment: bool = True
-    # Rescale factors of the training frames; 8x of a 512 frame is already a MAX_SIDE (4096) image.
-    scale_range: list[Annotated[float, Field(gt=0, le=8)]] = field(default_factory=lambda: [0.5, 2.0])
-    hflip: bool = True
+    # Frames rescaled by a factor in [low, high] before the crop; 8x of a 512 frame is already a MAX_SIDE image.
+    scale_range: list[Annotated[float, Field(gt=0, le=8)]] | None = None
+    hflip: bool | None = None
     colour_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
     seed: NonNegativeInt = 0
     num_workers: NonNegativeInt = 2
     threads: PositiveInt | None = None  # torch CPU threads; None = torch's default
     checkpoint_every: PositiveInt = 200
     keep_checkpoints: NonNegativeInt = 2  # intermediate checkpoints kept in RUN/checkpoints (newest)
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, off on CPU
+    amp: Literal["auto", "bf16", "off"] | None = None  # auto: bf16 autocast on CUDA, off on CPU
 
     def __post_init__(self) -> None:
-        if len(self.scale_range) != 2 or self.scale_range[0] > self.scale_range[1]:
-            raise ValueError(f"train.scale_range must be [low, high] with low <= high, got {self.scale_range}")
+        scale = self.scale_range
+        if scale is not None and (len(scale) != 2 or scale[0] > scale[1]):
+            raise ValueError(f"train.scale_range must be [low, high] with low <= high, got {scale}")
+        if self.preset is not None:
+            get_preset(self.preset)  # UnknownNameError (a ValueError) listing the presets
+        if self.model is not None:
+            model_spec(self.model)
+
+
+# Values of keys that neither the preset nor the model's TrainDefaults set.
+TRAIN_FALLBACKS: dict[str, Any] = {
+    "model": "combo_mnv2",
+    "task": "binary",
+    "audio_key": "embeddings",
+    "poly_power": 0.9,
+    "scale_range": [0.5, 2.0],
+    "hflip": True,
+    "amp": "auto",
+}
+
+
+def resolve_train_params(cfg: TrainParams) -> TrainParams:
+    """``cfg`` with every null key filled: the preset's value, else the model's default, else the fallback.
+
+    The preset's ``model_config`` goes under ``cfg.model_config`` (the file's keys win). A preset whose
+    model differs from an explicit ``train.model`` is an error (one of them is a mistake)."""
+    values = asdict(cfg)
+    preset = get_preset(cfg.preset) if cfg.preset else None
+    preset_values = dict(preset.train) if preset else {}
+    if preset and cfg.model and cfg.model != preset_values["model"]:
+        raise ParamsError(
+            f"train.model is {cfg.model!r} but train.preset {cfg.preset!r} trains {preset_values['model']!r}: "
+            "set train.model to null (or to the preset's model)"
+        )
+    values["model_config"] = {**preset_values.pop("model_config", {}), **cfg.model_config}
+    model = cfg.model or preset_values.get("model") or TRAIN_FALLBACKS["model"]
+    model_defaults = model_spec(model).train.as_params()
+    for key, value in values.items():
+        if value is None:
+            for source in (preset_values, model_defaults, TRAIN_FALLBACKS):
+                if source.get(key) is not None:
+                    values[key] = source[key]
+                    break
+    values["model"] = model
+    values["inference_size"] = values["inference_size"] or values["size"]
+    return from_section(TrainParams, values, "train")
 
 
 @dataclass
@@ -128,12 +190,16 @@ def freeze_backbone(model: nn.Module) -> None:
 
 
 def set_train_mode(model: nn.Module, frozen_backbone: bool) -> None:
-    """Training mode, except frozen backbones, whose BatchNorm statistics must not drift."""
+    """Training mode, except frozen backbones (the modules whose parameters are all among
+    ``model.backbone_parameter_names()``), whose BatchNorm statistics and dropout must not change."""
     model.train()
-    if frozen_backbone:
-        for name, module in model.named_modules():
-            if name.endswith("backbone"):
-                module.eval()
+    if not frozen_backbone:
+        return
+    names = model.backbone_parameter_names()
+    for prefix, module in model.named_modules():
+        own = [f"{prefix}.{name}" if prefix else name for name, _ in module.named_parameters()]
+        if own and all(name in names for name in own):
+            module.eval()
 
 
 def poly_lambda(max_steps: int, power: float):
@@ -166,6 +232,8 @@ class TrainState:
         return {
             "model_name": self.cfg.model,
             "model_config": self.model_config,
+            # Every builder keyword as used (loss weights included), for the record; rebuilding uses model_config.
+            "model_config_used": model_spec(self.cfg.model).resolved_config(self.model_config),
             "task": self.cfg.task,
             "feature_params": self.feature_params,
             "train_params": asdict(self.cfg),
@@ -181,7 +249,9 @@ class TrainState:
 
 
 def setup_training(cfg: TrainParams, data_root: str, shards: list[int]) -> TrainState:
-    """Build the model first (it says which features it reads), then the dataset, sampler and optimiser."""
+    """Build the model first (it says which features it reads), then the dataset, sampler and optimiser.
+    Null keys of ``cfg`` are resolved first (:func:`resolve_train_params`); the state holds the result."""
+    cfg = resolve_train_params(cfg)
     info = init_distributed()
     device = pick_device(info)
     if cfg.threads:
@@ -199,6 +269,10 @@ def setup_training(cfg: TrainParams, data_root: str, shards: list[int]) -> Train
     dataset = ClipDataset(cfg.datasets, shards, cfg.split, source, augmentation, seed=cfg.seed)
     if len(dataset) == 0:
         raise RuntimeError(f"no '{cfg.split}' clips with all features in {cfg.datasets} under {data_root}")
+    feature_params = dataset.feature_params()
+    if cfg.preset:
+        for mismatch in feature_mismatches(get_preset(cfg.preset), feature_params):
+            warnings.warn(f"train.preset {cfg.preset}: {mismatch}", stacklevel=2)
     sampler = LengthGroupedSampler(
         [c.num_frames for c in dataset.clips],
         cfg.batch_size,
@@ -229,7 +303,7 @@ def setup_training(cfg: TrainParams, data_root: str, shards: list[int]) -> Train
         model_config,
         optimizer,
         scheduler,
-        dataset.feature_params(),
+        feature_params,
     )
 
 
@@ -332,10 +406,12 @@ def train(
     ``log_path``: dvclive folder of the per-step curves (default ``run_dir/log``); ``progress`` False
     replaces the bar with a log line every 50 steps or 60 s (:class:`train.runlog.TrainLogger`).
     ``stop_after``: stop (with a checkpoint) after this many steps in this call (tests, time limits).
-    Returns {"final": path of the final checkpoint or None, "steps": steps done, "losses": [...]}.
+    Returns {"final": path of the final checkpoint or None, "steps": steps done, "losses": [...],
+    "model": the model trained (``cfg.model`` resolved)}.
     """
     run_dir = Path(run_dir)
     state = setup_training(cfg, data_root, shards)
+    cfg = state.cfg  # null keys resolved
     resume_or_start(state, run_dir, resume)
     logger = TrainLogger(
         Path(log_path) if log_path else run_dir / "log",
@@ -361,7 +437,7 @@ def train(
     final = _save_at_end(state, run_dir)
     if state.info.world_size > 1:
         dist.barrier()
-    return {"final": final, "steps": state.step, "losses": losses_seen}
+    return {"final": final, "steps": state.step, "losses": losses_seen, "model": cfg.model}
 
 
 def _log_row(state: TrainState, epoch: int, result: dict[str, Any]) -> dict[str, float]:

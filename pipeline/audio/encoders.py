@@ -13,7 +13,6 @@ pca_checkpoint, allow_random_init, batch_size, num_threads) and exposes:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,9 +33,8 @@ class AudioEncoder(Protocol):
     def encode(self, examples: np.ndarray) -> np.ndarray: ...
 
 
-_ENCODERS = Registry("audio encoder")
-# Modules holding the built-in encoders; imported on first use of the registry (they import this module).
-_BUILTIN_MODULES = ("pipeline.audio.vggish", "pipeline.audio.yamnet")
+# The built-in encoders' modules are imported on first use of the registry (they import this module).
+_ENCODERS = Registry("audio encoder", modules=("pipeline.audio.vggish", "pipeline.audio.yamnet"))
 
 
 def register_encoder(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[..., AudioEncoder]]:
@@ -44,20 +42,12 @@ def register_encoder(name: str) -> Callable[[Callable[..., AudioEncoder]], Calla
     return _ENCODERS.register(name)
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def list_encoders() -> list[str]:
     """Names accepted by ``build_encoder`` (and by ``audio.encoder`` in params.yaml)."""
-    _load_builtins()
-    return sorted(_ENCODERS)
+    return _ENCODERS.names()
 
 
 def build_encoder(name: str, **cfg: Any) -> AudioEncoder:
-    """Instantiate the encoder registered as ``name`` with keyword configuration ``cfg``."""
-    _load_builtins()
-    if name not in _ENCODERS:
-        raise AudioEncoderError(f"unknown audio encoder {name!r}; choose one of {sorted(_ENCODERS)}")
-    return _ENCODERS[name](**cfg)
+    """Instantiate the encoder registered as ``name`` with keyword configuration ``cfg``
+    (``pipeline.registry.UnknownNameError`` for an unknown name)."""
+    return _ENCODERS.lookup(name)(**cfg)

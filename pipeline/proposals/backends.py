@@ -69,13 +69,12 @@ def register_backend(name: str) -> Callable[[BackendBuilder], BackendBuilder]:
 
 
 def list_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def build_backend(name: str, params: ProposalParams) -> ProposalBackend:
-    if name not in _BACKENDS:
-        raise ValueError(f"proposals.backend must be one of {list_backends()}, got {name!r}")
-    return _BACKENDS[name](params)
+    """The backend ``name`` built for ``params`` (``pipeline.registry.UnknownNameError`` for an unknown name)."""
+    return _BACKENDS.lookup(name)(params)
 
 
 _BUILT: dict[str, ProposalBackend] = {}  # params hash -> the backend built in this process

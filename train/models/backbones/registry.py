@@ -11,12 +11,21 @@ import torch
 import torch.nn as nn
 
 from pipeline.registry import Registry
-from pipeline.torch_files import TorchFileError, load_torch_file
+from train.models.backbones.weights import read_weights_file
 
 STAGE_NAMES: tuple[str, ...] = ("res2", "res3", "res4", "res5")
 
 BackboneBuilder = Callable[..., nn.Module]
-_BACKBONES = Registry("backbone")
+# Every family module registers its backbones when imported (train.models.backbones imports them all).
+_BACKBONES = Registry(
+    "backbone",
+    modules=(
+        "train.models.backbones.mobilenet",
+        "train.models.backbones.pvt",
+        "train.models.backbones.resnet",
+        "train.models.backbones.swin",
+    ),
+)
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
@@ -26,7 +35,7 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
 
 def list_backbones() -> list[str]:
     """Sorted names of the registered backbones."""
-    return sorted(_BACKBONES)
+    return _BACKBONES.names()
 
 
 def build_backbone(name: str, pretrained: str | Path | None = None, **kw) -> nn.Module:
@@ -35,9 +44,7 @@ def build_backbone(name: str, pretrained: str | Path | None = None, **kw) -> nn.
     ``pretrained="imagenet"`` is accepted by backbones whose weights ship offline
     (``mobilenet_v2``); any other string is a file path.
     """
-    if name not in _BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; registered backbones: {list_backbones()}")
-    backbone = _BACKBONES[name](**kw)
+    backbone = _BACKBONES.lookup(name)(**kw)
     if pretrained is not None:
         if str(pretrained) == "imagenet":
             if name != "mobilenet_v2":
@@ -52,28 +59,32 @@ _IGNORED_PREFIXES: tuple[str, ...] = ("fc.", "head.", "classifier.", "features.1
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load an ImageNet checkpoint into ``backbone``.
+    """Load a pretrained (ImageNet) file into ``backbone``; every backbone weight must be in it.
 
-    Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` (naming the file)
-    when it is not a state dict, misses backbone weights, or has tensors of the wrong shape.
+    The file is a PyTorch state dict or a detectron2 / Caffe2 pickle
+    (:func:`train.models.backbones.weights.read_weights_file`); a backbone whose files use other
+    names renames them in ``adapt_pretrained(state, layout)``, and one with layers of its own that no
+    ImageNet file has loads the file into its ``pretrained_module`` only.
+    Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` (naming the file) when it
+    is not a mapping of tensors, misses backbone weights, or has tensors of the wrong shape.
     Keys of classification heads (``fc.*``, ``head.*``, ``classifier.*``) are ignored.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights file {path} does not exist")
-    try:
-        state = load_torch_file(path, "backbone weights")
-    except TorchFileError as error:
-        raise ValueError(str(error)) from None
-    for wrapper_key in ("state_dict", "model"):
-        if isinstance(state, dict) and wrapper_key in state and isinstance(state[wrapper_key], dict):
-            state = state[wrapper_key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"backbone weights file {path} does not hold a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state, layout = read_weights_file(path)
+    adapt = getattr(backbone, "adapt_pretrained", None)
+    if adapt is not None:
+        state = adapt(state, layout)
     state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+    target = getattr(backbone, "pretrained_module", backbone)
+    own = target.state_dict()
+    # BatchNorm counters of a file are meaningless to frozen norms, which have none.
+    state = {k: v for k, v in state.items() if k in own or not k.endswith("num_batches_tracked")}
+    _check_compatible(target, state, f"backbone weights file {path} is incompatible with {type(backbone).__name__}")
+    target.load_state_dict(state, strict=False)
 
-    own = backbone.state_dict()
+
+def _check_compatible(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    own = module.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     wrong_shape = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -89,10 +100,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
         if wrong_shape:
             details.append(f"{len(wrong_shape)} shape mismatches (e.g. {wrong_shape[:3]})")
-        raise ValueError(
-            f"backbone weights file {path} is incompatible with {type(backbone).__name__}: " + "; ".join(details)
-        )
-    backbone.load_state_dict(state, strict=False)
+        raise ValueError(f"{what}: " + "; ".join(details))
 
 
 MOBILENET_V2_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"

@@ -1,7 +1,9 @@
-"""ResNet backbones (torchvision blocks; torchvision's ImageNet checkpoint layout)."""
+"""ResNet backbones (torchvision blocks and names). Pretrained files: torchvision state dicts, and
+detectron2 pickles in its model-zoo (``R-50.pkl`` as COMBO uses it) or Caffe2 layout."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import torch
@@ -10,6 +12,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from train.models.backbones.registry import STAGE_NAMES, register_backbone
+from train.models.backbones.weights import caffe2_to_detectron2_name
 
 
 class ResNetBackbone(nn.Module):
@@ -68,6 +71,39 @@ class ResNetBackbone(nn.Module):
         res5 = self.layer4(res4)
         return {"res2": res2, "res3": res3, "res4": res4, "res5": res5}
 
+    def adapt_pretrained(self, state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+        """torchvision names for a file of ``layout`` "torch" (kept), "detectron2" or "caffe2"."""
+        if layout == "torch":
+            return state
+        if layout == "caffe2":
+            # Training leftovers (``*_momentum``) and the ImageNet classifier (``fc1000_*``) are not backbone weights.
+            kept = {k: v for k, v in state.items() if not k.endswith("_momentum") and not k.startswith("fc1000")}
+            state = {caffe2_to_detectron2_name(k): v for k, v in kept.items()}
+        state = {detectron2_to_torchvision_name(k): v for k, v in state.items()}
+        return self._with_caffe2_norm_statistics(state)
+
+    def _with_caffe2_norm_statistics(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Caffe2 norms are a scale and a bias only: mean 0 and variance 1 - eps make our norm layers
+        apply exactly that scale (what detectron2's FrozenBatchNorm2d does with such files)."""
+        state = dict(state)
+        for name, module in self.named_modules():
+            if hasattr(module, "running_var") and f"{name}.weight" in state and f"{name}.running_var" not in state:
+                eps = float(getattr(module, "eps", 1e-5))
+                state[f"{name}.running_mean"] = torch.zeros_like(state[f"{name}.weight"])
+                state[f"{name}.running_var"] = torch.ones_like(state[f"{name}.weight"]) - eps
+        return state
+
+
+def detectron2_to_torchvision_name(name: str) -> str:
+    """``res2.0.conv1.norm.weight`` -> ``layer1.0.bn1.weight``; ``stem.conv1.weight`` -> ``conv1.weight``;
+    ``res3.0.shortcut.norm.bias`` -> ``layer2.0.downsample.1.bias`` (the inverse of detectron2's
+    torchvision converter)."""
+    name = re.sub(r"^stem\.conv1\.norm\.", "bn1.", name)
+    name = re.sub(r"^stem\.", "", name)
+    name = re.sub(r"^res([2-5])\.", lambda m: f"layer{int(m.group(1)) - 1}.", name)
+    name = name.replace(".shortcut.norm.", ".downsample.1.").replace(".shortcut.", ".downsample.0.")
+    return re.sub(r"\.conv([1-3])\.norm\.", r".bn\1.", name)
+
 
 def _norm(frozen_bn: bool) -> Callable[[int], nn.Module]:
     return FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
@@ -77,6 +113,12 @@ def _norm(frozen_bn: bool) -> Callable[[int], nn.Module]:
 def resnet50(frozen_bn: bool = True) -> ResNetBackbone:
     """ResNet-50 (paper config; frozen BN as in Mask2Former/COMBO). Channels 256/512/1024/2048."""
     return ResNetBackbone(Bottleneck, (3, 4, 6, 3), norm_layer=_norm(frozen_bn))
+
+
+@register_backbone("resnet101")
+def resnet101(frozen_bn: bool = True) -> ResNetBackbone:
+    """ResNet-101 (TransAVS's ImageNet-1K backbone; frozen BN). Channels 256/512/1024/2048."""
+    return ResNetBackbone(Bottleneck, (3, 4, 23, 3), norm_layer=_norm(frozen_bn))
 
 
 @register_backbone("resnet18")
