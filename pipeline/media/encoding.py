@@ -34,6 +34,14 @@ def _frame_chunks(frames: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray
     return first, (chunk for part in ([first], rest) for chunk in part)
 
 
+# Pinned encodes must give the same bytes on every x86-64 machine, but the SIMD paths that ffmpeg and
+# x264 pick from the CPU are not bit-exact with their C code: on one AVX-512 machine the rgb24 ->
+# yuv420p conversion (swscale) and x264 each changed the demo mp4s' bytes when their SIMD was turned
+# off. So pinned encodes run the C code only (about 4x slower: 0.8 s for a 5 s 224x224 demo clip).
+PORTABLE_GLOBAL_ARGS = ("-cpuflags", "0")  # libavcodec / libswscale / libavutil: no CPU-specific code
+PORTABLE_X264_PARAMS = "asm=0"  # x264 detects the CPU itself: C code only
+
+
 def _encode_args(
     out: Path,
     container: str,
@@ -47,6 +55,7 @@ def _encode_args(
     vcodec: str,
     pts_expr: str | None,
     preset: str,
+    portable: bool = False,
 ) -> list[str]:
     video_stream = ffmpeg.input(
         "pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps
@@ -58,6 +67,8 @@ def _encode_args(
     out_kwargs: dict = dict(vcodec=vcodec, threads=1, map_metadata=-1, fflags="+bitexact", flags="+bitexact")
     if vcodec == "libx264":
         out_kwargs.update(pix_fmt="yuv420p", crf=crf, preset=preset)
+        if portable:
+            out_kwargs["x264-params"] = PORTABLE_X264_PARAMS
     if container == "mp4":
         out_kwargs.update(movflags="+faststart")
     if pts_expr:
@@ -65,9 +76,10 @@ def _encode_args(
     if audio_fd is not None:
         streams.append(ffmpeg.input(f"pipe:{audio_fd}", format="s16le", ar=audio_rate, ac=audio_channels).audio)
         out_kwargs.update(acodec="aac", audio_bitrate="128k")
-    return _cli(
+    args = _cli(
         ffmpeg.output(*streams, "file:" + os.path.abspath(out), format=container, **out_kwargs).global_args("-y")
     )
+    return [*PORTABLE_GLOBAL_ARGS, *args] if portable else args
 
 
 def _feed(stream, chunks: Iterable[bytes | np.ndarray]) -> None:
@@ -101,7 +113,8 @@ def encode_video(
     (benchmarks make long videos with "ultrafast"). Frames and audio reach ffmpeg through
     pipes; the file is written atomically (pipeline.atomic). Single-threaded x264 and bitexact
     muxer/encoder flags so the same input always gives the same bytes; ``pinned`` encodes with
-    :func:`pinned_ffmpeg_exe` so they are the same on every machine.
+    :func:`pinned_ffmpeg_exe` and without CPU-specific code (:data:`PORTABLE_GLOBAL_ARGS`,
+    :data:`PORTABLE_X264_PARAMS`) so they are the same on every x86-64 machine.
     """
     path = Path(path)
     first, chunks = _frame_chunks(frames)
@@ -113,7 +126,7 @@ def encode_video(
         read_fd, write_fd = os.pipe() if pcm is not None else (None, None)
         try:
             args = _encode_args(
-                tmp, container, width, height, fps, read_fd, channels, audio_rate, crf, vcodec, pts_expr, preset
+                tmp, container, width, height, fps, read_fd, channels, audio_rate, crf, vcodec, pts_expr, preset, pinned
             )
             exe = pinned_ffmpeg_exe() if pinned else ffmpeg_exe()
             proc = subprocess.Popen(
