@@ -1,0 +1,124 @@
+"""Resources: a full disk (tmpfs of 2 MB, or RLIMIT_FSIZE), killed writers' temporaries, dask scratch
+folders, audio memory on long videos, low frame rates and symlinks leaving a folder source's root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+def run_avs(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stages.cli", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MB tmpfs (needs root or CAP_SYS_ADMIN; skipped otherwise), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0 or shutil.which("umount") is None:
+        pytest.skip("cannot mount a small tmpfs here (not root): the RLIMIT_FSIZE test covers the write path")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# Writes 20 videos of incompressible frames (750 KB each) into one shard.
+SHARD_WRITER = """
+    import resource, signal, sys
+    import numpy as np
+    from pipeline.shards import ShardWriter
+    if len(sys.argv) > 2:  # a file-size limit instead of a full disk: writes get EFBIG, not SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+    rng = np.random.default_rng(0)
+    try:
+        with ShardWriter(sys.argv[1], kind="extract", params_hash="x") as writer:
+            for v in range(20):
+                writer.write_video(f"v{v}", {"frames": rng.integers(0, 255, (5, 224, 224, 3), dtype=np.uint8)})
+    except OSError as exc:
+        print(type(exc).__name__, exc)
+        sys.exit(2)
+"""
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_full_disk_during_a_shard_write_is_one_line_and_leaves_nothing(full_disk, run):
+    """Was: segmentation fault (exit 139) and the temporary left filling the disk, 3 runs of 3."""
+    shard = full_disk / "shard-0.h5"
+    proc = run_python(SHARD_WRITER, str(shard))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stdout.strip()
+    assert line.startswith("DiskFullError") and str(shard) in line and "free" in line, line
+    assert "\n" not in line and "Exception ignored" not in proc.stderr
+    assert list(full_disk.iterdir()) == []
+
+
+def test_hdf5_write_failure_surfaces_where_it_happens(tmp_path):
+    """Past the free-space check (a file-size limit, EFBIG): HDF5's own write error is raised in the
+    write, not printed from a destructor while writing goes on; no crash, no temporary."""
+    shard = tmp_path / "shard-0.h5"
+    proc = run_python(SHARD_WRITER, str(shard), str(2 << 20))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "file size limit" in proc.stdout and str(shard) in proc.stdout
+    assert "Exception ignored" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_save_on_a_full_disk_names_the_file(full_disk):
+    """Was: ``[enforce fail at inline_container.cc:672]`` from train's checkpoint write."""
+    code = """
+        import sys, torch
+        from pipeline.atomic import DiskFullError, atomic_path
+        try:
+            with atomic_path(sys.argv[1]) as tmp:
+                torch.save({"w": torch.zeros(1_000_000)}, tmp)
+        except DiskFullError as exc:
+            print(exc)
+    """
+    proc = run_python(code, str(full_disk / "step-1.pt"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"{full_disk / 'step-1.pt'}: no space left on the device (")
+    assert list(full_disk.iterdir()) == []
+
+
+def test_demo_data_on_a_full_disk_exits_2_with_one_line(full_disk, tmp_path):
+    params = tmp_path / "params.yaml"
+    demo = {"seed": 3, "frame_size": [48, 64], "num_classes": 6, "s4_videos": [20, 0, 1]}
+    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data")}, "demo": demo}))
+    proc = run_avs("demo-data", "--params", str(params), "--out", str(full_disk / "demo"), "--no-progress")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("avs demo-data: error: ") and "no space left" in lines[0]
+    assert str(full_disk) in lines[0] and "free)" in lines[0]
+    assert temporaries(full_disk) == []
