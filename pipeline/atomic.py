@@ -5,10 +5,11 @@ never a partial one. Temporaries live beside their target (so the rename is atom
 random name created exclusively, ``.{name}.tmp-{16 hex}{suffix}``. A writer takes an exclusive
 ``flock`` on ``{temporary}.lock`` *before* it creates the temporary and removes the temporary before
 releasing the lock, so a temporary whose lock nobody holds is abandoned (the kernel releases the lock
-when its writer dies, whatever its PID namespace) and is removed by the next writer of that file. No
-process id is trusted, so writers in other containers, or on other hosts sharing the folder, never
-delete each other's files; with two concurrent writers of one file, each publishes a complete file
-and the last rename wins.
+when its writer dies, whatever its PID namespace) and is removed by the next writer of that file, or
+by the first writer a process starts in that folder, whatever file it writes. No process id is
+trusted, so writers in other containers, or on other hosts sharing the folder, never delete each
+other's files; with two concurrent writers of one file, each publishes a complete file and the last
+rename wins.
 
 A write that runs out of space (ENOSPC, EFBIG past a file-size limit, a quota) ends in one
 :class:`DiskFullError` naming the file and the free space, with the temporary removed, whatever
@@ -24,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -125,8 +127,34 @@ def _is_abandoned(tmp: Path) -> bool:
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Delete the abandoned temporaries of ``path`` (see the module docstring); returns them."""
     path = Path(path)
+    return _remove_abandoned(path.parent.glob(f".{path.name}{TMP_MARK}*"))
+
+
+_TEMPORARY_NAME = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[0-9a-f]{16}")
+_swept_folders: set[tuple[int, str]] = set()  # (pid, folder): each process sweeps a folder once
+
+
+def remove_stale_temporaries_in(folder: str | Path) -> list[Path]:
+    """Delete the abandoned temporaries of every file in ``folder`` (writers killed by ``kill -9``
+    leave theirs until a writer of the same file runs; this is the next writer of any file there)."""
+    folder = Path(folder)
+    try:
+        candidates = [p for p in folder.iterdir() if _TEMPORARY_NAME.match(p.name)]
+    except OSError:
+        return []
+    return _remove_abandoned(candidates)
+
+
+def _sweep_once(folder: Path) -> None:
+    key = (os.getpid(), os.path.abspath(folder))
+    if key not in _swept_folders:
+        _swept_folders.add(key)
+        remove_stale_temporaries_in(folder)
+
+
+def _remove_abandoned(candidates: Iterable[Path]) -> list[Path]:
     removed = []
-    for found in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+    for found in candidates:
         if found.name.endswith(".lock"):
             _remove_orphan_lock(found)
         elif _is_abandoned(found):
@@ -153,6 +181,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     rename it to ``path``, on error delete it. ``suffix`` keeps an extension tools rely on (".png")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(path.parent)
     remove_stale_temporaries(path)
     tmp = _temporary_name(path, suffix)
     with _held_lock(_lock_of(tmp)):

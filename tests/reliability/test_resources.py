@@ -122,3 +122,107 @@ def test_demo_data_on_a_full_disk_exits_2_with_one_line(full_disk, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("avs demo-data: error: ") and "no space left" in lines[0]
     assert str(full_disk) in lines[0] and "free)" in lines[0]
     assert temporaries(full_disk) == []
+
+
+# A writer that takes its temporary and hangs until killed.
+HANGING_WRITER = """
+    import sys, time
+    from pipeline.atomic import atomic_path
+    with atomic_path(sys.argv[1]) as tmp:
+        tmp.write_bytes(b"partial")
+        print("writing", flush=True)
+        time.sleep(600)
+"""
+
+
+def test_killed_writers_temporary_is_removed_by_the_next_writer_of_any_file_there(tmp_path):
+    """Was: after ``kill -9`` the temporary shard and its lock stayed until that very shard was rewritten."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HANGING_WRITER), str(tmp_path / "shard-0.h5")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "writing"
+    writer.kill()
+    writer.wait()
+    assert len(temporaries(tmp_path)) == 2  # the temporary and its lock
+    proc = run_python(
+        "import sys; from pipeline.atomic import write_text; write_text(sys.argv[1], 'ok')",
+        str(tmp_path / "shard-1.failures.csv"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert temporaries(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-1.failures.csv"]
+
+
+def test_a_live_writers_temporary_survives_a_writer_of_another_file(tmp_path):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HANGING_WRITER), str(tmp_path / "shard-0.h5")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        proc = run_python(
+            "import sys; from pipeline.atomic import write_text; write_text(sys.argv[1], 'ok')",
+            str(tmp_path / "other.csv"),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert len(temporaries(tmp_path)) == 2
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+DASK_MAP = """
+    from pipeline.parallel import map_ordered
+    from pipeline.params import DaskParams
+    if __name__ == "__main__":
+        cfg = DaskParams(n_workers=1, processes=True)
+        print(sum(o.value for _, o in map_ordered(abs, [-1, -2, -3], dask_cfg=cfg, progress=False)))
+"""
+
+
+def test_dask_worker_processes_leave_no_scratch_folder(tmp_path):
+    """Was: with ``dask.processes: true`` the ``dask-scratch-space`` folders stayed in ``$TMPDIR``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(DASK_MAP)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "6", proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scratch_folder_of_a_killed_run_is_removed_by_the_next(tmp_path):
+    from pipeline.parallel import remove_abandoned_scratch
+
+    code = """
+        from pipeline.parallel import run_scratch_folder
+        import time
+        with run_scratch_folder() as folder:
+            (folder / "dask-scratch-space").mkdir()
+            print(folder, flush=True)
+            time.sleep(600)
+    """
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    folder = Path(holder.stdout.readline().strip())
+    assert remove_abandoned_scratch(tmp_path) == [] and folder.is_dir()  # its run is alive
+    holder.kill()
+    holder.wait()
+    (tmp_path / "avs-dask-unrelated.txt").write_text("a file, not a run's folder")
+    assert remove_abandoned_scratch(tmp_path) == [folder]
+    assert [p.name for p in tmp_path.iterdir()] == ["avs-dask-unrelated.txt"]
