@@ -33,9 +33,11 @@ DEFAULT_WINDOW_SECONDS = 64  # 64 s of 224x224 frames: 9.6 MB of frames + 2 MB o
 def _video_args(path: str | Path, plan: FramePlan, size: tuple[int, int], resize_filter: str) -> list[str]:
     # setpts=N stamps each frame with its decoding index; only the kept frames are scaled.
     height, width = size
+    stream = _input(path).video
+    if plan.resample:
+        stream = stream.filter("fps", 1)  # below 1 fps: one frame per second, each shown frame repeated
     stream = (
-        _input(path)
-        .video.filter("setpts", "N")
+        stream.filter("setpts", "N")
         .filter("select", plan.select_expression())
         .filter("scale", width, height, flags=resize_filter)
     )

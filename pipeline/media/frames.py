@@ -23,22 +23,29 @@ class FramePlan:
     ``n mod R == offset`` and ``n < T*R``: a ``select`` expression of constant length, whatever T.
     When the header says the clip may end before the last wanted frame, every frame from
     ``tail_start`` on is kept too, so that missing seconds can take the true last frame (the clamp).
+
+    Below 1 fps (a slide show, a time lapse: fewer frames than seconds) ``resample`` is set: ffmpeg's
+    ``fps=1`` filter first repeats each frame for as long as it is shown, so second l takes the frame
+    on screen at l s and indices count frames of that 1 fps stream.
     """
 
     num_seconds: int
     rfps: int
     tail_start: int | None  # None: the clip is long enough; ffmpeg stops after T frames
-    estimated: int | None  # frames the header promises (duration * R); None when unknown
+    estimated: int | None  # frames the stream should have (duration x its real rate); None when unknown
+    resample: bool = False  # below 1 fps: decode through ffmpeg's fps=1 filter
 
     @classmethod
     def for_clip(cls, num_seconds: int, fps: float, duration: float | None) -> FramePlan:
+        resample = 0 < fps < 1
         rfps = max(1, int(round(fps)))
-        estimated = int(duration * rfps) if duration else None
+        # The stream's own rate, not the rounded one: 8 s at 0.5 fps is 4 frames, not a truncated 8.
+        estimated = int(duration * (1 if resample else fps) + 1e-6) if duration else None
         last_wanted = (num_seconds - 1) * rfps + (15 * rfps) // 16
         tail_start = None
         if estimated is None or last_wanted >= estimated - 1:
             tail_start = max(0, min(last_wanted, estimated if estimated is not None else last_wanted) - 2 * rfps)
-        return cls(num_seconds, rfps, tail_start, estimated)
+        return cls(num_seconds, rfps, tail_start, estimated, resample)
 
     @property
     def offset(self) -> int:

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import media
+from tests.conftest import decode_index
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -226,3 +229,14 @@ def test_scratch_folder_of_a_killed_run_is_removed_by_the_next(tmp_path):
     (tmp_path / "avs-dask-unrelated.txt").write_text("a file, not a run's folder")
     assert remove_abandoned_scratch(tmp_path) == [folder]
     assert [p.name for p in tmp_path.iterdir()] == ["avs-dask-unrelated.txt"]
+
+
+@pytest.mark.parametrize(("fps", "seconds"), [(0.5, 8), (0.25, 8)])
+def test_low_frame_rate_video_is_accepted(make_video, fps, seconds):
+    """Was: a valid 8 s video at 0.5 fps refused as "truncated" (the header's 8 s x rounded 1 fps = 8
+    frames expected, 4 decoded). Now each second takes the frame on screen then."""
+    path = make_video(f"slides-{fps}.mp4", seconds=seconds, fps=fps)
+    clip = media.extract_clip(path, seconds, (64, 128))
+    shown = [decode_index(frame) for frame in clip.frames]
+    assert shown == [int(second * fps) for second in range(seconds)]
+    assert clip.audio_samples == seconds * media.AUDIO_RATE
