@@ -282,3 +282,26 @@ def test_windowed_audio_features_equal_the_whole_clip_ones(yamnet, seconds, audi
     assert int(windowed["num_examples"]) == int(whole["num_examples"])
     np.testing.assert_allclose(windowed["logmel"], whole["logmel"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(windowed["embeddings"], whole["embeddings"], rtol=0, atol=1e-4)
+
+
+def test_symlinks_leaving_a_folder_source_are_refused_and_listed(tmp_path, make_video):
+    """Was: a link to a file outside the root was read without a note, and linked folders were
+    skipped without being listed. The rule (docs/data.md): links to files inside the root are read,
+    links to files outside are not, links to folders are never entered; all three are listed."""
+    from pipeline.manifest import scan_folder
+
+    root, outside = tmp_path / "videos", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    make_video("inside.mp4", seconds=1.2, folder=root / "sub")
+    make_video("secret.mp4", seconds=1.2, folder=outside)
+    (root / "leak.mp4").symlink_to(outside / "secret.mp4")
+    (root / "alias.mp4").symlink_to(root / "sub" / "inside.mp4")
+    (root / "outside_dir").symlink_to(outside, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    videos, skipped = scan_folder(root)
+    assert [p.relative_to(root).as_posix() for p in videos] == ["alias.mp4", "sub/inside.mp4"]
+    reasons = dict(skipped)
+    assert set(reasons) == {"leak.mp4", "outside_dir", "loop"}
+    assert reasons["leak.mp4"] == "symbolic link to a file outside the root: not read"
+    assert "folder outside the root" in reasons["outside_dir"] and "folder inside the root" in reasons["loop"]
