@@ -16,7 +16,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.audio.encoders import AudioEncoder, AudioEncoderError, build_encoder, list_encoders
+from pipeline.audio.encoders import (
+    AudioEncoder,
+    AudioEncoderError,
+    build_encoder,
+    encoder_arguments,
+    list_encoders,
+)
 from pipeline.audio.logmel import (
     EXAMPLE_FRAMES,
     EXAMPLE_HOP_FRAMES,
@@ -55,11 +61,20 @@ class AudioParams:
         known = list_encoders()
         if self.encoder not in known:
             raise ValueError(f"audio.encoder {self.encoder!r} is not one of {known}")
+        self.encoder_config()  # a key set for another encoder is an error here, naming it
 
     def encoder_config(self) -> dict[str, object]:
-        config = asdict(self)
-        config.pop("encoder")
-        config["batch_size"] = config.pop("batch_seconds")
+        """The keyword arguments of this encoder's builder, and only those: a key the encoder does not
+        take must keep its default (``audio.pca: true`` with yamnet is an error naming the key)."""
+        taken = set(encoder_arguments(self.encoder))
+        defaults = AudioParams.__dataclass_fields__
+        config = {}
+        for key, value in asdict(self).items():
+            argument = "batch_size" if key == "batch_seconds" else key
+            if argument in taken:
+                config[argument] = value
+            elif key != "encoder" and value != defaults[key].default:
+                raise ValueError(f"audio.{key} applies to other encoders, not to {self.encoder!r}; remove it")
         return config
 
 
