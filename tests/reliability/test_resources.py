@@ -100,13 +100,15 @@ def test_hdf5_write_failure_surfaces_where_it_happens(tmp_path):
 
 
 def test_torch_save_on_a_full_disk_names_the_file(full_disk):
-    """Was: ``[enforce fail at inline_container.cc:672]`` from train's checkpoint write."""
+    """Was: ``[enforce fail at inline_container.cc:672]`` from the training checkpoint write."""
     code = """
-        import sys, torch
-        from pipeline.atomic import DiskFullError, atomic_path
+        import sys
+        from pathlib import Path
+        import torch
+        from pipeline.atomic import DiskFullError
+        from train.checkpoint import save_checkpoint
         try:
-            with atomic_path(sys.argv[1]) as tmp:
-                torch.save({"w": torch.zeros(1_000_000)}, tmp)
+            save_checkpoint({"state_dict": {"w": torch.zeros(1_000_000)}, "step": 1}, Path(sys.argv[1]))
         except DiskFullError as exc:
             print(exc)
     """
@@ -305,3 +307,26 @@ def test_symlinks_leaving_a_folder_source_are_refused_and_listed(tmp_path, make_
     assert set(reasons) == {"leak.mp4", "outside_dir", "loop"}
     assert reasons["leak.mp4"] == "symbolic link to a file outside the root: not read"
     assert "folder outside the root" in reasons["outside_dir"] and "folder inside the root" in reasons["loop"]
+
+
+def test_extract_on_a_full_disk_exits_2_with_one_line(full_disk, tmp_path, make_video):
+    """``avs manifest`` then ``avs extract`` with the data root on a 2 MB file system."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k in range(3):
+        make_video(f"clip{k}.mp4", seconds=2.2, folder=videos)
+    params = {
+        "data": {"root": str(full_disk), "manifests": str(tmp_path / "manifests"), "datasets": ["vids"], "shards": [0]},
+        "dask": {"n_workers": 0},
+        "manifest": {"datasets": {"vids": {"source": "folder", "root": str(videos), "seconds": 2}}},
+        "extract": {"frame_size": [512, 512]},  # 1.5 MB of frames per video: more than the disk has left
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert run_avs("manifest", "--params", str(path), "--dataset", "vids", "--no-progress").returncode == 0
+    proc = run_avs("extract", "--params", str(path), "--dataset", "vids", "--shard", "0", "--no-progress")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("avs extract: error: "), lines
+    assert "shard-0.h5: not enough free space" in lines[0] and "free" in lines[0]
+    assert temporaries(full_disk) == [] and not (full_disk / "vids" / "extract" / "shard-0.h5").exists()
