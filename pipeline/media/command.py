@@ -21,6 +21,12 @@ import ffmpeg  # ffmpeg-python: builds argument lists for us
 AUDIO_RATE = 16_000  # Hz, the rate every AVS audio encoder expects
 
 
+# ffmpeg with no CPU-specific code (libavcodec, libswscale, libswresample, libavutil): the same
+# output on every x86-64 CPU. SIMD paths are not all bit-exact with the C code: the demo mp4s
+# (swscale rgb24 -> yuv420p) and decoded AAC audio (float decoder + resampler) changed with them.
+PORTABLE_GLOBAL_ARGS = ("-cpuflags", "0")
+
+
 class MediaError(RuntimeError):
     """A media file could not be read; the message names the file and the reason."""
 

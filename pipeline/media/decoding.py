@@ -9,7 +9,16 @@ from pathlib import Path
 import ffmpeg  # ffmpeg-python: builds argument lists for us
 import numpy as np
 
-from pipeline.media.command import AUDIO_RATE, MediaError, _cli, _input, _last_error_line, _run, shown_path
+from pipeline.media.command import (
+    AUDIO_RATE,
+    PORTABLE_GLOBAL_ARGS,
+    MediaError,
+    _cli,
+    _input,
+    _last_error_line,
+    _run,
+    shown_path,
+)
 from pipeline.media.frames import FramePlan
 from pipeline.media.probing import MediaInfo, probe
 from pipeline.media.streams import _AudioReader, _FrameReader, _Pipe
@@ -48,12 +57,15 @@ def _video_args(path: str | Path, plan: FramePlan, size: tuple[int, int], resize
 
 
 def _audio_args(path: str | Path, num_seconds: int) -> list[str]:
-    # First audio stream, downmixed to mono and resampled to 16 kHz, at most T seconds.
-    return _cli(
+    # First audio stream, downmixed to mono and resampled to 16 kHz, at most T seconds. Without
+    # CPU-specific code: AAC decoding and resampling gave other samples with SSE2 only than with AVX
+    # (frames did not change with the SIMD level, and video decoding costs far more, so it keeps it).
+    args = _cli(
         ffmpeg.output(
             _input(path)["a:0"], "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=AUDIO_RATE, t=num_seconds
         )
     )
+    return [*PORTABLE_GLOBAL_ARGS, *args]
 
 
 def _check_video(path: str | Path, info: MediaInfo, num_seconds: int, missing_audio: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.atomic import atomic_path
 from pipeline.media.command import (
     AUDIO_RATE,
+    PORTABLE_GLOBAL_ARGS,
     MediaError,
     _cli,
     _last_error_line,
@@ -38,7 +39,6 @@ def _frame_chunks(frames: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray
 # x264 pick from the CPU are not bit-exact with their C code: on one AVX-512 machine the rgb24 ->
 # yuv420p conversion (swscale) and x264 each changed the demo mp4s' bytes when their SIMD was turned
 # off. So pinned encodes run the C code only (about 4x slower: 0.8 s for a 5 s 224x224 demo clip).
-PORTABLE_GLOBAL_ARGS = ("-cpuflags", "0")  # libavcodec / libswscale / libavutil: no CPU-specific code
 PORTABLE_X264_PARAMS = "asm=0"  # x264 detects the CPU itself: C code only
 
 
