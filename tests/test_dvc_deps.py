@@ -96,7 +96,9 @@ def test_stage_deps_cover_its_imported_sources(stage):
 
 def test_closure_follows_lazy_and_package_imports():
     closure = project_closure("stages.extract")
-    assert "pipeline/__init__.py" in closure and "pipeline/media/decoding.py" in closure and "stages/extract.py" in closure
+    assert (
+        "pipeline/__init__.py" in closure and "pipeline/media/decoding.py" in closure and "stages/extract.py" in closure
+    )
 
 
 def test_shortened_deps_are_caught():
