@@ -5,20 +5,29 @@ never a partial one. Temporaries live beside their target (so the rename is atom
 random name created exclusively, ``.{name}.tmp-{16 hex}{suffix}``. A writer takes an exclusive
 ``flock`` on ``{temporary}.lock`` *before* it creates the temporary and removes the temporary before
 releasing the lock, so a temporary whose lock nobody holds is abandoned (the kernel releases the lock
-when its writer dies, whatever its PID namespace) and is removed by the next writer of that file. No
-process id is trusted, so writers in other containers, or on other hosts sharing the folder, never
-delete each other's files; with two concurrent writers of one file, each publishes a complete file
-and the last rename wins.
+when its writer dies, whatever its PID namespace) and is removed by the next writer of that file, or
+by the first writer a process starts in that folder, whatever file it writes. No process id is
+trusted, so writers in other containers, or on other hosts sharing the folder, never delete each
+other's files; with two concurrent writers of one file, each publishes a complete file and the last
+rename wins.
+
+A write that runs out of space (ENOSPC, EFBIG past a file-size limit, a quota) ends in one
+:class:`DiskFullError` naming the file and the free space, with the temporary removed, whatever
+library did the writing (HDF5, torch's zip writer, plain files). Writers of large files check the
+free space against the expected size first (:func:`ensure_free_space`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
+import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +35,59 @@ from typing import Any
 
 ORPHAN_LOCK_AFTER_S = 60.0  # a lock file without temporary younger than this may be a writer just starting
 TMP_MARK = ".tmp-"
+HEADROOM_BYTES = 1 << 20  # kept free beyond a write's expected size (file metadata, other writers' small files)
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+# How libraries that hide errno say it: HDF5 ("errno = 28"), C stdio / Python ("No space left on device").
+_NO_SPACE_TEXT = ("No space left", "errno = 28", "errno = 27", "File too large", "Disk quota exceeded")
+
+
+class DiskFullError(OSError):
+    """A write ran out of space; the message names the file and the free space (one line)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    return f"{num_bytes:.1f} TB"  # pragma: no cover - the loop returns
+
+
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes free for this user in the file system of ``folder`` (None when it cannot be asked)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def ensure_free_space(path: str | Path, need_bytes: int) -> None:
+    """Raise :class:`DiskFullError` before writing ``need_bytes`` more to ``path`` when its file system
+    has less than that (plus :data:`HEADROOM_BYTES`) free: refusing early leaves no half-written file
+    in a library's hands (HDF5 crashed when its writes failed)."""
+    free = free_bytes(Path(path).parent)
+    if free is not None and free < need_bytes + HEADROOM_BYTES:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"{path}: not enough free space: {_size(free)} free, the next write needs up to "
+            f"{_size(need_bytes)} (+{_size(HEADROOM_BYTES)} kept free)",
+        )
+
+
+def _out_of_space_reason(exc: BaseException, folder: Path) -> str | None:
+    """Why a failed write failed, when for lack of space (errno, a library's message, or a full disk now)."""
+    if isinstance(exc, DiskFullError) or not isinstance(exc, Exception):
+        return None
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.EFBIG) or "File too large" in text or "errno = 27" in text:
+        return "the file size limit (ulimit -f) was reached"
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS or any(m in text for m in _NO_SPACE_TEXT):
+        return "no space left on the device"
+    free = free_bytes(folder)  # torch's zip writer only says "unexpected pos"
+    return "no space left on the device" if free is not None and free < HEADROOM_BYTES else None
 
 
 def _temporary_name(path: Path, suffix: str) -> Path:
@@ -65,8 +127,34 @@ def _is_abandoned(tmp: Path) -> bool:
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Delete the abandoned temporaries of ``path`` (see the module docstring); returns them."""
     path = Path(path)
+    return _remove_abandoned(path.parent.glob(f".{path.name}{TMP_MARK}*"))
+
+
+_TEMPORARY_NAME = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[0-9a-f]{16}")
+_swept_folders: set[tuple[int, str]] = set()  # (pid, folder): each process sweeps a folder once
+
+
+def remove_stale_temporaries_in(folder: str | Path) -> list[Path]:
+    """Delete the abandoned temporaries of every file in ``folder`` (writers killed by ``kill -9``
+    leave theirs until a writer of the same file runs; this is the next writer of any file there)."""
+    folder = Path(folder)
+    try:
+        candidates = [p for p in folder.iterdir() if _TEMPORARY_NAME.match(p.name)]
+    except OSError:
+        return []
+    return _remove_abandoned(candidates)
+
+
+def _sweep_once(folder: Path) -> None:
+    key = (os.getpid(), os.path.abspath(folder))
+    if key not in _swept_folders:
+        _swept_folders.add(key)
+        remove_stale_temporaries_in(folder)
+
+
+def _remove_abandoned(candidates: Iterable[Path]) -> list[Path]:
     removed = []
-    for found in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+    for found in candidates:
         if found.name.endswith(".lock"):
             _remove_orphan_lock(found)
         elif _is_abandoned(found):
@@ -93,6 +181,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     rename it to ``path``, on error delete it. ``suffix`` keeps an extension tools rely on (".png")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(path.parent)
     remove_stale_temporaries(path)
     tmp = _temporary_name(path, suffix)
     with _held_lock(_lock_of(tmp)):
@@ -100,6 +189,14 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         try:
             yield tmp
             os.replace(tmp, path)
+        except BaseException as exc:
+            if (reason := _out_of_space_reason(exc, path.parent)) is not None:
+                free = free_bytes(path.parent)
+                shown = "unknown" if free is None else _size(free)
+                raise DiskFullError(
+                    errno.ENOSPC, f"{path}: {reason} ({shown} free); the temporary was removed"
+                ) from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 

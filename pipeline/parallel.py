@@ -2,7 +2,8 @@
 
 A local cluster sized to the machine by default (one single-threaded worker process per core);
 ``dask.scheduler_address`` connects to an existing cluster instead; ``dask.n_workers: 0`` runs
-in-process (tests, debugging). Results come back in input order through a bounded window of
+in-process (tests, debugging). A local cluster's scratch space lives in a folder this run owns
+(``$TMPDIR/avs-dask-*``), removed at exit; one left by a killed run is removed by the next. Results come back in input order through a bounded window of
 in-flight tasks, so the caller can write them to a shard as they arrive and memory stays flat
 however long the manifest is. An exception in one item becomes an :class:`Outcome` with an error
 message; it never aborts the run.
@@ -11,12 +12,17 @@ message; it never aborts the run.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import shutil
+import tempfile
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -62,6 +68,53 @@ def available_cores() -> int:
 
 
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
+SCRATCH_PREFIX = "avs-dask-"
+SCRATCH_LOCK = ".avs-run.lock"
+UNLOCKED_SCRATCH_AFTER_S = 60.0  # a scratch folder without lock younger than this may be a run just starting
+
+
+def _scratch_is_abandoned(folder: Path) -> bool:
+    """True when no live run holds the lock of scratch folder ``folder`` (the kernel drops a dead run's lock)."""
+    try:
+        fd = os.open(folder / SCRATCH_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        try:
+            return time.time() - folder.stat().st_mtime > UNLOCKED_SCRATCH_AFTER_S
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned_scratch(parent: str | Path | None = None) -> list[Path]:
+    """Delete the ``avs-dask-*`` scratch folders of runs that died (killed before their cleanup)."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed = []
+    for folder in parent.glob(f"{SCRATCH_PREFIX}*"):
+        if folder.is_dir() and not folder.is_symlink() and _scratch_is_abandoned(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+@contextlib.contextmanager
+def run_scratch_folder() -> Iterator[Path]:
+    """A folder under ``$TMPDIR`` that this run owns (flock held while it lives) for the local cluster's
+    ``dask-scratch-space``, removed at exit: dask would otherwise leave its folders in ``$TMPDIR``."""
+    remove_abandoned_scratch()
+    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    fd = os.open(folder / SCRATCH_LOCK, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -70,6 +123,7 @@ def dask_client(cfg: DaskParams) -> Iterator[Any]:
     if cfg.scheduler_address is None and cfg.n_workers == 0:
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
     if cfg.scheduler_address:
@@ -86,6 +140,8 @@ def dask_client(cfg: DaskParams) -> Iterator[Any]:
     # Dashboards on loopback, on free ports: a local cluster never listens on the network (nor on a
     # fixed port that two runs on one host would fight over).
     with (
+        run_scratch_folder() as scratch,
+        dask.config.set({"temporary-directory": str(scratch)}),  # scheduler, nannies and workers
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads,

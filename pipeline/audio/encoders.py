@@ -1,8 +1,9 @@
 """Registry of audio encoders: log-mel examples [N,96,64] -> embeddings [N,D].
 
 An encoder is a class registered with ``@register_encoder("name")``; ``build_encoder(name, **cfg)``
-instantiates it. Every encoder accepts the same keyword arguments (checkpoint, pca,
-pca_checkpoint, allow_random_init, batch_size, num_threads) and exposes:
+instantiates it. Each encoder takes only its own keyword arguments (``encoder_arguments(name)``; all
+take checkpoint, batch_size and num_threads, VGGish also pca, pca_checkpoint and allow_random_init)
+and exposes:
 
 - ``dim``: embedding width D;
 - ``log_offset``: the offset of log(mel + offset) the network was trained with (the mel
@@ -13,6 +14,7 @@ pca_checkpoint, allow_random_init, batch_size, num_threads) and exposes:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -49,5 +51,17 @@ def list_encoders() -> list[str]:
 
 def build_encoder(name: str, **cfg: Any) -> AudioEncoder:
     """Instantiate the encoder registered as ``name`` with keyword configuration ``cfg``
-    (``pipeline.registry.UnknownNameError`` for an unknown name)."""
-    return _ENCODERS.lookup(name)(**cfg)
+    (``pipeline.registry.UnknownNameError`` for an unknown name; an argument the encoder does not take
+    is an ``AudioEncoderError`` naming it)."""
+    builder = _ENCODERS.lookup(name)
+    unknown = sorted(set(cfg) - set(encoder_arguments(name)))
+    if unknown:
+        raise AudioEncoderError(
+            f"audio encoder {name!r} takes no {', '.join(unknown)} (it takes {', '.join(encoder_arguments(name))})"
+        )
+    return builder(**cfg)
+
+
+def encoder_arguments(name: str) -> list[str]:
+    """The keyword arguments the encoder registered as ``name`` takes."""
+    return [p for p in inspect.signature(_ENCODERS.lookup(name)).parameters if p != "self"]

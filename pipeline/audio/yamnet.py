@@ -236,19 +236,13 @@ class YAMNetEncoder:
     def __init__(
         self,
         checkpoint: str | Path | None = None,
-        pca: bool = False,
-        pca_checkpoint: str | Path | None = None,
-        allow_random_init: bool = False,
         batch_size: int = 64,
         num_threads: int | None = None,
     ) -> None:
         import onnxruntime
 
-        if pca or pca_checkpoint:
-            raise AudioEncoderError("audio.pca applies to VGGish only; set audio.pca: false for yamnet")
         if batch_size < 1:
             raise AudioEncoderError(f"batch size must be >= 1, got {batch_size}")
-        # allow_random_init is accepted for a uniform interface; a pretrained YAMNet is always required.
         self.graph = load_yamnet_graph(checkpoint)
         self.batch_size = int(batch_size) if self.graph.batched else 1
         options = onnxruntime.SessionOptions()

@@ -9,8 +9,9 @@ as the real AVSBench; the mp4s sit where AVSBench's preprocessing reads raw vide
 The generator owns exactly the files it lists in ``{tree}/.demo_files.json`` (one per tree):
 rerunning it rewrites those, deletes the ones no longer planned, and keeps everything else,
 including videos and meta-CSV rows a user added (see docs/data.md, "Adding a video").
-Files are byte-identical for the same config on any machine: PNG/JPEG/wav from pinned
-libraries, mp4 from the pinned ffmpeg of the imageio-ffmpeg wheel with bitexact flags.
+Files are byte-identical for the same config on any x86-64 machine: PNG/JPEG/wav from pinned
+libraries, mp4 from the pinned ffmpeg of the imageio-ffmpeg wheel with bitexact flags and no
+CPU-specific code (``encode_video(pinned=True)``).
 """
 
 from __future__ import annotations

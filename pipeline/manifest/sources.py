@@ -63,21 +63,40 @@ def _skip_reason(path: Path) -> str | None:
     return None
 
 
+def _link_reason(path: Path, real_root: str) -> str | None:
+    """The rule for symbolic links (docs/data.md): a link to a file inside the root is read; a link to a
+    file outside it is not, nor is any link to a folder (one inside the root is walked under its own
+    path). Every link not followed is listed with its reason. None: not a link, or followed."""
+    if not path.is_symlink() or not os.path.exists(path):
+        return None  # broken links: _skip_reason
+    target = os.path.realpath(path)
+    inside = target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
+    if os.path.isdir(target):
+        where = "inside the root (walked under its own path)" if inside else "outside the root"
+        return f"symbolic link to a folder {where}: not entered"
+    return None if inside else "symbolic link to a file outside the root: not read"
+
+
 def scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """Video files under ``root`` (recursive, hidden folders not entered) and (relative path, reason)
     of everything else that is not a plain folder, so nothing is skipped silently."""
     if not root.is_dir():
         raise ManifestError(f"{root}: video folder not found")
     videos, skipped = [], []
+    real_root = os.path.realpath(root)
+
+    def reason_of(path: Path) -> str | None:
+        return _skip_reason(path) if path.name.startswith(".") else _link_reason(path, real_root) or _skip_reason(path)
+
     for dirpath, dirnames, filenames in os.walk(root):
         base = Path(dirpath)
         for name in sorted(dirnames):
-            reason = _skip_reason(base / name)
+            reason = reason_of(base / name)
             if reason:
                 skipped.append((_rel(base / name, root), reason))
-        dirnames[:] = sorted(d for d in dirnames if not _skip_reason(base / d))
+        dirnames[:] = sorted(d for d in dirnames if not reason_of(base / d))
         for name in sorted(filenames):
-            reason = _skip_reason(base / name)
+            reason = reason_of(base / name)
             if reason:
                 skipped.append((_rel(base / name, root), reason))
             else:

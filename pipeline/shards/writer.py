@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from pipeline import __version__
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, ensure_free_space
 from pipeline.shards.identity import ARRAY_DIGESTS, CONTENT_DIGEST, array_digest, content_digest
 from pipeline.shards.paths import GZIP_LEVEL, ShardError, group_name, to_attr
 
@@ -29,8 +29,11 @@ class ShardWriter:
 
     def __enter__(self) -> ShardWriter:
         self.tmp = self._publish.enter_context(atomic_path(self.path))
-        # track_order keeps videos in write order (manifest order).
-        self._h5 = h5py.File(self.tmp, "w", track_order=True)
+        # track_order keeps videos in write order (manifest order). No chunk cache (rdcc_nbytes=0): each
+        # chunk reaches the disk inside create_dataset, so a failed write raises there. With a cache, HDF5
+        # flushed chunks when h5py dropped the dataset object, where errors are only printed; writing on
+        # into that broken file ended in a segfault (exit 139) on a full disk.
+        self._h5 = h5py.File(self.tmp, "w", track_order=True, rdcc_nbytes=0)
         for key, value in self.file_attrs.items():
             self._h5.attrs[key] = to_attr(value)
         self._videos = self._h5.create_group("videos", track_order=True)
@@ -44,6 +47,8 @@ class ShardWriter:
         if name in self._videos:
             raise ShardError(f"{self.path}: video id {video_id!r} written twice")
         arrays = {key: np.asarray(array) for key, array in arrays.items()}
+        # Refuse before HDF5 starts on a video the disk cannot hold (the raw size bounds the gzip size).
+        ensure_free_space(self.path, sum(array.nbytes for array in arrays.values()) + (64 << 10))
         digests = {key: array_digest(array) for key, array in arrays.items()}
         identity = {ARRAY_DIGESTS: digests, CONTENT_DIGEST: content_digest(digests)}
         group = self._videos.create_group(name)
@@ -73,13 +78,21 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None
         try:
+            self._close()
+            if exc_type is None:
+                self._check_complete()
+        except Exception as error:  # a failed close (disk full) or read-back: never published
+            if not self._publish.__exit__(type(error), error, error.__traceback__):
+                raise
+            return
+        self._publish.__exit__(exc_type, exc, tb)  # rename into place on success, delete on error
+
+    def _close(self) -> None:
+        try:
             self._h5.attrs["num_videos"] = self.count
         finally:
             self._h5.close()
             self._h5 = None
-        if exc_type is None:
-            self._check_complete()
-        self._publish.__exit__(exc_type, exc, tb)  # rename into place on success, delete on error
 
     def _check_complete(self) -> None:
         """Read the finished temporary back before publishing it: a file that does not open, or lacks
@@ -88,8 +101,6 @@ class ShardWriter:
             with h5py.File(self.tmp, "r") as check:
                 written = len(check["videos"]) if "videos" in check else 0
         except OSError as exc:
-            self._publish.__exit__(ShardError, None, None)
             raise ShardError(f"{self.path}: the written shard does not read back ({exc})") from None
         if written != self.count:
-            self._publish.__exit__(ShardError, None, None)
             raise ShardError(f"{self.path}: {written} of {self.count} videos read back; not published")

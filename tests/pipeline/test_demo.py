@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -380,3 +381,70 @@ def test_demo_data_cli_is_byte_reproducible_with_the_pinned_encoder(tmp_path):
         trees.append(_files(out))
     assert trees[0].keys() == trees[1].keys() and len([n for n in trees[0] if n.endswith(".mp4")]) == 5
     assert not [n for n in trees[0] if trees[0][n] != trees[1][n]]
+
+
+# Digests (per file kind) of the tiny demo tree of ``TINY``, made on the machine that committed them with
+# the pinned imageio-ffmpeg binary and pillow: every x86-64 Linux machine must produce these bytes.
+# Recompute them (and say so in the commit) only when a pin moves.
+PINNED_FFMPEG = "ffmpeg-linux-x86_64-v9.0.2"
+REFERENCE_TREE_DIGESTS = {
+    ".csv": "3d7a6f1ec5b58f39e7caa8cf31eef60e",
+    ".jpg": "9cd43b6486bdab589721cd23fcaa9e66",
+    ".json": "20f3f9d928c953d6dcc3e20e2b294d6c",
+    ".mp4": "eaae31079b58fcf00041d6c4e395b856",
+    ".png": "edb2993d9ac0eb80f2b30d805aab00c1",
+    ".wav": "ff14e07478a888a2ac5d81f63b994c60",
+}
+_ENCODE_CLIP = """
+import hashlib, sys
+from pipeline.demo import DemoConfig, build_scene, plan_videos, render_video, synth_audio
+from pipeline.media import AUDIO_RATE, encode_video
+config = DemoConfig(seed=5, frame_size=(64, 80), num_classes=6, s4_videos=(1, 0, 0), ms3_videos=(0, 0, 0),
+                    avss_videos=(0, 0, 0))
+scene = build_scene(plan_videos(config, "s4")[0], config)
+frames, _ = render_video(scene)
+encode_video(sys.argv[1], frames, 25, synth_audio(scene), AUDIO_RATE, crf=23, pinned=True)
+print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+"""
+
+
+def _pinned_clip_sha256(out: Path, **env: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENCODE_CLIP, str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_pinned_encoding_does_not_depend_on_glibc_math_variants(tmp_path):
+    """A pinned encode runs no CPU-specific code of ffmpeg or x264 (``-cpuflags 0``, x264 ``asm=0``),
+    and the system libm the pinned ffmpeg links gives the same bytes with its FMA/AVX2/AVX-512
+    variants masked (GLIBC_TUNABLES), as on a CPU without them."""
+    masked = "glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX2,-FMA,-FMA4,-AVX"
+    first = _pinned_clip_sha256(tmp_path / "a.mp4")
+    assert _pinned_clip_sha256(tmp_path / "b.mp4", GLIBC_TUNABLES=masked) == first
+
+
+def _digests_by_kind(root: Path) -> dict[str, str]:
+    """sha256 over (relative path, bytes) of every file of each suffix under ``root``, in path order."""
+    kinds: dict[str, object] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest = kinds.setdefault(path.suffix or path.name, hashlib.sha256())
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return {kind: digest.hexdigest()[:32] for kind, digest in sorted(kinds.items())}
+
+
+def test_demo_tree_has_the_reference_bytes(tiny):
+    """The cross-machine check of "byte-identical demo files": the tiny tree's mp4, png, jpg, wav,
+    csv and json files hash to what they were on another machine (an AVX-512 Intel CPU)."""
+    import platform
+
+    from pipeline.media import pinned_ffmpeg_exe
+
+    if Path(pinned_ffmpeg_exe()).name != PINNED_FFMPEG or platform.machine() != "x86_64":
+        pytest.skip(f"the reference bytes are those of {PINNED_FFMPEG} on x86-64")
+    assert _digests_by_kind(tiny[0]) == REFERENCE_TREE_DIGESTS

@@ -95,3 +95,28 @@ def test_encode_is_deterministic(tmp_path):
     for p in (a, b):
         media.encode_video(p, index_frames(30), 25, tone(1.2))
     assert a.read_bytes() == b.read_bytes()
+
+
+# int16 samples of the first 5 s of bigbuckbunny.mp4 (AAC 48 kHz, 6 channels) decoded to 16 kHz mono by
+# the pinned imageio-ffmpeg binary; the frames are checked the same way. Recompute only when the pin moves.
+PINNED_FFMPEG = "ffmpeg-linux-x86_64-v9.0.2"
+BBB_AUDIO_SHA256 = "3755961de09902783d984b797c8dd46f1902eb2bd87dc15a60d76444de71911f"
+BBB_FRAMES_SHA256 = "7b444497e29e0a4f3ae4ce70304015e7d6db1c1b8c31f68c1f91b7a2b265cd7c"
+
+
+def test_decoding_gives_the_same_samples_on_every_x86_64_cpu(bigbuckbunny):
+    """Audio is decoded without CPU-specific code (AAC decoding and resampling gave other samples
+    with SSE2 only than with AVX), and the AVSBench frames did not change with the SIMD level: both
+    equal what they were on the machine that committed the digests (an AVX-512 CPU)."""
+    import hashlib
+    import platform
+    from pathlib import Path
+
+    if Path(media.pinned_ffmpeg_exe()).name != PINNED_FFMPEG or platform.machine() != "x86_64":
+        pytest.skip(f"the reference samples are those of {PINNED_FFMPEG} on x86-64")
+    if Path(media.ffmpeg_exe()) != Path(media.pinned_ffmpeg_exe()):
+        pytest.skip("decoding does not use the pinned ffmpeg here (AVS_FFMPEG is set)")
+    audio = media.read_audio(bigbuckbunny, 5)
+    frames = media.extract_clip(bigbuckbunny, 5, size=(224, 224)).frames
+    assert hashlib.sha256(audio.tobytes()).hexdigest() == BBB_AUDIO_SHA256
+    assert hashlib.sha256(frames.tobytes()).hexdigest() == BBB_FRAMES_SHA256
