@@ -5,13 +5,17 @@ Run by anyone who has the official sources (nothing official is committed here):
     git clone https://github.com/UX-Decoder/Semantic-SAM     # has configs/semantic_sam_only_sa-1b_swinL.yaml
     git clone https://github.com/MaureenZOU/detectron2-xyz           # the fork Semantic-SAM installs; no build needed
     pip install torch torchvision "fvcore<0.1.6" "iopath<0.1.10" yacs pycocotools omegaconf timm einops \
-        opencv-python-headless pillow==9.4.0 scipy matplotlib kornia transformers json_tricks scikit-image
+        opencv-python-headless pillow==9.4.0 scipy matplotlib kornia transformers json_tricks scikit-image \
+        cloudpickle
     python tools/semantic_sam_golden.py --semantic-sam Semantic-SAM --detectron2 detectron2-xyz
 
 It writes ``tests/fixtures/semantic_sam/golden_tiny.npz`` (a seeded random-weight model in the
 reduced configuration ``TINY``: its weights, a frame, backbone features, encoder outputs, decoder
 masks and IoU scores, and the automatic mask generator's masks) and ``swinl_keys.json`` (every
-state-dict key and shape of the full SwinL model). Run-time patches, because the official code
+state-dict key and shape of the full SwinL model). Every model it builds is fully randomised
+(:func:`randomise_weights`: every norm, box-refinement layer, deformable offset and attention-weight
+layer too), because the official initialisation leaves those at zero or the identity and a port
+that got them wrong would still match. Run-time patches, because the official code
 assumes CUDA: an empty ``MultiScaleDeformableAttention`` module (so ``MSDeformAttn`` takes its
 pure-PyTorch path), ``.cuda()``/``.to('cuda')`` as no-ops, no pretrained Swin download.
 ``--bench`` instead times the official generator on the SwinL model (benchmarks/bench_semantic_sam.py).
@@ -312,10 +316,13 @@ def bench_official(ssam: Path, frames_path: Path, out_path: Path) -> None:
 
 def swinl_tensors(ssam: Path, frame_path: Path, weights: Path, out_path: Path) -> None:
     """Intermediate outputs of the official SwinL model with WEIGHTS on FRAME_NPZ's 'frame': backbone
-    features, encoder outputs, and masks (token 0, image size) and IoU scores of the first 200 grid points."""
+    features, encoder outputs, and masks (token 0, image size) and IoU scores of the first 200 grid points.
+    A WEIGHTS file that does not exist is written first, with the fully randomised (seeded) weights."""
     from utils.sam_utils.amg import build_point_grid
 
     model = build_official(ssam, None)
+    if not weights.exists():
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()}, weights)
     state = {k: v.float() if v.is_floating_point() else v for k, v in torch.load(weights).items()}
     model.model.load_state_dict(state)
     frame = np.load(frame_path)["frame"]
@@ -345,7 +352,7 @@ def main() -> None:
         nargs=3,
         type=Path,
         metavar=("FRAME_NPZ", "WEIGHTS", "OUT_NPZ"),
-        help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS)",
+        help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS; written fully randomised if missing)",
     )
     ap.add_argument(
         "--bench",

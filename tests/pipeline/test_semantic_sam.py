@@ -1,9 +1,11 @@
 """The pure-PyTorch Semantic-SAM port against golden outputs of the official code.
 
-Fixtures (made by tools/semantic_sam_golden.py from the official sources): a seeded random-weight
-model in the reduced configuration TINY (same code paths as SwinL), one 100x140 frame, and the
-official backbone features, encoder outputs, decoder masks / IoU scores and generator masks; plus
-the official SwinL state-dict key/shape list.
+Fixtures (made by tools/semantic_sam_golden.py from the official sources): a seeded, fully
+random-weight model in the reduced configuration TINY (same code paths as SwinL; every norm, box
+refinement and deformable offset / attention-weight layer randomised too, which the official
+initialisation leaves at the identity or zero), one 100x140 frame, and the official backbone
+features, encoder outputs, decoder masks / IoU scores and generator masks; plus the official SwinL
+state-dict key/shape list. Six simulated porting bugs must fail the comparison (MUTATIONS).
 """
 
 from __future__ import annotations
