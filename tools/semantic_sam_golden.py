@@ -36,6 +36,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from pipeline.atomic import atomic_path, write_text  # noqa: E402
 from pipeline.proposals.semantic_sam.config import TINY, SemanticSamConfig  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "semantic_sam"
@@ -233,8 +234,8 @@ def write_tiny(ssam: Path) -> None:
         "seed": SEED,
         "weights": "randomise_weights, mask features centred",
     }
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(FIXTURES / "golden_tiny.npz", frame=frame, meta=np.array(json.dumps(meta)), **arrays, **state)
+    with atomic_path(FIXTURES / "golden_tiny.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, frame=frame, meta=np.array(json.dumps(meta)), **arrays, **state)
     print(f"wrote {FIXTURES / 'golden_tiny.npz'} ({(FIXTURES / 'golden_tiny.npz').stat().st_size / 1e6:.2f} MB)")
 
 
@@ -243,7 +244,7 @@ def write_swinl_keys(ssam: Path) -> None:
     state = model.model.state_dict()
     keys = {k: list(v.shape) for k, v in state.items()}
     params = sum(p.numel() for p in model.model.parameters())
-    (FIXTURES / "swinl_keys.json").write_text(json.dumps({"parameters": params, "state_dict": keys}, indent=0))
+    write_text(FIXTURES / "swinl_keys.json", json.dumps({"parameters": params, "state_dict": keys}, indent=0))
     print(f"SwinL: {params / 1e6:.1f} M parameters, {len(keys)} state-dict entries")
 
 
@@ -322,7 +323,8 @@ def swinl_tensors(ssam: Path, frame_path: Path, weights: Path, out_path: Path) -
 
     model = build_official(ssam, None)
     if not weights.exists():
-        torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()}, weights)
+        with atomic_path(weights) as tmp:
+            torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()}, tmp)
     state = {k: v.float() if v.is_floating_point() else v for k, v in torch.load(weights).items()}
     model.model.load_state_dict(state)
     frame = np.load(frame_path)["frame"]
