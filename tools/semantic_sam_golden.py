@@ -5,13 +5,17 @@ Run by anyone who has the official sources (nothing official is committed here):
     git clone https://github.com/UX-Decoder/Semantic-SAM     # has configs/semantic_sam_only_sa-1b_swinL.yaml
     git clone https://github.com/MaureenZOU/detectron2-xyz           # the fork Semantic-SAM installs; no build needed
     pip install torch torchvision "fvcore<0.1.6" "iopath<0.1.10" yacs pycocotools omegaconf timm einops \
-        opencv-python-headless pillow==9.4.0 scipy matplotlib kornia transformers json_tricks scikit-image
+        opencv-python-headless pillow==9.4.0 scipy matplotlib kornia transformers json_tricks scikit-image \
+        cloudpickle
     python tools/semantic_sam_golden.py --semantic-sam Semantic-SAM --detectron2 detectron2-xyz
 
 It writes ``tests/fixtures/semantic_sam/golden_tiny.npz`` (a seeded random-weight model in the
 reduced configuration ``TINY``: its weights, a frame, backbone features, encoder outputs, decoder
 masks and IoU scores, and the automatic mask generator's masks) and ``swinl_keys.json`` (every
-state-dict key and shape of the full SwinL model). Run-time patches, because the official code
+state-dict key and shape of the full SwinL model). Every model it builds is fully randomised
+(:func:`randomise_weights`: every norm, box-refinement layer, deformable offset and attention-weight
+layer too), because the official initialisation leaves those at zero or the identity and a port
+that got them wrong would still match. Run-time patches, because the official code
 assumes CUDA: an empty ``MultiScaleDeformableAttention`` module (so ``MSDeformAttn`` takes its
 pure-PyTorch path), ``.cuda()``/``.to('cuda')`` as no-ops, no pretrained Swin download.
 ``--bench`` instead times the official generator on the SwinL model (benchmarks/bench_semantic_sam.py).
@@ -32,24 +36,30 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from pipeline.atomic import atomic_path, write_text  # noqa: E402
 from pipeline.proposals.semantic_sam.config import TINY, SemanticSamConfig  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "semantic_sam"
 SEED = 1234
 FRAME_SIZE = (100, 140)  # h, w: not a multiple of 32 (padding) nor of the Swin window
 DECODER_POINTS = 6  # decoder fixture: this many prompts decoded together, all 6 tokens
-# Random weights give soft, alike masks: the mask head's last layer is scaled by MASK_GAIN (a power of
-# two, so still float16-exact) and the filters are looser than COMBO's, so that several masks survive.
+# The bench (not the fixture) scales the mask head's last layer by MASK_GAIN (a power of two, so still
+# float16-exact) and sets the IoU head's bias, so that random SwinL weights give masks at COMBO's filters.
 MASK_GAIN = 16.0
 BENCH_IOU_BIAS = 0.875
+# Random weights give soft, alike masks (every query's mask embedding shares one component) and raw IoU
+# scores around -0.8: the fixture's generator decodes all 6 levels (COMBO: level 3 only; this also checks
+# the level -> token order) with looser filters (IoU > -0.8, stability offset 0.5, NMS 0.99), so that a
+# dozen masks survive.
 GEN = {
     "points_per_side": 12,
     "points_per_batch": 48,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.8,
+    "pred_iou_thresh": -0.8,
+    "stability_score_thresh": 0.6,
+    "stability_score_offset": 0.5,
     "box_nms_thresh": 0.99,
     "min_mask_region_area": 10,
-    "level": [3],
+    "level": [1, 2, 3, 4, 5, 6],
 }
 
 
@@ -93,11 +103,52 @@ def build_official(ssam: Path, cfg: SemanticSamConfig | None):
 
     torch.manual_seed(SEED)
     model = BaseModel(official_opt(ssam, cfg), build_model(official_opt(ssam, cfg))).eval()
+    randomise_weights(model.model, SEED)
     with torch.no_grad():  # weights exactly representable in float16, so the fixture stores them at half size
         for tensor in model.model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
     return model
+
+
+def random_range(module: torch.nn.Module, module_name: str, name: str, tensor: torch.Tensor) -> tuple[float, float]:
+    """The uniform range for one tensor of the official model: wide enough that nothing is the identity
+    or zero (the official initialisation zeroes the box refinement and the deformable offset / weight
+    layers and makes every norm the identity, so a port that skipped them would pass), narrow enough
+    that activations stay finite and the offsets mostly sample inside the feature maps."""
+    fan_in_bound = (3.0 / max(1, tensor[0].numel())) ** 0.5 if tensor.dim() >= 2 else 0.0  # std 1/sqrt(fan_in)
+    if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+        return (0.5, 1.5) if name == "weight" else (-0.2, 0.2)
+    if module_name.endswith("sampling_offsets"):  # offsets of about +-1 pixel (2-d references) or 1/n_points box
+        return (-0.5 * fan_in_bound, 0.5 * fan_in_bound) if name == "weight" else (-1.0, 1.0)
+    if module_name.endswith("attention_weights"):  # softmax logits of about +-1: far from uniform
+        return (-fan_in_bound, fan_in_bound) if name == "weight" else (-0.5, 0.5)
+    if isinstance(module, torch.nn.Embedding) or name in ("relative_position_bias_table", "level_embed"):
+        return (-1.0, 1.0)
+    if tensor.dim() >= 2:  # linear / conv / attention projections
+        return (-fan_in_bound, fan_in_bound)
+    return (-0.2, 0.2)  # biases
+
+
+def randomise_weights(model: torch.nn.Module, seed: int) -> None:
+    """Draw every floating parameter and persistent buffer of ``model`` from :func:`random_range` with a
+    generator seeded by ``seed``; integer buffers (Swin's relative position index) are structure, not
+    weights. Raises if a floating state-dict entry was left out."""
+    gen = torch.Generator().manual_seed(seed)
+    drawn: set[int] = set()
+    with torch.no_grad():
+        for module_name, module in model.named_modules():  # shared modules (box refinement) come once
+            tensors = list(module.named_parameters(recurse=False)) + [
+                (n, b) for n, b in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set
+            ]
+            for name, tensor in tensors:
+                if tensor.is_floating_point() and tensor.data_ptr() not in drawn:
+                    low, high = random_range(module, module_name, name, tensor)
+                    tensor.copy_(torch.rand(tensor.shape, generator=gen) * (high - low) + low)
+                    drawn.add(tensor.data_ptr())
+    left = [k for k, v in model.state_dict().items() if v.is_floating_point() and v.data_ptr() not in drawn]
+    if left:
+        raise RuntimeError(f"not randomised: {left}")
 
 
 def test_frame() -> np.ndarray:
@@ -170,18 +221,21 @@ def run_official(model, frame: np.ndarray) -> dict[str, np.ndarray]:
 
 def write_tiny(ssam: Path) -> None:
     model = build_official(ssam, TINY)
-    with torch.no_grad():
-        for p in model.model.sem_seg_head.predictor.mask_embed.layers[-1].parameters():
-            p.mul_(MASK_GAIN)
     frame = test_frame()
+    centre_mask_features(model, torch.from_numpy(frame).permute(2, 0, 1).float())
     arrays = run_official(model, frame)
     state = {
         f"weight/{k}": v.half().numpy() if v.is_floating_point() else v.numpy()
         for k, v in model.model.state_dict().items()
     }
-    meta = {"config": TINY.to_dict(), "generator": GEN, "seed": SEED, "mask_gain": MASK_GAIN}
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(FIXTURES / "golden_tiny.npz", frame=frame, meta=np.array(json.dumps(meta)), **arrays, **state)
+    meta = {
+        "config": TINY.to_dict(),
+        "generator": GEN,
+        "seed": SEED,
+        "weights": "randomise_weights, mask features centred",
+    }
+    with atomic_path(FIXTURES / "golden_tiny.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, frame=frame, meta=np.array(json.dumps(meta)), **arrays, **state)
     print(f"wrote {FIXTURES / 'golden_tiny.npz'} ({(FIXTURES / 'golden_tiny.npz').stat().st_size / 1e6:.2f} MB)")
 
 
@@ -190,7 +244,7 @@ def write_swinl_keys(ssam: Path) -> None:
     state = model.model.state_dict()
     keys = {k: list(v.shape) for k, v in state.items()}
     params = sum(p.numel() for p in model.model.parameters())
-    (FIXTURES / "swinl_keys.json").write_text(json.dumps({"parameters": params, "state_dict": keys}, indent=0))
+    write_text(FIXTURES / "swinl_keys.json", json.dumps({"parameters": params, "state_dict": keys}, indent=0))
     print(f"SwinL: {params / 1e6:.1f} M parameters, {len(keys)} state-dict entries")
 
 
@@ -263,10 +317,14 @@ def bench_official(ssam: Path, frames_path: Path, out_path: Path) -> None:
 
 def swinl_tensors(ssam: Path, frame_path: Path, weights: Path, out_path: Path) -> None:
     """Intermediate outputs of the official SwinL model with WEIGHTS on FRAME_NPZ's 'frame': backbone
-    features, encoder outputs, and masks (token 0, image size) and IoU scores of the first 200 grid points."""
+    features, encoder outputs, and masks (token 0, image size) and IoU scores of the first 200 grid points.
+    A WEIGHTS file that does not exist is written first, with the fully randomised (seeded) weights."""
     from utils.sam_utils.amg import build_point_grid
 
     model = build_official(ssam, None)
+    if not weights.exists():
+        with atomic_path(weights) as tmp:
+            torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.model.state_dict().items()}, tmp)
     state = {k: v.float() if v.is_floating_point() else v for k, v in torch.load(weights).items()}
     model.model.load_state_dict(state)
     frame = np.load(frame_path)["frame"]
@@ -296,7 +354,7 @@ def main() -> None:
         nargs=3,
         type=Path,
         metavar=("FRAME_NPZ", "WEIGHTS", "OUT_NPZ"),
-        help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS)",
+        help="instead, dump the official SwinL model's intermediate outputs (with WEIGHTS; written fully randomised if missing)",
     )
     ap.add_argument(
         "--bench",

@@ -1,9 +1,11 @@
 """The pure-PyTorch Semantic-SAM port against golden outputs of the official code.
 
-Fixtures (made by tools/semantic_sam_golden.py from the official sources): a seeded random-weight
-model in the reduced configuration TINY (same code paths as SwinL), one 100x140 frame, and the
-official backbone features, encoder outputs, decoder masks / IoU scores and generator masks; plus
-the official SwinL state-dict key/shape list.
+Fixtures (made by tools/semantic_sam_golden.py from the official sources): a seeded, fully
+random-weight model in the reduced configuration TINY (same code paths as SwinL; every norm, box
+refinement and deformable offset / attention-weight layer randomised too, which the official
+initialisation leaves at the identity or zero), one 100x140 frame, and the official backbone
+features, encoder outputs, decoder masks / IoU scores and generator masks; plus the official SwinL
+state-dict key/shape list. Six simulated porting bugs must fail the comparison (MUTATIONS).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.proposals.semantic_sam import (
     load_semantic_sam_state,
 )
 from pipeline.proposals.semantic_sam.model import config_from_state_dict
+from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "semantic_sam"
 TOL = 1e-4
@@ -137,3 +140,86 @@ def test_checkpoint_file_loads_with_prefix_and_reports_skipped(golden, tmp_path)
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="other.pth: not a Semantic-SAM state dict"):
         build_semantic_sam(tmp_path / "other.pth")
+
+
+def golden_differences(port, golden, image) -> dict[str, float]:
+    """Max abs difference port - official of the encoder outputs and the decoder's masks and IoU scores."""
+    with torch.no_grad():
+        features = port.encode(image)
+        masks, iou = port.predict_points(features, torch.from_numpy(golden["decoder_points"]), upsample=True)
+    encoder = [np.abs(features.mask_features.numpy() - golden["encoder_mask_features"]).max()]
+    encoder += [np.abs(x.numpy() - golden[f"encoder_level{i}"]).max() for i, x in enumerate(features.multi_scale)]
+    return {
+        "encoder": float(max(encoder)),
+        "decoder_masks": float(np.abs(masks.numpy()[:, ::2, ::2] - golden["decoder_masks"]).max()),
+        "decoder_ious": float(np.abs(iou.numpy() - golden["decoder_ious"].reshape(-1)).max()),
+    }
+
+
+# Simulated porting bugs, each invisible under the official default initialisation (zero box refinement,
+# zero offset / attention-weight layers, identity norms), so the fixture's fully random weights must
+# expose them. Each patches our port through ``monkeypatch`` (undone after the test); submodules are
+# swapped in ``_modules`` because monkeypatch restores instance attributes from ``__dict__`` only.
+def no_box_refinement(port, monkeypatch):
+    refine = port.sem_seg_head.predictor._bbox_embed  # shared by every decoder layer
+    monkeypatch.setattr(refine, "forward", lambda x: x.new_zeros(*x.shape[:-1], 4))
+
+
+def decoder_norm_applied_once(port, monkeypatch):
+    monkeypatch.setitem(port.sem_seg_head.predictor.decoder._modules, "norm", torch.nn.Identity())
+
+
+def swap_norm1_norm2(layers, monkeypatch):
+    for layer in layers:
+        norm1, norm2 = layer.norm1, layer.norm2
+        monkeypatch.setitem(layer._modules, "norm1", norm2)
+        monkeypatch.setitem(layer._modules, "norm2", norm1)
+
+
+def deform_attns(port):
+    return [m for m in port.modules() if isinstance(m, MSDeformAttn)]
+
+
+def offsets_ignore_query(port, monkeypatch):
+    for attn in deform_attns(port):
+        linear = attn.sampling_offsets
+        monkeypatch.setattr(linear, "forward", lambda q, linear=linear: linear.bias.expand(*q.shape[:-1], -1))
+
+
+def uniform_attention_weights(port, monkeypatch):
+    for attn in deform_attns(port):
+        linear = attn.attention_weights
+        monkeypatch.setattr(linear, "forward", lambda q, linear=linear: q.new_zeros(*q.shape[:-1], linear.out_features))
+
+
+MUTATIONS = {  # name -> (patch, whether the encoder outputs change too)
+    "no box refinement": (no_box_refinement, False),
+    "decoder norm applied once": (decoder_norm_applied_once, False),
+    "norm1/norm2 swapped in decoder": (
+        lambda port, mp: swap_norm1_norm2(port.sem_seg_head.predictor.decoder.layers, mp),
+        False,
+    ),
+    "norm1/norm2 swapped in encoder": (
+        lambda port, mp: swap_norm1_norm2(port.sem_seg_head.pixel_decoder.transformer.encoder.layers, mp),
+        True,
+    ),
+    "offsets ignore the query": (offsets_ignore_query, True),
+    "uniform attention weights": (uniform_attention_weights, True),
+}
+
+
+def test_unmutated_port_is_within_tolerance(port, golden, image):
+    diffs = golden_differences(port, golden, image)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_golden_comparison_catches_porting_bug(port, golden, image, monkeypatch, mutation):
+    patch, changes_encoder = MUTATIONS[mutation]
+    patch(port, monkeypatch)
+    diffs = golden_differences(port, golden, image)
+    assert diffs["decoder_masks"] > 100 * TOL, diffs  # far outside the tolerance, not a rounding effect
+    if changes_encoder:
+        assert diffs["encoder"] > 100 * TOL, diffs
+    else:  # the bug is where we put it: the encoder still matches
+        assert diffs["encoder"] <= TOL, diffs
