@@ -191,7 +191,7 @@ def _warnings(tmp: Path, dataset: str) -> list[dict[str, str]]:
 # ---------------------------------------------------------------- tests
 def test_precomputed_is_no_longer_a_backend():
     assert "precomputed" not in list_backends()
-    with pytest.raises(ValueError, match="proposals.backend must be one of"):
+    with pytest.raises(ValueError, match="unknown proposal backend 'precomputed'; known proposal backends"):
         build_backend("precomputed", ProposalParams())
 
 
