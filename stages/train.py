@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.params import ParamsError
 from stages.common import StageContext, add_common, label_formats
-from train.loop import TrainParams, train
+from train.loop import TrainParams, resolve_train_params, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def check_task(cfg: TrainParams, data_root: Path, shards: list[int]) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
     cfg = ctx.section(TrainParams, "train", max_steps=args.max_steps)
-    check_task(cfg, ctx.data_root, ctx.data.shards)
+    check_task(resolve_train_params(cfg), ctx.data_root, ctx.data.shards)  # the task a null key resolves to
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "train"
     result = train(
         cfg, str(ctx.data_root), ctx.data.shards, out, resume=args.resume, progress=ctx.progress, log_path=args.log

@@ -66,12 +66,12 @@ SEMANTIC_SAM_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
 }
 SEMANTIC_SAM_PRECISIONS = ("fp32", "bf16", "fp16")
-Backend = Literal["mobile_sam", "sam", "semantic_sam", "precomputed"]  # a test keeps it equal to the registry
+Backend = Literal["mobile_sam", "sam", "semantic_sam"]  # a test keeps it equal to the registry
 
 
 def known_model_types(backend: str) -> list[str] | None:
     """The model types ``backend`` builds; None where model_type does not choose the model (semantic_sam reads
-    its architecture from the checkpoint; precomputed has no model)."""
+    its architecture from the checkpoint)."""
     if backend == "mobile_sam":
         return ["vit_t"]
     if backend == "sam":
