@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.nn import MSDeformAttn
 from pipeline.proposals.semantic_sam import (
     SKIPPED_KEYS,
     SWINL,
@@ -28,7 +29,6 @@ from pipeline.proposals.semantic_sam import (
     load_semantic_sam_state,
 )
 from pipeline.proposals.semantic_sam.model import config_from_state_dict
-from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "semantic_sam"
 TOL = 1e-4

@@ -1,5 +1,6 @@
-"""Parts of the Semantic-SAM port checked on their own: deformable attention against a loop-by-loop
-reference, the generator's post-processing helpers, settings, and the ``semantic_sam`` backend."""
+"""Parts of the Semantic-SAM port checked on their own: its deformable attention is the shared module
+(tested in test_nn_ms_deform_attn.py), the generator's post-processing helpers, settings, and the
+``semantic_sam`` backend."""
 
 from __future__ import annotations
 
@@ -8,39 +9,23 @@ import pytest
 import torch
 
 from pipeline.hashing import file_sha256
+from pipeline.nn import MSDeformAttn
 from pipeline.params import ParamsError
 from pipeline.proposals.backends import build_backend
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.sam_models import ProposalModelError
 from pipeline.proposals.semantic_sam import TINY, SemanticSam, SemanticSamGeneratorSettings
 from pipeline.proposals.semantic_sam.generator import masks_to_boxes, point_grid, remove_small_regions, stability_score
-from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample, naive_ms_deform_attn
 
 
-def test_deformable_sampling_equals_naive_bilinear_reference():
-    g = torch.Generator().manual_seed(0)
-    shapes = [(6, 7), (3, 4), (2, 2)]
-    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 5, generator=g)
-    locations = torch.rand(2, 9, 4, 3, 2, 2, generator=g) * 1.4 - 0.2  # some samples fall outside (zeros)
-    weights = torch.rand(2, 9, 4, 3, 2, generator=g)
-    out = ms_deform_attn_sample(value, shapes, locations, weights)
-    assert out.shape == (2, 9, 20)
-    torch.testing.assert_close(out, naive_ms_deform_attn(value, shapes, locations, weights), atol=1e-5, rtol=1e-5)
-
-
-def test_deformable_attention_module_with_boxes_and_padding():
-    torch.manual_seed(0)
-    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=3)
-    shapes = [(4, 5), (2, 3)]
-    src = torch.randn(1, 26, 16)
-    query = torch.randn(1, 7, 16)
-    ref = torch.rand(1, 7, 2, 4)
-    pad = torch.zeros(1, 26, dtype=torch.bool)
-    pad[0, -6:] = True  # a padded level contributes nothing: same as zero values there
-    out = attn(query, ref, src, shapes, pad)
-    assert out.shape == (1, 7, 16) and torch.isfinite(out).all()
-    with pytest.raises(ValueError, match="end in 2 or 4"):
-        attn(query, ref[..., :3], src, shapes)
+def test_encoder_and_decoder_use_the_shared_deformable_attention():
+    with torch.device("meta"):
+        model = SemanticSam(TINY)
+    encoder = model.sem_seg_head.pixel_decoder.transformer.encoder.layers
+    decoder = model.sem_seg_head.predictor.decoder.layers
+    assert all(isinstance(layer.self_attn, MSDeformAttn) for layer in encoder)
+    assert all(isinstance(layer.cross_attn, MSDeformAttn) for layer in decoder)
+    assert sum(isinstance(m, MSDeformAttn) for m in model.modules()) == len(encoder) + len(decoder)
 
 
 def test_point_grid_is_row_major_cell_centres():

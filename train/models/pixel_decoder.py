@@ -4,8 +4,8 @@ COMBO (paper Sec. 3.2, "pixel decoder [46]") upsamples the Siam-Encoder features
 per-pixel embeddings P_1..P_4; P_2..P_4 (1/8, 1/16, 1/32) feed the transformer decoder and P_1
 (1/4) is the mask-feature map fused with audio in the BFM.
 
-Multi-scale deformable attention (Zhu et al., Deformable DETR, eq. 3) is implemented in pure
-PyTorch with ``F.grid_sample``; no compiled kernel is needed.
+Multi-scale deformable attention (Zhu et al., Deformable DETR, eq. 3) is ``pipeline.nn.MSDeformAttn``,
+the pure-PyTorch module Semantic-SAM's port uses too; no compiled kernel is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.nn.ms_deform_attn import MSDeformAttn
 from train.models.position_encoding import PositionEmbeddingSine
 
 
@@ -23,111 +24,6 @@ def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     """GroupNorm with 32 groups, or the largest divisor of ``channels`` below 32 for small widths."""
     groups = math.gcd(channels, max_groups)
     return nn.GroupNorm(groups, channels)
-
-
-def ms_deform_attn_core(
-    value: torch.Tensor,
-    spatial_shapes: list[tuple[int, int]],
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """Multi-scale deformable attention sampling (Deformable DETR eq. 3), pure PyTorch.
-
-    Args:
-        value: [N, S, M, D] values of all levels flattened (S = sum_l H_l*W_l, M heads, D per head).
-        spatial_shapes: [(H_l, W_l)] for the L levels, in the order they are flattened in ``value``.
-        sampling_locations: [N, Lq, M, L, P, 2] (x, y) in [0, 1] of the image of each level
-            (0 = left/top border, 1 = right/bottom border; outside samples read zeros).
-        attention_weights: [N, Lq, M, L, P] (softmax-normalised over L*P).
-
-    Returns:
-        [N, Lq, M*D]: sum over levels and points of weight * bilinear sample.
-    """
-    n, _, heads, head_dim = value.shape
-    _, num_queries, _, levels, points, _ = sampling_locations.shape
-    value_per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
-    grids = 2 * sampling_locations - 1  # grid_sample expects [-1, 1]
-    samples = []
-    for level, (h, w) in enumerate(spatial_shapes):
-        # [N, H*W, M, D] -> [N*M, D, H, W]
-        value_l = value_per_level[level].flatten(2).transpose(1, 2).reshape(n * heads, head_dim, h, w)
-        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
-        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        samples.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # [N*M, D, Lq, L*P]
-    stacked = torch.stack(samples, dim=-2).flatten(-2)
-    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
-    out = (stacked * weights).sum(-1).view(n, heads * head_dim, num_queries)
-    return out.transpose(1, 2).contiguous()
-
-
-class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention module (Deformable DETR).
-
-    Each query predicts ``num_points`` sampling offsets per head and level around its reference
-    point, and attention weights normalised jointly over levels and points.
-
-    forward(query [N,Lq,C], reference_points [N,Lq,L,2] (x,y in [0,1]), value_input [N,S,C],
-    spatial_shapes [(H_l,W_l)]) -> [N,Lq,C].
-    """
-
-    def __init__(self, d_model: int = 256, num_levels: int = 3, num_heads: int = 8, num_points: int = 4) -> None:
-        super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model {d_model} must be divisible by num_heads {num_heads}")
-        self.d_model, self.num_levels, self.num_heads, self.num_points = d_model, num_levels, num_heads, num_points
-        self.sampling_offsets = nn.Linear(d_model, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(d_model, num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # Offsets start on a ring around the reference point, one direction per head, farther for
-        # later points (Deformable DETR initialisation).
-        nn.init.zeros_(self.sampling_offsets.weight)
-        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
-        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.num_heads, 1, 1, 2)
-        grid = grid.repeat(1, self.num_levels, self.num_points, 1)
-        grid = grid * torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
-        with torch.no_grad():
-            self.sampling_offsets.bias.copy_(grid.flatten())
-        nn.init.zeros_(self.attention_weights.weight)
-        nn.init.zeros_(self.attention_weights.bias)
-        nn.init.xavier_uniform_(self.value_proj.weight)
-        nn.init.zeros_(self.value_proj.bias)
-        nn.init.xavier_uniform_(self.output_proj.weight)
-        nn.init.zeros_(self.output_proj.bias)
-
-    def sampling(
-        self, query: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: list[tuple[int, int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampling locations [N,Lq,M,L,P,2] and attention weights [N,Lq,M,L,P] for ``query``."""
-        n, num_queries, _ = query.shape
-        m, lv, p = self.num_heads, self.num_levels, self.num_points
-        offsets = self.sampling_offsets(query).view(n, num_queries, m, lv, p, 2)
-        weights = self.attention_weights(query).view(n, num_queries, m, lv * p).softmax(-1)
-        weights = weights.view(n, num_queries, m, lv, p)
-        # offsets are in pixels of each level -> normalise by (W_l, H_l)
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        return locations, weights
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        value_input: torch.Tensor,
-        spatial_shapes: list[tuple[int, int]],
-    ) -> torch.Tensor:
-        if len(spatial_shapes) != self.num_levels:
-            raise ValueError(f"MSDeformAttn built for {self.num_levels} levels, got {len(spatial_shapes)}")
-        n, length, _ = value_input.shape
-        value = self.value_proj(value_input).view(n, length, self.num_heads, self.d_model // self.num_heads)
-        locations, weights = self.sampling(query, reference_points, spatial_shapes)
-        out = ms_deform_attn_core(value, spatial_shapes, locations.to(value.dtype), weights.to(value.dtype))
-        return self.output_proj(out)
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -146,7 +42,7 @@ class DeformableEncoderLayer(nn.Module):
         num_points: int = 4,
     ) -> None:
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, num_levels, num_heads, num_points)
+        self.self_attn = MSDeformAttn(d_model, n_levels=num_levels, n_heads=num_heads, n_points=num_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -275,8 +171,6 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
 __all__ = [
     "DeformableEncoderLayer",
-    "MSDeformAttn",
     "MSDeformAttnPixelDecoder",
     "group_norm",
-    "ms_deform_attn_core",
 ]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn
+from pipeline.nn.ms_deform_attn import MSDeformAttn
 
 
 class MLP(nn.Module):

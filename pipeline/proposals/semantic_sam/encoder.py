@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.proposals.semantic_sam.ms_deform_attn import MSDeformAttn
+from pipeline.nn.ms_deform_attn import MSDeformAttn
 
 
 def sine_position_embedding(x: torch.Tensor, num_pos_feats: int, temperature: float = 10000.0) -> torch.Tensor:
