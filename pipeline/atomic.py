@@ -1,4 +1,5 @@
-"""Write-to-temporary-then-rename, the one way this project writes a file that others read.
+"""Write-to-temporary-then-rename: how this project writes every file that others read, except the
+dvclive records (``metrics.json`` and the plot TSVs), which dvclive writes itself.
 
 A crash (or kill) at any moment leaves either the previous file or none under the real name,
 never a partial one. Temporaries live beside their target (so the rename is atomic) under a

@@ -1,4 +1,4 @@
-"""Every HDF5 read and write of the project (nothing else imports h5py).
+"""Every HDF5 read and write of the project (no other module of pipeline/, train/ or stages/ imports h5py).
 
 Layout: ``{data_root}/{dataset}/{kind}/shard-N.h5`` where ``kind`` is the producing stage
 (``extract``, ``audio``, ``proposals``). One group per video under ``/videos``, named by the
