@@ -1,6 +1,6 @@
 """Write AVSBench-sized release trees (S4, MS3, AVSS) with the real counts, for scale measurements.
 
-The trees have the released layouts read by ``pipeline/manifest.py`` (docs/data.md: frames + wav,
+The trees have the released layouts read by ``pipeline/manifest/sources.py`` (docs/data.md: frames + wav,
 no video files, so nothing needs encoding), the real split sizes and frame counts, and COMBO's
 ``pre_SAM_mask`` maskige tree beside them::
 

@@ -35,11 +35,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipeline.audio.features import AudioParams  # noqa: E402
-from pipeline.extraction import ExtractParams  # noqa: E402
-from pipeline.feature_record import record_attrs  # noqa: E402
-from pipeline.proposals.config import ProposalParams  # noqa: E402
-from pipeline.shards import ShardWriter, shard_file  # noqa: E402
+from tests.toy_shards import ToyClip, default_records, write_clip_shards  # noqa: E402
 from train.loop import TrainParams, epoch_loader, setup_training, train_step  # noqa: E402
 
 DATASET = "gpucheck"
@@ -50,37 +46,20 @@ AUDIO_DIM = 128
 def write_shards(root: Path, videos: int, size: int, seed: int = 0) -> None:
     """Synthetic extract / audio / proposals shards: two squares, the audio says which one sounds."""
     rng = np.random.default_rng(seed)
-    records = {
-        "extract": ExtractParams(frame_size=[size, size]),
-        "audio": AudioParams(),
-        "proposals": ProposalParams(preset="demo", cache_dir=""),
-    }
-    writers = {
-        kind: ShardWriter(shard_file(root, DATASET, kind, 0), kind=kind, params_hash="gpu-check", attrs=record_attrs(kind, rec))
-        for kind, rec in records.items()
-    }  # fmt: skip
     q, half = size // 4, size // 2
-    with writers["extract"] as ex, writers["audio"] as au, writers["proposals"] as pr:
-        for v in range(videos):
-            frames = rng.integers(0, 60, (T, size, size, 3), dtype=np.uint8)
-            masks = np.zeros((T, size, size), np.uint8)
-            audio = rng.normal(0, 0.1, (T, AUDIO_DIM)).astype(np.float32)
-            for t in range(T):
-                left = bool(rng.integers(2))
-                frames[t, q : q + half, :half] = (200, 40, 40)
-                frames[t, q : q + half, half:] = (40, 40, 200)
-                masks[t, q : q + half, (0 if left else half) : (half if left else size)] = 1
-                audio[t, 0 if left else 1] += 2.0
-            gt = {
-                "frames": frames,
-                "audio": np.zeros(T * 16000, np.int16),
-                "gt_masks": masks,
-                "gt_valid": np.ones(T, bool),
-            }
-            digest = ex.write_video(f"v{v}", gt, {"split": "train", "num_seconds": T})
-            made_from = {"source_digest": digest}  # features bound to the extracted video, as the stages write
-            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)}, made_from)
-            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)}, made_from)
+    clips = []
+    for v in range(videos):
+        frames = rng.integers(0, 60, (T, size, size, 3), dtype=np.uint8)
+        masks = np.zeros((T, size, size), np.uint8)
+        audio = rng.normal(0, 0.1, (T, AUDIO_DIM)).astype(np.float32)
+        for t in range(T):
+            left = bool(rng.integers(2))
+            frames[t, q : q + half, :half] = (200, 40, 40)
+            frames[t, q : q + half, half:] = (40, 40, 200)
+            masks[t, q : q + half, (0 if left else half) : (half if left else size)] = 1
+            audio[t, 0 if left else 1] += 2.0
+        clips.append(ToyClip(f"v{v}", frames, masks, audio))
+    write_clip_shards(root, DATASET, clips, default_records(size), params_hash="gpu-check")
 
 
 def train_params(args: argparse.Namespace) -> TrainParams:

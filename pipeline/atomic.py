@@ -1,4 +1,5 @@
-"""Write-to-temporary-then-rename, the one way this project writes a file that others read.
+"""Write-to-temporary-then-rename: how this project writes every file that others read, except the
+dvclive records (``metrics.json`` and the plot TSVs), which dvclive writes itself.
 
 A crash (or kill) at any moment leaves either the previous file or none under the real name,
 never a partial one. Temporaries live beside their target (so the rename is atomic) under a
@@ -109,12 +110,13 @@ def _held_lock(lock: Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
-def _is_abandoned(tmp: Path) -> bool:
-    """True when no live writer holds the lock of temporary ``tmp``."""
+def lock_is_free(lock_path: Path) -> bool | None:
+    """Whether no live process holds the flock of ``lock_path`` (the kernel drops a dead process's
+    lock); None when there is no such file."""
     try:
-        fd = os.open(_lock_of(tmp), os.O_RDONLY)
+        fd = os.open(lock_path, os.O_RDONLY)
     except FileNotFoundError:
-        return True  # lock gone: its writer ended without cleaning up
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -122,6 +124,12 @@ def _is_abandoned(tmp: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _is_abandoned(tmp: Path) -> bool:
+    """True when no live writer holds the lock of temporary ``tmp``."""
+    free = lock_is_free(_lock_of(tmp))
+    return True if free is None else free  # lock gone: its writer ended without cleaning up
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:

@@ -1,5 +1,6 @@
-"""sha256 of files and arrays: the one implementation (provenance of weights, identities of source
-videos, integrity of cached and sharded arrays). tests/test_one_sha256.py keeps file hashing here."""
+"""sha256 of files and arrays (provenance of weights, identities of source videos, integrity of cached
+and sharded arrays): the one implementation of file hashing, which tests/test_one_sha256.py keeps here.
+One-shot digests of values already in memory (a video id, canonical params JSON) stay where they are."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ground-truth labels: the class count, the ignore label, the VOC palette and label decoding.
+"""Ground-truth labels: the class count, the ignore label, the VOC palette and label decoding (:func:`read_label`).
 
 Decoding follows the official AVSBench loaders (OpenNLPLab/AVSBench ``avs_scripts``):
 
@@ -114,8 +114,3 @@ def read_label(path: str | Path, label_format: str, size: tuple[int, int], fit: 
     if label_format == "binary_png":
         return DecodedLabel(array.astype(np.uint8))
     return rgb_to_class_ids(array)
-
-
-def decode_label(path: str | Path, label_format: str, size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
-    """uint8 [H,W]: binary {0,1} or AVSS class ids (unknown colours -> 0); see :func:`read_label`."""
-    return read_label(path, label_format, size, fit).ids

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from pipeline.atomic import lock_is_free
 from pipeline.params import DaskParams
 
 T = TypeVar("T")
@@ -75,20 +76,13 @@ UNLOCKED_SCRATCH_AFTER_S = 60.0  # a scratch folder without lock younger than th
 
 def _scratch_is_abandoned(folder: Path) -> bool:
     """True when no live run holds the lock of scratch folder ``folder`` (the kernel drops a dead run's lock)."""
+    free = lock_is_free(folder / SCRATCH_LOCK)
+    if free is not None:
+        return free
     try:
-        fd = os.open(folder / SCRATCH_LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        try:
-            return time.time() - folder.stat().st_mtime > UNLOCKED_SCRATCH_AFTER_S
-        except OSError:
-            return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
+        return time.time() - folder.stat().st_mtime > UNLOCKED_SCRATCH_AFTER_S
+    except OSError:
         return False
-    finally:
-        os.close(fd)
 
 
 def remove_abandoned_scratch(parent: str | Path | None = None) -> list[Path]:

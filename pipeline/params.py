@@ -1,4 +1,5 @@
-"""Loading and validating ``params.yaml`` (the one place that knows its shape).
+"""Loading and validating ``params.yaml``: its sections, the shared ``data`` / ``dask`` dataclasses and the
+strict loader every section goes through (each other section's dataclass lives next to its library code).
 
 Stages read their own section; :func:`from_section` turns a mapping into a dataclass and rejects
 unknown keys, so a typo in params.yaml is a clear error rather than a silently ignored setting.

@@ -1,4 +1,4 @@
-"""Every HDF5 read and write of the project (nothing else imports h5py).
+"""Every HDF5 read and write of the project (no other module of pipeline/, train/ or stages/ imports h5py).
 
 Layout: ``{data_root}/{dataset}/{kind}/shard-N.h5`` where ``kind`` is the producing stage
 (``extract``, ``audio``, ``proposals``). One group per video under ``/videos``, named by the
@@ -25,6 +25,7 @@ Identity (:mod:`pipeline.shards.identity`): every video carries the digests of i
 proposals videos carry the digest of the extracted video they were made from (``source_digest``).
 """
 
+from pipeline.shards.errors import ShardError
 from pipeline.shards.identity import (
     ARRAY_DIGESTS,
     CONTENT_DIGEST,
@@ -34,9 +35,9 @@ from pipeline.shards.identity import (
     verify_array,
 )
 from pipeline.shards.located import ArrayLocation, FileStamp
-from pipeline.shards.paths import GZIP_LEVEL, ShardError, failures_file, shard_file, shard_name
+from pipeline.shards.paths import failures_file, shard_file, shard_name
 from pipeline.shards.reader import ArrayReader, ShardReader, read_arrays
-from pipeline.shards.writer import ShardWriter
+from pipeline.shards.writer import GZIP_LEVEL, ShardWriter
 
 __all__ = [
     "ARRAY_DIGESTS",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.shards.paths import ShardError
+from pipeline.shards.errors import ShardError
 
 try:  # optional: without it inflation uses zlib, same bytes
     from isal.isal_zlib import decompress as _isal_decompress

@@ -15,8 +15,10 @@ import h5py
 import numpy as np
 from h5py import h5d, h5o, h5z
 
+from pipeline.shards.attributes import from_attr
+from pipeline.shards.errors import ShardError
 from pipeline.shards.located import ArrayLocation, FileStamp, frame_range, read_located
-from pipeline.shards.paths import ShardError, from_attr, group_name, video_id_of
+from pipeline.shards.paths import group_name, video_id_of
 
 
 class ShardReader:

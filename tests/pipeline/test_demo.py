@@ -300,7 +300,7 @@ def test_crash_leaves_the_previous_stamp(tmp_path, monkeypatch):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(b"x")
 
-    monkeypatch.setattr(demo, "encode_video", failing_encode)
+    monkeypatch.setattr(demo.generate, "encode_video", failing_encode)  # where generate_demo looks it up
     with pytest.raises(RuntimeError, match="disk full"):
         generate_demo(out, TINY, flavours=("ms3",), progress=False)
     assert not (out / MS3 / demo.STAMP).exists() and (out / "keep.txt").read_text() == "user file"

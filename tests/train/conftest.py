@@ -9,11 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio.features import AudioParams
-from pipeline.extraction import ExtractParams
-from pipeline.feature_record import record_attrs
-from pipeline.proposals.config import ProposalParams
-from pipeline.shards import ShardWriter, shard_file
+from tests.toy_shards import ToyClip, default_records, write_clip_shards
 from train.loop import TrainParams
 
 SIZE = 32  # frame size of the toy shards
@@ -31,44 +27,22 @@ def single_thread():
 def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int = 3, dim: int = 16) -> None:
     """A square whose position is announced by the audio: the sounding square is the ground truth."""
     rng = np.random.default_rng(0)
-    paths = {k: shard_file(root, dataset, k, 0) for k in ("extract", "audio", "proposals")}
-    records = {
-        "extract": ExtractParams(frame_size=[SIZE, SIZE]),
-        "audio": AudioParams(),
-        "proposals": ProposalParams(preset="demo", cache_dir=""),
-    }
-    writers = {
-        kind: ShardWriter(paths[kind], kind=kind, params_hash="t", attrs=record_attrs(kind, records[kind]))
-        for kind in paths
-    }
-    with writers["extract"] as ex, writers["audio"] as au, writers["proposals"] as pr:
-        for v in range(videos):
-            frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
-            masks = np.zeros((T, SIZE, SIZE), np.uint8)
-            audio = np.zeros((T, dim), np.float32)
-            for t in range(T):
-                left = (v + t) % 2 == 0
-                frames[t, 8:20, 2:14] = (200, 30, 30)
-                frames[t, 8:20, 18:30] = (30, 30, 200)
-                masks[t, 8:20, 2 : 14 if left else 18 : 30] = 1 if left else 0
-                if not left:
-                    masks[t, 8:20, 18:30] = 1
-                audio[t, 0 if left else 1] = 1.0
-                audio[t, 2:] = rng.normal(0, 0.1, dim - 2)
-            split = "test" if v >= videos - 2 else "train"
-            digest = ex.write_video(
-                f"v{v}",
-                {
-                    "frames": frames,
-                    "audio": np.zeros(T * 16000, np.int16),
-                    "gt_masks": masks,
-                    "gt_valid": np.ones(T, bool),
-                },
-                {"split": split, "num_seconds": T},
-            )
-            made_from = {"source_digest": digest}  # features bound to the extracted video, as the stages write
-            au.write_video(f"v{v}", {"embeddings": audio, "logmel": np.zeros((T, 96, 64), np.float32)}, made_from)
-            pr.write_video(f"v{v}", {"maskige": frames.copy(), "mask_counts": np.full(T, 2, np.int32)}, made_from)
+    clips = []
+    for v in range(videos):
+        frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
+        masks = np.zeros((T, SIZE, SIZE), np.uint8)
+        audio = np.zeros((T, dim), np.float32)
+        for t in range(T):
+            left = (v + t) % 2 == 0
+            frames[t, 8:20, 2:14] = (200, 30, 30)
+            frames[t, 8:20, 18:30] = (30, 30, 200)
+            masks[t, 8:20, 2 : 14 if left else 18 : 30] = 1 if left else 0
+            if not left:
+                masks[t, 8:20, 18:30] = 1
+            audio[t, 0 if left else 1] = 1.0
+            audio[t, 2:] = rng.normal(0, 0.1, dim - 2)
+        clips.append(ToyClip(f"v{v}", frames, masks, audio, split="test" if v >= videos - 2 else "train"))
+    write_clip_shards(root, dataset, clips, default_records(SIZE))
 
 
 def make_toy_params(**over) -> TrainParams:

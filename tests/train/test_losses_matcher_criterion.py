@@ -7,8 +7,9 @@ import itertools
 import pytest
 import torch
 
-from train.losses.criterion import SetCriterion, masks_to_targets
+from train.losses.combo_criterion import SetCriterion
 from train.losses.matcher import HungarianMatcher
+from train.losses.targets import masks_to_targets
 
 
 def brute_force_cost(pred_logits, pred_masks, labels, masks) -> torch.Tensor:

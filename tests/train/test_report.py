@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.shards import ShardWriter, shard_file
 from stages.cli import main
+from tests.toy_shards import ToyClip, write_clip_shards
 from train.evaluate import EvalParams, evaluate, pick_strip_videos
 from train.loop import TrainParams, train
 from train.overlay import HEADER_PX
@@ -26,41 +26,32 @@ def write_shards(root: Path, dataset: str = "toy", videos: int = 8, dim: int = 1
     """Two squares; the sounding one (announced by the audio embedding) is the ground truth; the
     waveform is a tone whose pitch says which square sounds (so the page has audio to play)."""
     rng = np.random.default_rng(0)
-    paths = {k: shard_file(root, dataset, k, 0) for k in ("extract", "audio", "proposals")}
-    with (
-        ShardWriter(
-            paths["extract"], kind="extract", params_hash="t", attrs={"extract_params": {"frame_size": [SIZE, SIZE]}}
-        ) as ex,
-        ShardWriter(paths["audio"], kind="audio", params_hash="t", attrs={"audio_params": {"encoder": "toy"}}) as au,
-        ShardWriter(paths["proposals"], kind="proposals", params_hash="t") as pr,
-    ):
-        for v in range(videos):
-            frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
-            frames[:, 8:20, 2:14] = (230, 230, 230)  # a pale object: a white tint would vanish on it
-            frames[:, 8:20, 18:30] = (30, 30, 200)
-            masks = np.zeros((T, SIZE, SIZE), np.uint8)
-            emb = rng.normal(0, 0.1, (T, dim)).astype(np.float32)
-            tone = np.zeros(T * RATE, np.int16)
-            for t in range(T):
-                left = (v + t) % 2 == 0
-                masks[t, 8:20, 2:14] = left
-                masks[t, 8:20, 18:30] = not left
-                emb[t, 0 if left else 1] = 1.0
-                seconds = np.arange(RATE) / RATE
-                tone[t * RATE : (t + 1) * RATE] = (8000 * np.sin(2 * np.pi * (440 if left else 880) * seconds)).astype(
-                    np.int16
-                )
-            split = "test" if v >= videos - 4 else "train"
-            digest = ex.write_video(
-                f"v{v}",
-                {"frames": frames, "audio": tone, "gt_masks": masks, "gt_valid": np.array([True] * (T - 1) + [False])},
-                {"split": split, "num_seconds": T},
+    clips = []
+    for v in range(videos):
+        frames = np.full((T, SIZE, SIZE, 3), 40, np.uint8)
+        frames[:, 8:20, 2:14] = (230, 230, 230)  # a pale object: a white tint would vanish on it
+        frames[:, 8:20, 18:30] = (30, 30, 200)
+        masks = np.zeros((T, SIZE, SIZE), np.uint8)
+        emb = rng.normal(0, 0.1, (T, dim)).astype(np.float32)
+        tone = np.zeros(T * RATE, np.int16)
+        for t in range(T):
+            left = (v + t) % 2 == 0
+            masks[t, 8:20, 2:14] = left
+            masks[t, 8:20, 18:30] = not left
+            emb[t, 0 if left else 1] = 1.0
+            seconds = np.arange(RATE) / RATE
+            tone[t * RATE : (t + 1) * RATE] = (8000 * np.sin(2 * np.pi * (440 if left else 880) * seconds)).astype(
+                np.int16
             )
-            made_from = {"source_digest": digest}
-            au.write_video(f"v{v}", {"embeddings": emb, "logmel": np.zeros((T, 96, 64), np.float32)}, made_from)
-            pr.write_video(
-                f"v{v}", {"maskige": frames[..., ::-1].copy(), "mask_counts": np.full(T, 2, np.int32)}, made_from
+        labelled = np.array([True] * (T - 1) + [False])
+        split = "test" if v >= videos - 4 else "train"
+        clips.append(
+            ToyClip(
+                f"v{v}", frames, masks, emb, split, waveform=tone, labelled=labelled, maskige=frames[..., ::-1].copy()
             )
+        )
+    attrs = {"extract": {"extract_params": {"frame_size": [SIZE, SIZE]}}, "audio": {"audio_params": {"encoder": "toy"}}}
+    write_clip_shards(root, dataset, clips, attrs)
 
 
 def train_params(**over) -> TrainParams:

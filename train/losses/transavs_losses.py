@@ -68,10 +68,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from train.losses.criterion import IGNORE_INDEX, masks_to_targets
+from pipeline.labels import IGNORE_LABEL
 from train.losses.focal import softmax_focal_loss
 from train.losses.mask_losses import dice_loss
 from train.losses.matcher import HungarianMatcher
+from train.losses.targets import masks_to_targets
 
 # ----------------------------------------------------------------------------------------------
 # Eq. 18: confidence-threshold schedule
@@ -318,7 +319,7 @@ class TransAVSCriterion:
             # eq.-7 masks at ground-truth resolution, with gradient, for the matched queries only
             matched_logits.append(_upsample(frame_masks[frame, query_idx], gt.shape[-2:]))
             matched_targets.append(target["masks"][target_idx])
-            valid_pixels.append((frame_gt[frame] != IGNORE_INDEX)[None].expand(len(query_idx), -1, -1))
+            valid_pixels.append((frame_gt[frame] != IGNORE_LABEL)[None].expand(len(query_idx), -1, -1))
         num_masks = self._num_masks(sum(target["labels"].numel() for target in targets), logits.device)
 
         if frames[0].numel():

@@ -66,12 +66,10 @@ from train.metrics.binary import (
     fmeasure_thresholds,
     frame_mask_iou,
 )
-from train.metrics.common import AVSS_NUM_CLASSES, IGNORE_INDEX, NUM_F_THRESHOLDS
+from train.metrics.common import NUM_F_THRESHOLDS
 from train.metrics.semantic import SemanticMetricAccumulator, class_iou_fscore, class_statistics
 
 __all__ = [
-    "AVSS_NUM_CLASSES",
-    "IGNORE_INDEX",
     "NUM_F_THRESHOLDS",
     "BinaryMetricAccumulator",
     "SemanticMetricAccumulator",

@@ -7,15 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.labels import IGNORE_LABEL, NUM_AVSS_CLASSES
-
 NUM_F_THRESHOLDS = 255
 F_BETA_SQUARED = 0.3
 BINARY_IOU_EPS = 1e-7
 PRECISION_RECALL_EPS = 1e-20
 SEMANTIC_IOU_EPS = 2.220446049250313e-16  # float64 machine epsilon, as AVSBench writes it
-IGNORE_INDEX = IGNORE_LABEL
-AVSS_NUM_CLASSES = NUM_AVSS_CLASSES
 
 
 def as_tensor(value: Any, name: str) -> Tensor:

@@ -9,10 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pipeline.labels import IGNORE_LABEL, NUM_AVSS_CLASSES
 from train.metrics.common import (
-    AVSS_NUM_CLASSES,
     F_BETA_SQUARED,
-    IGNORE_INDEX,
     SEMANTIC_IOU_EPS,
     as_tensor,
     check_valid,
@@ -20,7 +19,7 @@ from train.metrics.common import (
 
 
 def class_statistics(
-    pred: Tensor, gt: Tensor, num_classes: int, ignore_index: int | None = IGNORE_INDEX
+    pred: Tensor, gt: Tensor, num_classes: int, ignore_index: int | None = IGNORE_LABEL
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-frame, per-class pixel counts.
 
@@ -118,10 +117,10 @@ class SemanticMetricAccumulator:
 
     def __init__(
         self,
-        num_classes: int = AVSS_NUM_CLASSES,
+        num_classes: int = NUM_AVSS_CLASSES,
         videos_per_batch: int = 1,
         pad_to_frames: int | None = None,
-        ignore_index: int | None = IGNORE_INDEX,
+        ignore_index: int | None = IGNORE_LABEL,
         background_index: int = 0,
     ) -> None:
         if num_classes < 1:

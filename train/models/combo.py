@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from train.losses.criterion import SetCriterion, masks_to_targets
+from train.losses.combo_criterion import SetCriterion
 from train.losses.matcher import HungarianMatcher
+from train.losses.targets import masks_to_targets
 from train.losses.temporal import adaptive_inter_frame_loss
 from train.models.backbones import STAGE_NAMES, build_backbone
 from train.models.bilateral_fusion import BilateralFusion, official_query_audio

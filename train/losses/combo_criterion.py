@@ -1,4 +1,4 @@
-"""Set criterion of Mask2Former as used by COMBO (paper eq. 8 without the temporal term).
+"""COMBO's criterion: the set criterion of Mask2Former as COMBO uses it (paper eq. 8 without the temporal term).
 
 Per decoder layer (deep supervision): Hungarian matching, then
   L_cls  = cross-entropy over K+1 classes for every query (unmatched -> no object, weight 0.1),
@@ -12,28 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.labels import IGNORE_LABEL
 from train.losses.mask_losses import dice_loss, point_sample, sigmoid_bce_loss, uncertain_point_coords
 from train.losses.matcher import HungarianMatcher
-
-IGNORE_INDEX = IGNORE_LABEL
-
-
-def masks_to_targets(gt: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
-    """Per-class targets of one frame: gt int64 [H,W] (class ids, 255 = ignore) ->
-    {"labels": int64 [n], "masks": float32 [n,H,W]} for the n classes present.
-
-    Binary datasets (num_classes = 2): class 0 = background, class 1 = foreground, as in COMBO.
-    Ignored pixels belong to no mask.
-    """
-    labels = torch.unique(gt)
-    labels = labels[labels != IGNORE_INDEX]
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"ground truth holds class ids {labels.tolist()} outside 0..{num_classes - 1} (and {IGNORE_INDEX} = ignore)"
-        )
-    masks = (gt[None] == labels[:, None, None]).float()
-    return {"labels": labels.long(), "masks": masks}
 
 
 class SetCriterion(nn.Module):
@@ -45,7 +25,7 @@ class SetCriterion(nn.Module):
         no_object_weight: CE weight of the no-object class (0.1).
         num_points, oversample_ratio, importance_sample_ratio: point sampling (12544, 3, 0.75).
 
-    forward(pred_logits [N,Q,K+1], pred_masks [N,Q,h,w], targets: N dicts (see masks_to_targets))
+    forward(pred_logits [N,Q,K+1], pred_masks [N,Q,h,w], targets: N dicts (see train.losses.targets.masks_to_targets))
         -> {"ce": scalar, "bce": scalar, "dice": scalar} (unweighted).
     """
 
@@ -105,4 +85,4 @@ class SetCriterion(nn.Module):
         }
 
 
-__all__ = ["IGNORE_INDEX", "SetCriterion", "masks_to_targets"]
+__all__ = ["SetCriterion"]
