@@ -190,3 +190,45 @@ def test_published_features_need_the_semantic_sam_weights(tmp_path):
     assert features["proposals"].backend == "semantic_sam" and features["proposals"].checkpoint == str(weights)
     assert features["proposals"].semantic_sam_settings()["points_per_side"] == 32  # COMBO's settings
     assert list(features["extract"].frame_size) == [224, 224]
+
+
+@pytest.mark.slow
+def test_a_full_size_official_r50_checkpoint_with_its_vggish_scores_in_avs_evaluate(
+    tmp_path, toy_shards, single_thread
+):
+    """The published format at full size (combo_r50: standard ResNet-50s, 100 queries, 9 decoder layers,
+    VGGish inside reading the shards' log-mel), named by the official R50 key list, scores in
+    ``avs evaluate`` as the same weights saved as a toolkit checkpoint."""
+    import warnings
+
+    toy_shards(tmp_path / "data")
+    shapes = json.loads((FIXTURES / "keys_r50_binary.json").read_text())["shapes"]
+    names = {official_key_to_toolkit(key): key for key in shapes}
+    names.pop(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # VGGish built without its weights file: the checkpoint brings them
+        model = build_model("combo_r50")
+    state = {key: random_tensor(key, tuple(t.shape), 11) for key, t in model.state_dict().items()}
+    assert sorted(names) == sorted(state)
+    official = tmp_path / "model_final.pth"
+    torch.save({"model": {names[k]: v for k, v in state.items()}, "iteration": STEP}, official)
+    ours = tmp_path / "model.pt"
+    record = {"model_name": "combo_r50", "model_config": {"num_classes": 2}, "state_dict": state, "step": STEP}
+    save_checkpoint({**record, "task": "binary", "train_params": {"size": [32, 32]}}, ours)
+    del model, state
+    evaluate = {"datasets": ["toy"], "overlays": 0, "size": [32, 32], "threads": 1, "shuffle_audio": False}
+    evaluate.update(silence_audio=False, noise_audio=False, offscreen_audio=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "data"), "shards": [0]}, "evaluate": evaluate}))
+    scores = []
+    for checkpoint in (official, ours):
+        out = tmp_path / f"eval_{checkpoint.stem}"
+        argv = ["evaluate", "--params", str(params), "--checkpoint", str(checkpoint), "--out", str(out)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main([*argv, "--no-progress"]) == 0
+        scores.append(json.loads((out / "metrics.json").read_text())["toy"])
+    assert load_checkpoint(official)["model_config"].get("audio_encoder", "vggish") == "vggish"
+    assert scores[0]["num_videos"] == 2
+    assert scores[0]["M_J"] == pytest.approx(scores[1]["M_J"], abs=1e-6)
+    assert scores[0]["M_F"] == pytest.approx(scores[1]["M_F"], abs=1e-6)
