@@ -5,8 +5,11 @@ detectron2 / Mask2Former names. :func:`official_to_toolkit_state` renames every 
 ``RENAMES`` (checked against the key lists of the official R50 and PVT-v2-B5 models in
 ``tests/fixtures/combo/``); ``AUXILIARY_KEYS`` are training-only entries that are dropped. The
 first key no rule maps stops the conversion with one line naming it.
-:func:`toolkit_checkpoint_from_official` turns the whole file into a toolkit checkpoint (model,
-task and classes read from the tensor shapes) that ``build_from_checkpoint`` loads.
+:func:`toolkit_checkpoint_from_official` turns the whole file into a toolkit checkpoint that
+``build_from_checkpoint`` loads: the registered model and its config (trunk, a narrow ResNet-50's
+widths, classes, widths, layers, queries, the in-model VGGish) read from the tensor shapes, scored at
+COMBO's 224x224. :class:`ModelFlags` (``--model`` / ``--task`` / ``--num-classes`` of ``avs evaluate``
+and ``avs predict``) name what the file does not record; one that contradicts a checkpoint is an error.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ STANDARD_RESNET50 = {"widths": [64, 128, 256, 512], "stem_width": 64}
 # The input size the official configs test at (AVSBench frames are 224x224): the scoring size of a
 # converted checkpoint unless ``evaluate.size`` / ``avs predict --size`` say otherwise.
 OFFICIAL_TEST_SIZE = [224, 224]
+OFFICIAL_FORMAT = "detectron2 COMBO (yannqi/COMBO-AVS)"  # ``source_format`` of a converted checkpoint
 _BACKBONE_OF_FAMILY = {"combo_r50": "resnet50", "combo_pvt_b5": "pvt_v2_b5"}
 
 
@@ -254,8 +258,9 @@ def official_model_config(
         "shared_backbone": not any(k.startswith("siam_encoder.maskige_backbone.") for k in state),
         "official_query_audio": True,
     }
-    if family == "combo_r50" and _resnet_kwargs(state, source):
-        config["backbone_kwargs"] = _resnet_kwargs(state, source)
+    trunk = _resnet_kwargs(state, source) if family == "combo_r50" else {}
+    if trunk:
+        config["backbone_kwargs"] = trunk
     if not any(k.startswith("audio_encoder.") for k in state):
         config["audio_encoder"] = "precomputed"
     return name, config
@@ -278,9 +283,6 @@ def toolkit_checkpoint_from_official(
         "train_params": {"size": list(OFFICIAL_TEST_SIZE)},
         "source_format": OFFICIAL_FORMAT,
     }
-
-
-OFFICIAL_FORMAT = "detectron2 COMBO (yannqi/COMBO-AVS)"
 
 
 @dataclass(frozen=True)

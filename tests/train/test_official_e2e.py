@@ -123,6 +123,14 @@ def test_a_flag_that_contradicts_the_shapes_is_one_line(checkpoints, capsys, fla
     assert not (root / "refused").exists()
 
 
+def test_an_unknown_model_flag_is_one_line_listing_the_known_models(checkpoints, capsys):
+    root, official, _ = checkpoints
+    argv = ["evaluate", "--params", str(evaluate_params(root)), "--checkpoint", str(official), "--out", str(root / "x")]
+    assert main([*argv, "--model", "combo_r51"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model" in err[0] and "'combo_r51'" in err[0] and "combo_r50" in err[0]
+
+
 def test_a_flag_that_contradicts_a_toolkit_checkpoint_is_one_line(checkpoints, capsys):
     root, _, ours = checkpoints
     argv = ["evaluate", "--params", str(evaluate_params(root)), "--checkpoint", str(ours), "--out", str(root / "x")]
