@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.params import ParamsError
 from stages.common import StageContext, add_common
 from train.evaluate import EvalParams, evaluate
+from train.official_combo import ModelFlags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +26,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--videos-per-batch", type=int, help="1 = COMBO protocol, 4 = AVSBench test.sh")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    add_model_flags(parser)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--model`` / ``--task`` / ``--num-classes``: what an official COMBO checkpoint (detectron2
+    ``model_final.pth``) does not record; checked against the weights of any checkpoint."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="registered model to build an official COMBO checkpoint as (default: read from its shapes: "
+        "combo_r50 or combo_pvt_b5); must agree with any checkpoint",
+    )
+    parser.add_argument(
+        "--task", choices=("binary", "semantic"), default=None, help="must agree with the checkpoint's class head"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classes with background (2, or 71 for AVSS): must agree"
+    )
+
+
+def model_flags(args: argparse.Namespace) -> ModelFlags | None:
+    """The model flags given on the command line (None when none is)."""
+    if args.model is not None:
+        from pipeline.registry import UnknownNameError
+        from train.models.registry import model_spec
+
+        try:
+            model_spec(args.model)
+        except UnknownNameError as exc:
+            raise ParamsError(f"--model: {exc}") from None
+    flags = ModelFlags(args.model, args.task, args.num_classes)
+    return None if flags == ModelFlags() else flags
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         train_log=train_log if train_log.is_dir() else None,
         progress=ctx.progress,
         device=args.device,
+        model_flags=model_flags(args),
     )
     summary = {
         name: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}

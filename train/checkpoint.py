@@ -18,6 +18,7 @@ A checkpoint is a dict saved with ``torch.save`` (loaded back with ``weights_onl
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from pipeline.atomic import atomic_path
 from pipeline.torch_files import TorchFileError, load_torch_file
 from train.models import build_model
 from train.official_combo import (
+    ModelFlags,
     OfficialCheckpointError,
+    apply_model_flags,
     is_official_combo_checkpoint,
     toolkit_checkpoint_from_official,
 )
@@ -48,9 +51,13 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", flags: ModelFlags | None = None
+) -> dict[str, Any]:
     """Load a checkpoint safely (tensors and plain containers only) and verify it: every tensor matches
-    the hash written at save, and every weight is finite. Errors are one line naming the file."""
+    the hash written at save, and every weight is finite. ``flags`` (``--model``, ``--task``,
+    ``--num-classes``) choose the model of an official checkpoint and must agree with any checkpoint.
+    Errors are one line naming the file."""
     path = Path(path)
     try:
         ckpt = load_torch_file(path, "checkpoint", map_location)
@@ -58,16 +65,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(str(exc)) from None
     if is_official_combo_checkpoint(ckpt):  # detectron2 model_final.pth of yannqi/COMBO-AVS
         try:
-            converted = toolkit_checkpoint_from_official(ckpt, path)
+            ckpt = toolkit_checkpoint_from_official(ckpt, path, flags.model if flags else None)
         except OfficialCheckpointError as exc:
             raise CheckpointError(str(exc)) from None
-        _verify_finite(converted, path)  # no hashes in a detectron2 file: the weights are checked still
-        return converted
-    missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: not a model checkpoint of this toolkit (missing {missing})")
-    _verify_tensors(ckpt, path)
-    return ckpt
+        _verify_finite(ckpt, path)  # no hashes in a detectron2 file: the weights are checked still
+    else:
+        missing = [key for key in REQUIRED_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path}: not a model checkpoint of this toolkit (missing {missing})")
+        _verify_tensors(ckpt, path)
+    try:
+        return apply_model_flags(ckpt, flags, path)
+    except OfficialCheckpointError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 HASHES_KEY = "tensor_sha256"
@@ -123,7 +133,10 @@ def build_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint
 
     Weights that do not fit the model as this version builds it (a checkpoint of another version)
     raise ``CheckpointError`` naming ``source`` and the first differing tensor."""
-    model = build_model(ckpt["model_name"], **ckpt["model_config"])
+    with warnings.catch_warnings():
+        # The state dict below brings VGGish's weights (an official checkpoint names no VGGish file).
+        warnings.filterwarnings("ignore", message="COMBO: VGGish built without weights")
+        model = build_model(ckpt["model_name"], **ckpt["model_config"])
     differences = _state_differences(model.state_dict(), ckpt["state_dict"])
     if differences:
         raise CheckpointError(
@@ -180,8 +193,11 @@ def feature_params_of(ckpt: dict[str, Any], path: str | Path, kinds: tuple[str, 
     return {kind: read_record(kind, records.get(kind), f"{path}: feature_params") for kind in kinds}
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu", flags: ModelFlags | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The model of checkpoint file ``path`` with its trained weights, in eval mode on ``device``, and the
-    checkpoint dict (its records: ``train_params``, ``feature_params``, ``step``, ...)."""
-    ckpt = load_checkpoint(path, map_location="cpu")
+    checkpoint dict (its records: ``train_params``, ``feature_params``, ``step``, ...); ``flags``: see
+    :func:`load_checkpoint`."""
+    ckpt = load_checkpoint(path, map_location="cpu", flags=flags)
     return build_from_checkpoint(ckpt, path).to(device).eval(), ckpt

@@ -27,6 +27,7 @@ from pipeline.params import from_section
 from train.checkpoint import feature_params_of, load_model, scoring_size
 from train.data import image_tensor, resize_clip
 from train.device import inference_device
+from train.official_combo import OFFICIAL_FORMAT, OFFICIAL_TEST_SIZE, ModelFlags
 from train.outputs import predict_labels
 from train.overlay import draw_mask
 
@@ -51,23 +52,81 @@ def load_predictor(
     size: tuple[int, int] | None = None,
     proposals_override: dict[str, Any] | None = None,
     device: str | None = None,
+    model_flags: ModelFlags | None = None,
+    features_file: str | Path | None = None,
 ) -> Predictor:
     """Model + strict feature records of ``checkpoint``; ``proposals_override`` replaces recorded proposal
     settings (with a warning: the maskiges then differ from those the model was trained on). ``device``:
-    see :func:`train.device.inference_device` (None: CUDA when available, as ``avs evaluate``)."""
+    see :func:`train.device.inference_device` (None: CUDA when available, as ``avs evaluate``).
+    ``model_flags``: see :func:`train.checkpoint.load_checkpoint`. ``features_file``: a params.yaml whose
+    extract / audio / proposals sections replace the records (an official COMBO checkpoint has none:
+    without it, COMBO's published features, :func:`published_combo_features`)."""
     import pipeline.audio.features  # noqa: F401 - register the params classes of the feature records
     import pipeline.extraction  # noqa: F401
     import pipeline.proposals.config  # noqa: F401
 
     checkpoint, torch_device = Path(checkpoint), inference_device(device)
-    model, ckpt = load_model(checkpoint, torch_device)
+    model, ckpt = load_model(checkpoint, torch_device, model_flags)
     kinds = ("extract", "audio", "proposals") if "maskiges" in model.inputs else ("extract", "audio")
-    features = feature_params_of(ckpt, checkpoint, kinds)
+    if features_file is not None:
+        features = features_from_params_file(features_file, kinds)
+        if "feature_params" in ckpt:
+            print(f"predict: warning: {features_file} replaces the feature records of {checkpoint}", file=sys.stderr)
+    elif "feature_params" not in ckpt and ckpt.get("source_format") == OFFICIAL_FORMAT:
+        features = published_combo_features(model, checkpoint, proposals_override)
+        proposals_override = None  # applied to the published settings, which no training recorded
+    else:
+        features = feature_params_of(ckpt, checkpoint, kinds)
     if proposals_override:
         features["proposals"] = _override_proposals(features.get("proposals"), proposals_override)
     train_params = ckpt.get("train_params") or {}
     model_size = tuple(scoring_size(train_params, size))
     return Predictor(model, features, model_size, checkpoint, ckpt["model_name"], torch_device)
+
+
+def features_from_params_file(path: str | Path, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """kind -> params dataclass of each feature stage in ``kinds``, from that section of the params file
+    ``path`` (validated as the stages validate it; a missing section takes the stage's defaults)."""
+    from pipeline.feature_record import params_class
+    from pipeline.params import load_params
+
+    sections = load_params(path)
+    return {kind: from_section(params_class(kind), sections.get(kind), f"{path}: {kind}") for kind in kinds}
+
+
+# Semantic-SAM's released SwinL weights, the file COMBO's maskiges were made with.
+SEMANTIC_SAM_WEIGHTS = "swinl_only_sam_many2many.pth"
+
+
+def published_combo_features(
+    model: nn.Module, checkpoint: Path, proposals_override: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The features of COMBO's published checkpoints, for an official file that records none: 224x224
+    frames (AVSBench's), VGGish log-mel examples (the VGGish inside the model reads them; the audio
+    section's own encoder output is not used) and Semantic-SAM maskiges with COMBO's settings, whose
+    weights file is ``proposals_override["checkpoint"]`` (there is no default: one line says what to pass)."""
+    from pipeline.audio.features import AudioParams
+    from pipeline.extraction import ExtractParams
+    from pipeline.proposals.config import ProposalParams
+
+    if "logmel" not in model.inputs:
+        raise ValueError(
+            f"{checkpoint}: an official COMBO checkpoint without its VGGish reads precomputed audio embeddings: "
+            "pass --features PARAMS.yaml whose audio section names the encoder"
+        )
+    proposals = {"backend": "semantic_sam", "cache_dir": "", **(proposals_override or {})}
+    weights = proposals.get("checkpoint")
+    if proposals["backend"] == "semantic_sam" and (weights is None or not Path(weights).is_file()):
+        raise ValueError(
+            f"{checkpoint}: an official COMBO checkpoint records no features; its maskiges are Semantic-SAM's: "
+            f"pass --proposals '{{checkpoint: {SEMANTIC_SAM_WEIGHTS}}}' with that file"
+            f"{f' ({weights} is not a file)' if weights else ''}, or --features PARAMS.yaml"
+        )
+    return {
+        "extract": ExtractParams(frame_size=list(OFFICIAL_TEST_SIZE)),
+        "audio": AudioParams(),
+        "proposals": from_section(ProposalParams, proposals, "--proposals"),
+    }
 
 
 def _override_proposals(recorded: Any, override: dict[str, Any]) -> Any:
@@ -164,17 +223,20 @@ def predict_video(
     proposals_override: dict[str, Any] | None = None,
     progress: bool = False,
     device: str | None = None,
+    model_flags: ModelFlags | None = None,
+    features_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/overlay.mp4`` (one frame per second, the video's aspect ratio), ``out_dir/masks/
     second_XXXX.png`` (the video's resolution; binary 0/255 or class ids) and ``out_dir/prediction.json``.
     The video is decoded ``window`` seconds at a time (memory holds one window, whatever the length);
     each window's audio features are computed as for a training clip of that length.
     ``size``: model input [H, W] (None: the checkpoint's inference size); ``device``: see
-    :func:`train.device.inference_device`. Returns that summary."""
+    :func:`train.device.inference_device`; ``model_flags``, ``features_file``: see :func:`load_predictor`.
+    Returns that summary."""
     from tqdm.auto import tqdm
 
     video, out_dir = media.check_local_media_path(video), Path(out_dir)
-    predictor = load_predictor(checkpoint, size, proposals_override, device)
+    predictor = load_predictor(checkpoint, size, proposals_override, device, model_flags, features_file)
     limit = getattr(predictor.model, "max_frames", None)
     if limit is not None and window > limit:
         raise ValueError(f"--window {window}: this {predictor.model_name} model takes clips of at most {limit} s")

@@ -8,6 +8,7 @@ import yaml
 
 from pipeline.params import ParamsError, Size2
 from stages.common import check_argument
+from stages.evaluate import add_model_flags, model_flags
 from train.predict import predict_video
 
 # Seconds per model call: the window's frames go through the model as one batch (60 s at 224x224 is
@@ -17,7 +18,11 @@ MAX_WINDOW = 60
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", help="any video ffmpeg reads (any length: one prediction per second)")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `avs train` (model.pt)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint written by `avs train` (model.pt), or an official COMBO model_final.pth",
+    )
     parser.add_argument("--out", required=True, help="output folder (overlay.mp4, masks/, prediction.json)")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (binary models)")
     parser.add_argument("--window", type=int, default=5, help="seconds per model call")
@@ -33,8 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--proposals",
         metavar="YAML",
         default=None,
-        help="override recorded proposal settings, e.g. '{preset: fast}' (warns: differs from training)",
+        help="override recorded proposal settings, e.g. '{preset: fast}' (warns: differs from training); "
+        "for an official COMBO checkpoint, '{checkpoint: swinl_only_sam_many2many.pth}'",
     )
+    parser.add_argument(
+        "--features",
+        metavar="PARAMS_YAML",
+        default=None,
+        help="params file whose extract/audio/proposals sections give the features (default: the "
+        "checkpoint's records; an official COMBO checkpoint has none: COMBO's published features, "
+        "VGGish log-mel and Semantic-SAM maskiges)",
+    )
+    add_model_flags(parser)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available, as evaluate)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -59,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         proposals_override=override,
         progress=not args.no_progress,
         device=args.device,
+        model_flags=model_flags(args),
+        features_file=args.features,
     )
     print(f"predict {args.video}: {summary['seconds']} s -> {args.out}/overlay.mp4, {args.out}/masks/")
     return 0

@@ -207,6 +207,36 @@ def test_load_checkpoint_converts_a_detectron2_combo_checkpoint(tmp_path, golden
         assert torch.equal(ckpt["state_dict"][key], tensor), key
 
 
+def test_the_golden_weights_build_from_the_config_read_from_their_shapes(tmp_path, golden):
+    """The narrow ResNet-50 trunk of the golden model is read from the shapes (widths, stem), so the
+    converted checkpoint builds as a registered combo_r50 and gives the official outputs."""
+    from train.checkpoint import build_from_checkpoint, load_checkpoint
+
+    _, arrays = golden
+    meta = json.loads((FIXTURES / "golden_small.json").read_text())
+    shapes = {k: v for k, v in meta["shapes"].items() if not k.startswith("audio_backbone.")}
+    ckpt = load_checkpoint(_detectron2_checkpoint(tmp_path, random_state(shapes, meta["seed"])))
+    assert ckpt["model_config"]["backbone_kwargs"] == {"widths": [8, 16, 32, 64], "stem_width": 16}
+    model = build_from_checkpoint(ckpt, "golden").eval()
+    out, _ = our_outputs(model, arrays)
+    assert relative_error(out["semseg"], arrays["semseg"]) < RTOL
+
+
+def test_a_trunk_that_is_not_a_resnet50_is_refused_with_one_line(tmp_path):
+    from train.checkpoint import CheckpointError, load_checkpoint
+
+    meta = json.loads((FIXTURES / "golden_small.json").read_text())
+    shorter = {
+        k: v
+        for k, v in meta["shapes"].items()
+        if not k.startswith(("audio_backbone.", "backbone.res4.5.", "pre_sam_backbone.res4.5."))
+    }
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(_detectron2_checkpoint(tmp_path, random_state(shorter, meta["seed"])))
+    message = str(error.value)
+    assert "\n" not in message and "model_final.pth" in message and "[3, 4, 5, 3]" in message
+
+
 def test_an_unknown_official_key_is_refused_with_one_line(tmp_path):
     from train.checkpoint import CheckpointError, load_checkpoint
 

@@ -16,6 +16,7 @@ from train.evaluation import artefacts
 from train.evaluation.metrics_log import log_metrics
 from train.evaluation.params import EvalParams
 from train.evaluation.scoring import DatasetScores, score_dataset
+from train.official_combo import ModelFlags
 from train.runlog import read_curves
 
 
@@ -53,18 +54,20 @@ def evaluate(
     train_log: str | Path | None = None,
     progress: bool = True,
     device: str | None = None,
+    model_flags: ModelFlags | None = None,
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on ``cfg.datasets`` and write under ``out_dir``: metrics.json (dvclive),
     per_video.csv, per_class/per_class_iou.csv (semantic only), overlays/, audio/, report.json and
     report.html. ``metrics_path``: also write the metrics there. ``train_log``: the run's dvclive folder
-    (curves). ``device``: see :func:`train.device.inference_device` (None: CUDA when available)."""
+    (curves). ``device``: see :func:`train.device.inference_device` (None: CUDA when available).
+    ``model_flags``: ``--model`` / ``--task`` / ``--num-classes`` (:func:`train.checkpoint.load_checkpoint`)."""
     from train.report import render_report
 
     out_dir = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch_device = inference_device(device)
-    model, ckpt = load_model(checkpoint, torch_device)
+    model, ckpt = load_model(checkpoint, torch_device, model_flags)
     train_params = ckpt.get("train_params", {})
     size = scoring_size(train_params, cfg.size)
     source = ClipSource.for_inputs(model.inputs, data_root, size)

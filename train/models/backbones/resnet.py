@@ -110,9 +110,13 @@ def _norm(frozen_bn: bool) -> Callable[[int], nn.Module]:
 
 
 @register_backbone("resnet50")
-def resnet50(frozen_bn: bool = True) -> ResNetBackbone:
-    """ResNet-50 (paper config; frozen BN as in Mask2Former/COMBO). Channels 256/512/1024/2048."""
-    return ResNetBackbone(Bottleneck, (3, 4, 6, 3), norm_layer=_norm(frozen_bn))
+def resnet50(
+    frozen_bn: bool = True, widths: tuple[int, int, int, int] = (64, 128, 256, 512), stem_width: int = 64
+) -> ResNetBackbone:
+    """ResNet-50 (paper config; frozen BN as in Mask2Former/COMBO). Channels 256/512/1024/2048.
+    ``widths`` / ``stem_width``: a narrower trunk of the same depth (official COMBO checkpoints of
+    small test configs; their widths are read from the tensor shapes)."""
+    return ResNetBackbone(Bottleneck, (3, 4, 6, 3), tuple(widths), stem_width, norm_layer=_norm(frozen_bn))
 
 
 @register_backbone("resnet101")
