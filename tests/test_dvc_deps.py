@@ -119,3 +119,38 @@ def test_stages_folder_holds_the_dvc_stages_and_commands_the_others():
     helpers = {"__init__", "cli", "common"}
     top_level = {f"stages.{p.stem}" for p in (REPO / "stages").glob("*.py") if p.stem not in helpers}
     assert top_level == dvc_modules, f"stages/ modules that are not dvc.yaml stages: {sorted(top_level - dvc_modules)}"
+
+
+# ---------------------------------------------------------------- deps that name datasets
+# DVC 3.67.1 cannot build train's and evaluate's feature deps from train.datasets / evaluate.datasets: a list
+# param interpolated into a deps entry fails ("Cannot interpolate data of type 'list'"), `deps: ${...}` fails the
+# schema check ("expected a list"), and a stage cannot depend on a glob. So dvc.yaml lists them by hand and this
+# test keeps the two files in step (docs/pipeline.md, "Training on other datasets").
+FEATURE_FOLDERS = ("extract", "audio", "proposals")
+FEATURE_DEP = re.compile(r"data/[^/]+/(extract|audio|proposals)")
+
+
+def feature_deps(datasets: list[str]) -> list[str]:
+    """The feature folders ``train`` and ``evaluate`` read for ``datasets``, in dvc.yaml's order."""
+    return [f"data/{dataset}/{folder}" for dataset in datasets for folder in FEATURE_FOLDERS]
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_feature_deps_follow_the_params_datasets(stage):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    deps = stage_commands()[stage][1]
+    listed = {dep for dep in deps if FEATURE_DEP.fullmatch(dep)}
+    wanted = set(feature_deps(params[stage]["datasets"]))
+    missing, extra = sorted(wanted - listed), sorted(listed - wanted)
+    assert not (missing or extra), (
+        f"dvc.yaml stage {stage!r} deps disagree with params.yaml {stage}.datasets: missing {missing}, "
+        f"not read {extra}; edit that stage's deps (docs/pipeline.md, 'Training on other datasets')"
+    )
+
+
+def test_every_source_dep_exists():
+    """A dep naming a project file that does not exist (a module turned package) fails `dvc repro` of that stage."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    deps = {str(d) for stage in spec.values() for d in stage.get("do", stage).get("deps", [])}
+    missing = sorted(d for d in deps if d.split("/")[0] in PACKAGES and not (REPO / d).exists())
+    assert not missing, f"dvc.yaml deps name project sources that do not exist: {missing}"
