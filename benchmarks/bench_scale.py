@@ -38,9 +38,14 @@ import avsbench_full  # noqa: E402
 from _bench_common import machine_info, print_table  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
-FEATURE_STAGES = ("manifest", "extract", "audio", "proposals")
+FEATURE_STAGES = ("manifest", "extract", "audio", "combo_maskiges")  # COMBO's maskiges: no SAM model runs
 CODE = ("pipeline", "stages", "train", "pyproject.toml", "dvc.yaml", "params.yaml", ".dvcignore")
 ROOTS = {"s4": "Single-source", "ms3": "Multi-sources", "avss": "AVSBench_semantic"}
+MASKIGE_TREES = {  # the pre_SAM_mask folders themselves, so each is the dependency of its dataset's item only
+    "s4": "Single-source/s4_data/pre_SAM_mask",
+    "ms3": "Multi-sources/ms3_data/pre_SAM_mask",
+    "avss": "AVSBench_semantic/pre_SAM_mask/AVSBench_semantic",
+}
 SOURCES = {"s4": "avsbench_s4", "ms3": "avsbench_ms3", "avss": "avsbench_semantic"}
 
 
@@ -75,7 +80,7 @@ def make_workspace(ws: Path, raw: Path, datasets: list[str], shards: int) -> Non
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(datasets=datasets, shards=list(range(shards)))
     params["manifest"]["datasets"] = {d: {"source": SOURCES[d], "root": str(raw / ROOTS[d])} for d in datasets}
-    params["proposals"].update(backend="precomputed", checkpoint=str(raw / ROOTS["s4"]))
+    params["proposals"].update(datasets=[], maskige_trees={d: str(raw / MASKIGE_TREES[d]) for d in datasets})
     params["train"]["datasets"] = params["evaluate"]["datasets"] = [d for d in datasets if d != "avss"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dag = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -98,7 +103,8 @@ def stage_items(ws: Path, stage: str) -> list[str]:
 
 
 def output_bytes(ws: Path, stage: str) -> int:
-    return sum(p.stat().st_size for p in (ws / "data").glob(f"*/{stage}/*") if p.is_file())
+    folder = "proposals" if stage == "combo_maskiges" else stage
+    return sum(p.stat().st_size for p in (ws / "data").glob(f"*/{folder}/*") if p.is_file())
 
 
 def run_features(ws: Path, videos: int) -> dict:
