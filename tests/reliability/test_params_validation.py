@@ -81,7 +81,7 @@ CASES = [
         "proposals",
         "proposals.generator.pred_iou_thresh: input should be a finite",
     ),
-    ("proposals.backend", "sam3", "proposals", "'mobile_sam', 'sam', 'semantic_sam' or 'precomputed', got 'sam3'"),
+    ("proposals.backend", "sam3", "proposals", "'mobile_sam', 'sam' or 'semantic_sam', got 'sam3'"),
     ("demo.s4_videos", [1000000000, 0, 0], "demo-data", "demo.s4_videos must total <= 10000 videos"),
 ]
 
