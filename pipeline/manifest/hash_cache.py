@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 from pipeline import media
 from pipeline.atomic import atomic_path
-from pipeline.hashing import sha256_of_file
+from pipeline.hashing import file_sha256, sha256_of_file
+from pipeline.media import probing
 
 
 class StatKeyedCache:
@@ -111,24 +113,27 @@ def _probe_value(file: Path) -> dict[str, Any]:
 
 def _ffmpeg_identity() -> list:
     """The ffmpeg binary's path and stat: another ffmpeg may report other durations, so its probes are dropped."""
-    exe = media.ffmpeg_exe()
     try:
+        exe = media.ffmpeg_exe()
+        exe = shutil.which(exe) or exe  # $AVS_FFMPEG may be a bare name found on PATH
         stat = os.stat(exe)
-    except OSError:
-        return [exe]
+    except (media.MediaError, OSError):  # no ffmpeg: every probe fails and says so; nothing is reused
+        return []
     return [exe, stat.st_size, stat.st_mtime_ns]
 
 
 class ProbeCache(StatKeyedCache):
     """What ``ffmpeg -i`` reported for media files (``data/cache/probe.json``), so an unchanged file is
     not probed again. Only readable files are cached: a file ffmpeg refused is probed again (and
-    reported again) on every run. Entries made by another ffmpeg binary are dropped."""
+    reported again) on every run. Entries made by another ffmpeg binary, or by another version of the
+    banner parser (``pipeline/media/probing.py``, a dependency of the manifest stage: DVC reruns the
+    stage when it changes, and the rerun must probe again), are dropped."""
 
     FORMAT = 1
     WHAT = "probe cache"
 
     def header(self) -> dict[str, Any]:
-        return {"ffmpeg": _ffmpeg_identity()}
+        return {"ffmpeg": _ffmpeg_identity(), "parser": file_sha256(probing.__file__)}
 
     def valid_value(self, value: Any) -> bool:
         return isinstance(value, dict) and set(value) == set(_INFO_FIELDS)

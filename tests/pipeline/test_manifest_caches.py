@@ -65,15 +65,18 @@ def test_an_unchanged_file_is_not_probed_again_and_a_changed_one_is(s4):
     assert sorted(row.duration for row in again.values()) == ["5.000", "5.500", "5.500", "5.500"]
 
 
-def test_probes_of_another_ffmpeg_are_dropped(s4):
+@pytest.mark.parametrize("key", ["ffmpeg", "parser"])
+def test_probes_of_another_ffmpeg_or_banner_parser_are_dropped(s4, key):
+    """Another ffmpeg binary, or another pipeline/media/probing.py (DVC reruns the manifest stage for it),
+    may report other values: the cache's entries are then not used."""
     cfg, cache = s4
     _build(cfg, cache)
 
-    def other_ffmpeg(data: dict) -> None:
+    def another_maker(data: dict) -> None:
         _set_durations(data, 5.5)
-        data["ffmpeg"] = ["ffmpeg-of-another-version", 1, 2]
+        data[key] = ["of another version"]
 
-    _edit_probe_cache(cache, other_ffmpeg)
+    _edit_probe_cache(cache, another_maker)
     assert {row.duration for row in _build(cfg, cache).values()} == {"5.000"}
 
 
