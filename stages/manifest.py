@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         ctx.data.num_shards,
         hash_cache=ctx.source_hash_cache,
+        probe_cache=ctx.source_hash_cache.with_name("probe.json"),  # beside it: ffmpeg runs only for changed files
         progress=ctx.progress,
         skipped=skipped,
     )

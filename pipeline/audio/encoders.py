@@ -36,7 +36,8 @@ class AudioEncoder(Protocol):
 
 
 # The built-in encoders' modules are imported on first use of the registry (they import this module).
-_ENCODERS = Registry("audio encoder", modules=("pipeline.audio.vggish", "pipeline.audio.yamnet"))
+# Neither imports torch: listing the encoders (every audio params check) must not cost a torch import.
+_ENCODERS = Registry("audio encoder", modules=("pipeline.audio.vggish_encoder", "pipeline.audio.yamnet"))
 
 
 def register_encoder(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[..., AudioEncoder]]:

@@ -24,6 +24,7 @@ NUM_MEL_BANDS = 64
 MEL_MIN_HZ = 125.0
 MEL_MAX_HZ = 7500.0
 VGGISH_LOG_OFFSET = 0.01
+VGGISH_EMBEDDING_DIM = 128  # here (not in vggish.py) so that the encoder's registry entry needs no torch
 EXAMPLE_FRAMES = 96  # 0.96 s at 100 frames per second
 EXAMPLE_HOP_FRAMES = 96  # non-overlapping
 # Shortest waveform that yields one whole example: 96 frames of 400 samples every 160.

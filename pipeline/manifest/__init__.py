@@ -1,18 +1,24 @@
 """Manifests: one CSV per dataset listing every video, where its media and labels are, and its shard.
 
 ``schema``: the row and its columns; ``sources``: folder and AVSBench release trees -> rows;
-``hash_cache``: sha256 of source files remembered across runs; ``build``: list + hash + probe + shard;
+``hash_cache``: sha256s and ffmpeg probes of source files remembered across runs; ``build``: list + hash + probe + shard;
 ``files``: the manifest CSV and its per-shard slices (written atomically, validated when read).
 
-Adding a video changes exactly one shard's slice (``{data}/{dataset}/manifest/shard-N.csv``),
+Adding a video, or editing one of its frames, its wav or a label image, changes exactly one shard's slice (``{data}/{dataset}/manifest/shard-N.csv``),
 so only that shard's extraction reruns.
 """
 
 from __future__ import annotations
 
-from pipeline.manifest.build import build_manifest, source_identity, unreadable_summary, verify_source
+from pipeline.manifest.build import (
+    build_manifest,
+    labels_identity,
+    source_identity,
+    unreadable_summary,
+    verify_source,
+)
 from pipeline.manifest.files import read_manifest, shard_slice_file, write_manifest, write_shard_slices
-from pipeline.manifest.hash_cache import HashCache
+from pipeline.manifest.hash_cache import HashCache, ProbeCache
 from pipeline.manifest.schema import (
     COLUMNS,
     OPTIONAL_COLUMNS,
@@ -48,8 +54,10 @@ __all__ = [
     "LocalSources",
     "ManifestError",
     "ManifestRow",
+    "ProbeCache",
     "SourceParams",
     "build_manifest",
+    "labels_identity",
     "list_rows",
     "read_manifest",
     "release_root",

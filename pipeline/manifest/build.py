@@ -1,4 +1,4 @@
-"""Building a manifest: list a source's rows, hash and probe each video, assign shards."""
+"""Building a manifest: list a source's rows, hash and probe each video and its labels, assign shards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import media
 from pipeline.hashing import sha256_of_digests
-from pipeline.manifest.hash_cache import HashCache
+from pipeline.manifest.hash_cache import HashCache, ProbeCache
 from pipeline.manifest.schema import (
     MAX_SECONDS,
     PROBED_COLUMNS,
@@ -36,14 +36,37 @@ def source_identity(row: ManifestRow, hashes: HashCache) -> str:
     return sha256_of_digests(parts)
 
 
+UNLABELLED = "-"  # stands for a second without a label image in ``labels_sha256``
+
+
+def _label_digest(path: str, hashes: HashCache) -> str:
+    if not path:
+        return UNLABELLED
+    if not Path(path).is_file():
+        raise media.MediaError(f"{path}: label image missing")
+    return hashes.sha256(Path(path))
+
+
+def labels_identity(row: ManifestRow, hashes: HashCache) -> str:
+    """sha256 of the row's label images' hashes in order (``-`` for an unlabelled second); '' when the row
+    has no labels. Raises MediaError when a listed label image is missing. The extraction stores the
+    decoded labels, so this is part of what its shard slice must change with."""
+    if not row.label_paths:
+        return ""
+    return sha256_of_digests([_label_digest(path, hashes) for path in row.label_paths.split(";")])
+
+
 def verify_source(row: ManifestRow, hashes: HashCache) -> None:
-    """Raise ManifestError when the row's sources are no longer the files the manifest hashed (an edited or
-    replaced video): extracting them would store frames the recorded ``source_sha256`` does not describe.
-    Unchanged files cost a stat each (the cache is keyed on the file's stat)."""
+    """Raise ManifestError when the row's sources or label images are no longer the files the manifest hashed
+    (an edited or replaced video or mask): extracting them would store frames or ground truth the recorded
+    ``source_sha256`` / ``labels_sha256`` do not describe. Unchanged files cost a stat each (the cache is
+    keyed on the file's stat). A row of a manifest written before ``labels_sha256`` existed (empty) has
+    its sources checked only."""
     if not row.source_sha256:
         return
     try:
         now = source_identity(row, hashes)
+        labels_now = labels_identity(row, hashes) if row.labels_sha256 else ""
     except OSError as exc:
         raise ManifestError(f"{row.source_video or row.source_audio}: cannot hash the source ({exc})") from None
     if now != row.source_sha256:
@@ -51,6 +74,11 @@ def verify_source(row: ManifestRow, hashes: HashCache) -> None:
         raise ManifestError(
             f"{where}: source changed since the manifest was built (sha256 {now[:12] or 'of a missing file'}..., "
             f"manifest {row.source_sha256[:12]}...): rerun `avs manifest`"
+        )
+    if labels_now != row.labels_sha256:
+        raise ManifestError(
+            f"{row.label_paths.split(';')[0] or row.video_id}: label images changed since the manifest was built "
+            f"(sha256 {labels_now[:12]}..., manifest {row.labels_sha256[:12]}...): rerun `avs manifest`"
         )
 
 
@@ -76,14 +104,16 @@ def _probed_fields(row: ManifestRow, info: media.MediaInfo) -> None:
         )
 
 
-def _fill_media(row: ManifestRow, hashes: HashCache) -> ManifestRow:
-    """Hash the sources and probe the video (or the wav) of ``row``; unreadable files are noted, not raised."""
+def _fill_media(row: ManifestRow, hashes: HashCache, probes: ProbeCache) -> ManifestRow:
+    """Hash the sources and labels and probe the video (or the wav) of ``row``; unreadable files are noted,
+    not raised."""
     try:
         row.source_sha256 = source_identity(row, hashes)
+        row.labels_sha256 = labels_identity(row, hashes)
         if row.source_video:
-            info = media.probe(Path(row.source_video))
+            info = probes.probe(row.source_video)
         else:
-            info = media.probe(row.source_audio) if row.source_audio and Path(row.source_audio).is_file() else None
+            info = probes.probe(row.source_audio) if row.source_audio and Path(row.source_audio).is_file() else None
         if info is not None:
             _probed_fields(row, info)
     except (media.MediaError, OSError) as exc:
@@ -100,9 +130,11 @@ def build_manifest(
     threads: int = 4,
     progress: bool = True,
     skipped: list[tuple[str, str]] | None = None,
+    probe_cache: Path | None = None,
 ) -> list[ManifestRow]:
     """List, hash and probe every video of a dataset source; assign shards. Files a folder source
-    does not take are appended to ``skipped`` as (relative path, reason)."""
+    does not take are appended to ``skipped`` as (relative path, reason). ``hash_cache`` and
+    ``probe_cache`` (JSON files, None: not kept) spare unchanged files their hashing and their ffmpeg run."""
     rows = list_rows(cfg, skipped)
     seen: set[str] = set()
     for row in rows:
@@ -110,14 +142,14 @@ def build_manifest(
             raise ManifestError(f"{cfg.root}: video id {row.video_id!r} appears twice")
         seen.add(row.video_id)
         row.shard = shard_of(row.video_id, num_shards)
-    hashes = HashCache(hash_cache)
+    hashes, probes = HashCache(hash_cache), ProbeCache(probe_cache)
     from tqdm.auto import tqdm
 
     # Probing is one short ffmpeg process per file: threads overlap the process start-up.
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = list(
             tqdm(
-                pool.map(lambda r: _fill_media(r, hashes), rows),
+                pool.map(lambda r: _fill_media(r, hashes, probes), rows),
                 total=len(rows),
                 desc=f"manifest {cfg.root}",
                 unit="video",
@@ -125,6 +157,7 @@ def build_manifest(
             )
         )
     hashes.save()
+    probes.save()
     return rows
 
 

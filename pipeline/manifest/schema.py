@@ -21,6 +21,8 @@ label_format     binary_png ({0,255}), voc_rgb (AVSS palette) or none
 frame_fit        stretch (resize to the frame size) or crop (short side + centre crop: AVSS train)
 shard            stable hash of the video id modulo the number of shards
 probe_error      why ffmpeg could not read the source (the extraction stage reports it)
+labels_sha256    sha256 of the label images' sha256s in order (``-`` for an unlabelled second;
+                 empty without labels, or in a manifest written before the column existed)
 ================ ============================================================================
 
 Rows are validated when read (:func:`pipeline.manifest.files.read_manifest`): each bad field is one
@@ -146,6 +148,7 @@ class ManifestRow:
     shard: NonNegativeInt = 0
     probe_error: str = ""
     frame_fit: Literal["stretch", "crop"] = "stretch"
+    labels_sha256: Annotated[str, AfterValidator(_sha256_hex)] = ""  # editing a mask changes the shard slice
 
     @property
     def frame_paths(self) -> list[str]:
@@ -174,7 +177,7 @@ class ManifestRow:
 
 
 COLUMNS = [f.name for f in fields(ManifestRow)]
-OPTIONAL_COLUMNS = {"frame_fit": "stretch"}  # added later: manifests written before still read
+OPTIONAL_COLUMNS = {"frame_fit": "stretch", "labels_sha256": ""}  # added later: manifests written before still read
 
 
 def validate_video_id(video_id: str, where: str) -> str:

@@ -22,15 +22,12 @@ import numpy as np
 from pipeline.hashing import file_sha256
 from pipeline.params import params_hash
 from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.generator import FastMaskGenerator
 from pipeline.proposals.maskige import nearest_resize
-from pipeline.proposals.sam_models import (
-    ProposalModelError,
-    build_mobile_sam,
-    build_sam,
-    bundled_mobile_sam_checkpoint,
-)
+from pipeline.proposals.model_files import ProposalModelError, bundled_mobile_sam_checkpoint
 from pipeline.registry import Registry
+
+# The models (and torch) are imported by the builders below, when a backend is built: the stage imports this
+# module to name the checkpoint, and runs that read COMBO's maskige trees build no backend at all.
 
 SEMANTIC_SAM_CHECKPOINT = (
     "proposals.checkpoint must be set for the semantic_sam backend: download swinl_only_sam_many2many.pth "
@@ -105,6 +102,8 @@ class SamFamilyBackend:
     """Any Sam-shaped model + :class:`FastMaskGenerator`."""
 
     def __init__(self, name: str, model, params: ProposalParams, checkpoint: str) -> None:
+        from pipeline.proposals.generator import FastMaskGenerator
+
         self.name = name
         self.checkpoint = checkpoint
         self.checkpoint_sha256 = file_sha256(checkpoint) if checkpoint else ""
@@ -119,6 +118,8 @@ class SamFamilyBackend:
 def _build_mobile_sam_backend(params: ProposalParams) -> ProposalBackend:
     if params.model_type != "vit_t":
         raise ValueError(f"the mobile_sam backend has model_type vit_t only, got {params.model_type!r}")
+    from pipeline.proposals.sam_models import build_mobile_sam
+
     checkpoint = resolve_checkpoint(params)
     model = build_mobile_sam(checkpoint, encoder_size=params.effective_encoder_size())
     return SamFamilyBackend("mobile_sam", model, params, checkpoint)
@@ -126,6 +127,8 @@ def _build_mobile_sam_backend(params: ProposalParams) -> ProposalBackend:
 
 @register_backend("sam")
 def _build_sam_backend(params: ProposalParams) -> ProposalBackend:
+    from pipeline.proposals.sam_models import build_sam
+
     checkpoint = resolve_checkpoint(params)
     model = build_sam(params.model_type, checkpoint, encoder_size=params.effective_encoder_size())
     return SamFamilyBackend("sam", model, params, checkpoint)

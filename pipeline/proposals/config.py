@@ -30,7 +30,7 @@ from pydantic import Field
 
 from pipeline.feature_record import feature_params
 from pipeline.params import PositiveInt, from_section
-from pipeline.proposals.generator import GENERATOR_VERSION, GeneratorSettings
+from pipeline.proposals.generator_settings import GENERATOR_VERSION, GeneratorSettings, SemanticSamGeneratorSettings
 
 # Generator presets, chosen on the tuning half of benchmarks/proposal_frames.py and measured on its
 # held-out half with benchmarks/bench_proposals.py (speed and recall against
@@ -137,8 +137,6 @@ class ProposalParams:
 
     def semantic_sam_generator_settings(self):
         """The port's generator settings (``SemanticSamGeneratorSettings``) from the semantic_sam section."""
-        from pipeline.proposals.semantic_sam.generator import SemanticSamGeneratorSettings
-
         settings = self.semantic_sam_settings()
         for key in ("device", "image_short_side", "precision"):
             settings.pop(key)

@@ -20,8 +20,6 @@ This generator returns the same masks for the points it prompts, and gets there 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,44 +27,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from pipeline.proposals.decoder import SharedImageDecoder
-
-# Part of every proposal cache key: bump it whenever a code change alters the masks for the same
-# settings, so that cached per-video results from older code are never served.
-GENERATOR_VERSION = 2  # 2: reference-exact resize/post-processing, shared decoder, coarse-to-fine rounds
-
-
-@dataclass(frozen=True)
-class GeneratorSettings:
-    """Knobs of :class:`FastMaskGenerator` (the ``proposals`` params section carries them)."""
-
-    points_per_side: int = 32  # the prompt grid (SAM's automatic generator: 32 x 32)
-    coarse_levels: int = 3  # round 1 prompts every 2^levels-th grid point per axis; each next
-    # round halves the stride and prompts only grid points that no
-    # kept mask covers yet. 0: the whole grid in one round (the reference)
-    points_per_batch: int = 2  # prompts per decoder call: [B,4096,256] tensors stay cache-sized
-    # (measured on a CPU: 25 s at 2, 35 s at 8, 40 s at 16 per frame)
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_mask_region_area: int = 0  # > 0: drop islands and fill holes smaller than this (pixels)
-    cover_max_area: float = 1.0  # refinement rounds skip grid points covered by a kept mask of at
-    # most this fraction of the frame (1.0: any kept mask covers)
-    distinct_similarity: float = 0.0  # refinement rounds still prompt a covered grid point whose image
-    # embedding has cosine similarity below this to all of its 8 grid
-    # neighbours (small distinct parts); 0: off
-
-    def __post_init__(self) -> None:
-        if self.points_per_side < 1:
-            raise ValueError("points_per_side must be >= 1")
-        if self.points_per_batch < 1:
-            raise ValueError("points_per_batch must be >= 1")
-        if self.coarse_levels < 0:
-            raise ValueError("coarse_levels must be >= 0")
-        if not 0.0 < self.cover_max_area <= 1.0:
-            raise ValueError("cover_max_area must be in (0, 1]")
-        if not -1.0 <= self.distinct_similarity <= 1.0:
-            raise ValueError("distinct_similarity must be in [-1, 1]")
+from pipeline.proposals.generator_settings import GeneratorSettings
 
 
 def coarse_to_fine_rounds(n_per_side: int, levels: int) -> list[np.ndarray]:

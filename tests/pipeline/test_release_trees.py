@@ -197,9 +197,14 @@ def trees(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------- running the stages
-def _params(tmp: Path, source: str, root: Path) -> Path:
+def _params(tmp: Path, source: str, root: Path, shards: int = 1) -> Path:
     params = {
-        "data": {"root": str(tmp / "data"), "manifests": str(tmp / "manifests"), "datasets": ["ds"], "shards": [0]},
+        "data": {
+            "root": str(tmp / "data"),
+            "manifests": str(tmp / "manifests"),
+            "datasets": ["ds"],
+            "shards": list(range(shards)),
+        },
         "dask": {"n_workers": 0},
         "manifest": {"datasets": {"ds": {"source": source, "root": str(root)}}},
         "extract": {"frame_size": list(SIZE)},
@@ -324,3 +329,38 @@ def test_raw_video_used_when_frames_are_absent(trees, tmp_path, make_video):
     make_video("rv.mp4", folder=_mk(top / "s4_data" / "raw_videos" / "test" / "cat" / "x").parent)
     rows, _ = _manifest_and_extract(tmp_path, "avsbench_s4", top)
     assert rows[0].source_video.endswith("raw_videos/test/cat/rv.mp4") and not rows[0].source_frames
+
+
+# ---------------------------------------------------------------- editing a label
+def _slices(tmp: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((tmp / "data" / "ds" / "manifest").glob("shard-*.csv"))}
+
+
+def test_editing_one_label_changes_one_slice_and_the_extracted_mask(tmp_path):
+    """The extraction stores the decoded labels, so a label PNG is part of what its shard slice (the DVC
+    dependency of ``extract@D-S``) changes with: one edited mask changes one slice, and the extraction of
+    that shard then writes the new mask. Extracting with the old manifest fails that video alone."""
+    params = _params(tmp_path, "avsbench_s4", build_s4(tmp_path / "tree"), shards=3)
+    manifest = ["manifest", "--params", str(params), "--dataset", "ds", "--no-progress"]
+    assert main(manifest) == 0
+    before = _slices(tmp_path)
+    row = next(r for r in read_manifest(tmp_path / "manifests" / "ds.csv") if r.split == "test")
+    extract = ["extract", "--params", str(params), "--dataset", "ds", "--shard", str(row.shard), "--no-progress"]
+    shard = tmp_path / "data" / "ds" / "extract" / f"shard-{row.shard}.h5"
+    assert main(extract) == 0
+    with ShardReader(shard) as reader:
+        old_gt = reader.read(row.video_id, "gt_masks")[1]
+    label = Path(row.labels[1])
+    _png(label, 255 - np.asarray(Image.open(label)))  # the mask inverted: same size, same name
+
+    assert main(extract) == 0  # the manifest still describes the old mask: this video fails, the others are written
+    failed = [f for f in read_failures(shard.with_suffix(".failures.csv")) if f["level"] == "error"]
+    assert [f["video_id"] for f in failed] == [row.video_id] and "label images changed" in failed[0]["reason"]
+
+    assert main(manifest) == 0
+    after = _slices(tmp_path)
+    assert len(after) == 3 and [name for name in before if before[name] != after[name]] == [f"shard-{row.shard}.csv"]
+    assert main(extract) == 0
+    with ShardReader(shard) as reader:
+        new_gt = reader.read(row.video_id, "gt_masks")[1]
+    assert new_gt.tobytes() == official_s4_mask(label, SIZE).tobytes() and not np.array_equal(new_gt, old_gt)

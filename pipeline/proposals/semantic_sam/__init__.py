@@ -4,12 +4,9 @@
 ``SemanticSamAutomaticMaskGenerator`` reproduces the official automatic mask generator.
 """
 
+from pipeline.proposals.generator_settings import LEVEL_TO_TOKEN, SemanticSamGeneratorSettings
 from pipeline.proposals.semantic_sam.config import SWINL, TINY, SemanticSamConfig
-from pipeline.proposals.semantic_sam.generator import (
-    LEVEL_TO_TOKEN,
-    SemanticSamAutomaticMaskGenerator,
-    SemanticSamGeneratorSettings,
-)
+from pipeline.proposals.semantic_sam.generator import SemanticSamAutomaticMaskGenerator
 from pipeline.proposals.semantic_sam.model import (
     SKIPPED_KEYS,
     LoadReport,

@@ -14,38 +14,13 @@ pass the IoU filter are upsampled to the image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from scipy import ndimage
 from torchvision.ops import batched_nms
 
+from pipeline.proposals.generator_settings import SemanticSamGeneratorSettings
 from pipeline.proposals.semantic_sam.model import SemanticSam, upsample_masks
-
-# The official ``level`` argument (1..6) -> mask-token index.
-LEVEL_TO_TOKEN = {1: 3, 2: 2, 3: 0, 4: 4, 5: 1, 6: 5}
-
-
-@dataclass(frozen=True)
-class SemanticSamGeneratorSettings:
-    level: tuple[int, ...] = (3,)
-    points_per_side: int = 32
-    points_per_batch: int = 200
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.92
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_mask_region_area: int = 10
-    tokens: tuple[int, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        bad = [lv for lv in self.level if lv not in LEVEL_TO_TOKEN]
-        if bad or not self.level:
-            raise ValueError(f"semantic_sam.level must be a non-empty list of 1..6, got {list(self.level)}")
-        if self.points_per_batch < 1 or self.points_per_side < 1:
-            raise ValueError("semantic_sam.points_per_side and points_per_batch must be >= 1")
-        object.__setattr__(self, "tokens", tuple(LEVEL_TO_TOKEN[lv] for lv in self.level))
 
 
 def point_grid(n: int) -> np.ndarray:
