@@ -62,6 +62,10 @@ class ShardReader:
             pass
         raise ShardError(f"{self.path}: no video {video_id!r}")
 
+    def group(self, video_id: str) -> h5py.Group:
+        """The video's HDF5 group, for :meth:`pipeline.shards.ShardWriter.copy_video` (read-only use)."""
+        return self._group(video_id)
+
     def _dataset_id(self, video_id: str, key: str) -> h5d.DatasetID:
         # The low-level open takes ~20 us, h5py's group[...] ~50 us and a "key in group" check as much
         # again: the loader opens five arrays per clip.

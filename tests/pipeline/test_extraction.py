@@ -194,7 +194,7 @@ def test_dask_local_cluster_gives_same_shard(tmp_path, make_video, processes):
     in_process = shard.read_bytes()
     assert (
         main(
-            ["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress", "--workers", "2"]
+            [*"extract --dataset vids --shard 0 --no-progress --no-reuse --workers 2".split(), "--params", str(params)]
         )
         == 0
     )
