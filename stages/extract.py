@@ -18,16 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", help="manifest CSV (or slice) to extract (default: the shard's slice)")
     parser.add_argument("--out", help="output shard .h5 (default: {data.root}/{dataset}/extract/shard-N.h5)")
     parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any video fails")
-    add_no_reuse(parser)
-
-
-def add_no_reuse(parser: argparse.ArgumentParser) -> None:
-    """``--no-reuse``: compute every video, copying none from the previous shard (docs/pipeline.md)."""
     parser.add_argument(
-        "--no-reuse",
-        dest="reuse",
-        action="store_false",
-        help="recompute every video instead of copying unchanged ones from the previous output shard",
+        "--no-reuse", dest="reuse", action="store_false", help="recompute every video (none copied from the last shard)"
     )
 
 

@@ -21,7 +21,15 @@ from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
 from pipeline.parallel import map_ordered
 from pipeline.params import DaskParams, params_hash
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardError, ShardReader, ShardWriter
+from pipeline.shards import (
+    CONTENT_DIGEST,
+    SOURCE_DIGEST,
+    InOrder,
+    PreviousShard,
+    ShardError,
+    ShardReader,
+    ShardWriter,
+)
 
 KIND = "audio"
 SOURCE_KIND = "extract"
@@ -81,12 +89,15 @@ def read_clip(reader: ShardReader, video_id: str, num_seconds: int) -> ClipJob:
 
 
 def plan_chunks(
-    reader: ShardReader, seconds_per_chunk: int, failures: FailureLog, source: str
+    reader: ShardReader, seconds_per_chunk: int, failures: FailureLog, source: str, skip: frozenset[str] = frozenset()
 ) -> list[list[tuple[str, int]]]:
-    """Group (video_id, T) into chunks of at most ``seconds_per_chunk`` seconds (at least one video each)."""
+    """Group (video_id, T) into chunks of at most ``seconds_per_chunk`` seconds (at least one video each),
+    leaving out the videos in ``skip`` (reused from the previous shard)."""
     plan: list[list[tuple[str, int]]] = []
     seconds = 0
     for video_id in reader.video_ids():
+        if video_id in skip:
+            continue
         try:
             num_seconds = clip_seconds(reader, video_id)
         except (ShardError, ValueError) as error:
@@ -114,13 +125,32 @@ def _read_chunks(
         yield chunk
 
 
+def reusable_videos(reader: ShardReader, previous: PreviousShard) -> frozenset[str]:
+    """The videos of an extraction shard whose features the previous derived shard holds, made from the
+    same extracted arrays (its ``source_digest`` is their ``content_digest``)."""
+    if previous.reader is None:
+        return frozenset()
+    return frozenset(
+        video_id
+        for video_id in reader.video_ids()
+        if previous.matches(video_id, SOURCE_DIGEST, reader.video_attrs(video_id, [CONTENT_DIGEST]).get(CONTENT_DIGEST))
+    )
+
+
 def compute_audio_shard(
-    in_path: Path, out_path: Path, params: AudioParams, dask_cfg: DaskParams, progress: bool = True
+    in_path: Path,
+    out_path: Path,
+    params: AudioParams,
+    dask_cfg: DaskParams,
+    progress: bool = True,
+    reuse: bool = True,
 ) -> FailureLog:
     """Write the audio shard ``out_path`` for extraction shard ``in_path``; returns the failures.
 
     The encoder is built here first (a missing checkpoint stops the stage with its message before
-    any work), and its provenance goes into the shard's file attributes.
+    any work), and its provenance goes into the shard's file attributes. With ``reuse``, videos made
+    from unchanged extracted audio are copied from the previous shard at ``out_path``
+    (:mod:`pipeline.shards.reuse`).
     """
     failures = FailureLog(stage=KIND)
     encoder = get_encoder(params)
@@ -141,12 +171,18 @@ def compute_audio_shard(
             **record_attrs(KIND, params),
         }
         digest = audio_params_hash(params)
-        with ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer:
-            plan = plan_chunks(reader, params.batch_seconds, failures, source)
+        with (
+            ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer,
+            PreviousShard(out_path, writer.file_attrs, enabled=reuse) as previous,
+        ):
+            reused = reusable_videos(reader, previous)
+            in_order = InOrder(reader.video_ids(), reused, lambda video_id: previous.copy(writer, video_id))
+            plan = plan_chunks(reader, params.batch_seconds, failures, source, skip=reused)
             chunks = _read_chunks(reader, plan, failures, source)
-            for chunk, outcome in map_ordered(
+            outcomes = map_ordered(
                 work, chunks, dask_cfg=dask_cfg, desc=f"audio {out_path.stem}", total=len(plan), progress=progress
-            ):
+            )
+            for chunk, outcome in outcomes if plan else ():
                 if outcome.ok:
                     results = outcome.value
                 else:
@@ -161,6 +197,7 @@ def compute_audio_shard(
                 for job, result in zip(chunk, results):
                     if result is None:
                         continue
+                    in_order.before(job.video_id)
                     attrs = {
                         "num_seconds": job.num_seconds,
                         "num_examples": int(result["num_examples"]),
@@ -171,4 +208,7 @@ def compute_audio_shard(
                     writer.write_video(
                         job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]}, attrs
                     )
+            in_order.finish()
+            if previous.reason != "no previous shard":
+                print(f"audio {out_path.name}: {previous.summary(len(reader.video_ids()))}")
     return failures
