@@ -286,9 +286,13 @@ def streams(row: ManifestRow) -> bool:
 
 
 def stream_video(
-    row: ManifestRow, cfg: ExtractParams, writer: ShardWriter, hash_cache: Path | None = None
+    row: ManifestRow,
+    cfg: ExtractParams,
+    writer: ShardWriter,
+    hash_cache: Path | None = None,
+    window_seconds: int = media.DEFAULT_WINDOW_SECONDS,
 ) -> list[str]:
-    """Extract a source video into ``writer`` one window (``media.DEFAULT_WINDOW_SECONDS``) at a time, so
+    """Extract a source video into ``writer`` one window (``window_seconds``) at a time, so
     memory holds one window whatever T; the same arrays and attributes as :func:`extract_video`.
     Returns the warnings; raises like it (the partly written video is then removed)."""
     size = (int(cfg.frame_size[0]), int(cfg.frame_size[1]))
@@ -305,7 +309,13 @@ def stream_video(
     with writer.begin_video(row.video_id, shapes, dtypes, _row_attrs(row), trimmable=("audio",)) as video:
         indices, real, decoded, unknown = [], 0, 0, 0
         windows = media.iter_clip_windows(
-            row.source_video, T, size, info=info, resize_filter=cfg.resize_filter, missing_audio=cfg.missing_audio
+            row.source_video,
+            T,
+            size,
+            window_seconds=window_seconds,
+            info=info,
+            resize_filter=cfg.resize_filter,
+            missing_audio=cfg.missing_audio,
         )
         for window in windows:
             video.write("frames", window.start, window.frames)
@@ -368,7 +378,7 @@ def extract_shard(
                 _stream_logged(row, cfg, writer, hash_cache, failures)
             else:
                 _write_outcome(writer, row, next(outcomes)[1], cfg, failures)
-        if previous.reason != "no previous shard":
+        if previous.reason not in ("no previous shard", "reuse turned off"):
             print(f"extract {out_path.name}: {previous.summary(len(rows))}")
     return failures
 

@@ -209,6 +209,6 @@ def compute_audio_shard(
                         job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]}, attrs
                     )
             in_order.finish()
-            if previous.reason != "no previous shard":
+            if previous.reason not in ("no previous shard", "reuse turned off"):
                 print(f"audio {out_path.name}: {previous.summary(len(reader.video_ids()))}")
     return failures

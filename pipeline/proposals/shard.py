@@ -143,7 +143,7 @@ def propose_shard(
                 failures.warn(video_id, warning, source=str(extract_path))
             writer.write_video(video_id, outcome.value["arrays"], outcome.value["attrs"])
         in_order.finish()
-        if previous.reason != "no previous shard":
+        if previous.reason not in ("no previous shard", "reuse turned off"):
             print(f"proposals {out_path.name}: {previous.summary(len(video_ids))}")
     return failures, hits
 
