@@ -105,6 +105,14 @@ class ShardReader:
         dataset = h5py.Dataset(self._dataset_id(video_id, key))
         return dataset[()] if index is None else dataset[index]
 
+    def read_rows(self, video_id: str, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of array ``key`` through h5py, which reads only the chunks they lie in:
+        a window of a long 1-D array (a video's audio) without the index lists :meth:`read` builds."""
+        return h5py.Dataset(self._dataset_id(video_id, key))[start:stop]
+
+    def dtype(self, video_id: str, key: str) -> np.dtype:
+        return self._dataset_id(video_id, key).dtype
+
     def shape(self, video_id: str, key: str) -> tuple[int, ...]:
         return tuple(self._dataset_id(video_id, key).shape)
 

