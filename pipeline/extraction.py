@@ -36,8 +36,8 @@ ResizeFilter = Literal[
     "spline",
 ]
 SHORT_AUDIO = ("repeat_last", "silence")
-# One video's extracted arrays (frames T*H*W*3 + masks T*H*W + audio T*32000 bytes) are held whole until its
-# shard record is written: a row whose T and frame size need more fails before anything is allocated.
+# A video extracted whole (frame images, or a source video up to STREAM_SECONDS) holds its arrays (frames
+# T*H*W*3 + masks T*H*W + audio T*32000 bytes) until written: a row that needs more fails before allocating.
 VIDEO_BUDGET_BYTES = 4 << 30
 # Source videos longer than this are decoded a window at a time straight into the shard (in the main
 # process, memory one window) instead of whole on a worker.
@@ -372,7 +372,7 @@ def extract_shard(
         for row in rows:
             source = row.source_video or row.source_audio
             if row.video_id in reused:
-                for warning in previous.copy(writer, row.video_id).get("warnings") or []:
+                for warning in previous.copy(writer, row.video_id):
                     failures.warn(row.video_id, warning, source=source)
             elif streams(row):
                 _stream_logged(row, cfg, writer, hash_cache, failures)

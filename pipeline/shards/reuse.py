@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import DiskFullError, ensure_free_space
 from pipeline.shards.paths import ShardError, from_attr, to_attr
 from pipeline.shards.reader import ShardReader
 from pipeline.shards.video_writer import stored_digests_consistent
@@ -62,6 +63,11 @@ class PreviousShard:
         try:
             self.reader = ShardReader(self.path)
             differs = header_difference(self.reader.file_attrs(), self.file_attrs)
+            # Copies are at most the previous file's size: one free-space check for all of them.
+            ensure_free_space(self.path, self.path.stat().st_size)
+        except DiskFullError:
+            self.close()
+            raise
         except (ShardError, OSError) as error:
             differs, self.reason = [], f"previous shard unreadable ({error})"
         if differs:
@@ -91,12 +97,13 @@ class PreviousShard:
             return False
         return True
 
-    def copy(self, writer: Any, video_id: str) -> dict[str, Any]:
-        """Copy ``video_id`` into ``writer`` (a :class:`ShardWriter`); returns the video's attributes."""
+    def copy(self, writer: Any, video_id: str) -> list[str]:
+        """Copy ``video_id`` (accepted by :meth:`matches`) into ``writer`` (a :class:`ShardWriter`); returns
+        the warnings recorded with it (its ``warnings`` attribute, if any)."""
         assert self.reader is not None
-        writer.copy_video(self.reader, video_id)
+        writer.copy_video(self.reader, video_id, checked=True)
         self.reused += 1
-        return self.reader.video_attrs(video_id)
+        return list(self.reader.video_attrs(video_id, ["warnings"]).get("warnings") or [])
 
     def summary(self, total: int) -> str:
         if self.reused or not self.reason:

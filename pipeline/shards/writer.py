@@ -76,21 +76,21 @@ class ShardWriter:
         group = self._videos.create_group(name)
         return VideoWriter(self, video_id, group, shapes, dtypes, dict(attrs or {}), trimmable)
 
-    def copy_video(self, reader: ShardReader, video_id: str) -> str:
+    def copy_video(self, reader: ShardReader, video_id: str, checked: bool = False) -> None:
         """Copy one video of another shard as stored (HDF5 object copy: compressed chunks are copied
-        without inflating them) with all its attributes; returns its content digest. The group must carry
-        consistent digests (one per array, and the content digest over them)."""
+        without inflating them) with all its attributes. The group must carry consistent digests (one per
+        array, and the content digest over them) and fit on the disk; ``checked``: the caller made both
+        checks already (:class:`pipeline.shards.reuse.PreviousShard` does, once per shard for the space)."""
         assert self._h5 is not None, "use ShardWriter as a context manager"
         name = group_name(video_id)
         if name in self._videos:
             raise ShardError(f"{self.path}: video id {video_id!r} written twice")
         source = reader.group(video_id)
-        digest = stored_digests_consistent(source, f"{reader.path}: video {video_id!r}")
-        stored = sum(source[key].id.get_storage_size() for key in source)
-        ensure_free_space(self.path, stored + (64 << 10))
+        if not checked:
+            stored_digests_consistent(source, f"{reader.path}: video {video_id!r}")
+            ensure_free_space(self.path, sum(source[key].id.get_storage_size() for key in source) + (64 << 10))
         source.file.copy(source, self._videos, name=name)
         self.count += 1
-        return digest
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None
