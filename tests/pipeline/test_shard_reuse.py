@@ -286,3 +286,21 @@ def test_long_clips_streamed_by_the_audio_stage_equal_features_held_whole(tmp_pa
             assert reader.video_attrs(vid)["num_examples"] == int(expected["num_examples"])
             for key in ("logmel", "embeddings"):
                 assert np.array_equal(reader.read(vid, key), expected[key]), (vid, key)
+
+
+def test_a_rerun_that_fails_halfway_leaves_the_previous_shard_whole(tmp_path):
+    path = tmp_path / "s.h5"
+    with ShardWriter(path, kind="extract", params_hash="h") as writer:
+        for vid in ("a", "b", "c"):
+            writer.write_video(vid, {"frames": np.full((2, 4, 4, 3), ord(vid), np.uint8)}, {"input_digest": vid})
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="stopped"):
+        with (
+            ShardWriter(path, kind="extract", params_hash="h") as writer,
+            PreviousShard(path, writer.file_attrs) as previous,
+        ):
+            assert previous.matches("a", "input_digest", "a")
+            previous.copy(writer, "a")
+            raise RuntimeError("stopped")  # a bad crash in the middle of the rerun
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]  # no temporary left
