@@ -107,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--raw", required=True, help="the --out folder of avsbench_full.py (with Single-source/)")
     parser.add_argument("--work", required=True, help="scratch folder for params, manifests and shards")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "bench_reuse.json"), help="JSON results file")
     args = parser.parse_args()
     raw, work = Path(args.raw).resolve(), Path(args.work).resolve()
     for old in ("data", "manifests", "scratch"):
@@ -128,9 +129,7 @@ def main() -> None:
     rows = [[name, run["wall_s"], run["cpu_s"], run["output"][-1][:60]] for name, run in runs.items()]
     table = print_table(["extract s4 shard 0", "wall s", "CPU s", "last line"], rows, title="Adding one video")
     print(f"reuse shard equals the from-scratch shard (every array and attribute): {equal}")
-    write_json(
-        RESULTS_DIR / "bench_reuse.json", {"machine": machine_info(), "runs": runs, "equal": equal, "table": table}
-    )
+    write_json(Path(args.out), {"machine": machine_info(), "runs": runs, "equal": equal, "table": table})
 
 
 if __name__ == "__main__":
