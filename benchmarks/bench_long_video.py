@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -153,8 +154,10 @@ def prepare_stage(path: Path, minutes: int) -> Path:
     videos = workdir / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     link = videos / path.name
+    if link.is_symlink():  # made by an earlier version; folder sources no longer follow links out of the root
+        link.unlink()
     if not link.exists():
-        link.symlink_to(path)
+        os.link(path, link)  # a hard link: a plain file of the folder, no copy
     (workdir / "params.yaml").write_text(
         yaml.safe_dump(
             {

@@ -11,6 +11,9 @@ from stages.common import StageContext, add_feature_stage, finish
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_stage(parser, SOURCE_KIND, KIND)
+    parser.add_argument(
+        "--no-reuse", dest="reuse", action="store_false", help="recompute every video (none copied from the last shard)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,6 +21,6 @@ def run(args: argparse.Namespace) -> int:
     params = ctx.section(AudioParams, "audio")
     dask_cfg = ctx.dask()
     in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
-    failures = compute_audio_shard(in_path, out_path, params, dask_cfg, progress=ctx.progress)
+    failures = compute_audio_shard(in_path, out_path, params, dask_cfg, progress=ctx.progress, reuse=args.reuse)
     print(f"audio {out_path}: encoder {params.encoder}, {len(failures.errors)} failed")
     return finish(failures, out_path, strict=args.strict, what=f"audio {out_path}")

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", help="manifest CSV (or slice) to extract (default: the shard's slice)")
     parser.add_argument("--out", help="output shard .h5 (default: {data.root}/{dataset}/extract/shard-N.h5)")
     parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any video fails")
+    parser.add_argument(
+        "--no-reuse", dest="reuse", action="store_false", help="recompute every video (none copied from the last shard)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset or "",
         progress=ctx.progress,
         hash_cache=ctx.source_hash_cache,
+        reuse=args.reuse,
     )
     done = len(rows) - len(failures.errors)
     print(f"extract {out}: {done}/{len(rows)} videos")

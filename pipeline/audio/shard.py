@@ -13,15 +13,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import DiskFullError
 from pipeline.audio.features import AudioParams, clip_features, get_encoder, validate_clip
+from pipeline.audio.streamed import STREAM_SECONDS, stream_clip_features
 from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
 from pipeline.parallel import map_ordered
 from pipeline.params import DaskParams, params_hash
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardError, ShardReader, ShardWriter
+from pipeline.shards import (
+    CONTENT_DIGEST,
+    SOURCE_DIGEST,
+    InOrder,
+    PreviousShard,
+    ShardError,
+    ShardReader,
+    ShardWriter,
+)
 
 KIND = "audio"
 SOURCE_KIND = "extract"
@@ -81,12 +92,15 @@ def read_clip(reader: ShardReader, video_id: str, num_seconds: int) -> ClipJob:
 
 
 def plan_chunks(
-    reader: ShardReader, seconds_per_chunk: int, failures: FailureLog, source: str
+    reader: ShardReader, seconds_per_chunk: int, failures: FailureLog, source: str, skip: frozenset[str] = frozenset()
 ) -> list[list[tuple[str, int]]]:
-    """Group (video_id, T) into chunks of at most ``seconds_per_chunk`` seconds (at least one video each)."""
+    """Group (video_id, T) into chunks of at most ``seconds_per_chunk`` seconds (at least one video each),
+    leaving out the videos in ``skip`` (reused from the previous shard)."""
     plan: list[list[tuple[str, int]]] = []
     seconds = 0
     for video_id in reader.video_ids():
+        if video_id in skip:
+            continue
         try:
             num_seconds = clip_seconds(reader, video_id)
         except (ShardError, ValueError) as error:
@@ -114,13 +128,32 @@ def _read_chunks(
         yield chunk
 
 
+def reusable_videos(reader: ShardReader, previous: PreviousShard) -> frozenset[str]:
+    """The videos of an extraction shard whose features the previous derived shard holds, made from the
+    same extracted arrays (its ``source_digest`` is their ``content_digest``)."""
+    if previous.reader is None:
+        return frozenset()
+    return frozenset(
+        video_id
+        for video_id in reader.video_ids()
+        if previous.matches(video_id, SOURCE_DIGEST, reader.video_attrs(video_id, [CONTENT_DIGEST]).get(CONTENT_DIGEST))
+    )
+
+
 def compute_audio_shard(
-    in_path: Path, out_path: Path, params: AudioParams, dask_cfg: DaskParams, progress: bool = True
+    in_path: Path,
+    out_path: Path,
+    params: AudioParams,
+    dask_cfg: DaskParams,
+    progress: bool = True,
+    reuse: bool = True,
 ) -> FailureLog:
     """Write the audio shard ``out_path`` for extraction shard ``in_path``; returns the failures.
 
     The encoder is built here first (a missing checkpoint stops the stage with its message before
-    any work), and its provenance goes into the shard's file attributes.
+    any work), and its provenance goes into the shard's file attributes. With ``reuse``, videos made
+    from unchanged extracted audio are copied from the previous shard at ``out_path``
+    (:mod:`pipeline.shards.reuse`).
     """
     failures = FailureLog(stage=KIND)
     encoder = get_encoder(params)
@@ -141,34 +174,98 @@ def compute_audio_shard(
             **record_attrs(KIND, params),
         }
         digest = audio_params_hash(params)
-        with ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer:
-            plan = plan_chunks(reader, params.batch_seconds, failures, source)
+        with (
+            ShardWriter(out_path, kind=KIND, params_hash=digest, attrs=file_attrs) as writer,
+            PreviousShard(out_path, writer.file_attrs, enabled=reuse) as previous,
+        ):
+            reused = reusable_videos(reader, previous)
+            streamed = long_clips(reader, reused)
+            in_main = MainProcessVideos(reader, writer, previous, streamed, encoder, digest, failures)
+            in_order = InOrder(reader.video_ids(), reused | set(streamed), in_main)
+            plan = plan_chunks(reader, params.batch_seconds, failures, source, skip=reused | set(streamed))
             chunks = _read_chunks(reader, plan, failures, source)
-            for chunk, outcome in map_ordered(
+            outcomes = map_ordered(
                 work, chunks, dask_cfg=dask_cfg, desc=f"audio {out_path.stem}", total=len(plan), progress=progress
-            ):
-                if outcome.ok:
-                    results = outcome.value
-                else:
-                    # A chunk failed as a whole: redo its clips one by one here so only the bad one is lost.
-                    results = []
-                    for job in chunk:
-                        try:
-                            results.extend(clip_features([(job.audio, job.num_seconds)], encoder))
-                        except Exception as error:  # noqa: BLE001 - one bad video must not stop the shard
-                            failures.add(job.video_id, f"audio features failed: {error}", source=source)
-                            results.append(None)
-                for job, result in zip(chunk, results):
+            )
+            for chunk, outcome in outcomes if plan else ():
+                for job, result in zip(chunk, _chunk_results(chunk, outcome, encoder, failures, source)):
                     if result is None:
                         continue
-                    attrs = {
-                        "num_seconds": job.num_seconds,
-                        "num_examples": int(result["num_examples"]),
-                        "audio_source": job.audio_source,
-                        "params_hash": digest,
-                        SOURCE_DIGEST: job.source_digest,
-                    }
-                    writer.write_video(
-                        job.video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]}, attrs
-                    )
+                    in_order.before(job.video_id)
+                    attrs = _video_attrs(job.num_seconds, job.audio_source, digest, job.source_digest)
+                    arrays = {"logmel": result["logmel"], "embeddings": result["embeddings"]}
+                    writer.write_video(job.video_id, arrays, {**attrs, "num_examples": int(result["num_examples"])})
+            in_order.finish()
+            if previous.reason not in ("no previous shard", "reuse turned off"):
+                print(f"audio {out_path.name}: {previous.summary(len(reader.video_ids()))}")
     return failures
+
+
+def _chunk_results(chunk: list[ClipJob], outcome: Any, encoder: Any, failures: FailureLog, source: str) -> list:
+    """The features of a chunk's clips (None for a clip that failed)."""
+    if outcome.ok:
+        return outcome.value
+    # A chunk failed as a whole: redo its clips one by one here so only the bad one is lost.
+    results: list = []
+    for job in chunk:
+        try:
+            results.extend(clip_features([(job.audio, job.num_seconds)], encoder))
+        except Exception as error:  # noqa: BLE001 - one bad video must not stop the shard
+            failures.add(job.video_id, f"audio features failed: {error}", source=source)
+            results.append(None)
+    return results
+
+
+def _video_attrs(num_seconds: int, audio_source: str, digest: str, source_digest: str) -> dict[str, Any]:
+    return {
+        "num_seconds": num_seconds,
+        "audio_source": audio_source,
+        "params_hash": digest,
+        SOURCE_DIGEST: source_digest,
+    }
+
+
+def long_clips(reader: ShardReader, skip: frozenset[str]) -> dict[str, int]:
+    """video id -> T of the clips over :data:`STREAM_SECONDS`, computed in the main process a window
+    at a time (a bad T is left to :func:`plan_chunks` to report)."""
+    found = {}
+    for video_id in reader.video_ids():
+        if video_id in skip:
+            continue
+        try:
+            seconds = clip_seconds(reader, video_id)
+        except (ShardError, ValueError):
+            continue
+        if seconds > STREAM_SECONDS:
+            found[video_id] = seconds
+    return found
+
+
+@dataclass
+class MainProcessVideos:
+    """Writes, in the main process, the videos the workers do not compute: copies of reused ones and
+    long clips streamed window by window (a bad one is recorded as a failure)."""
+
+    reader: ShardReader
+    writer: ShardWriter
+    previous: PreviousShard
+    streamed: dict[str, int]
+    encoder: Any
+    digest: str
+    failures: FailureLog
+
+    def __call__(self, video_id: str) -> None:
+        if video_id not in self.streamed:
+            self.previous.copy(self.writer, video_id)
+            return
+        attrs = self.reader.video_attrs(video_id, ["audio_source", CONTENT_DIGEST])
+        video_attrs = _video_attrs(
+            self.streamed[video_id], str(attrs.get("audio_source", "")), self.digest, attrs.get(CONTENT_DIGEST, "")
+        )
+        try:
+            stream_clip_features(self.reader, self.writer, video_id, self.streamed[video_id], self.encoder, video_attrs)
+        except DiskFullError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one bad video must not stop the shard
+            failures_reason = str(error) if isinstance(error, ValueError) else f"audio features failed: {error}"
+            self.failures.add(video_id, failures_reason, source=str(self.reader.path))

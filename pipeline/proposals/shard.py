@@ -28,7 +28,7 @@ from pipeline.proposals.backends import cached_backend, resolve_checkpoint
 from pipeline.proposals.cache import MASKIGE_FORMAT_VERSION, ProposalCache, cached_propose_video
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.model_files import ProposalModelError, load_state_dict
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
+from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, InOrder, PreviousShard, ShardReader, ShardWriter
 
 KIND = "proposals"
 FRAMES_KEY = "frames"
@@ -105,8 +105,11 @@ def propose_shard(
     video_ids: list[str] | None = None,
     dataset: str = "",
     progress: bool = True,
+    reuse: bool = True,
 ) -> tuple[FailureLog, int]:
     """Write the proposals shard for ``video_ids`` (default: every video of the extraction shard).
+    With ``reuse``, videos made from unchanged frames are copied from the previous shard at ``out_path``
+    (:mod:`pipeline.shards.reuse`).
 
     Returns (failures, number of videos served from the cache).
     """
@@ -122,10 +125,16 @@ def propose_shard(
     work = functools.partial(propose_one, extract_path=str(extract_path), params=params)
     failures = FailureLog(stage=KIND)
     hits = 0
-    with ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, checkpoint_sha), attrs=provenance) as writer:
-        for video_id, outcome in map_ordered(
-            work, video_ids, dask_cfg=dask_cfg, desc=f"proposals {out_path.stem}", progress=progress
-        ):
+    with (
+        ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, checkpoint_sha), attrs=provenance) as writer,
+        PreviousShard(out_path, writer.file_attrs, enabled=reuse) as previous,
+    ):
+        reused = _reusable(extract_path, video_ids, previous)
+        in_order = InOrder(video_ids, reused, lambda video_id: previous.copy(writer, video_id))
+        todo = [video_id for video_id in video_ids if video_id not in reused]
+        outcomes = map_ordered(work, todo, dask_cfg=dask_cfg, desc=f"proposals {out_path.stem}", progress=progress)
+        for video_id, outcome in outcomes if todo else ():
+            in_order.before(video_id)
             if not outcome.ok:
                 failures.add(video_id, outcome.error or "unknown error", source=str(extract_path))
                 continue
@@ -133,4 +142,16 @@ def propose_shard(
             for warning in outcome.value["warnings"]:
                 failures.warn(video_id, warning, source=str(extract_path))
             writer.write_video(video_id, outcome.value["arrays"], outcome.value["attrs"])
+        in_order.finish()
+        if previous.reason not in ("no previous shard", "reuse turned off"):
+            print(f"proposals {out_path.name}: {previous.summary(len(video_ids))}")
     return failures, hits
+
+
+def _reusable(extract_path: Path, video_ids: list[str], previous: PreviousShard) -> set[str]:
+    """The videos whose maskiges the previous shard holds, made from the frames extracted now."""
+    if previous.reader is None:
+        return set()
+    with ShardReader(extract_path) as reader:
+        digests = {v: reader.video_attrs(v, [CONTENT_DIGEST]).get(CONTENT_DIGEST) for v in video_ids if reader.has(v)}
+    return {video_id for video_id, digest in digests.items() if previous.matches(video_id, SOURCE_DIGEST, digest)}

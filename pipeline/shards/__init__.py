@@ -21,6 +21,10 @@ Writing: through :func:`pipeline.atomic.atomic_path` (a random, exclusively crea
 beside the shard, locked while written), read back, then renamed into place only when the writer
 closes without error; a crash leaves the previous file (or none).
 
+Writing a long video a window at a time: :meth:`ShardWriter.begin_video` returns a
+:class:`VideoWriter` (``write(key, start, block)``), digests computed as the blocks go by.
+Reuse (:mod:`pipeline.shards.reuse`): a rerun copies unchanged videos from the previous shard, as stored.
+
 Identity (:mod:`pipeline.shards.identity`): every video carries the digests of its arrays; audio and
 proposals videos carry the digest of the extracted video they were made from (``source_digest``).
 """
@@ -28,30 +32,43 @@ proposals videos carry the digest of the extracted video they were made from (``
 from pipeline.shards.errors import ShardError
 from pipeline.shards.identity import (
     ARRAY_DIGESTS,
+    CODE_DIGEST,
     CONTENT_DIGEST,
+    INPUT_DIGEST,
     SOURCE_DIGEST,
+    ArrayHasher,
     array_digest,
+    input_digest,
     source_mismatch,
     verify_array,
 )
 from pipeline.shards.located import ArrayLocation, FileStamp
 from pipeline.shards.paths import failures_file, shard_file, shard_name
 from pipeline.shards.reader import ArrayReader, ShardReader, read_arrays
-from pipeline.shards.writer import GZIP_LEVEL, ShardWriter
+from pipeline.shards.reuse import InOrder, PreviousShard
+from pipeline.shards.video_writer import GZIP_LEVEL, VideoWriter
+from pipeline.shards.writer import ShardWriter
 
 __all__ = [
     "ARRAY_DIGESTS",
+    "CODE_DIGEST",
     "CONTENT_DIGEST",
+    "INPUT_DIGEST",
     "SOURCE_DIGEST",
     "GZIP_LEVEL",
+    "ArrayHasher",
     "ArrayLocation",
     "ArrayReader",
     "FileStamp",
+    "InOrder",
+    "PreviousShard",
     "ShardError",
     "ShardReader",
     "ShardWriter",
+    "VideoWriter",
     "array_digest",
     "failures_file",
+    "input_digest",
     "read_arrays",
     "shard_file",
     "shard_name",

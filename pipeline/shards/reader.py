@@ -64,6 +64,10 @@ class ShardReader:
             pass
         raise ShardError(f"{self.path}: no video {video_id!r}")
 
+    def group(self, video_id: str) -> h5py.Group:
+        """The video's HDF5 group, for :meth:`pipeline.shards.ShardWriter.copy_video` (read-only use)."""
+        return self._group(video_id)
+
     def _dataset_id(self, video_id: str, key: str) -> h5d.DatasetID:
         # The low-level open takes ~20 us, h5py's group[...] ~50 us and a "key in group" check as much
         # again: the loader opens five arrays per clip.
@@ -102,6 +106,14 @@ class ShardReader:
             return array[0] if index is not None and not isinstance(index, slice) else array
         dataset = h5py.Dataset(self._dataset_id(video_id, key))
         return dataset[()] if index is None else dataset[index]
+
+    def read_rows(self, video_id: str, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of array ``key`` through h5py, which reads only the chunks they lie in:
+        a window of a long 1-D array (a video's audio) without the index lists :meth:`read` builds."""
+        return h5py.Dataset(self._dataset_id(video_id, key))[start:stop]
+
+    def dtype(self, video_id: str, key: str) -> np.dtype:
+        return self._dataset_id(video_id, key).dtype
 
     def shape(self, video_id: str, key: str) -> tuple[int, ...]:
         return tuple(self._dataset_id(video_id, key).shape)

@@ -13,10 +13,10 @@ from pipeline import __version__
 from pipeline.atomic import atomic_path, ensure_free_space
 from pipeline.shards.attributes import to_attr
 from pipeline.shards.errors import ShardError
-from pipeline.shards.identity import ARRAY_DIGESTS, CONTENT_DIGEST, array_digest, content_digest
+from pipeline.shards.identity import CODE_DIGEST, code_digest
 from pipeline.shards.paths import group_name
-
-GZIP_LEVEL = 4  # level 4 is within a few % of 9 in size on frames and several times faster
+from pipeline.shards.reader import ShardReader
+from pipeline.shards.video_writer import VideoWriter, stored_digests_consistent
 
 
 class ShardWriter:
@@ -27,7 +27,13 @@ class ShardWriter:
         self.tmp: Path | None = None
         self._publish = contextlib.ExitStack()
         self.kind = kind
-        self.file_attrs = {"kind": kind, "params_hash": params_hash, "package_version": __version__, **(attrs or {})}
+        self.file_attrs = {
+            "kind": kind,
+            "params_hash": params_hash,
+            "package_version": __version__,
+            CODE_DIGEST: code_digest(),
+            **(attrs or {}),
+        }
         self._h5: h5py.File | None = None
         self.count = 0
 
@@ -46,38 +52,47 @@ class ShardWriter:
     def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> str:
         """Write one video's arrays and attributes, with the digests of :mod:`pipeline.shards.identity`
         (``array_digests``, ``content_digest``); returns the content digest."""
+        arrays = {key: np.asarray(array) for key, array in arrays.items()}
+        shapes = {key: array.shape for key, array in arrays.items()}
+        dtypes = {key: array.dtype for key, array in arrays.items()}
+        with self.begin_video(video_id, shapes, dtypes, attrs) as video:
+            for key, array in arrays.items():
+                video.write(key, 0, array)
+        return video.content_digest
+
+    def begin_video(
+        self,
+        video_id: str,
+        shapes: dict[str, tuple[int, ...]],
+        dtypes: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        trimmable: tuple[str, ...] = (),
+    ) -> VideoWriter:
+        """Start a video whose arrays are written in blocks of rows (``with writer.begin_video(...) as v:
+        v.write(key, start, block)``): memory holds one block. ``trimmable`` keys may end shorter than
+        declared (:meth:`VideoWriter.trim`). An exception inside the block removes the video's group."""
         assert self._h5 is not None, "use ShardWriter as a context manager"
         name = group_name(video_id)
         if name in self._videos:
             raise ShardError(f"{self.path}: video id {video_id!r} written twice")
-        arrays = {key: np.asarray(array) for key, array in arrays.items()}
-        # Refuse before HDF5 starts on a video the disk cannot hold (the raw size bounds the gzip size).
-        ensure_free_space(self.path, sum(array.nbytes for array in arrays.values()) + (64 << 10))
-        digests = {key: array_digest(array) for key, array in arrays.items()}
-        identity = {ARRAY_DIGESTS: digests, CONTENT_DIGEST: content_digest(digests)}
         group = self._videos.create_group(name)
-        group.attrs["video_id"] = video_id
-        for key, value in {**(attrs or {}), **identity}.items():
-            group.attrs[key] = to_attr(value)
-        for key, array in arrays.items():
-            if array.ndim >= 3 and array.shape[0] > 0:
-                group.create_dataset(
-                    key,
-                    data=array,
-                    chunks=(1, *array.shape[1:]),
-                    compression="gzip",
-                    track_times=False,
-                    compression_opts=GZIP_LEVEL,
-                    shuffle=False,
-                )
-            elif array.ndim >= 1 and array.size > 4096:
-                group.create_dataset(
-                    key, data=array, compression="gzip", compression_opts=GZIP_LEVEL, track_times=False
-                )
-            else:
-                group.create_dataset(key, data=array, track_times=False)
+        return VideoWriter(self, video_id, group, shapes, dtypes, dict(attrs or {}), trimmable)
+
+    def copy_video(self, reader: ShardReader, video_id: str, checked: bool = False) -> None:
+        """Copy one video of another shard as stored (HDF5 object copy: compressed chunks are copied
+        without inflating them) with all its attributes. The group must carry consistent digests (one per
+        array, and the content digest over them) and fit on the disk; ``checked``: the caller made both
+        checks already (:class:`pipeline.shards.reuse.PreviousShard` does, once per shard for the space)."""
+        assert self._h5 is not None, "use ShardWriter as a context manager"
+        name = group_name(video_id)
+        if name in self._videos:
+            raise ShardError(f"{self.path}: video id {video_id!r} written twice")
+        source = reader.group(video_id)
+        if not checked:
+            stored_digests_consistent(source, f"{reader.path}: video {video_id!r}")
+            ensure_free_space(self.path, sum(source[key].id.get_storage_size() for key in source) + (64 << 10))
+        source.file.copy(source, self._videos, name=name)
         self.count += 1
-        return identity[CONTENT_DIGEST]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None

@@ -135,7 +135,7 @@ def test_rejects_ids_that_escape(tmp_path):
     assert main(["manifest", "--params", str(params), "--dataset", "vids", "--no-progress"]) == 2
 
 
-def _run_extract(params: Path) -> subprocess.Popen:
+def _run_extract(params: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -149,6 +149,7 @@ def _run_extract(params: Path) -> subprocess.Popen:
             "--shard",
             "0",
             "--no-progress",
+            *extra,
         ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -173,7 +174,8 @@ def test_killed_run_then_rerun_equals_uninterrupted(tmp_path, make_video):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not shard.exists() or shard.read_bytes() == reference  # no partial shard under the real name
-    assert _run_extract(params).wait(timeout=300) == 0
+    # byte for byte: computed again (a killed run that had already finished would otherwise lend its videos)
+    assert _run_extract(params, "--no-reuse").wait(timeout=300) == 0
     assert shard.read_bytes() == reference
     assert not list(shard.parent.glob("*.tmp-*"))  # the killed writer's temporary was cleaned up
 
@@ -194,7 +196,7 @@ def test_dask_local_cluster_gives_same_shard(tmp_path, make_video, processes):
     in_process = shard.read_bytes()
     assert (
         main(
-            ["extract", "--params", str(params), "--dataset", "vids", "--shard", "0", "--no-progress", "--workers", "2"]
+            [*"extract --dataset vids --shard 0 --no-progress --no-reuse --workers 2".split(), "--params", str(params)]
         )
         == 0
     )

@@ -163,15 +163,28 @@ def test_stage_writes_maskige_shard_reuses_cache_and_logs_failures(tmp_path, cap
         assert reader.read("a", "mask_counts").shape == (2,) and reader.read("a", "dropped_masks").tolist() == [0, 0]
         first_a = maskige
 
-    # one video added: only it is computed, the others come from the cache, identical
+    # one video added, the shard gone (as DVC leaves a stage without persist): only it is computed, the
+    # others come from the cache, identical
     videos["c"] = _frames(13)
     _extraction_shard(root, videos)
+    out.unlink()
     assert _run(params) == 0
     assert "2 from cache, 2 failed" in capsys.readouterr().out
     with ShardReader(out) as reader:
         assert reader.video_ids() == ["a", "b", "c"]
         assert np.array_equal(reader.read("a", "maskige"), first_a)
         assert [reader.video_attrs(v)["cache_hit"] for v in ("a", "b", "c")] == [True, True, False]
+        maskiges = {v: reader.read(v, "maskige") for v in ("a", "b", "c")}
+
+    # one more video, the shard kept (persist: true): the three are copied from it, the new one computed
+    videos["d"] = _frames(14)
+    _extraction_shard(root, videos)
+    assert _run(params) == 0
+    printed = capsys.readouterr().out
+    assert "3 of 6 videos reused from the previous shard" in printed and "0 from cache, 2 failed" in printed
+    with ShardReader(out) as reader:
+        assert reader.video_ids() == ["a", "b", "c", "d"]
+        assert all(np.array_equal(reader.read(v, "maskige"), maskiges[v]) for v in maskiges)
 
     # a changed proposal param invalidates every entry (one video is enough to show it)
     _extraction_shard(root, {"a": videos["a"]})
