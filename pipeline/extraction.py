@@ -362,7 +362,11 @@ def extract_shard(
         ShardWriter(out_path, kind=KIND, params_hash=cfg.hash(), attrs=attrs) as writer,
         PreviousShard(out_path, writer.file_attrs, enabled=reuse) as previous,
     ):
-        reused = {r.video_id for r in rows if previous.matches(r.video_id, INPUT_DIGEST, input_digest(asdict(r)))}
+        reused = {
+            r.video_id
+            for r in rows
+            if previous.matches(r.video_id, INPUT_DIGEST, input_digest(asdict(r))) and _sources_unchanged(r, hash_cache)
+        }
         todo = [r for r in rows if r.video_id not in reused and not streams(r)]
         outcomes = iter(
             map_ordered(work, todo, dask_cfg=dask_cfg, desc=f"extract {out_path.stem}", progress=progress)
@@ -381,6 +385,18 @@ def extract_shard(
         if previous.reason not in ("no previous shard", "reuse turned off"):
             print(f"extract {out_path.name}: {previous.summary(len(rows))}")
     return failures
+
+
+def _sources_unchanged(row: ManifestRow, hash_cache: Path | None) -> bool:
+    """Whether the files behind ``row`` still match it (a reused video must not outlive an edited source or
+    label: such a video goes through extraction, which fails it with the reason)."""
+    if hash_cache is None:
+        return True
+    try:
+        verify_source(row, _hash_cache(str(hash_cache)))
+    except (media.MediaError, ValueError, OSError):
+        return False
+    return True
 
 
 def _write_outcome(writer: ShardWriter, row: ManifestRow, outcome: Any, cfg: ExtractParams, failures: FailureLog):

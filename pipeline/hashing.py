@@ -32,6 +32,17 @@ def sha256_of_arrays(*arrays) -> str:
     return digest.hexdigest()
 
 
+def sha256_of_tree(root: str | Path, pattern: str = "*.py") -> str:
+    """Hex sha256 over the relative path and bytes of every file under ``root`` matching ``pattern``, in
+    sorted order: the identity of a body of code."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob(pattern)):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def sha256_of_digests(digests: list[str]) -> str:
     """Hex sha256 of hex digests in order: the identity of a source made of several files (frames + wav)."""
     return hashlib.sha256("".join(digests).encode()).hexdigest()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.hashing import sha256_of_arrays
+from pipeline.hashing import sha256_of_arrays, sha256_of_tree
 
 ARRAY_DIGESTS = "array_digests"  # video attribute: {array key: digest}
 CONTENT_DIGEST = "content_digest"  # video attribute: digest over the video's array digests
@@ -65,12 +65,7 @@ def input_digest(record: Mapping[str, Any]) -> str:
 def code_digest() -> str:
     """sha256 over the path and bytes of every ``.py`` file of the ``pipeline`` package: any change to the
     code that computes features makes the shards it wrote before unreusable (conservative on purpose)."""
-    root = Path(__file__).resolve().parents[1]
-    sha = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        sha.update(f"{path.relative_to(root).as_posix()}\0".encode())
-        sha.update(path.read_bytes())
-    return sha.hexdigest()
+    return sha256_of_tree(Path(__file__).resolve().parents[1], "*.py")
 
 
 def content_digest(array_digests: Mapping[str, str]) -> str:

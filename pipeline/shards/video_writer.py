@@ -3,7 +3,8 @@ computed as the blocks go by: :class:`VideoWriter`, made by :meth:`pipeline.shar
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -15,8 +16,15 @@ from pipeline.shards.identity import ARRAY_DIGESTS, CONTENT_DIGEST, ArrayHasher,
 
 GZIP_LEVEL = 4  # level 4 is within a few % of 9 in size on frames and several times faster
 
-if TYPE_CHECKING:
-    from pipeline.shards.writer import ShardWriter
+
+class OpenShard(Protocol):
+    """What a video writer needs of the shard writer that made it (ShardWriter; named here so that this
+    module does not import the writer, which imports it)."""
+
+    path: Path
+    count: int
+    _videos: Any  # the open /videos group
+
 
 READ_BACK_ROWS = 1 << 20  # rows read at a time when a trimmed array is hashed again
 
@@ -61,7 +69,7 @@ class VideoWriter:
 
     def __init__(
         self,
-        shard: ShardWriter,
+        shard: OpenShard,
         video_id: str,
         group: h5py.Group,
         shapes: dict[str, tuple[int, ...]],
