@@ -157,6 +157,75 @@ def edit_one_label(raw: Path, ws: Path) -> dict:
     return {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "reran": reruns(run["stdout"])}
 
 
+LOADER_PROBE = """
+import json, sys, time
+import torch
+from torch.utils.data import DataLoader
+from train.augment import Augmentation
+from train.data import ClipDataset, ClipSource, collate_clips
+from train.sampler import LengthGroupedSampler
+datasets, shards, workers, seconds = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+torch.set_num_threads(1)
+start = time.perf_counter()
+dataset = ClipDataset(datasets, shards, "train", ClipSource("data", size=(224, 224)), Augmentation((224, 224), (0.5, 2.0), True, 0.2))
+index_s = time.perf_counter() - start
+sampler = LengthGroupedSampler([c.num_frames for c in dataset.clips], 8, seed=0)
+loader = DataLoader(dataset, batch_sampler=list(sampler), collate_fn=collate_clips, num_workers=workers,
+                    multiprocessing_context="fork" if workers else None)
+clips, start = 0, time.perf_counter()
+for batch in loader:
+    clips += batch["frames"].shape[0]
+    if time.perf_counter() - start > seconds:
+        break
+print(json.dumps({"clips": len(dataset), "index_s": round(index_s, 2), "clips_per_s": round(clips / (time.perf_counter() - start), 1)}))
+"""
+
+
+def loader_rates(ws: Path, datasets: list[str], shards: int) -> dict:
+    """Training clips per second (batch 8, augmentation on, 224) over every train shard, for 0/1/2 workers."""
+    rates = {}
+    for workers in (0, 1, 2):
+        cmd = [
+            sys.executable,
+            "-c",
+            LOADER_PROBE,
+            json.dumps(datasets),
+            json.dumps(list(range(shards))),
+            str(workers),
+            "20",
+        ]
+        run = timed(cmd, ws)
+        rates[f"{workers}_workers"] = {
+            **json.loads(run["stdout"].strip().splitlines()[-1]),
+            "peak_rss_mb": run["peak_rss_mb"],
+        }
+    return rates
+
+
+def until_training_starts(ws: Path) -> dict:
+    """``train.max_steps`` set to 1 in params.yaml, then ``dvc repro`` (what ``dvc exp run -S`` does, without
+    the git bookkeeping of a workspace that has no git): seconds until the train stage's command starts."""
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["train"]["max_steps"] = 1
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    start = time.perf_counter()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = None
+    for line in proc.stdout:
+        if started is None and line.startswith("Running stage 'train'"):
+            started = time.perf_counter() - start
+    proc.wait()
+    return {"until_train_starts_s": round(started, 1) if started else None, "whole_s": round(time.perf_counter() - start, 1),
+            "exit": proc.returncode}  # fmt: skip
+
+
+def evaluate_cost(ws: Path) -> dict:
+    """``avs evaluate`` of the (1-step) checkpoint over the test splits: wall, CPU and peak RSS."""
+    ckpt = ws / "data" / "runs" / "train" / "model.pt"  # the DAG's, trained one step by until_training_starts
+    run = timed(["avs", "evaluate", "--checkpoint", str(ckpt), "--out", "metrics/scale-eval", "--no-progress"], ws)
+    return {k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}
+
+
 def measure(fraction: float, datasets: list[str], out: Path, per_shard: int) -> dict:
     raw, ws = out / f"raw-{fraction:g}", out / f"ws-{fraction:g}"
     gen = avsbench_full.generate(raw, datasets, fraction, seed=0, workers=os.cpu_count() or 1)
@@ -176,6 +245,9 @@ def measure(fraction: float, datasets: list[str], out: Path, per_shard: int) -> 
         point["add_one_video"]["wall_s"] / point["feature_total_wall_s"], 4
     )
     point["edit_one_label"] = edit_one_label(raw, ws)
+    point["loader"] = loader_rates(ws, [d for d in datasets if d != "avss"], shards)
+    point["max_steps_1_repro"] = until_training_starts(ws)
+    point["evaluate"] = evaluate_cost(ws)
     return point
 
 
