@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"points": {}}
     results["machine"] = machine_info()
     for fraction in args.fractions:
-        point = measure(fraction, args.datasets, args.out, args.videos_per_shard)
+        point = measure(fraction, args.datasets, args.out.resolve(), args.videos_per_shard)
         results["points"][f"{fraction:g}"] = point
         RESULTS.write_text(json.dumps(results, indent=1))
     rows = [
