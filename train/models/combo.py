@@ -30,7 +30,7 @@ from train.models.bilateral_fusion import BilateralFusion, official_query_audio
 from train.models.inference import predict_from_outputs
 from train.models.param_groups import split_parameter_groups
 from train.models.pixel_decoder import MSDeformAttnPixelDecoder
-from train.models.registry import TrainDefaults, register_model
+from train.models.registry import CPU_DEMO_TRAIN, PAPER_TRAIN, TrainDefaults, register_model
 from train.models.transformer_decoder import MLP, MaskedAttentionDecoder
 from train.models.vggish import VGGISH_EMBEDDING_DIM, load_vggish
 
@@ -385,14 +385,9 @@ def build_combo(
     )
 
 
-# COMBO's training recipe (configs/avs_s4/R50-AVSS4-SemanticSegmentation.yaml in yannqi/COMBO-AVS:
-# AdamW 1e-4, backbone x0.1, weight decay 0.05, full-model gradient clip 0.01, batch 8, 224 crops;
-# 90k iterations for S4 / AVSS, 20k for MS3: see train/models/presets.py).
-PAPER_TRAIN = TrainDefaults(lr=1e-4, backbone_lr_mult=0.1, weight_decay=0.05, max_steps=90_000, batch_size=8)
-# The CPU demo (`make demo`): frozen ImageNet MobileNetV2, 850 steps of 4 clips at 112, scored at 224.
-DEMO_TRAIN = TrainDefaults(
-    lr=1e-3, max_steps=850, batch_size=4, size=(112, 112), inference_size=(224, 224), freeze_backbone=True
-)
+# COMBO's configs (configs/avs_s4/R50-AVSS4-SemanticSegmentation.yaml in yannqi/COMBO-AVS) train with
+# PAPER_TRAIN; 20k iterations for MS3 and AMP for AVSS are set by the presets (train/models/presets.py).
+DEMO_TRAIN = CPU_DEMO_TRAIN
 
 register_model(
     "combo_r50",
