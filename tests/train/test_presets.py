@@ -17,33 +17,18 @@ from train.models.registry import builder_keys, model_spec
 
 COMBO_ROWS = [f"combo_{b}_{s}" for b in ("r50", "pvt_b5") for s in ("s4", "ms3", "avss")]
 TRANSAVS_ROWS = [f"transavs_{b}_{s}" for b in ("r101", "swin_b") for s in ("s4", "ms3")]
-# Small parts for the fast two-step runs: the preset's recipe (lr, schedule, losses, audio path), small widths.
+
+
+def small_parts(tiny: str, left_to_the_preset: set[str]) -> dict:
+    """The widths of the registered test model ``tiny``, for the fast two-step runs (the preset keeps its
+    recipe: lr, schedule, losses, audio path); sequences as lists, as params.yaml gives them."""
+    config = model_spec(tiny).config
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k not in left_to_the_preset}
+
+
 SMALL = {
-    "combo": dict(
-        backbone="resnet18_small",
-        hidden_dim=32,
-        pixel_decoder_layers=1,
-        pixel_decoder_heads=4,
-        pixel_decoder_ffn=64,
-        pixel_decoder_points=2,
-        decoder_layers=3,
-        num_queries=8,
-        decoder_heads=4,
-        decoder_ffn=64,
-        bfm_heads=4,
-        audio_mlp_hidden=[32],
-        num_points=256,
-    ),
-    "transavs": dict(
-        backbone="resnet18_small",
-        hidden_dim=16,
-        pixel_decoder_layers=1,
-        pixel_decoder_heads=2,
-        pixel_decoder_points=2,
-        pixel_decoder_ffn=32,
-        num_queries=8,
-        encoder_layers=1,
-    ),
+    "combo": small_parts("combo_tiny", {"audio_dim"}),  # the preset's audio path sets the input
+    "transavs": small_parts("transavs_tiny", {"decoder_layers", "max_frames"}),
 }
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/train/conftest.py
