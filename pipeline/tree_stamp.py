@@ -54,46 +54,61 @@ def _link_is_read(entry: os.DirEntry, real_root: str) -> bool:
     return inside and os.path.isfile(target)
 
 
-def _files(folder: str, prefix: str, real_root: str) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, stat) of every file read under ``folder``, depth first, names in sorted order."""
+def _listing(folder: str) -> list[os.DirEntry]:
     try:
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
     except OSError as exc:
         raise TreeStampError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
-    for entry in entries:
+
+
+def _folder_records(folder: str, prefix: str, real_root: str, subfolders: list) -> tuple[bytes, int, int]:
+    """The records of the files read in ``folder`` (names in sorted order) as one bytes block, with their
+    count and bytes; its subfolders (not links) are appended to ``subfolders`` as (path, prefix)."""
+    records, total = [], 0
+    for entry in _listing(folder):
         if entry.name.startswith("."):
             continue  # hidden: never read by the manifest (and where writers keep their temporaries)
-        rel = prefix + entry.name
         if entry.is_symlink():
             if not _link_is_read(entry, real_root):
                 continue
         elif entry.is_dir():
-            yield from _files(entry.path, rel + "/", real_root)
+            subfolders.append((entry.path, f"{prefix}{entry.name}/"))
             continue
         try:
-            stat = entry.stat()  # follows a link that is read: the target's size and times
+            st = entry.stat()  # follows a link that is read: the target's size and times
         except FileNotFoundError:
             continue  # removed while we walked: absent, as the next walk will say
         if entry.is_file():
-            yield rel, stat
+            total += st.st_size
+            fields = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0"
+            records.append(os.fsencode(prefix + entry.name) + b"\0" + fields.encode())
+    return b"".join(records), len(records), total
 
 
 def stamp_tree(tree: str | Path) -> TreeStamp:
-    """Walk ``tree`` (a folder) and return its stamp; ``TreeStampError`` when it is no folder."""
+    """Walk ``tree`` (a folder) and return its stamp; ``TreeStampError`` when it is no folder.
+
+    Order: a folder's files by name, then its subfolders by name, each walked the same way (one record
+    per file, ``path\\0size\\0mtime_ns\\0ctime_ns\\0inode\\0``, one digest update per folder)."""
     root = os.fspath(tree)
     if not os.path.isdir(root):
         raise TreeStampError(f"{root}: not a folder")
+    real_root = os.path.realpath(root)
     counts = {"files": 0, "bytes": 0}
 
-    def records() -> Iterator[bytes]:
-        for rel, stat in _files(root, "", os.path.realpath(root)):
-            counts["files"] += 1
-            counts["bytes"] += stat.st_size
-            fields = f"{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}\0"
-            yield os.fsencode(rel) + b"\0" + fields.encode()
+    def blocks() -> Iterator[bytes]:
+        todo = [(root, "")]
+        while todo:
+            folder, prefix = todo.pop()
+            subfolders: list[tuple[str, str]] = []
+            block, files, size = _folder_records(folder, prefix, real_root, subfolders)
+            counts["files"] += files
+            counts["bytes"] += size
+            todo.extend(reversed(subfolders))  # popped in name order: depth first, sorted
+            yield block
 
-    digest = sha256_of_records(records())
+    digest = sha256_of_records(blocks())
     return TreeStamp(tree=root, files=counts["files"], bytes=counts["bytes"], digest=digest)
 
 
