@@ -5,6 +5,7 @@ One-shot digests of values already in memory (a video id, canonical params JSON)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def sha256_of_tree(root: str | Path, pattern: str = "*.py") -> str:
 def sha256_of_digests(digests: list[str]) -> str:
     """Hex sha256 of hex digests in order: the identity of a source made of several files (frames + wav)."""
     return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def sha256_of_records(records: Iterable[bytes]) -> str:
+    """Hex sha256 of byte records in order, consumed as they come: the identity of a listing too long to build
+    in memory first (a source tree's file stats, :mod:`pipeline.tree_stamp`). Each record must end itself
+    (a fixed number of NUL-terminated fields), so that no two listings feed the same bytes."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(record)
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=64)

@@ -4,7 +4,9 @@ One person runs ``dvc repro`` and ``dvc push``; a teammate clones the git reposi
 and finds every stage up to date: nothing reruns, although the teammate has no raw videos. For that,
 every output of dvc.yaml is either cached (``dvc pull`` brings it) or committed to git (the clone has
 it); the raw data (the demo trees, a team's AVSBench copy) is neither, and ``dvc repro --allow-missing``
-skips the stages whose only change is that missing raw data.
+skips the stages whose only change is that missing raw data. The tree-stamp stages (``source_tree@D``,
+``maskige_tree@D``) are ``always_changed``, so ``dvc repro --allow-missing`` runs them: without the raw
+trees they keep the pulled stamps byte for byte, so no other stage runs.
 
 The slow test builds a small real project: this repository's code and dvc.yaml, params pointing at a
 few AVSBench-layout videos written by ``benchmarks/avsbench_full.py`` with COMBO maskige trees (so no
@@ -28,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = ("pipeline", "stages", "train")
 GIT_CONFIG = (".gitignore", ".dvcignore", ".dvc/config", "metrics/eval/.gitignore")
 RAW = "data/raw/tiny"  # the generated release trees: the project's raw data
-RAW_STAGES = ("demo_data", "manifest", "combo_maskiges")  # the stages that read raw data
+RAW_STAGES = ("demo_data", "source_tree", "maskige_tree")  # the stages that read raw data
+STAMP_STAGES = ("source_tree", "maskige_tree")  # always changed: every `dvc repro` runs them
 DATASETS = ["tiny_s4", "tiny_ms3"]
 TEAM = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@example.org"}
 TEAM |= {"GIT_COMMITTER_NAME": "lab", "GIT_COMMITTER_EMAIL": "lab@example.org", "DVC_NO_ANALYTICS": "1"}
@@ -180,18 +183,38 @@ def test_a_pulled_clone_reruns_nothing(tmp_path):
         assert (mate / output).exists(), f"dvc pull did not bring {output}"
     assert not (mate / RAW).exists()
 
-    assert _stages_run(_dvc(mate, "repro", "--allow-missing")) == []
+    stamps = _stamps(mate)
+    assert stamps == _stamps(lab) and len(stamps) == 4
+    assert set(_stages_run(_dvc(mate, "repro", "--allow-missing"))) == set(stamps)  # the stamp stages alone
+    assert _stamps(mate) == stamps  # kept byte for byte: the trees are absent
     assert _status(mate, "train", "evaluate") == {}
     changed = _status(mate)  # only the raw data is missing, and only the stages that read it see it
     assert {name.split("@")[0] for name in changed} <= set(RAW_STAGES), changed
-    assert all(set(_changed_kinds(entry)) == {"deleted"} for entry in changed.values()), changed
+    assert all(set(_changed_kinds(entry)) <= {"deleted", "always changed"} for entry in changed.values()), changed
 
-    shutil.copytree(lab / "data" / "raw", mate / "data" / "raw")  # a teammate with the raw data as well
-    assert _status(mate) == {}
-    assert _stages_run(_dvc(mate, "repro")) == []
+    shutil.copytree(lab / "data" / "raw", mate / "data" / "raw", dirs_exist_ok=True)  # a teammate with the raw data
+    assert _status(mate) == {name: ["always changed"] for name in stamps}
+    # The copies have new inodes and ctimes: the stamps change, the manifests and COMBO maskiges rerun
+    # (docs/pipeline.md, "Source-tree stamps") and write the same outputs, so training does not rerun.
+    ran = _stages_run(_dvc(mate, "repro"))
+    assert {name.split("@")[0] for name in ran} <= {*STAMP_STAGES, "manifest", "combo_maskiges"}, ran
 
-    shutil.rmtree(mate / "data" / "raw")  # a training experiment reruns train and evaluate only, on the pulled features
-    assert _stages_run(_dvc(mate, "exp", "run", "--allow-missing", "-S", "train.lr=0.002")) == ["train", "evaluate"]
+    shutil.rmtree(mate / "data" / "raw")  # back to a pulled clone: no raw data but demo_data's cached summary
+    _dvc(mate, "checkout", "data/raw/demo/demo_summary.json")
+    # a training experiment reruns train and evaluate only (and the stamp stages), on the pulled features
+    ran = _stages_run(_dvc(mate, "exp", "run", "--allow-missing", "-S", "train.lr=0.002"))
+    assert [name for name in ran if name.split("@")[0] not in STAMP_STAGES] == ["train", "evaluate"], ran
+
+
+def _stamps(project: Path) -> dict[str, bytes]:
+    """Stamp stage name -> the bytes of its stamp file (data/D/source_tree.json, data/D/maskige_tree.json)."""
+    found = {}
+    for stage, name in (("source_tree", "source_tree.json"), ("maskige_tree", "maskige_tree.json")):
+        for dataset in DATASETS:
+            path = project / "data" / dataset / name
+            if path.exists():
+                found[f"{stage}@{dataset}"] = path.read_bytes()
+    return found
 
 
 def _changed_kinds(entry: list) -> list[str]:

@@ -1,0 +1,219 @@
+"""The source-tree stamp (``pipeline/tree_stamp.py``, ``avs tree-stamp``): it changes with every change the
+manifest could see, stays put otherwise, follows the manifest's link rule, and keeps the stamp of a tree
+that is absent (a clone with pulled features and no raw data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.tree_stamp import FORMAT, TreeStamp, TreeStampError, read_stamp, stamp_tree, write_stamp
+from stages.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tree(root: Path) -> Path:
+    """A small release-like tree: two videos' frames and a label, a wav, a meta CSV."""
+    for name in ("a", "b"):
+        frames = root / "s4_data" / "visual_frames" / "train" / "cat" / name
+        frames.mkdir(parents=True)
+        for k in (1, 2):
+            (frames / f"{name}_{k}.png").write_bytes(f"{name} frame {k}".encode())
+        (root / "s4_data" / "gt_masks" / name).mkdir(parents=True)
+        (root / "s4_data" / "gt_masks" / name / f"{name}_1.png").write_bytes(b"label")
+    (root / "s4_data" / "a.wav").write_bytes(b"RIFF....")
+    (root / "s4_meta_data.csv").write_text("name,category,split\na,cat,train\nb,cat,train\n")
+    return root
+
+
+def _later(path: Path) -> None:
+    """Give ``path`` a later mtime than it has, however coarse the file system's clock."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+LABEL = "s4_data/gt_masks/a/a_1.png"
+CHANGES = {
+    "content, same size": lambda t: (t / LABEL).write_bytes(b"LABEL"),
+    "size": lambda t: (t / LABEL).write_bytes(b"a longer label"),
+    "touch": lambda t: _later(t / LABEL),
+    "rename": lambda t: (t / LABEL).rename(t / "s4_data/gt_masks/a/a_2.png"),
+    "new file": lambda t: (t / "s4_data/gt_masks/a/a_3.png").write_bytes(b"label"),
+    "removed file": lambda t: (t / LABEL).unlink(),
+    "new folder with a file": lambda t: (t / "s4_data/raw_videos").mkdir() or (t / "s4_data/raw_videos/a.mp4").touch(),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_every_change_the_manifest_could_see_changes_the_digest(tmp_path, change):
+    tree = _tree(tmp_path / "tree")
+    before = stamp_tree(tree)
+    CHANGES[change](tree)
+    after = stamp_tree(tree)
+    assert after.digest != before.digest
+
+
+def test_the_same_tree_gives_the_same_stamp(tmp_path):
+    tree = _tree(tmp_path / "tree")
+    first = stamp_tree(tree)
+    (tree / LABEL).read_bytes()  # reading changes no stamped field
+    os.utime(tree / "s4_data")  # nor do a folder's own times: only files count
+    again = stamp_tree(str(tree))
+    assert again == first
+    assert first.files == 8 and first.bytes == sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    assert len(first.digest) == 64 and first.format == FORMAT
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_changes_the_digest(tmp_path):
+    """ctime and inode catch what size and mtime miss (a copy with ``cp -p``, a restore from a backup)."""
+    tree = _tree(tmp_path / "tree")
+    label = tree / LABEL
+    old = label.stat()
+    before = stamp_tree(tree)
+    replacement = tmp_path / "replacement.png"
+    replacement.write_bytes(b"LABEL")
+    os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(replacement, label)
+    assert (label.stat().st_size, label.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert stamp_tree(tree).digest != before.digest
+
+
+def test_hidden_entries_are_not_stamped(tmp_path):
+    """The manifest reads no hidden file; writers keep their temporaries under hidden names."""
+    tree = _tree(tmp_path / "tree")
+    before = stamp_tree(tree)
+    (tree / ".a.png.tmp-0123456789abcdef").write_bytes(b"half written")
+    (tree / ".cache").mkdir()
+    (tree / ".cache" / "x").write_bytes(b"x")
+    assert stamp_tree(tree) == before
+
+
+def test_links_follow_the_manifest_rule(tmp_path):
+    """A link to a file inside the root is stamped under its name with its target's stat; a link to a file
+    outside the root and links to folders are not (docs/data.md)."""
+    tree = _tree(tmp_path / "tree")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"outside")
+    before = stamp_tree(tree)
+    (tree / "out.png").symlink_to(outside / "x.png")
+    (tree / "folder_in").symlink_to(tree / "s4_data", target_is_directory=True)
+    (tree / "folder_out").symlink_to(outside, target_is_directory=True)
+    (tree / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    assert stamp_tree(tree) == before
+    (tree / "in.png").symlink_to(tree / LABEL)
+    linked = stamp_tree(tree)
+    assert linked.files == before.files + 1 and linked.digest != before.digest
+    _later(tree / LABEL)  # the link's target changes: both names' entries change
+    assert stamp_tree(tree).digest != linked.digest
+
+
+def test_a_missing_or_plain_file_tree_is_one_line_error(tmp_path):
+    with pytest.raises(TreeStampError, match=r"nowhere: not a folder"):
+        stamp_tree(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TreeStampError, match=r"file: not a folder"):
+        stamp_tree(tmp_path / "file")
+
+
+def test_the_stamp_file_is_rewritten_only_when_it_changes(tmp_path):
+    tree = _tree(tmp_path / "tree")
+    out = tmp_path / "stamps" / "source_tree.json"
+    assert write_stamp(stamp_tree(tree), out) is True
+    mtime = out.stat().st_mtime_ns
+    assert write_stamp(stamp_tree(tree), out) is False and out.stat().st_mtime_ns == mtime
+    stored = json.loads(out.read_text())
+    assert stored == {"tree": str(tree), "files": 8, "bytes": stored["bytes"], "digest": stored["digest"], "format": 1}
+    assert read_stamp(out) == stamp_tree(tree)
+    (tree / "s4_data" / "b.wav").write_bytes(b"RIFF")
+    assert write_stamp(stamp_tree(tree), out) is True and read_stamp(out).files == 9
+    assert not [p.name for p in out.parent.iterdir() if p.name != out.name]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{", "not a readable tree stamp"),
+        ("[]", "not a tree stamp"),
+        ('{"tree": "t", "files": -1, "bytes": 0, "digest": "' + "0" * 64 + '", "format": 1}', "'files'"),
+        ('{"tree": "t", "files": 1, "bytes": 0, "digest": "xyz", "format": 1}', "digest"),
+        ('{"tree": "t", "files": 1, "bytes": 0, "digest": "' + "0" * 64 + '", "format": 99}', "format 99"),
+    ],
+)
+def test_a_malformed_stamp_file_is_refused(tmp_path, text, reason):
+    out = tmp_path / "source_tree.json"
+    out.write_text(text)
+    with pytest.raises(TreeStampError, match=reason) as caught:
+        read_stamp(out)
+    assert str(out) in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- avs tree-stamp
+def test_command_writes_then_keeps_the_stamp(tmp_path, capsys):
+    tree = _tree(tmp_path / "tree")
+    out = tmp_path / "source_tree.json"
+    assert main(["tree-stamp", "--tree", str(tree), "--out", str(out)]) == 0
+    assert "8 files" in capsys.readouterr().out and read_stamp(out) == stamp_tree(tree)
+    assert main(["tree-stamp", "--tree", str(tree), "--out", str(out)]) == 0
+    assert "(unchanged)" in capsys.readouterr().out
+
+
+def test_an_absent_tree_keeps_its_stamp(tmp_path, capsys):
+    """A teammate who pulled the features has the stamp and no raw tree: the stamp stays byte for byte."""
+    tree = _tree(tmp_path / "tree")
+    out = tmp_path / "source_tree.json"
+    assert main(["tree-stamp", "--tree", str(tree), "--out", str(out)]) == 0
+    text, mtime = out.read_text(), out.stat().st_mtime_ns
+    (tmp_path / "tree").rename(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["tree-stamp", "--tree", str(tree), "--out", str(out)]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and "is absent" in said[0] and "kept" in said[0]
+    assert out.read_text() == text and out.stat().st_mtime_ns == mtime
+
+
+def _avs(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's packages
+    return subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_an_absent_tree_without_stamp_is_one_line_exit_2(tmp_path):
+    done = _avs("tree-stamp", "--tree", "raw/s4", "--out", "data/s4/source_tree.json", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("avs tree-stamp: error: raw/s4: tree not found"), lines
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [("garbage", "not a readable tree stamp"), ("other tree", "stamp of tree other/tree, not of raw/s4")],
+)
+def test_an_absent_tree_with_a_bad_stamp_is_one_line_exit_2(tmp_path, stamp, reason):
+    out = tmp_path / "source_tree.json"
+    if stamp == "garbage":
+        out.write_text("garbage")
+    else:
+        write_stamp(TreeStamp(tree="other/tree", files=0, bytes=0, digest="0" * 64), out)
+    done = _avs("tree-stamp", "--tree", "raw/s4", "--out", str(out), cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and reason in lines[0], lines
+
+
+def test_the_command_imports_no_heavy_library(tmp_path):
+    """Run on every `dvc repro`: its start-up must stay a plain interpreter's (no torch, dask, h5py, numpy)."""
+    tree = _tree(tmp_path / "tree")
+    code = (
+        "import sys; from stages.cli import main; "
+        f"code = main(['tree-stamp', '--tree', {str(tree)!r}, '--out', 'stamp.json']); "
+        "print(sorted(m for m in ('torch', 'dask', 'h5py', 'numpy', 'pydantic') if m in sys.modules), code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "[] 0", done.stdout + done.stderr

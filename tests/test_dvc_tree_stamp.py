@@ -1,0 +1,124 @@
+"""DVC sees a release tree through its stamp (``source_tree@D``, docs/pipeline.md "Source-tree stamps").
+
+A small real project (this repository's code and its dvc.yaml stages up to ``extract``, a tiny S4 tree
+written by ``benchmarks/avsbench_full.py``, two shards) is reproduced, then changed the ways a user
+changes a tree; DVC itself says what reruns:
+
+* nothing changed: only the stamp stage runs (it always does), nothing after it;
+* a label touched (same bytes, new mtime): the stamp changes, the manifest reruns and writes the same
+  bytes, so no extract item reruns;
+* a label's content changed: the manifest and the extract item of that video's shard rerun;
+* a video added: the manifest reruns.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from test_dvc_remote import CODE, GIT_CONFIG, _dvc, _run, _stages_run, _status
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = "data/raw/tiny"
+TREE = f"{RAW}/Single-source"
+STAGES = ("demo_data", "source_tree", "manifest", "extract")  # the raw-data end of the DAG
+
+
+def _params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["demo"] |= {"s4_videos": [0, 0, 0], "ms3_videos": [0, 0, 0], "avss_videos": [0, 0, 0]}
+    params["data"] |= {"datasets": ["tiny_s4"], "shards": [0, 1]}
+    params["dask"] |= {"n_workers": 0}
+    params["manifest"]["datasets"] = {"tiny_s4": {"source": "avsbench_s4", "root": TREE}}
+    params["extract"] |= {"frame_size": [32, 32]}
+    params["proposals"] |= {"datasets": [], "maskige_trees": {}}
+    return params
+
+
+def _make_project(root: Path) -> Path:
+    root.mkdir()
+    for folder in CODE:
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in GIT_CONFIG:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    spec["stages"] = {name: spec["stages"][name] for name in STAGES}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(_params(), sort_keys=False))
+    script = REPO / "benchmarks" / "avsbench_full.py"
+    _run(root, sys.executable, str(script), "--out", RAW, "--fraction", "0.001", "--datasets", "s4")
+    _run(root, "git", "init", "-q")
+    _dvc(root, "init", "-q", "--force")
+    return root
+
+
+def _manifest_bytes(root: Path) -> dict[str, bytes]:
+    files = [root / "data_manifests" / "tiny_s4.csv", *sorted((root / "data/tiny_s4/manifest").iterdir())]
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def _shard_of(root: Path, video_id: str) -> int:
+    for shard in (0, 1):
+        with open(root / f"data/tiny_s4/manifest/shard-{shard}.csv", newline="") as fh:
+            if any(row["video_id"] == video_id for row in csv.DictReader(fh)):
+                return shard
+    raise AssertionError(f"{video_id} is in no manifest slice")
+
+
+@pytest.mark.slow
+def test_dvc_reruns_what_the_tree_stamp_says(tmp_path):
+    root = _make_project(tmp_path / "project")
+    assert set(_stages_run(_dvc(root, "repro"))) == {
+        "demo_data",
+        "source_tree@tiny_s4",
+        "manifest@tiny_s4",
+        "extract@tiny_s4-0",
+        "extract@tiny_s4-1",
+    }
+    assert _stages_run(_dvc(root, "repro")) == ["source_tree@tiny_s4"]  # nothing changed: nothing downstream
+    assert _status(root) == {"source_tree@tiny_s4": ["always changed"]}
+
+    label = sorted((root / TREE / "s4_data/gt_masks").rglob("*_1.png"))[0]
+    video_id = f"{label.parent.parent.name}/{label.parent.name}"  # gt_masks/{split}/{category}/{name}/
+    manifest = _manifest_bytes(root)
+    stat = label.stat()
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: same bytes
+    assert _stages_run(_dvc(root, "repro")) == ["source_tree@tiny_s4", "manifest@tiny_s4"]
+    assert _manifest_bytes(root) == manifest
+
+    mask = np.asarray(Image.open(label).convert("L"))
+    Image.fromarray(np.where(mask > 0, 0, 255).astype(np.uint8)).save(label)  # the label inverted
+    shard = _shard_of(root, video_id)
+    ran = _stages_run(_dvc(root, "repro"))
+    assert ran == ["source_tree@tiny_s4", "manifest@tiny_s4", f"extract@tiny_s4-{shard}"], ran
+
+    _add_video(root / TREE, label.parent.name, "zz_added")
+    ran = _stages_run(_dvc(root, "repro"))
+    assert ran[:2] == ["source_tree@tiny_s4", "manifest@tiny_s4"] and len(ran) == 3, ran  # + its one shard
+    assert "zz_added" in (root / "data_manifests" / "tiny_s4.csv").read_text()
+
+
+def _add_video(tree: Path, name: str, new: str) -> None:
+    """A copy of video ``name`` under the name ``new`` (frames, labels, wav and meta row), as a user adds one."""
+    data = tree / "s4_data"
+    for kind in ("visual_frames", "gt_masks"):
+        (source,) = [p for p in (data / kind).rglob(name) if p.is_dir()]
+        target = source.with_name(new)
+        target.mkdir()
+        for path in source.iterdir():
+            shutil.copy(path, target / path.name.replace(name, new))
+    (wav,) = (data / "audio_wav").rglob(f"{name}.wav")
+    shutil.copy(wav, wav.with_name(f"{new}.wav"))
+    with open(tree / "s4_meta_data.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    row = next(r for r in rows if r["name"] == name) | {"name": new}
+    with open(tree / "s4_meta_data.csv", "a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=list(row)).writerow(row)
