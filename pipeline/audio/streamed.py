@@ -50,22 +50,19 @@ def stream_clip_features(
     num_seconds: int,
     encoder: AudioEncoder,
     attrs: dict[str, Any],
+    window_examples: int = WINDOW_EXAMPLES,
 ) -> None:
     """Write ``logmel`` float32 [T,96,64] and ``embeddings`` float32 [T,D] of one clip of ``reader`` to
-    ``writer`` with ``attrs`` (plus ``num_examples``), window by window; examples past the audio repeat
-    the last one (AVSBench). Raises ValueError naming what is wrong with the stored audio."""
+    ``writer`` with ``attrs`` (plus ``num_examples``), ``window_examples`` examples at a time; examples
+    past the audio repeat the last one (AVSBench). Raises ValueError naming what is wrong with the stored audio."""
     samples = check_audio(reader, video_id)
     raw_count = num_examples(samples)
     have = min(raw_count, num_seconds)
     attrs = {**attrs, "num_examples": raw_count}
-    if have == 0:  # shorter than one example: tiny, computed whole
-        result = long_clip_features(reader.read(video_id, "audio"), num_seconds, encoder)
-        writer.write_video(video_id, {"logmel": result["logmel"], "embeddings": result["embeddings"]}, attrs)
-        return
     shapes = {"logmel": (num_seconds, EXAMPLE_FRAMES, NUM_MEL_BANDS), "embeddings": (num_seconds, encoder.dim)}
     with writer.begin_video(video_id, shapes, dict.fromkeys(shapes, np.float32), attrs) as video:
-        for start in range(0, have, WINDOW_EXAMPLES):
-            count = min(WINDOW_EXAMPLES, have - start)
+        for start in range(0, have, window_examples):
+            count = min(window_examples, have - start)
             first = start * EXAMPLE_STRIDE_SAMPLES
             stop = first + (count - 1) * EXAMPLE_STRIDE_SAMPLES + MIN_SAMPLES_FOR_ONE_EXAMPLE
             logmel, embeddings = _encode(
@@ -73,7 +70,12 @@ def stream_clip_features(
             )
             video.write("logmel", start, logmel)
             video.write("embeddings", start, embeddings)
-        for start in range(have, num_seconds, WINDOW_EXAMPLES):
-            count = min(WINDOW_EXAMPLES, num_seconds - start)
+        if have == 0:  # audio shorter than one example (tiny): its one padded example, repeated below
+            one = long_clip_features(reader.read(video_id, "audio"), 1, encoder)
+            logmel, embeddings, have = one["logmel"], one["embeddings"], 1
+            video.write("logmel", 0, logmel)
+            video.write("embeddings", 0, embeddings)
+        for start in range(have, num_seconds, window_examples):
+            count = min(window_examples, num_seconds - start)
             video.write("logmel", start, np.broadcast_to(logmel[-1], (count, *logmel.shape[1:])))
             video.write("embeddings", start, np.broadcast_to(embeddings[-1], (count, *embeddings.shape[1:])))

@@ -35,6 +35,20 @@ def _frame_chunks(frames: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray
     return first, (chunk for part in ([first], rest) for chunk in part)
 
 
+def _audio_chunks(audio: np.ndarray | Iterable[np.ndarray] | None) -> tuple[int, Iterator[np.ndarray] | None]:
+    """(channels, iterator over int16 chunks [S] or [S,C]) of an array or an iterable of arrays; (1, None)
+    without audio."""
+    if audio is None:
+        return 1, None
+    chunks = iter([audio]) if isinstance(audio, np.ndarray) else iter(audio)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError("audio must be int16 [S] or [S,C], or an iterable of such chunks")
+    first = np.ascontiguousarray(first, dtype=np.int16)
+    rest = (np.ascontiguousarray(chunk, dtype=np.int16) for chunk in chunks)
+    return (1 if first.ndim == 1 else first.shape[1]), (chunk for part in ([first], rest) for chunk in part)
+
+
 # Pinned encodes must give the same bytes on every x86-64 machine, but the SIMD paths that ffmpeg and
 # x264 pick from the CPU are not bit-exact with their C code: on one AVX-512 machine the rgb24 ->
 # yuv420p conversion (swscale) and x264 each changed the demo mp4s' bytes when their SIMD was turned
@@ -96,7 +110,7 @@ def encode_video(
     path: str | Path,
     frames: np.ndarray | Iterable[np.ndarray],
     fps: float,
-    audio: np.ndarray | None = None,
+    audio: np.ndarray | Iterable[np.ndarray] | None = None,
     audio_rate: int = AUDIO_RATE,
     crf: int = 18,
     vcodec: str = "libx264",
@@ -106,8 +120,8 @@ def encode_video(
 ) -> None:
     """Write frames uint8 [N,H,W,3] (+ mono/multichannel int16 audio [S] or [S,C]) as a video file.
 
-    ``frames`` may also be an iterable of [n,H,W,3] chunks, so long videos are written without
-    holding them. Default H.264 (yuv420p, so H and W must be even) + AAC in mp4; ``vcodec="ffv1"``
+    ``frames`` may also be an iterable of [n,H,W,3] chunks, and ``audio`` of [s] or [s,C] chunks, so long
+    videos are written without holding them. Default H.264 (yuv420p, so H and W must be even) + AAC in mp4; ``vcodec="ffv1"``
     (any size, lossless, use .mkv) and ``pts_expr`` (an ffmpeg ``setpts`` expression, giving
     variable frame rate) exist to make awkward test media; ``preset``: x264's speed/size trade-off
     (benchmarks make long videos with "ultrafast"). Frames and audio reach ffmpeg through
@@ -119,8 +133,7 @@ def encode_video(
     path = Path(path)
     first, chunks = _frame_chunks(frames)
     _, height, width, _ = first.shape
-    pcm = None if audio is None else np.ascontiguousarray(audio, dtype=np.int16)
-    channels = 1 if pcm is None or pcm.ndim == 1 else pcm.shape[1]
+    channels, pcm = _audio_chunks(audio)
     container = {".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}.get(path.suffix.lower(), "mp4")
     with atomic_path(path) as tmp:
         read_fd, write_fd = os.pipe() if pcm is not None else (None, None)
@@ -145,7 +158,7 @@ def encode_video(
                 os.close(read_fd)  # the child holds its own copy
         feeders = [threading.Thread(target=_feed, args=(proc.stdin, chunks), daemon=True)]
         if pcm is not None:
-            feeders.append(threading.Thread(target=_feed, args=(os.fdopen(write_fd, "wb"), [pcm]), daemon=True))
+            feeders.append(threading.Thread(target=_feed, args=(os.fdopen(write_fd, "wb"), pcm), daemon=True))
         for feeder in feeders:
             feeder.start()
         stderr = proc.stderr.read()

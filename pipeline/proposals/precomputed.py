@@ -273,10 +273,10 @@ class ComboMaskigeTree:
     def _write_video(self, reader, writer, video_id: str, row: ManifestRow | None, failures: FailureLog) -> None:
         attrs = reader.video_attrs(video_id)
         task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
-        frames = reader.read(video_id, "frames")
-        geometry = geometry_for(row, split, tuple(frames.shape[1:3]))
+        frames_shape = reader.shape(video_id, "frames")  # [T,H,W,3]: their size and count, not their pixels
+        geometry = geometry_for(row, split, tuple(frames_shape[1:3]))
         try:
-            arrays, beyond = read_video(maskige_tree(self.root, task), task, video_id, split, geometry, frames.shape[0])
+            arrays, beyond = read_video(maskige_tree(self.root, task), task, video_id, split, geometry, frames_shape[0])
         except (PrecomputedError, ValueError) as exc:
             failures.add(video_id, str(exc), source=self.root)
             return
@@ -288,4 +288,4 @@ class ComboMaskigeTree:
                 source=self.root,
             )
         made_from = {SOURCE_DIGEST: attrs.get(CONTENT_DIGEST, "")}  # the frames these maskiges are paired with
-        writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames.shape[0]), **made_from})
+        writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames_shape[0]), **made_from})

