@@ -47,6 +47,7 @@ from pipeline.proposals.precomputed import (
 )
 from pipeline.proposals.sources import ComboMaskigeTree, ComputedMaskiges, ProposalStageParams, maskige_source
 from pipeline.shards import ShardReader
+from pipeline.tree_stamp import stamp_tree, write_stamp
 from stages.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,10 +308,21 @@ def _dvc(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_editing_one_png_reruns_only_its_dataset(tmp_path):
-    """The real dvc.yaml stage: the tree of each dataset is a dependency of that dataset's item only."""
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["combo_maskiges"]
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"combo_maskiges": stage}}))
+def _stamp_trees(tmp_path: Path, trees: dict[str, Path]) -> None:
+    """What ``dvc repro`` does first: the always-changed maskige_tree@D items restamp each tree."""
+    for dataset, tree in trees.items():
+        write_stamp(stamp_tree(tree.relative_to(tmp_path)), tmp_path / "data" / dataset / "maskige_tree.json")
+
+
+def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
+    """The real dvc.yaml stages: each dataset's tree stamp is a dependency of that dataset's item only."""
+    monkeypatch.chdir(tmp_path)
+    real = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = {name: real[name] for name in ("maskige_tree", "combo_maskiges")}
+    stages["maskige_tree"]["do"]["deps"] = [  # no demo_data stage here
+        d for d in stages["maskige_tree"]["do"]["deps"] if not d.startswith("data/raw/demo/")
+    ]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     for code in ("pipeline", "stages"):
         shutil.copytree(REPO / code, tmp_path / code, ignore=shutil.ignore_patterns("__pycache__"))
     trees = {}
@@ -326,8 +338,11 @@ def test_editing_one_png_reruns_only_its_dataset(tmp_path):
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _dvc(tmp_path, "init", "--no-scm", "-q")
-    _dvc(tmp_path, "commit", "-f", "-q", "combo_maskiges")  # as if both items had run
-    assert "up to date" in _dvc(tmp_path, "status")
+    _stamp_trees(tmp_path, trees)
+    _dvc(tmp_path, "commit", "-f", "-q", "maskige_tree", "combo_maskiges")  # as if every item had run
+    status = _dvc(tmp_path, "status")
+    assert "combo_maskiges" not in status  # only the stamps, always changed
     write_combo_png(trees["ms3"] / "v" / "v.mp4_1_mask_color.png", random_masks(40, 40, k=6))
+    _stamp_trees(tmp_path, trees)
     status = _dvc(tmp_path, "status")
     assert "combo_maskiges@ms3" in status and "combo_maskiges@s4" not in status
