@@ -1,7 +1,8 @@
 """Per-file results kept across manifest runs, keyed on each file's stat: source sha256s and ffmpeg probes.
 
 At AVSBench size a manifest run touches ~5,000 wavs and ~30,000 frame and label images; with both
-caches an unchanged file costs one ``stat`` (no read, no ffmpeg process).
+caches an unchanged file costs one ``lstat`` (no read, no ffmpeg process): its key, the resolved path, is
+its folder's resolved path (worked out once per folder) plus its name unless the file itself is a link.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from stat import S_ISLNK
 from typing import Any
 
 from pipeline import media
@@ -35,6 +37,8 @@ class StatKeyedCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: dict[str, list] = {}
+        self._changed = True  # whether the file on disk differs from ``entries`` (save writes it only then)
+        self._real_folders: dict[str, str] = {}  # folder as given -> its resolved path (see :meth:`_stat_and_key`)
         if path is not None and path.is_file():
             self.entries = self._read(path)
 
@@ -61,29 +65,46 @@ class StatKeyedCache:
             return {}
         if any(data.get(key) != value for key, value in self.header().items()):
             return {}
-        return {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 5 and self.valid_value(v[4])}
+        kept = {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 5 and self.valid_value(v[4])}
+        self._changed = len(kept) != len(entries) or len(data) != 2 + len(self.header())
+        return kept
 
     def _earlier_format(self, data: Any) -> bool:
         """Whether ``data`` is a cache an earlier version wrote (recomputed quietly, not warned about)."""
         return False
 
-    def get(self, file: Path, compute: Callable[[Path], Any]) -> Any:
+    def _stat_and_key(self, file: str) -> tuple[os.stat_result, str]:
+        """The stat of ``file`` (links followed) and its key, its resolved absolute path (``Path.resolve``).
+        A file that is not itself a link resolves to its folder's resolved path plus its name, so one
+        ``lstat`` does for both and each folder is resolved once (resolving walks every component of the path)."""
+        folder, name = os.path.split(file)
+        own = os.lstat(file)
+        if S_ISLNK(own.st_mode) or name in (os.curdir, os.pardir):
+            return os.stat(file), os.path.realpath(file)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            real_folder = self._real_folders[folder] = os.path.realpath(folder or os.curdir)
+        return own, os.path.join(real_folder, name)
+
+    def get(self, file: str | Path, compute: Callable[[Path], Any]) -> Any:
         """The cached value of ``file`` while its stat is unchanged, else ``compute(file)`` (then cached).
         The stat is taken first: a file changing while it is read gets a new stat, so it is read again next run."""
-        stat = file.stat()
-        key = str(file.resolve())
+        stat, key = self._stat_and_key(os.fspath(file))
         identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = self.entries.get(key)
         if entry is None or entry[:4] != identity:
-            entry = [*identity, compute(file)]
+            entry = [*identity, compute(Path(file))]
             self.entries[key] = entry
+            self._changed = True
         return entry[4]
 
     def save(self) -> None:
-        if self.path is None:
+        """Write the cache, unless nothing changed since it was read (a warm run leaves the file as it is)."""
+        if self.path is None or not self._changed:
             return
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps({"format": self.FORMAT, **self.header(), "entries": self.entries}))
+        self._changed = False
 
 
 class HashCache(StatKeyedCache):
@@ -99,7 +120,7 @@ class HashCache(StatKeyedCache):
     def _earlier_format(self, data: Any) -> bool:
         return isinstance(data, dict) and "format" not in data and all(isinstance(v, str) for v in data.values())
 
-    def sha256(self, file: Path) -> str:
+    def sha256(self, file: str | Path) -> str:
         return self.get(file, sha256_of_file)
 
 
