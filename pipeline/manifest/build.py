@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline import media
 from pipeline.hashing import sha256_of_digests
 from pipeline.manifest.hash_cache import HashCache, ProbeCache
+from pipeline.manifest.paths import is_file
 from pipeline.manifest.schema import (
     MAX_SECONDS,
     PROBED_COLUMNS,
@@ -25,14 +26,13 @@ def source_identity(row: ManifestRow, hashes: HashCache) -> str:
     """sha256 of the row's source video, or of its frame images' and wav's hashes in order ('' when the
     video file is missing). Raises MediaError when a frame image is missing."""
     if row.source_video:
-        path = Path(row.source_video)
-        return hashes.sha256(path) if path.is_file() else ""
-    missing = [p for p in row.frame_paths if not Path(p).is_file()]
+        return hashes.sha256(row.source_video) if is_file(row.source_video) else ""
+    missing = [p for p in row.frame_paths if not is_file(p)]
     if missing:
         raise media.MediaError(f"{missing[0]}: frame image missing ({len(missing)} of {len(row.frame_paths)})")
-    parts = [hashes.sha256(Path(p)) for p in row.frame_paths]
-    if row.source_audio and Path(row.source_audio).is_file():
-        parts.append(hashes.sha256(Path(row.source_audio)))
+    parts = [hashes.sha256(p) for p in row.frame_paths]
+    if row.source_audio and is_file(row.source_audio):
+        parts.append(hashes.sha256(row.source_audio))
     return sha256_of_digests(parts)
 
 
@@ -42,9 +42,9 @@ UNLABELLED = "-"  # stands for a second without a label image in ``labels_sha256
 def _label_digest(path: str, hashes: HashCache) -> str:
     if not path:
         return UNLABELLED
-    if not Path(path).is_file():
+    if not is_file(path):
         raise media.MediaError(f"{path}: label image missing")
-    return hashes.sha256(Path(path))
+    return hashes.sha256(path)
 
 
 def labels_identity(row: ManifestRow, hashes: HashCache) -> str:
@@ -113,7 +113,7 @@ def _fill_media(row: ManifestRow, hashes: HashCache, probes: ProbeCache) -> Mani
         if row.source_video:
             info = probes.probe(row.source_video)
         else:
-            info = probes.probe(row.source_audio) if row.source_audio and Path(row.source_audio).is_file() else None
+            info = probes.probe(row.source_audio) if row.source_audio and is_file(row.source_audio) else None
         if info is not None:
             _probed_fields(row, info)
     except (media.MediaError, OSError) as exc:
