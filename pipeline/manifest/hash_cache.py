@@ -19,6 +19,7 @@ from typing import Any
 from pipeline import media
 from pipeline.atomic import atomic_path
 from pipeline.hashing import file_sha256, sha256_of_file
+from pipeline.manifest.paths import is_file
 from pipeline.media import probing
 
 
@@ -76,15 +77,26 @@ class StatKeyedCache:
     def _stat_and_key(self, file: str) -> tuple[os.stat_result, str]:
         """The stat of ``file`` (links followed) and its key, its resolved absolute path (``Path.resolve``).
         A file that is not itself a link resolves to its folder's resolved path plus its name, so one
-        ``lstat`` does for both and each folder is resolved once (resolving walks every component of the path)."""
+        ``lstat`` does for both (``realpath`` takes one per component of the path)."""
         folder, name = os.path.split(file)
         own = os.lstat(file)
         if S_ISLNK(own.st_mode) or name in (os.curdir, os.pardir):
             return os.stat(file), os.path.realpath(file)
-        real_folder = self._real_folders.get(folder)
-        if real_folder is None:
-            real_folder = self._real_folders[folder] = os.path.realpath(folder or os.curdir)
-        return own, os.path.join(real_folder, name)
+        return own, os.path.join(self._real_folder(folder), name)
+
+    def _real_folder(self, folder: str) -> str:
+        """``os.path.realpath(folder)``, remembered: a folder that is not a link resolves to its parent's
+        resolved path plus its name, so each folder of a dataset costs one ``lstat`` per run."""
+        real = self._real_folders.get(folder)
+        if real is None:
+            parent, name = os.path.split(folder)
+            try:
+                plain = name not in ("", os.curdir, os.pardir) and not S_ISLNK(os.lstat(folder).st_mode)
+            except OSError:
+                plain = False
+            real = os.path.join(self._real_folder(parent), name) if plain else os.path.realpath(folder or os.curdir)
+            self._real_folders[folder] = real
+        return real
 
     def get(self, file: str | Path, compute: Callable[[Path], Any]) -> Any:
         """The cached value of ``file`` while its stat is unchanged, else ``compute(file)`` (then cached).
@@ -162,5 +174,9 @@ class ProbeCache(StatKeyedCache):
     def probe(self, file: str | Path) -> media.MediaInfo:
         """:func:`pipeline.media.probe` of ``file``, from the cache while the file is unchanged. The path
         is checked as a probe checks it (local regular file) even when the result comes from the cache."""
-        media.check_local_media_path(file)
-        return media.MediaInfo(**self.get(Path(file), _probe_value))
+        text = os.fspath(file)
+        if is_file(text):
+            media.refuse_remote(text)  # all check_local_media_path asks of a regular file
+        else:
+            media.check_local_media_path(file)  # raises, saying why
+        return media.MediaInfo(**self.get(text, _probe_value))
