@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -123,6 +124,12 @@ def _fill_media(row: ManifestRow, hashes: HashCache, probes: ProbeCache) -> Mani
     return row
 
 
+def _with_bar(rows: Iterator[ManifestRow], total: int, desc: str) -> Iterator[ManifestRow]:
+    from tqdm.auto import tqdm  # only for a visible bar: with it come asyncio and multiprocessing (~0.1 s)
+
+    return tqdm(rows, total=total, desc=desc, unit="video")
+
+
 def build_manifest(
     cfg: SourceParams,
     num_shards: int,
@@ -143,19 +150,10 @@ def build_manifest(
         seen.add(row.video_id)
         row.shard = shard_of(row.video_id, num_shards)
     hashes, probes = HashCache(hash_cache), ProbeCache(probe_cache)
-    from tqdm.auto import tqdm
-
     # Probing is one short ffmpeg process per file: threads overlap the process start-up.
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = list(
-            tqdm(
-                pool.map(lambda r: _fill_media(r, hashes, probes), rows),
-                total=len(rows),
-                desc=f"manifest {cfg.root}",
-                unit="video",
-                disable=not progress,
-            )
-        )
+        filled = pool.map(lambda r: _fill_media(r, hashes, probes), rows)
+        rows = list(_with_bar(filled, len(rows), f"manifest {cfg.root}") if progress else filled)
     hashes.save()
     probes.save()
     return rows
