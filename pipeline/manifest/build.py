@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import media
 from pipeline.hashing import sha256_of_digests
-from pipeline.manifest.hash_cache import HashCache, ProbeCache
+from pipeline.manifest.hash_cache import HashCache, NotCached, ProbeCache
 from pipeline.manifest.paths import is_file
 from pipeline.manifest.schema import (
     MAX_SECONDS,
@@ -124,10 +124,25 @@ def _fill_media(row: ManifestRow, hashes: HashCache, probes: ProbeCache) -> Mani
     return row
 
 
-def _with_bar(rows: Iterator[ManifestRow], total: int, desc: str) -> Iterator[ManifestRow]:
+def _fill_from_caches(rows: list[ManifestRow], hashes: HashCache, probes: ProbeCache) -> list[ManifestRow]:
+    """Fill, in this thread, the rows whose every file the caches know unchanged; return the others (files
+    to hash or probe: the thread pool's work). With warm caches a pool only adds its overhead (~10% here).
+    A row is handed on before any field but its hashes is written (``NotCached`` comes from the hash and
+    probe lookups, which precede the rest), and the pool computes those again."""
+    pending = []
+    with hashes.lookups_only(), probes.lookups_only():
+        for row in rows:
+            try:
+                _fill_media(row, hashes, probes)
+            except NotCached:
+                pending.append(row)
+    return pending
+
+
+def _with_bar(rows: Iterator[ManifestRow], total: int, done: int, desc: str) -> Iterator[ManifestRow]:
     from tqdm.auto import tqdm  # only for a visible bar: with it come asyncio and multiprocessing (~0.1 s)
 
-    return tqdm(rows, total=total, desc=desc, unit="video")
+    return tqdm(rows, total=total, initial=done, desc=desc, unit="video")
 
 
 def build_manifest(
@@ -150,10 +165,14 @@ def build_manifest(
         seen.add(row.video_id)
         row.shard = shard_of(row.video_id, num_shards)
     hashes, probes = HashCache(hash_cache), ProbeCache(probe_cache)
-    # Probing is one short ffmpeg process per file: threads overlap the process start-up.
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        filled = pool.map(lambda r: _fill_media(r, hashes, probes), rows)
-        rows = list(_with_bar(filled, len(rows), f"manifest {cfg.root}") if progress else filled)
+    pending = _fill_from_caches(rows, hashes, probes)
+    if pending:
+        # Probing is one short ffmpeg process per file: threads overlap the process start-up.
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            filled = pool.map(lambda r: _fill_media(r, hashes, probes), pending)
+            done = len(rows) - len(pending)
+            for _ in _with_bar(filled, len(rows), done, f"manifest {cfg.root}") if progress else filled:
+                pass
     hashes.save()
     probes.save()
     return rows

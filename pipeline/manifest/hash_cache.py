@@ -7,11 +7,12 @@ its folder's resolved path (worked out once per folder) plus its name unless the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from stat import S_ISLNK
 from typing import Any
@@ -21,6 +22,10 @@ from pipeline.atomic import atomic_path
 from pipeline.hashing import file_sha256, sha256_of_file
 from pipeline.manifest.paths import is_file
 from pipeline.media import probing
+
+
+class NotCached(LookupError):
+    """Raised, in :meth:`StatKeyedCache.lookups_only`, for a file whose value would have to be computed."""
 
 
 class StatKeyedCache:
@@ -40,6 +45,7 @@ class StatKeyedCache:
         self.entries: dict[str, list] = {}
         self._changed = True  # whether the file on disk differs from ``entries`` (save writes it only then)
         self._real_folders: dict[str, str] = {}  # folder as given -> its resolved path (see :meth:`_stat_and_key`)
+        self._may_compute = True  # False within lookups_only()
         if path is not None and path.is_file():
             self.entries = self._read(path)
 
@@ -105,10 +111,22 @@ class StatKeyedCache:
         identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = self.entries.get(key)
         if entry is None or entry[:4] != identity:
+            if not self._may_compute:
+                raise NotCached(file)
             entry = [*identity, compute(Path(file))]
             self.entries[key] = entry
             self._changed = True
         return entry[4]
+
+    @contextlib.contextmanager
+    def lookups_only(self) -> Iterator[None]:
+        """Within: :meth:`get` raises :class:`NotCached` instead of computing a value (files are then
+        neither read nor probed). Not for use while other threads call :meth:`get`."""
+        self._may_compute = False
+        try:
+            yield
+        finally:
+            self._may_compute = True
 
     def save(self) -> None:
         """Write the cache, unless nothing changed since it was read (a warm run leaves the file as it is)."""
