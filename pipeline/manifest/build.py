@@ -27,14 +27,14 @@ def source_identity(row: ManifestRow, hashes: HashCache) -> str:
     """sha256 of the row's source video, or of its frame images' and wav's hashes in order ('' when the
     video file is missing). Raises MediaError when a frame image is missing."""
     if row.source_video:
-        return hashes.sha256(row.source_video) if is_file(row.source_video) else ""
-    missing = [p for p in row.frame_paths if not is_file(p)]
+        return hashes.sha256_if_file(row.source_video) or ""
+    frames = row.frame_paths
+    parts = [hashes.sha256_if_file(p) for p in frames]
+    missing = [p for p, digest in zip(frames, parts) if digest is None]
     if missing:
-        raise media.MediaError(f"{missing[0]}: frame image missing ({len(missing)} of {len(row.frame_paths)})")
-    parts = [hashes.sha256(p) for p in row.frame_paths]
-    if row.source_audio and is_file(row.source_audio):
-        parts.append(hashes.sha256(row.source_audio))
-    return sha256_of_digests(parts)
+        raise media.MediaError(f"{missing[0]}: frame image missing ({len(missing)} of {len(frames)})")
+    audio = hashes.sha256_if_file(row.source_audio) if row.source_audio else None
+    return sha256_of_digests(parts if audio is None else [*parts, audio])
 
 
 UNLABELLED = "-"  # stands for a second without a label image in ``labels_sha256``
@@ -43,9 +43,10 @@ UNLABELLED = "-"  # stands for a second without a label image in ``labels_sha256
 def _label_digest(path: str, hashes: HashCache) -> str:
     if not path:
         return UNLABELLED
-    if not is_file(path):
+    digest = hashes.sha256_if_file(path)
+    if digest is None:
         raise media.MediaError(f"{path}: label image missing")
-    return hashes.sha256(path)
+    return digest
 
 
 def labels_identity(row: ManifestRow, hashes: HashCache) -> str:

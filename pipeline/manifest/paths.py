@@ -10,7 +10,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
 # The errors Path.is_file() answers False to (pathlib's _IGNORED_ERRNOS); any other error is raised.
-_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
+ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
 def _mode(path: str) -> int:
@@ -18,7 +18,7 @@ def _mode(path: str) -> int:
     try:
         return os.stat(path).st_mode
     except OSError as exc:
-        if exc.errno not in _ABSENT:
+        if exc.errno not in ABSENT_ERRNOS:
             raise
         return 0
     except ValueError:  # an embedded NUL byte, as pathlib

@@ -59,8 +59,18 @@ def test_is_file_answers_as_pathlib(odd_files, name):
     assert is_file(f"{odd_files}/{name}") == Path(f"{odd_files}/{name}").is_file()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_hash_is_taken_exactly_where_pathlib_sees_a_file(odd_files, name):
+    """``sha256_if_file`` answers None where ``Path.is_file()`` is False, with one stat for both."""
+    cache = HashCache(None)
+    digest = cache.sha256_if_file(str(odd_files / name))
+    assert (digest is not None) == Path(odd_files / name).is_file()
+    assert digest is None or digest == cache.sha256(odd_files / name)
+
+
 def test_is_file_of_a_name_with_a_nul_byte_is_false_as_in_pathlib():
     assert is_file("a\0b") is False and Path("a\0b").is_file() is False
+    assert HashCache(None).sha256_if_file("a\0b") is None
 
 
 @pytest.mark.parametrize("folder", ["/data/s4", "/", ".", "rel/dir", "//net"])
