@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where labels are decoded: `avs manifest` (FITS) does without it
+    import numpy as np
 
 NUM_AVSS_CLASSES = 71  # 70 AVSBench-semantic classes + background (label2idx.json has 71 entries)
 IGNORE_LABEL = 255  # never a class id: pixels the losses and metrics skip
@@ -34,6 +36,8 @@ class LabelError(ValueError):
 
 def voc_palette(n: int = 256) -> np.ndarray:
     """The VOC bit-interleave palette AVSBench-semantic uses: uint8 [n,3], 0 = black, 1 = (128,0,0)."""
+    import numpy as np
+
     palette = np.zeros((n, 3), np.uint8)
     for label in range(n):
         c, r, g, b = label, 0, 0, 0
@@ -47,6 +51,8 @@ def voc_palette(n: int = 256) -> np.ndarray:
 
 
 def _rgb_codes(rgb: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     rgb = rgb.astype(np.int64)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
@@ -61,6 +67,8 @@ class DecodedLabel:
 
 def rgb_to_class_ids(rgb: np.ndarray, num_classes: int = NUM_AVSS_CLASSES) -> DecodedLabel:
     """uint8 [H,W,3] palette colours -> class ids uint8 [H,W]; unknown colours -> 0 (official rule)."""
+    import numpy as np
+
     codes = _rgb_codes(voc_palette(num_classes))
     flat = _rgb_codes(rgb)
     uniques, inverse = np.unique(flat, return_inverse=True)
@@ -99,6 +107,7 @@ def fit_image(img, size: tuple[int, int], fit: str = "stretch", is_label: bool =
 
 def read_label(path: str | Path, label_format: str, size: tuple[int, int], fit: str = "stretch") -> DecodedLabel:
     """Read one ground-truth image as :class:`DecodedLabel` at ``size`` (H, W), NEAREST."""
+    import numpy as np
     from PIL import Image
 
     path = Path(path)

@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 from pipeline.failures import FailureLog
 from pipeline.params import DaskParams, DataParams, DatasetName, ParamsError, from_section, load_params
-from pipeline.shards import ShardReader, failures_file, shard_file
+
+# pipeline.shards (h5py, numpy: ~0.15 s) is imported by the functions that read or name shards, not here:
+# `avs manifest` runs on every added video and needs neither.
 
 T = TypeVar("T")
 
@@ -102,6 +104,8 @@ class StageContext:
     def shard_io(self, source_kind: str, kind: str) -> tuple[Path, Path]:
         """(input shard, output shard) of a feature stage: ``--in``/``--out``, else derived from
         ``--dataset``/``--shard``. The input must exist."""
+        from pipeline.shards import shard_file
+
         args = self.args
         if args.in_path and args.out:
             in_path, out_path = Path(args.in_path), Path(args.out)
@@ -120,6 +124,8 @@ class StageContext:
 
 
 def _videos_in(shard: Path) -> int:
+    from pipeline.shards import ShardReader
+
     if not shard.is_file():
         return 0
     with ShardReader(shard) as reader:
@@ -129,6 +135,8 @@ def _videos_in(shard: Path) -> int:
 def label_formats(data_root: Path, datasets: list[str], shards: list[int], split: str) -> dict[str, set[str]]:
     """dataset -> the ``label_format`` of its extracted ``split`` videos (from the extract shards' attributes;
     datasets not extracted yet are left out)."""
+    from pipeline.shards import ShardReader, shard_file
+
     found: dict[str, set[str]] = {}
     for dataset in datasets:
         for shard in shards:
@@ -152,6 +160,8 @@ def _reason_kind(failure) -> str:
 def finish(failures: FailureLog, out_path: Path, *, strict: bool, what: str) -> int:
     """Write the failures file beside shard ``out_path``, print a one-line summary, and choose the exit code:
     1 when videos failed and none was written (nothing succeeded), or when any failed in strict mode."""
+    from pipeline.shards import failures_file
+
     failures_path = failures_file(out_path)
     failures.write(failures_path)
     errors, warnings = len(failures.errors), len(failures.rows) - len(failures.errors)

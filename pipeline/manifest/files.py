@@ -4,11 +4,14 @@ validated row by row when read."""
 from __future__ import annotations
 
 import csv
+import io
+import operator
+import os
 import re
-from dataclasses import asdict
 from pathlib import Path
+from stat import S_ISREG
 
-from pipeline.atomic import write_csv
+from pipeline.atomic import atomic_path, remove_stale_temporaries
 from pipeline.manifest.schema import (
     COLUMNS,
     OPTIONAL_COLUMNS,
@@ -19,9 +22,38 @@ from pipeline.manifest.schema import (
 )
 from pipeline.params import ParamsError, from_section
 
+_ROW_VALUES = operator.attrgetter(*COLUMNS)  # a row's cells in column order
 
-def write_manifest(rows: list[ManifestRow], path: str | Path) -> None:
-    write_csv(path, (asdict(row) for row in rows), COLUMNS)
+
+def manifest_bytes(rows: list[ManifestRow]) -> bytes:
+    """The manifest CSV of ``rows`` (header, then one line per row; CRLF line ends, UTF-8)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    writer.writerows(map(_ROW_VALUES, rows))
+    return text.getvalue().encode("utf-8")
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a regular file (not a link) whose bytes are ``data``."""
+    try:
+        stat = os.lstat(path)
+        return S_ISREG(stat.st_mode) and stat.st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def write_manifest(rows: list[ManifestRow], path: str | Path) -> bool:
+    """Write the manifest CSV of ``rows`` atomically unless ``path`` already holds exactly those bytes
+    (then the file, its inode and its times are left as they are, so its readers see nothing change;
+    abandoned temporaries beside it are removed as a write would). Returns whether it was written."""
+    path, data = Path(path), manifest_bytes(rows)
+    if _holds(path, data):
+        remove_stale_temporaries(path)
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return True
 
 
 def read_manifest(path: str | Path, num_shards: int | None = None) -> list[ManifestRow]:
@@ -93,7 +125,8 @@ def shard_slice_file(data_root: str | Path, dataset: str, shard: int) -> Path:
 
 
 def write_shard_slices(rows: list[ManifestRow], data_root: str | Path, dataset: str, num_shards: int) -> list[Path]:
-    """Write one manifest slice per shard (empty slices too, so every DVC stage item has its input)."""
+    """Write one manifest slice per shard (empty slices too, so every DVC stage item has its input); a
+    slice whose bytes did not change is left as it is (see :func:`write_manifest`)."""
     out = []
     folder = Path(data_root) / dataset / "manifest"
     for stale in folder.iterdir() if folder.is_dir() else []:
@@ -102,8 +135,11 @@ def write_shard_slices(rows: list[ManifestRow], data_root: str | Path, dataset: 
         owned = SLICE_NAME.fullmatch(stale.name)
         if owned and int(owned.group(1)) >= num_shards and stale.is_file() and not stale.is_symlink():
             stale.unlink()
-    for shard in range(num_shards):
+    by_shard: dict[int, list[ManifestRow]] = {shard: [] for shard in range(num_shards)}
+    for row in rows:
+        by_shard.get(row.shard, []).append(row)
+    for shard, shard_rows in by_shard.items():
         path = shard_slice_file(data_root, dataset, shard)
-        write_manifest([r for r in rows if r.shard == shard], path)
+        write_manifest(shard_rows, path)
         out.append(path)
     return out

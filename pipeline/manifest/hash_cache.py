@@ -1,23 +1,31 @@
 """Per-file results kept across manifest runs, keyed on each file's stat: source sha256s and ffmpeg probes.
 
 At AVSBench size a manifest run touches ~5,000 wavs and ~30,000 frame and label images; with both
-caches an unchanged file costs one ``stat`` (no read, no ffmpeg process).
+caches an unchanged file costs one ``lstat`` (no read, no ffmpeg process): its key, the resolved path, is
+its folder's resolved path (worked out once per folder) plus its name unless the file itself is a link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import Any
 
 from pipeline import media
 from pipeline.atomic import atomic_path
 from pipeline.hashing import file_sha256, sha256_of_file
+from pipeline.manifest.paths import ABSENT_ERRNOS
 from pipeline.media import probing
+
+
+class NotCached(LookupError):
+    """Raised, in :meth:`StatKeyedCache.lookups_only`, for a file whose value would have to be computed."""
 
 
 class StatKeyedCache:
@@ -35,6 +43,9 @@ class StatKeyedCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: dict[str, list] = {}
+        self._changed = True  # whether the file on disk differs from ``entries`` (save writes it only then)
+        self._real_folders: dict[str, str] = {}  # folder as given -> its resolved path (see :meth:`_stat_and_key`)
+        self._may_compute = True  # False within lookups_only()
         if path is not None and path.is_file():
             self.entries = self._read(path)
 
@@ -61,29 +72,85 @@ class StatKeyedCache:
             return {}
         if any(data.get(key) != value for key, value in self.header().items()):
             return {}
-        return {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 5 and self.valid_value(v[4])}
+        kept = {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 5 and self.valid_value(v[4])}
+        self._changed = len(kept) != len(entries) or len(data) != 2 + len(self.header())
+        return kept
 
     def _earlier_format(self, data: Any) -> bool:
         """Whether ``data`` is a cache an earlier version wrote (recomputed quietly, not warned about)."""
         return False
 
-    def get(self, file: Path, compute: Callable[[Path], Any]) -> Any:
+    def _stat_and_key(self, file: str) -> tuple[os.stat_result, str]:
+        """The stat of ``file`` (links followed) and its key, its resolved absolute path (``Path.resolve``).
+        A file that is not itself a link resolves to its folder's resolved path plus its name, so one
+        ``lstat`` does for both (``realpath`` takes one per component of the path)."""
+        own = os.lstat(file)
+        folder, slash, name = file.rpartition("/")  # os.path.split's answer for the paths built here, faster
+        if S_ISLNK(own.st_mode) or name in ("", os.curdir, os.pardir):
+            return os.stat(file), os.path.realpath(file)
+        real_folder = self._real_folder(folder if folder or not slash else "/")
+        return own, f"{real_folder}/{name}" if real_folder != "/" else f"/{name}"
+
+    def _real_folder(self, folder: str) -> str:
+        """``os.path.realpath(folder)``, remembered: a folder that is not a link resolves to its parent's
+        resolved path plus its name, so each folder of a dataset costs one ``lstat`` per run."""
+        real = self._real_folders.get(folder)
+        if real is None:
+            parent, name = os.path.split(folder)
+            try:
+                plain = name not in ("", os.curdir, os.pardir) and not S_ISLNK(os.lstat(folder).st_mode)
+            except OSError:
+                plain = False
+            real = os.path.join(self._real_folder(parent), name) if plain else os.path.realpath(folder or os.curdir)
+            self._real_folders[folder] = real
+        return real
+
+    def get(self, file: str | Path, compute: Callable[[Path], Any]) -> Any:
         """The cached value of ``file`` while its stat is unchanged, else ``compute(file)`` (then cached).
         The stat is taken first: a file changing while it is read gets a new stat, so it is read again next run."""
-        stat = file.stat()
-        key = str(file.resolve())
+        return self._value(file, *self._stat_and_key(os.fspath(file)), compute)
+
+    def get_if_file(self, file: str, compute: Callable[[Path], Any]) -> Any | None:
+        """:meth:`get` of a regular file (or a link to one); None where ``Path(file).is_file()`` is False
+        (missing, a folder, a broken link), errors as pathlib raises them: one stat does for both."""
+        try:
+            stat, key = self._stat_and_key(file)
+        except OSError as exc:
+            if exc.errno not in ABSENT_ERRNOS:
+                raise
+            return None
+        except ValueError:  # a NUL byte in the name, as pathlib
+            return None
+        return self._value(file, stat, key, compute) if S_ISREG(stat.st_mode) else None
+
+    def _value(self, file: str | Path, stat: os.stat_result, key: str, compute: Callable[[Path], Any]) -> Any:
         identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = self.entries.get(key)
         if entry is None or entry[:4] != identity:
-            entry = [*identity, compute(file)]
+            if not self._may_compute:
+                raise NotCached(file)
+            entry = [*identity, compute(Path(file))]
             self.entries[key] = entry
+            self._changed = True
         return entry[4]
 
+    @contextlib.contextmanager
+    def lookups_only(self) -> Iterator[None]:
+        """Within: :meth:`get` raises :class:`NotCached` instead of computing a value (files are then
+        neither read nor probed). Not for use while other threads call :meth:`get`."""
+        self._may_compute = False
+        try:
+            yield
+        finally:
+            self._may_compute = True
+
     def save(self) -> None:
-        if self.path is None:
+        """Write the cache, unless nothing changed since it was read (a warm run leaves the file as it is)."""
+        if self.path is None or not self._changed:
             return
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps({"format": self.FORMAT, **self.header(), "entries": self.entries}))
+        self._changed = False
 
 
 class HashCache(StatKeyedCache):
@@ -99,8 +166,12 @@ class HashCache(StatKeyedCache):
     def _earlier_format(self, data: Any) -> bool:
         return isinstance(data, dict) and "format" not in data and all(isinstance(v, str) for v in data.values())
 
-    def sha256(self, file: Path) -> str:
+    def sha256(self, file: str | Path) -> str:
         return self.get(file, sha256_of_file)
+
+    def sha256_if_file(self, file: str) -> str | None:
+        """sha256 of a regular file; None where ``Path(file).is_file()`` is False."""
+        return self.get_if_file(file, sha256_of_file)
 
 
 _INFO_FIELDS = ("duration", "fps", "width", "height", "audio_rate", "audio_channels")
@@ -141,5 +212,9 @@ class ProbeCache(StatKeyedCache):
     def probe(self, file: str | Path) -> media.MediaInfo:
         """:func:`pipeline.media.probe` of ``file``, from the cache while the file is unchanged. The path
         is checked as a probe checks it (local regular file) even when the result comes from the cache."""
-        media.check_local_media_path(file)
-        return media.MediaInfo(**self.get(Path(file), _probe_value))
+        text = media.refuse_remote(file)
+        value = self.get_if_file(text, _probe_value)  # all check_local_media_path asks beyond refuse_remote
+        if value is None:
+            media.check_local_media_path(file)  # not a regular file: raises, saying why
+            value = self.get(text, _probe_value)
+        return media.MediaInfo(**value)

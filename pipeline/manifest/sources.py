@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field
 
 from pipeline.labels import FITS
+from pipeline.manifest.paths import FolderCheck, child, is_file
 from pipeline.manifest.schema import MAX_SECONDS, SPLITS, ManifestError, ManifestRow, validate_video_id
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
@@ -20,15 +21,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
 
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
-
-
-def _find_media(candidates: Iterable[Path]) -> Path | None:
-    for base in candidates:
-        for ext in VIDEO_EXTENSIONS:
-            p = base.with_name(base.name + ext)
-            if p.is_file():
-                return p
-    return None
 
 
 def _read_csv(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
@@ -144,20 +136,20 @@ def release_root(root: Path, meta_name: str, data_name: str) -> tuple[Path, Path
     )
 
 
-def _choose_media(row: ManifestRow, frames: list[Path], audio: Path, video: Path | None, media_pref: str) -> None:
+def _choose_media(row: ManifestRow, frames: list[str], audio: str, video: str | None, media_pref: str) -> None:
     """Fill the row's sources: the released frames + wav, or a raw video (``media``: auto | frames | video)."""
     use_video = video is not None and (
-        media_pref == "video" or (media_pref == "auto" and not all(p.is_file() for p in frames))
+        media_pref == "video" or (media_pref == "auto" and not all(is_file(p) for p in frames))
     )
     if use_video:
-        row.source_video = str(video)
+        row.source_video = video
     else:
-        row.source_frames = ";".join(str(p) for p in frames)
-        row.source_audio = str(audio)
+        row.source_frames = ";".join(frames)
+        row.source_audio = audio
 
 
-def _labels(paths: list[Path]) -> str:
-    return ";".join(str(p) if p.is_file() else "" for p in paths)
+def _labels(paths: list[str]) -> str:
+    return ";".join(p if is_file(p) else "" for p in paths)
 
 
 def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[ManifestRow]:
@@ -166,7 +158,7 @@ def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[Manifest
     (k = 1..5), ``audio_wav/{split}/{category}/{name}.wav``, ``gt_masks/{split}/{category}/{name}/{name}_{k}.png``
     (train: k = 1 only); raw videos (the preprocessing input) ``raw_videos/{split}/{category}/{name}.mp4``."""
     meta, data = release_root(root, "s4_meta_data.csv", "s4_data")
-    rows = []
+    base, folders, rows = str(data), FolderCheck(), []
     for i, rec in enumerate(_read_csv(meta, ("name", "category", "split"))):
         where = f"{meta}:{i + 2}"
         name, category, split = rec["name"], rec["category"], _check_split(rec["split"], where)
@@ -175,12 +167,12 @@ def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[Manifest
         row = ManifestRow(
             video_id=video_id, split=split, task="s4", category=category, num_seconds=5, label_format="binary_png"
         )
-        frames = [data / "visual_frames" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
-        video = _find_media([data / "raw_videos" / split / category / name])
-        _choose_media(row, frames, data / "audio_wav" / split / category / f"{name}.wav", video, media_pref)
-        row.label_paths = _labels(
-            [data / "gt_masks" / split / category / name / f"{name}_{k}.png" for k in range(1, 6)]
-        )
+        frames_dir = child(base, f"visual_frames/{split}/{category}/{name}")
+        frames = [child(frames_dir, f"{name}_{k}.png") for k in range(1, 6)]
+        video = folders.first_file(child(base, f"raw_videos/{split}/{category}/{name}"), VIDEO_EXTENSIONS)
+        _choose_media(row, frames, child(base, f"audio_wav/{split}/{category}/{name}.wav"), video, media_pref)
+        masks_dir = child(base, f"gt_masks/{split}/{category}/{name}")
+        row.label_paths = _labels([child(masks_dir, f"{name}_{k}.png") for k in range(1, 6)])
         rows.append(row)
     return rows
 
@@ -191,15 +183,17 @@ def rows_from_avsbench_ms3(root: Path, media_pref: str = "auto") -> list[Manifes
     k = 1..5), ``audio_wav/{split}/{video}.wav``, ``gt_masks/{split}/{video}/{video}_{k}.png`` (all 5);
     raw videos ``raw_videos/{video}.mp4``."""
     meta, data = release_root(root, "ms3_meta_data.csv", "ms3_data")
-    rows = []
+    base, folders, rows = str(data), FolderCheck(), []
     for i, rec in enumerate(_read_csv(meta, ("video_id", "split"))):
         where = f"{meta}:{i + 2}"
         vid, split = validate_video_id(rec["video_id"], where), _check_split(rec["split"], where)
         row = ManifestRow(video_id=vid, split=split, task="ms3", num_seconds=5, label_format="binary_png")
-        frames = [data / "visual_frames" / vid / f"{vid}.mp4_{k}.png" for k in range(1, 6)]
-        video = _find_media([data / "raw_videos" / vid])
-        _choose_media(row, frames, data / "audio_wav" / split / f"{vid}.wav", video, media_pref)
-        row.label_paths = _labels([data / "gt_masks" / split / vid / f"{vid}_{k}.png" for k in range(1, 6)])
+        frames_dir = child(base, f"visual_frames/{vid}")
+        frames = [child(frames_dir, f"{vid}.mp4_{k}.png") for k in range(1, 6)]
+        video = folders.first_file(child(base, f"raw_videos/{vid}"), VIDEO_EXTENSIONS)
+        _choose_media(row, frames, child(base, f"audio_wav/{split}/{vid}.wav"), video, media_pref)
+        masks_dir = child(base, f"gt_masks/{split}/{vid}")
+        row.label_paths = _labels([child(masks_dir, f"{vid}_{k}.png") for k in range(1, 6)])
         rows.append(row)
     return rows
 
@@ -211,7 +205,7 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
     them (not in the release; the demo writes one) is used by ``media: video``. Train rows read from
     the released frames get ``frame_fit = train_fit`` (the official train loader centre-crops)."""
     meta = root / "metadata.csv"
-    rows = []
+    base, folders, rows = str(root), FolderCheck(), []
     for i, rec in enumerate(_read_csv(meta, ("uid", "label", "split"))):
         where = f"{meta}:{i + 2}"
         uid, label, split = rec["uid"], rec["label"], _check_split(rec["split"], where)
@@ -220,7 +214,7 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
         video_id = validate_video_id(f"{label}/{uid}", where)
         validate_video_id(uid, where)
         num = 10 if label == "v2" else 5
-        folder = root / label / uid
+        folder = child(base, f"{label}/{uid}")
         row = ManifestRow(
             video_id=video_id,
             split=split,
@@ -230,11 +224,12 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
             label_format="voc_rgb",
             frame_fit=train_fit if split == "train" else "stretch",
         )
-        frames = [folder / "frames" / f"{k}.jpg" for k in range(num)]
-        _choose_media(row, frames, folder / "audio.wav", _find_media([folder / "raw_video"]), media_pref)
+        frames = [child(folder, f"frames/{k}.jpg") for k in range(num)]
+        video = folders.first_file(child(folder, "raw_video"), VIDEO_EXTENSIONS)
+        _choose_media(row, frames, child(folder, "audio.wav"), video, media_pref)
         if row.source_video:  # ffmpeg scales raw videos to the frame size: labels must match that
             row.frame_fit = "stretch"
-        row.label_paths = _labels([folder / "labels_rgb" / f"{k}.png" for k in range(num)])
+        row.label_paths = _labels([child(folder, f"labels_rgb/{k}.png") for k in range(num)])
         rows.append(row)
     return rows
 

@@ -24,6 +24,8 @@ Modules: :mod:`.command` (the binary, errors, local-file checks), :mod:`.probing
 
 from __future__ import annotations
 
+import importlib
+
 from pipeline.media.command import (
     AUDIO_RATE,
     MediaError,
@@ -36,21 +38,35 @@ from pipeline.media.command import (
     refuse_remote,
     shown_path,
 )
-from pipeline.media.decoding import (
-    DEFAULT_WINDOW_SECONDS,
-    LONG_VIDEO_SECONDS,
-    ClipWindow,
-    Extracted,
-    decode_all_frames,
-    decode_audio,
-    extract_clip,
-    fit_audio,
-    iter_clip_windows,
-    read_audio,
-)
-from pipeline.media.encoding import encode_video
 from pipeline.media.frames import FramePlan, avsbench_frame_indices
 from pipeline.media.probing import MediaInfo, parse_probe, probe, seconds_in
+
+# Decoding and encoding need numpy (~0.1 s to import): they are imported when first asked for, so that
+# `avs manifest`, which only probes, does without it. Full module names, so that tests/test_dvc_deps.py
+# sees these imports too.
+_DECODING, _ENCODING = "pipeline.media.decoding", "pipeline.media.encoding"
+_LAZY = {
+    "DEFAULT_WINDOW_SECONDS": _DECODING,
+    "LONG_VIDEO_SECONDS": _DECODING,
+    "ClipWindow": _DECODING,
+    "Extracted": _DECODING,
+    "decode_all_frames": _DECODING,
+    "decode_audio": _DECODING,
+    "extract_clip": _DECODING,
+    "fit_audio": _DECODING,
+    "iter_clip_windows": _DECODING,
+    "read_audio": _DECODING,
+    "encode_video": _ENCODING,
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AUDIO_RATE",
