@@ -48,6 +48,15 @@ def sha256_of_digests(digests: list[str]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
+def sha256_of_named_digests(named: list[tuple[str, str]]) -> str:
+    """Hex sha256 of (name, hex digest) pairs in order: the identity of a set of files whose names matter
+    too (a file renamed, added or dropped changes it). Names never hold a NUL, so the encoding is unambiguous."""
+    digest = hashlib.sha256()
+    for name, value in named:
+        digest.update(f"{name}\0{value}\n".encode())
+    return digest.hexdigest()
+
+
 @lru_cache(maxsize=64)
 def _memoised(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of_file(path)

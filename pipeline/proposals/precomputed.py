@@ -30,19 +30,29 @@ palette per frame), so training reads it like computed maskiges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from pipeline.failures import FailureLog
+from pipeline.hashing import sha256_of_named_digests
 from pipeline.labels import fit_image
-from pipeline.manifest import ManifestRow, read_manifest
+from pipeline.manifest import HashCache, ManifestRow, read_manifest
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
 from pipeline.proposals.shard import KIND, shard_hash, shard_provenance
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
+from pipeline.shards import (
+    CONTENT_DIGEST,
+    SOURCE_DIGEST,
+    PreviousShard,
+    ShardError,
+    ShardReader,
+    ShardWriter,
+    input_digest,
+)
 
 NAME = "combo_pre_sam_mask"
 READER_VERSION = 2  # bump when what is read from a tree changes (part of the shard's params hash)
@@ -50,6 +60,7 @@ SUFFIX = "_mask_color.png"
 COMBO_SIZE = (224, 224)  # (H, W) of COMBO's S4 / MS3 / processed_frames maskiges
 BEYOND = 150  # index of "a label beyond the palette" in the decoded index maps (black, as PIL shows it)
 BLACK = (0, 0, 0)
+MASKIGE_FILES_DIGEST = "maskige_files_digest"  # video attribute: what maskige_files_digest() gave
 
 # Where COMBO's trees sit under the folders a user may name (deepest first): COMBO's AVS_dataset/ root
 # (also the layout its pre_mask2rgb scripts write under their --save_dir), the release folder, its data folder.
@@ -232,11 +243,46 @@ def read_video(
     return arrays, beyond
 
 
+def maskige_files_digest(paths: list[Path], tree: Path, row: ManifestRow | None, hashes: HashCache) -> str:
+    """What one video's maskiges are made from, as one digest: each maskige file's name (relative to the
+    tree) and sha256 (through the stat-keyed ``hashes``: an unchanged file is not read again), and the
+    manifest row that says how its frames were fitted. Raises OSError when a file is missing."""
+    named = [(path.relative_to(tree).as_posix(), hashes.sha256(path)) for path in paths]
+    named.append((":manifest row", input_digest(asdict(row)) if row is not None else ""))  # no PNG is named so
+    return sha256_of_named_digests(named)
+
+
+@functools.lru_cache(maxsize=4)
+def tree_hashes(path: str) -> HashCache:
+    """The sha256 cache of a tree's maskige files (``path``; "" keeps it in memory only), read once per process."""
+    return HashCache(Path(path) if path else None)
+
+
+@dataclass(frozen=True)
+class PlannedVideo:
+    """One video of the extraction shard and what its maskiges would be made from (``identity``: the
+    stored attributes a previous shard's video must have to be reused; an empty value: never reused)."""
+
+    video_id: str
+    task: str = ""
+    split: str = ""
+    frame_shape: tuple[int, ...] = ()  # (T, H, W, 3) of the extracted frames
+    row: ManifestRow | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # the extracted video is unusable
+
+
 @dataclass(frozen=True)
 class ComboMaskigeTree:
-    """Maskige source: one dataset's COMBO ``pre_SAM_mask`` tree (``proposals.maskige_trees``)."""
+    """Maskige source: one dataset's COMBO ``pre_SAM_mask`` tree (``proposals.maskige_trees``).
+
+    ``hash_cache``: the stat-keyed sha256 cache of the tree's files ("" : in memory only); ``reuse``: copy
+    the videos whose frames and maskige files are unchanged from the previous shard, and keep that shard
+    as it is when every video is (:mod:`pipeline.shards.reuse`)."""
 
     root: str
+    hash_cache: str = ""
+    reuse: bool = True
 
     @property
     def label(self) -> str:
@@ -253,8 +299,6 @@ class ComboMaskigeTree:
     ) -> tuple[FailureLog, int]:
         """Write the proposals shard of every video of an extraction shard; (failures, 0 cache hits).
         ``manifest``: the shard's manifest slice, which says how each video's frames were fitted."""
-        from tqdm.auto import tqdm
-
         if not Path(self.root).is_dir():
             raise PrecomputedError(f"{self.root}: COMBO maskige tree not found (proposals.maskige_trees)")
         rows = read_manifest(manifest) if manifest is not None and Path(manifest).is_file() else []
@@ -262,30 +306,94 @@ class ComboMaskigeTree:
         failures = FailureLog(stage=KIND)
         settings = {"source": NAME, "reader_version": READER_VERSION}
         attrs = shard_provenance(dataset, NAME, self.root, "", combo_recipe(), settings, extract_path)
-        with (
-            ShardReader(extract_path) as reader,
-            ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs) as writer,
-        ):
-            for video_id in tqdm(reader.video_ids(), desc=f"maskiges {out_path.stem}", disable=not progress):
-                self._write_video(reader, writer, video_id, by_id.get(video_id), failures)
+        header = ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs)
+        with ShardReader(extract_path) as reader:
+            videos = self._plan(reader, by_id)
+        with PreviousShard(out_path, header.file_attrs, enabled=self.reuse) as previous:
+            reused = _reusable(previous, videos)
+            ids = [video.video_id for video in videos]
+            if previous.reader is not None and reused == set(ids) and previous.reader.video_ids() == ids:
+                for video in videos:  # the previous run's warnings, as its failures file had them
+                    self._warn(failures, video.video_id, previous.warnings(video.video_id))
+                print(f"proposals {out_path.name}: all {len(videos)} videos unchanged; previous shard kept as is")
+                return failures, 0
+            with header as writer:
+                for video in tqdm_videos(videos, out_path, progress):
+                    if video.video_id in reused:
+                        self._warn(failures, video.video_id, previous.copy(writer, video.video_id))
+                    else:
+                        self._write_video(writer, video, failures)
+            if previous.reason not in ("no previous shard", "reuse turned off"):
+                print(f"proposals {out_path.name}: {previous.summary(len(videos))}")
         return failures, 0
 
-    def _write_video(self, reader, writer, video_id: str, row: ManifestRow | None, failures: FailureLog) -> None:
-        attrs = reader.video_attrs(video_id)
-        task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
-        frames = reader.read(video_id, "frames")
-        geometry = geometry_for(row, split, tuple(frames.shape[1:3]))
+    def _plan(self, reader: ShardReader, by_id: dict[str, ManifestRow]) -> list[PlannedVideo]:
+        """Every video of the extraction shard, with its identity; saves the hash cache if it grew."""
+        hashes = tree_hashes(self.hash_cache)
+        before = dict(hashes.entries)
+        videos = [self._plan_video(reader, video_id, by_id.get(video_id), hashes) for video_id in reader.video_ids()]
+        if hashes.entries != before:
+            hashes.save()
+        return videos
+
+    def _plan_video(
+        self, reader: ShardReader, video_id: str, row: ManifestRow | None, hashes: HashCache
+    ) -> PlannedVideo:
         try:
-            arrays, beyond = read_video(maskige_tree(self.root, task), task, video_id, split, geometry, frames.shape[0])
-        except (PrecomputedError, ValueError) as exc:
-            failures.add(video_id, str(exc), source=self.root)
+            attrs = reader.video_attrs(video_id, ["task", "split", CONTENT_DIGEST])
+            shape = reader.shape(video_id, "frames")
+        except ShardError as exc:
+            return PlannedVideo(video_id, error=str(exc))
+        task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
+        try:
+            tree = maskige_tree(self.root, task)
+            files = maskige_files_digest(maskige_paths(tree, task, video_id, split, shape[0]), tree, row, hashes)
+        except (PrecomputedError, ValueError, OSError):
+            files = ""  # not reusable; reading the maskiges names the problem
+        identity = {SOURCE_DIGEST: str(attrs.get(CONTENT_DIGEST, "")), MASKIGE_FILES_DIGEST: files}
+        return PlannedVideo(video_id, task, split, tuple(shape), row, identity)
+
+    def _warn(self, failures: FailureLog, video_id: str, warnings: list[str]) -> None:
+        for warning in warnings:
+            failures.warn(video_id, warning, source=self.root)
+
+    def _write_video(self, writer: ShardWriter, video: PlannedVideo, failures: FailureLog) -> None:
+        if video.error:
+            failures.add(video.video_id, video.error, source=self.root)
             return
-        if beyond:
-            failures.warn(
-                video_id,
-                f"{beyond} maskige pixel(s) of labels beyond the {BEYOND}-row palette read as black, "
-                "as COMBO's loader reads them",
-                source=self.root,
+        task, split, num_frames = video.task, video.split, video.frame_shape[0]
+        geometry = geometry_for(video.row, split, tuple(video.frame_shape[1:3]))
+        try:
+            arrays, beyond = read_video(
+                maskige_tree(self.root, task), task, video.video_id, split, geometry, num_frames
             )
-        made_from = {SOURCE_DIGEST: attrs.get(CONTENT_DIGEST, "")}  # the frames these maskiges are paired with
-        writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames.shape[0]), **made_from})
+        except (PrecomputedError, ValueError) as exc:
+            failures.add(video.video_id, str(exc), source=self.root)
+            return
+        warnings = [_beyond_warning(beyond)] if beyond else []
+        self._warn(failures, video.video_id, warnings)
+        # identity: the frames these maskiges are paired with (source_digest) and the files they came from
+        writer.write_video(
+            video.video_id,
+            arrays,
+            {"cache_hit": False, "num_frames": num_frames, **video.identity, "warnings": warnings},
+        )
+
+
+def _beyond_warning(pixels: int) -> str:
+    return f"{pixels} maskige pixel(s) of labels beyond the {BEYOND}-row palette read as black, as COMBO's loader reads them"
+
+
+def _reusable(previous: PreviousShard, videos: list[PlannedVideo]) -> set[str]:
+    """The videos the previous shard holds made from the same frames and maskige files, stored intact."""
+    return {
+        v.video_id
+        for v in videos
+        if previous.matches_all(v.video_id, v.identity) and previous.arrays_intact(v.video_id)
+    }
+
+
+def tqdm_videos(videos: list[PlannedVideo], out_path: Path, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(videos, desc=f"maskiges {out_path.stem}", disable=not progress)
