@@ -30,7 +30,6 @@ palette per frame), so training reads it like computed maskiges.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -252,12 +251,6 @@ def maskige_files_digest(paths: list[Path], tree: Path, row: ManifestRow | None,
     return sha256_of_named_digests(named)
 
 
-@functools.lru_cache(maxsize=4)
-def tree_hashes(path: str) -> HashCache:
-    """The sha256 cache of a tree's maskige files (``path``; "" keeps it in memory only), read once per process."""
-    return HashCache(Path(path) if path else None)
-
-
 @dataclass(frozen=True)
 class PlannedVideo:
     """One video of the extraction shard and what its maskiges would be made from (``identity``: the
@@ -329,7 +322,7 @@ class ComboMaskigeTree:
 
     def _plan(self, reader: ShardReader, by_id: dict[str, ManifestRow]) -> list[PlannedVideo]:
         """Every video of the extraction shard, with its identity; saves the hash cache if it grew."""
-        hashes = tree_hashes(self.hash_cache)
+        hashes = HashCache(Path(self.hash_cache) if self.hash_cache else None)  # read per shard: a few ms
         before = dict(hashes.entries)
         videos = [self._plan_video(reader, video_id, by_id.get(video_id), hashes) for video_id in reader.video_ids()]
         if hashes.entries != before:

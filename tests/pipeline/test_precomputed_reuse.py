@@ -1,0 +1,219 @@
+"""Reruns of ``avs proposals --all-shards`` on a COMBO maskige tree (``combo_maskiges@D``): a video is
+copied from the previous shard when its frames (``source_digest``) and its maskige PNGs
+(``maskige_files_digest``) are unchanged and its stored arrays read back with their digests; a shard whose
+every video is unchanged is not rewritten at all. Whatever is reused, the result equals a from-scratch run.
+
+The tree is a small MS3-like release (6 videos, two shards: m_000, m_001 in shard 1, the rest in shard 0)
+with COMBO's maskiges written as its scripts write them (:mod:`test_precomputed`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from test_precomputed import many_masks, random_masks, write_combo_png
+from test_release_trees import _binary_mask, _csv, _frame, _png, _wav
+from test_shard_reuse import assert_same_shards
+
+from pipeline.failures import read_failures
+from pipeline.proposals.precomputed import MASKIGE_FILES_DIGEST
+from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter, failures_file
+from stages.cli import main
+
+VIDEOS = [f"m_{i:03d}" for i in range(6)]
+SHARD_OF = {"m_000": 1, "m_001": 1}  # the others: shard 0 (sha256 of the id mod 2)
+
+
+def _build(root: Path) -> tuple[Path, Path]:
+    """An MS3 release tree (frames, masks, wavs) and its COMBO maskige tree; m_002's second frame shows
+    labels beyond the palette (a warning that reuse must carry over)."""
+    top, data = root / "release" / "Multi-sources", root / "release" / "Multi-sources" / "ms3_data"
+    _csv(top / "ms3_meta_data.csv", ["video_id", "split"], [[v, "test"] for v in VIDEOS])
+    tree = root / "combo" / "ms3_data" / "pre_SAM_mask"
+    for vid in VIDEOS:
+        for k in range(1, 6):
+            _png(data / "visual_frames" / vid / f"{vid}.mp4_{k}.png", _frame())
+            _png(data / "gt_masks" / "test" / vid / f"{vid}_{k}.png", _binary_mask())
+            masks = many_masks(40, 40) if (vid, k) == ("m_002", 2) else random_masks(40, 40)
+            write_combo_png(tree / vid / f"{vid}.mp4_{k}_mask_color.png", masks)
+        _wav(data / "audio_wav" / "test" / f"{vid}.wav", 5.0)
+    return top, tree
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """Release + tree + manifest + extract shards (frames 32x32), built once and copied by each test."""
+    root = tmp_path_factory.mktemp("maskige_reuse")
+    top, tree = _build(root)
+    params = {
+        "data": {"root": "data", "manifests": "manifests", "datasets": ["ms3"], "shards": [0, 1]},
+        "dask": {"n_workers": 0},
+        "manifest": {"datasets": {"ms3": {"source": "avsbench_ms3", "root": str(top.relative_to(root))}}},
+        "extract": {"frame_size": [32, 32]},
+        "proposals": {"datasets": [], "maskige_trees": {"ms3": str(tree.relative_to(root))}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with contextlib.chdir(root):  # params.yaml names its paths relative to the project: copies work alike
+        assert _avs("manifest") == 0
+        for shard in ("0", "1"):
+            assert _avs("extract", "--shard", shard) == 0
+    return root
+
+
+def _avs(command: str, *extra: str) -> int:
+    return main([command, "--params", "params.yaml", "--dataset", "ms3", "--no-progress", *extra])
+
+
+@pytest.fixture
+def work(pristine, tmp_path, monkeypatch) -> Path:
+    """A copy of the pristine project with the proposals of a first run, as the working directory."""
+    shutil.copytree(pristine, tmp_path / "p")
+    monkeypatch.chdir(tmp_path / "p")
+    assert _avs("proposals", "--all-shards") == 0
+    return tmp_path / "p"
+
+
+def _shard(shard: int) -> Path:
+    return Path("data") / "ms3" / "proposals" / f"shard-{shard}.h5"
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _png_of(video: str, k: int) -> Path:
+    return Path("combo") / "ms3_data" / "pre_SAM_mask" / video / f"{video}.mp4_{k}_mask_color.png"
+
+
+def _rerun(capsys) -> str:
+    capsys.readouterr()
+    assert _avs("proposals", "--all-shards") == 0
+    return capsys.readouterr().out
+
+
+def _equals_from_scratch(tmp: Path) -> None:
+    """Both shards and failures files equal what ``--no-reuse`` writes in their place."""
+    for shard in (0, 1):
+        saved = tmp / f"rerun-{shard}"
+        saved.mkdir()
+        shutil.copy2(_shard(shard), saved / "shard.h5")
+        shutil.copy2(failures_file(_shard(shard)), saved / "shard.failures.csv")
+    assert _avs("proposals", "--all-shards", "--no-reuse") == 0
+    for shard in (0, 1):
+        assert_same_shards(tmp / f"rerun-{shard}" / "shard.h5", _shard(shard))
+        assert read_failures(tmp / f"rerun-{shard}" / "shard.failures.csv") == read_failures(
+            failures_file(_shard(shard))
+        )
+
+
+def test_a_rerun_with_nothing_changed_writes_no_shard(work, tmp_path, capsys):
+    stamps = {shard: _stamp(_shard(shard)) for shard in (0, 1)}
+    out = _rerun(capsys)
+    assert out.count("videos unchanged; previous shard kept as is") == 2, out
+    assert {shard: _stamp(_shard(shard)) for shard in (0, 1)} == stamps  # the very same files
+    warned = read_failures(failures_file(_shard(0)))
+    assert [row["video_id"] for row in warned] == ["m_002"] and "beyond the 150-row palette" in warned[0]["reason"]
+    cache = json.loads((work / "data" / "cache" / "maskiges-ms3.sha256.json").read_text())
+    assert len(cache["entries"]) == 5 * len(VIDEOS)  # every PNG hashed once, by stat
+    _equals_from_scratch(tmp_path)
+
+
+def test_one_edited_png_recomputes_only_its_video(work, tmp_path, capsys):
+    untouched = _stamp(_shard(1))
+    with ShardReader(_shard(0)) as reader:
+        before = reader.read("m_003", "maskige", 3)
+    write_combo_png(_png_of("m_003", 4), random_masks(40, 40, k=7))
+    out = _rerun(capsys)
+    assert "proposals shard-0.h5: 3 of 4 videos reused from the previous shard" in out, out
+    assert "shard-1.h5: all 2 videos unchanged; previous shard kept as is" in out
+    assert _stamp(_shard(1)) == untouched
+    with ShardReader(_shard(0)) as reader:
+        assert reader.video_ids() == ["m_002", "m_003", "m_004", "m_005"]  # manifest order kept
+        assert not np.array_equal(reader.read("m_003", "maskige", 3), before)
+    _equals_from_scratch(tmp_path)
+
+
+def test_a_changed_extraction_recomputes_its_video(work, tmp_path, capsys):
+    """m_004's frames are re-extracted differently (a new content digest): only m_004 is read again."""
+    extract = Path("data") / "ms3" / "extract" / "shard-0.h5"
+    with ShardReader(extract) as reader:
+        file_attrs = reader.file_attrs()
+        videos = {
+            v: (reader.video_attrs(v), {k: reader.read(v, k) for k in reader.keys(v)}) for v in reader.video_ids()
+        }
+    videos["m_004"][1]["frames"][0, 0, 0] ^= 0xFF
+    made_by_writer = {"kind", "params_hash", "package_version", "code_digest", "num_videos"}
+    header = {k: v for k, v in file_attrs.items() if k not in made_by_writer}
+    with ShardWriter(extract, kind="extract", params_hash=file_attrs["params_hash"], attrs=header) as writer:
+        for vid, (attrs, arrays) in videos.items():
+            attrs = {k: v for k, v in attrs.items() if k not in ("array_digests", CONTENT_DIGEST)}
+            writer.write_video(vid, arrays, attrs)
+    out = _rerun(capsys)
+    assert "proposals shard-0.h5: 3 of 4 videos reused from the previous shard" in out, out
+    with ShardReader(extract) as frames, ShardReader(_shard(0)) as maskiges:
+        assert maskiges.video_attrs("m_004")[SOURCE_DIGEST] == frames.video_attrs("m_004")[CONTENT_DIGEST]
+    _equals_from_scratch(tmp_path)
+
+
+def _flip_maskige_chunk(path: Path, video: str) -> None:
+    """Flip bytes inside the stored (compressed) first frame of a video's maskige, in the file itself."""
+    with ShardReader(path) as reader:
+        location = reader.locate(video, "maskige")
+    offset, size = location.chunks[0][0], location.chunks[0][1]
+    with open(path, "r+b") as fh:
+        fh.seek(offset + size // 2)
+        byte = fh.read(4)
+        fh.seek(offset + size // 2)
+        fh.write(bytes(b ^ 0x5A for b in byte))
+
+
+@pytest.mark.parametrize("damage", ["maskige bytes", "mask_counts value", "content digest", "input digest"])
+def test_a_corrupt_previous_shard_is_not_reused(work, tmp_path, capsys, damage):
+    if damage == "maskige bytes":
+        _flip_maskige_chunk(_shard(0), "m_005")
+    else:
+        with h5py.File(_shard(0), "r+") as fh:
+            group = fh["videos"]["m_005"]
+            if damage == "mask_counts value":
+                group["mask_counts"][2] += 1  # the digests left as they were
+            elif damage == "content digest":
+                group.attrs[CONTENT_DIGEST] = "0" * 64
+            else:
+                group.attrs[MASKIGE_FILES_DIGEST] = "0" * 64
+    out = _rerun(capsys)
+    assert "proposals shard-0.h5: 3 of 4 videos reused from the previous shard" in out, out
+    _equals_from_scratch(tmp_path)
+
+
+def test_the_hash_cache_spares_unchanged_files_their_read(work, capsys):
+    """A value planted in the cache for a file whose stat is unchanged is what the run uses: unchanged
+    PNGs are not read (here the planted digest makes m_001 look changed, so it alone is read again)."""
+    path = work / "data" / "cache" / "maskiges-ms3.sha256.json"
+    cache = json.loads(path.read_text())
+    key = str((work / _png_of("m_001", 1)).resolve())
+    cache["entries"][key][4] = "f" * 64
+    path.write_text(json.dumps(cache))
+    out = _rerun(capsys)
+    assert "proposals shard-1.h5: 1 of 2 videos reused from the previous shard" in out, out
+    assert "shard-0.h5: all 4 videos unchanged" in out
+
+
+def test_shards_no_longer_in_data_shards_are_removed(work, capsys):
+    folder = Path("data") / "ms3" / "proposals"
+    for name in ("shard-7.h5", "shard-7.failures.csv", "shard-07.h5", "shard-7-backup.h5", "notes.txt"):
+        (folder / name).write_text("x")
+    out = _rerun(capsys)
+    removed = [line for line in out.splitlines() if "removed" in line]
+    assert len(removed) == 2 and all("shard 7 is not in data.shards" in line for line in removed), out
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == sorted(
+        ["shard-0.h5", "shard-0.failures.csv", "shard-1.h5", "shard-1.failures.csv"]
+        + ["shard-07.h5", "shard-7-backup.h5", "notes.txt"]
+    )
