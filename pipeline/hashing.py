@@ -57,6 +57,16 @@ def sha256_of_named_digests(named: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def sha256_of_blocks(blocks: list[bytes]) -> str:
+    """Hex sha256 of byte blocks in order, each preceded by its length (block boundaries count): the
+    identity of data as a file stores it (a video's compressed chunks)."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(len(block).to_bytes(8, "little"))
+        digest.update(block)
+    return digest.hexdigest()
+
+
 @lru_cache(maxsize=64)
 def _memoised(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of_file(path)

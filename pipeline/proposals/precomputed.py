@@ -371,6 +371,7 @@ class ComboMaskigeTree:
             arrays,
             {"cache_hit": False, "num_frames": num_frames, **video.identity, "warnings": warnings},
         )
+        writer.seal_video(video.video_id)  # a rerun checks the stored bytes before reusing them
 
 
 def _beyond_warning(pixels: int) -> str:
@@ -382,7 +383,7 @@ def _reusable(previous: PreviousShard, videos: list[PlannedVideo]) -> set[str]:
     return {
         v.video_id
         for v in videos
-        if previous.matches_all(v.video_id, v.identity) and previous.arrays_intact(v.video_id)
+        if previous.matches_all(v.video_id, v.identity) and previous.stored_intact(v.video_id)
     }
 
 

@@ -16,7 +16,7 @@ from pipeline.shards.errors import ShardError
 from pipeline.shards.identity import CODE_DIGEST, code_digest
 from pipeline.shards.paths import group_name
 from pipeline.shards.reader import ShardReader
-from pipeline.shards.video_writer import VideoWriter, stored_digests_consistent
+from pipeline.shards.video_writer import STORED_DIGEST, VideoWriter, stored_digest, stored_digests_consistent
 
 
 class ShardWriter:
@@ -77,6 +77,13 @@ class ShardWriter:
             raise ShardError(f"{self.path}: video id {video_id!r} written twice")
         group = self._videos.create_group(name)
         return VideoWriter(self, video_id, group, shapes, dtypes, dict(attrs or {}), trimmable)
+
+    def seal_video(self, video_id: str) -> None:
+        """Record the written video's :func:`~pipeline.shards.video_writer.stored_digest`, so that a later
+        run can check its stored bytes cheaply before reusing it (:meth:`PreviousShard.stored_intact`)."""
+        assert self._h5 is not None, "use ShardWriter as a context manager"
+        group = self._videos[group_name(video_id)]
+        group.attrs[STORED_DIGEST] = stored_digest(group)
 
     def copy_video(self, reader: ShardReader, video_id: str, checked: bool = False) -> None:
         """Copy one video of another shard as stored (HDF5 object copy: compressed chunks are copied

@@ -1,6 +1,6 @@
 """Reruns of ``avs proposals --all-shards`` on a COMBO maskige tree (``combo_maskiges@D``): a video is
 copied from the previous shard when its frames (``source_digest``) and its maskige PNGs
-(``maskige_files_digest``) are unchanged and its stored arrays read back with their digests; a shard whose
+(``maskige_files_digest``) are unchanged and its arrays are stored as written (``stored_digest``); a shard whose
 every video is unchanged is not rewritten at all. Whatever is reused, the result equals a from-scratch run.
 
 The tree is a small MS3-like release (6 videos, two shards: m_000, m_001 in shard 1, the rest in shard 0)
@@ -23,7 +23,8 @@ from test_shard_reuse import assert_same_shards
 
 from pipeline.failures import read_failures
 from pipeline.proposals.precomputed import MASKIGE_FILES_DIGEST
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter, failures_file
+from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, PreviousShard, ShardReader, ShardWriter, failures_file
+from pipeline.shards.video_writer import STORED_DIGEST
 from stages.cli import main
 
 VIDEOS = [f"m_{i:03d}" for i in range(6)]
@@ -137,6 +138,7 @@ def test_one_edited_png_recomputes_only_its_video(work, tmp_path, capsys):
     with ShardReader(_shard(0)) as reader:
         assert reader.video_ids() == ["m_002", "m_003", "m_004", "m_005"]  # manifest order kept
         assert not np.array_equal(reader.read("m_003", "maskige", 3), before)
+    assert "shard-0.h5: all 4 videos unchanged" in _rerun(capsys)  # the copies kept their stored digests
     _equals_from_scratch(tmp_path)
 
 
@@ -174,7 +176,9 @@ def _flip_maskige_chunk(path: Path, video: str) -> None:
         fh.write(bytes(b ^ 0x5A for b in byte))
 
 
-@pytest.mark.parametrize("damage", ["maskige bytes", "mask_counts value", "content digest", "input digest"])
+@pytest.mark.parametrize(
+    "damage", ["maskige bytes", "mask_counts value", "content digest", "input digest", "stored digest"]
+)
 def test_a_corrupt_previous_shard_is_not_reused(work, tmp_path, capsys, damage):
     if damage == "maskige bytes":
         _flip_maskige_chunk(_shard(0), "m_005")
@@ -185,6 +189,8 @@ def test_a_corrupt_previous_shard_is_not_reused(work, tmp_path, capsys, damage):
                 group["mask_counts"][2] += 1  # the digests left as they were
             elif damage == "content digest":
                 group.attrs[CONTENT_DIGEST] = "0" * 64
+            elif damage == "stored digest":
+                group.attrs[STORED_DIGEST] = "0" * 64
             else:
                 group.attrs[MASKIGE_FILES_DIGEST] = "0" * 64
     out = _rerun(capsys)
@@ -217,3 +223,19 @@ def test_shards_no_longer_in_data_shards_are_removed(work, capsys):
         ["shard-0.h5", "shard-0.failures.csv", "shard-1.h5", "shard-1.failures.csv"]
         + ["shard-07.h5", "shard-7-backup.h5", "notes.txt"]
     )
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_stored_intact_sees_a_changed_value_with_or_without_a_stored_digest(tmp_path, sealed):
+    """PreviousShard.stored_intact: by the stored digest of a sealed video, else by reading the arrays back."""
+    path = tmp_path / "s.h5"
+    with ShardWriter(path, kind="proposals", params_hash="h") as writer:
+        for vid in ("a", "b"):
+            writer.write_video(vid, {"maskige": np.full((2, 8, 8, 3), 9, np.uint8), "mask_counts": np.arange(2)})
+            if sealed:
+                writer.seal_video(vid)
+    with h5py.File(path, "r+") as fh:
+        fh["videos"]["b"]["mask_counts"][1] = 5
+    header = ShardWriter(path, kind="proposals", params_hash="h").file_attrs
+    with PreviousShard(path, header) as previous:
+        assert previous.stored_intact("a") and not previous.stored_intact("b")
