@@ -23,6 +23,12 @@ in ``dropped_masks`` and reported as one warning per video. Any other colour, a 
 ADE20K's, or a size that is neither 224x224 nor the frame's own fails the video (one failures row naming
 the file); the other videos are written.
 
+Reruns (:class:`ComboMaskigeTree` with ``reuse``): a video is copied from the previous shard when its
+extracted frames (``source_digest``) and its maskige files (``maskige_files_digest``: each PNG's name and
+sha256, through a stat-keyed :class:`~pipeline.manifest.HashCache`, and its manifest row) are the ones
+stored, and its stored bytes still match their ``stored_digest``; a shard whose every video is so is
+kept as it is, not rewritten.
+
 Output: the proposals shard of :mod:`pipeline.proposals.shard` (``maskige`` uint8 [T,H,W,3],
 ``mask_counts`` int32 [T] = labels shown per frame, ``dropped_masks`` int32 [T] = labels beyond the
 palette per frame), so training reads it like computed maskiges.
