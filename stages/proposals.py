@@ -15,7 +15,8 @@ from pipeline.shards import shard_file
 from stages.common import StageContext, add_feature_stage, finish
 
 SOURCE_KIND = "extract"
-OWN_FILE = re.compile(r"shard-(0|[1-9][0-9]{0,8})(?:\.h5|\.failures\.csv)")  # the names this stage writes
+# the names this stage writes: shards, their digests (pipeline.shards.file_digest), their failures files
+OWN_FILE = re.compile(r"shard-(0|[1-9][0-9]{0,8})(?:\.h5|\.h5\.sha256|\.failures\.csv)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def _shards(ctx: StageContext) -> list[tuple[int | None, Path, Path]]:
 
 
 def _remove_other_shards(folder: Path, shards: set[int]) -> None:
-    """Delete this stage's own files (``shard-<N>.h5`` / ``shard-<N>.failures.csv`` exactly) of shard ids no
+    """Delete this stage's own files (``shard-<N>.h5`` / ``.h5.sha256`` / ``.failures.csv`` exactly) of shard ids no
     longer in data.shards: the folder is a persistent DVC output, so nothing else removes them."""
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         owned = OWN_FILE.fullmatch(path.name)

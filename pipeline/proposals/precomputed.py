@@ -51,12 +51,15 @@ from pipeline.proposals.palette import ade20k_palette
 from pipeline.proposals.shard import KIND, shard_hash, shard_provenance
 from pipeline.shards import (
     CONTENT_DIGEST,
+    SHAPES,
     SOURCE_DIGEST,
+    STORED_DIGEST,
     PreviousShard,
     ShardError,
     ShardReader,
     ShardWriter,
     input_digest,
+    record_file_digest,
 )
 
 NAME = "combo_pre_sam_mask"
@@ -305,16 +308,15 @@ class ComboMaskigeTree:
         failures = FailureLog(stage=KIND)
         settings = {"source": NAME, "reader_version": READER_VERSION}
         attrs = shard_provenance(dataset, NAME, self.root, "", combo_recipe(), settings, extract_path)
-        header = ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs)
+        header = ShardWriter(
+            out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs, index_keys=(MASKIGE_FILES_DIGEST,)
+        )
         with ShardReader(extract_path) as reader:
             videos = self._plan(reader, by_id)
         with PreviousShard(out_path, header.file_attrs, enabled=self.reuse) as previous:
-            reused = _reusable(previous, videos)
-            ids = [video.video_id for video in videos]
-            if previous.reader is not None and reused == set(ids) and previous.reader.video_ids() == ids:
-                for video in videos:  # the previous run's warnings, as its failures file had them
-                    self._warn(failures, video.video_id, previous.warnings(video.video_id))
-                print(f"proposals {out_path.name}: all {len(videos)} videos unchanged; previous shard kept as is")
+            index, why = previous.trusted_index()  # the fast path: the file as recorded, decided on its index
+            reused = _reusable(previous, videos, index)
+            if self._keep(previous, videos, reused, (index, why), failures, out_path):
                 return failures, 0
             with header as writer:
                 for video in tqdm_videos(videos, out_path, progress):
@@ -322,25 +324,63 @@ class ComboMaskigeTree:
                         self._warn(failures, video.video_id, previous.copy(writer, video.video_id))
                     else:
                         self._write_video(writer, video, failures)
+            record_file_digest(out_path)  # after the rename: a crash in between leaves a digest that fails
             if previous.reason not in ("no previous shard", "reuse turned off"):
-                print(f"proposals {out_path.name}: {previous.summary(len(videos))}")
+                checked = f" (checked per video: {why})" if index is None and previous.reader is not None else ""
+                print(f"proposals {out_path.name}: {previous.summary(len(videos))}{checked}")
         return failures, 0
+
+    def _keep(
+        self,
+        previous: PreviousShard,
+        videos: list[PlannedVideo],
+        reused: set[str],
+        trusted: tuple[dict[str, dict] | None, str],
+        failures: FailureLog,
+        out_path: Path,
+    ) -> bool:
+        """Keep the previous shard as is when it holds every video, unchanged, in order. ``trusted``: its
+        index when its bytes match their recorded digest, and why not. Checked per video instead, it is
+        kept only when its index agrees with its videos (then its digest is recorded, so the next run
+        takes the fast path); a shard without index is rewritten (copies) to gain one."""
+        index, why = trusted
+        ids = [video.video_id for video in videos]
+        if previous.reader is None or reused != set(ids) or previous.reader.video_ids() != ids:
+            return False
+        if index is None:
+            keys = [MASKIGE_FILES_DIGEST, SOURCE_DIGEST, STORED_DIGEST, "warnings"]
+            if not previous.index_agrees(ids, keys):
+                return False
+            record_file_digest(out_path)
+        for video_id in ids:  # the previous run's warnings, as its failures file had them
+            stored = index[video_id].get("warnings") if index is not None else previous.warnings(video_id)
+            self._warn(failures, video_id, list(stored or []))
+        how = "" if index is not None else f" (checked per video: {why}; its digest recorded)"
+        print(f"proposals {out_path.name}: all {len(videos)} videos unchanged; previous shard kept as is{how}")
+        return True
 
     def _plan(self, reader: ShardReader, by_id: dict[str, ManifestRow]) -> list[PlannedVideo]:
         """Every video of the extraction shard, with its identity; saves the hash cache if it grew."""
         hashes = HashCache(Path(self.hash_cache) if self.hash_cache else None)  # read per shard: a few ms
         before = dict(hashes.entries)
-        videos = [self._plan_video(reader, video_id, by_id.get(video_id), hashes) for video_id in reader.video_ids()]
+        index = reader.index() or {}  # one read for all videos (a shard written before indexes: per video)
+        videos = [
+            self._plan_video(reader, video_id, by_id.get(video_id), hashes, index.get(video_id))
+            for video_id in reader.video_ids()
+        ]
         if hashes.entries != before:
             hashes.save()
         return videos
 
     def _plan_video(
-        self, reader: ShardReader, video_id: str, row: ManifestRow | None, hashes: HashCache
+        self, reader: ShardReader, video_id: str, row: ManifestRow | None, hashes: HashCache, entry: dict | None
     ) -> PlannedVideo:
         try:
-            attrs = reader.video_attrs(video_id, ["task", "split", CONTENT_DIGEST])
-            shape = reader.shape(video_id, "frames")
+            if entry is not None and "frames" in entry.get(SHAPES, {}):
+                attrs, shape = entry, tuple(entry[SHAPES]["frames"])
+            else:
+                attrs = reader.video_attrs(video_id, ["task", "split", CONTENT_DIGEST])
+                shape = reader.shape(video_id, "frames")
         except ShardError as exc:
             return PlannedVideo(video_id, error=str(exc))
         task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
@@ -384,8 +424,16 @@ def _beyond_warning(pixels: int) -> str:
     return f"{pixels} maskige pixel(s) of labels beyond the {BEYOND}-row palette read as black, as COMBO's loader reads them"
 
 
-def _reusable(previous: PreviousShard, videos: list[PlannedVideo]) -> set[str]:
-    """The videos the previous shard holds made from the same frames and maskige files, stored intact."""
+def _reusable(previous: PreviousShard, videos: list[PlannedVideo], index: dict[str, dict] | None) -> set[str]:
+    """The videos the previous shard holds made from the same frames and maskige files, stored intact:
+    by its ``index`` when the file is as recorded (its stored digests then hold), else video by video."""
+    if index is not None:
+        return {
+            v.video_id
+            for v in videos
+            if all(v.identity.values())
+            and all(index.get(v.video_id, {}).get(key) == value for key, value in v.identity.items())
+        }
     return {
         v.video_id
         for v in videos

@@ -26,7 +26,9 @@ from typing import Any
 from pipeline.atomic import DiskFullError, ensure_free_space
 from pipeline.shards.attributes import from_attr, to_attr
 from pipeline.shards.errors import ShardError
+from pipeline.shards.file_digest import file_digest_mismatch
 from pipeline.shards.identity import ARRAY_DIGESTS, verify_array
+from pipeline.shards.located import FileStamp
 from pipeline.shards.reader import ShardReader
 from pipeline.shards.video_writer import STORED_DIGEST, stored_digest, stored_digests_consistent
 
@@ -85,6 +87,35 @@ class PreviousShard:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+
+    def trusted_index(self) -> tuple[dict[str, dict[str, Any]] | None, str]:
+        """(the previous shard's index, "") when the file this reader has open hashes to the digest recorded
+        beside it (:mod:`pipeline.shards.file_digest`): its bytes are as written, so its index says what
+        its videos hold and their stored digests hold. Else (None, why not): check video by video."""
+        if self.reader is None:
+            return None, self.reason
+        stamp = self.reader.stamp()
+        why = file_digest_mismatch(self.path)
+        if not why and _path_stamp(self.path) != stamp:
+            why = f"{self.path.name} changed while it was read"
+        index = None if why else self.reader.index()
+        if not why and index is None:
+            why = "previous shard has no index (written by an earlier version)"
+        return index, why
+
+    def index_agrees(self, video_ids: Iterable[str], keys: Iterable[str]) -> bool:
+        """Whether the previous shard's index lists ``video_ids`` with the attributes ``keys`` that each
+        video's group holds (read per video: the slow path's check before a digest is recorded)."""
+        index = self.reader.index() if self.reader is not None else None
+        if index is None:
+            return False
+        keys = list(keys)
+        for video_id in video_ids:
+            entry = index.get(video_id, {})
+            stored = self.reader.video_attrs(video_id, keys)
+            if stored != {key: entry[key] for key in keys if key in entry}:
+                return False
+        return True
 
     def matches(self, video_id: str, key: str, expected: Any) -> bool:
         """Whether the previous shard holds ``video_id`` made from the same input (its attribute ``key``
@@ -148,6 +179,14 @@ class PreviousShard:
         if self.reused or not self.reason:
             return f"{self.reused} of {total} videos reused from the previous shard"
         return f"0 of {total} videos reused ({self.reason})"
+
+
+def _path_stamp(path: Path) -> FileStamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class InOrder:

@@ -26,6 +26,9 @@ class OpenShard(Protocol):
     count: int
     _videos: Any  # the open /videos group
 
+    def indexed(self, video_id: str, attrs: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> None:
+        """Record a finished video in the shard's index."""
+
 
 READ_BACK_ROWS = 1 << 20  # rows read at a time when a trimmed array is hashed again
 
@@ -141,6 +144,7 @@ class VideoWriter:
         self.group.attrs["video_id"] = self.video_id
         for key, value in {**self.attrs, **identity}.items():
             self.group.attrs[key] = to_attr(value)
+        self.shard.indexed(self.video_id, {**self.attrs, **identity}, self._shapes)
         self.shard.count += 1
 
 

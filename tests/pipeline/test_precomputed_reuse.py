@@ -213,14 +213,22 @@ def test_the_hash_cache_spares_unchanged_files_their_read(work, capsys):
 
 def test_shards_no_longer_in_data_shards_are_removed(work, capsys):
     folder = Path("data") / "ms3" / "proposals"
-    for name in ("shard-7.h5", "shard-7.failures.csv", "shard-07.h5", "shard-7-backup.h5", "notes.txt"):
+    for name in (
+        "shard-7.h5",
+        "shard-7.h5.sha256",
+        "shard-7.failures.csv",
+        "shard-07.h5",
+        "shard-7-backup.h5",
+        "notes.txt",
+    ):
         (folder / name).write_text("x")
     out = _rerun(capsys)
     removed = [line for line in out.splitlines() if "removed" in line]
-    assert len(removed) == 2 and all("shard 7 is not in data.shards" in line for line in removed), out
+    assert len(removed) == 3 and all("shard 7 is not in data.shards" in line for line in removed), out
     left = sorted(p.name for p in folder.iterdir())
     assert left == sorted(
-        ["shard-0.h5", "shard-0.failures.csv", "shard-1.h5", "shard-1.failures.csv"]
+        ["shard-0.h5", "shard-0.failures.csv", "shard-1.h5", "shard-1.failures.csv", "shard-0.h5.sha256"]
+        + ["shard-1.h5.sha256"]
         + ["shard-07.h5", "shard-7-backup.h5", "notes.txt"]
     )
 
