@@ -22,9 +22,21 @@ from test_release_trees import _binary_mask, _csv, _frame, _png, _wav
 from test_shard_reuse import assert_same_shards
 
 from pipeline.failures import read_failures
+from pipeline.hashing import sha256_of_file
 from pipeline.proposals.precomputed import MASKIGE_FILES_DIGEST
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, PreviousShard, ShardReader, ShardWriter, failures_file
-from pipeline.shards.video_writer import STORED_DIGEST
+from pipeline.shards import (
+    CONTENT_DIGEST,
+    SHAPES,
+    SOURCE_DIGEST,
+    STORED_DIGEST,
+    PreviousShard,
+    ShardReader,
+    ShardWriter,
+    digest_file,
+    failures_file,
+    file_digest_mismatch,
+    record_file_digest,
+)
 from stages.cli import main
 
 VIDEOS = [f"m_{i:03d}" for i in range(6)]
@@ -247,3 +259,158 @@ def test_stored_intact_sees_a_changed_value_with_or_without_a_stored_digest(tmp_
     header = ShardWriter(path, kind="proposals", params_hash="h").file_attrs
     with PreviousShard(path, header) as previous:
         assert previous.stored_intact("a") and not previous.stored_intact("b")
+
+
+def test_the_index_lists_each_video_and_survives_a_copy(tmp_path):
+    """ShardWriter writes /_index at close (written and copied videos alike); ShardReader.index reads it."""
+    path, copy = tmp_path / "s.h5", tmp_path / "c.h5"
+    with ShardWriter(path, kind="proposals", params_hash="h", index_keys=("own",)) as writer:
+        for vid in ("b/1", "a"):
+            arrays = {"maskige": np.full((2, 8, 8, 3), len(vid), np.uint8), "mask_counts": np.arange(2)}
+            writer.write_video(vid, arrays, {SOURCE_DIGEST: f"s{vid}", "own": vid, "other": 1, "warnings": ["w"]})
+            writer.seal_video(vid)
+    with ShardReader(path) as reader:
+        index = reader.index()
+        assert list(index) == ["b/1", "a"] == reader.video_ids()
+        for vid in index:
+            attrs = reader.video_attrs(vid)
+            expected = {k: attrs[k] for k in (CONTENT_DIGEST, SOURCE_DIGEST, STORED_DIGEST, "own", "warnings")}
+            assert index[vid] == {**expected, SHAPES: {"maskige": [2, 8, 8, 3], "mask_counts": [2]}}
+        with ShardWriter(copy, kind="proposals", params_hash="h", index_keys=("own",)) as writer:
+            writer.copy_video(reader, "a")
+            writer.write_video("c", {"mask_counts": np.arange(3)})
+    with ShardReader(copy) as copied:
+        assert list(copied.index()) == ["a", "c"]
+        assert copied.index()["a"] == index["a"]
+        assert copied.index()["c"][SHAPES] == {"mask_counts": [3]}
+
+
+def test_a_shard_without_a_readable_index_has_none(tmp_path):
+    path = tmp_path / "s.h5"
+    with ShardWriter(path, kind="proposals", params_hash="h") as writer:
+        writer.write_video("a", {"mask_counts": np.arange(2)})
+    with h5py.File(path, "r+") as fh:
+        del fh["_index"]
+        fh["_index"] = np.frombuffer(b'{"format": 1, "videos": [["z", {}]]}', np.uint8)  # lists another video
+    with ShardReader(path) as reader:
+        assert reader.index() is None
+    with h5py.File(path, "r+") as fh:
+        del fh["_index"]  # as written before indexes
+    with ShardReader(path) as reader:
+        assert reader.index() is None
+
+
+@pytest.fixture
+def counted_attr_reads(monkeypatch) -> list[str]:
+    """Every ShardReader.video_attrs call (video ids), through the real method."""
+    calls: list[str] = []
+    real = ShardReader.video_attrs
+
+    def counting(self, video_id, keys=None):
+        calls.append(video_id)
+        return real(self, video_id, keys)
+
+    monkeypatch.setattr(ShardReader, "video_attrs", counting)
+    return calls
+
+
+def test_an_unchanged_shard_is_kept_without_reading_any_video(work, tmp_path, capsys, counted_attr_reads):
+    stamps = {shard: _stamp(_shard(shard)) for shard in (0, 1)}
+    digests = {shard: digest_file(_shard(shard)).read_text() for shard in (0, 1)}
+    out = _rerun(capsys)
+    assert out.count("videos unchanged; previous shard kept as is\n") == 2, out  # the fast path: no reason given
+    assert counted_attr_reads == []  # decided on the two shards' indexes
+    assert {shard: _stamp(_shard(shard)) for shard in (0, 1)} == stamps
+    assert {shard: digest_file(_shard(shard)).read_text() for shard in (0, 1)} == digests  # kept with its shard
+    warned = read_failures(failures_file(_shard(0)))  # the warning, from the index
+    assert [row["video_id"] for row in warned] == ["m_002"] and "beyond the 150-row palette" in warned[0]["reason"]
+    _equals_from_scratch(tmp_path)
+
+
+def test_a_rewritten_shard_gets_a_digest_that_matches_it(work):
+    for shard in (0, 1):
+        assert file_digest_mismatch(_shard(shard)) == ""
+        assert digest_file(_shard(shard)).read_text().split() == [sha256_of_file(_shard(shard)), f"shard-{shard}.h5"]
+
+
+def _change_indexed_source_digest(path: Path) -> None:
+    """Change one hex digit of the first ``source_digest`` the index lists, in place: the index stays valid
+    JSON and the file is otherwise as written."""
+    with ShardReader(path) as reader:
+        offset = reader._h5["_index"].id.get_offset()
+        raw = reader._h5["_index"][()].tobytes()
+    at = raw.index(b'"source_digest": "') + len(b'"source_digest": "')
+    with open(path, "r+b") as fh:
+        fh.seek(offset + at)
+        fh.write(b"0" if raw[at : at + 1] != b"0" else b"1")
+
+
+def test_changed_file_bytes_fail_the_digest_and_take_the_per_video_path(work, tmp_path, capsys):
+    _flip_maskige_chunk(_shard(0), "m_005")
+    out = _rerun(capsys)
+    assert (
+        "proposals shard-0.h5: 3 of 4 videos reused from the previous shard "
+        "(checked per video: shard-0.h5 differs from its shard-0.h5.sha256)" in out
+    ), out
+    assert "shard-1.h5: all 2 videos unchanged; previous shard kept as is\n" in out
+    assert file_digest_mismatch(_shard(0)) == ""  # the rewritten shard's digest
+    _equals_from_scratch(tmp_path)
+
+
+def test_a_changed_index_is_not_trusted(work, tmp_path, capsys):
+    """Bytes changed in the index alone: the digest fails, the per-video check finds every video intact but
+    the index disagreeing with them, so the shard is rewritten (copies) with a right index."""
+    _change_indexed_source_digest(_shard(0))
+    with ShardReader(_shard(0)) as reader:
+        assert reader.index() is not None  # still an index, a wrong one
+    out = _rerun(capsys)
+    assert "shard-0.h5: 4 of 4 videos reused from the previous shard (checked per video" in out, out
+    with ShardReader(_shard(0)) as reader:
+        assert reader.index() is not None and file_digest_mismatch(_shard(0)) == ""
+    _equals_from_scratch(tmp_path)
+
+
+def test_a_missing_digest_takes_the_per_video_path_once(work, tmp_path, capsys, counted_attr_reads):
+    """The crash window between the shard's rename and its digest's write: the videos are checked one by
+    one; the shard, found intact with an index that agrees, is kept and its digest recorded."""
+    stamp = _stamp(_shard(1))
+    digest_file(_shard(1)).unlink()
+    out = _rerun(capsys)
+    assert (
+        "shard-1.h5: all 2 videos unchanged; previous shard kept as is "
+        "(checked per video: no shard-1.h5.sha256; its digest recorded)" in out
+    ), out
+    assert sorted(set(counted_attr_reads)) == ["m_000", "m_001"]  # shard 1's videos; shard 0 by its index
+    assert _stamp(_shard(1)) == stamp and file_digest_mismatch(_shard(1)) == ""
+    counted_attr_reads.clear()
+    assert _rerun(capsys).count("previous shard kept as is\n") == 2 and counted_attr_reads == []
+    _equals_from_scratch(tmp_path)
+
+
+def test_a_stale_digest_never_passes_a_rewritten_shard(work, tmp_path, capsys):
+    """A rename, then a crash before the digest: the digest left is the previous shard's."""
+    stale = digest_file(_shard(0)).read_text()
+    write_combo_png(_png_of("m_003", 4), random_masks(40, 40, k=7))
+    _rerun(capsys)
+    digest_file(_shard(0)).write_text(stale)
+    out = _rerun(capsys)
+    assert "shard-0.h5: all 4 videos unchanged; previous shard kept as is (checked per video: shard-0.h5 differs" in out
+    _equals_from_scratch(tmp_path)
+
+
+def test_shards_written_before_indexes_are_checked_per_video(work, tmp_path, capsys):
+    """Previous proposals shards and extract shards without an index: per-video reads; a proposals shard
+    without one is rewritten once (its videos copied) to gain an index and a digest."""
+    for path in (_shard(0), Path("data") / "ms3" / "extract" / "shard-0.h5"):
+        with h5py.File(path, "r+") as fh:
+            del fh["_index"]
+    record_file_digest(_shard(0))  # even with a matching digest
+    out = _rerun(capsys)
+    assert (
+        "shard-0.h5: 4 of 4 videos reused from the previous shard (checked per video: previous shard has no "
+        "index (written by an earlier version))" in out
+    ), out
+    with ShardReader(_shard(0)) as reader:
+        assert list(reader.index()) == ["m_002", "m_003", "m_004", "m_005"]
+    assert "shard-0.h5: all 4 videos unchanged; previous shard kept as is\n" in _rerun(capsys)
+    _equals_from_scratch(tmp_path)
