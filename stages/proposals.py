@@ -4,6 +4,7 @@ maskige source (a SAM-family backend, or COMBO's ``pre_SAM_mask`` tree: ``propos
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from pipeline.manifest import shard_slice_file
@@ -14,6 +15,8 @@ from pipeline.shards import shard_file
 from stages.common import StageContext, add_feature_stage, finish
 
 SOURCE_KIND = "extract"
+# the names this stage writes: shards, their digests (pipeline.shards.file_digest), their failures files
+OWN_FILE = re.compile(r"shard-(0|[1-9][0-9]{0,8})(?:\.h5|\.h5\.sha256|\.failures\.csv)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="per-video result cache (overrides proposals.cache_dir; '' disables)")
     parser.add_argument(
         "--all-shards", action="store_true", help="every shard of data.shards (with --dataset; no --shard/--in/--out)"
+    )
+    parser.add_argument(
+        "--no-reuse", dest="reuse", action="store_false", help="recompute every video (none copied from the last shard)"
     )
 
 
@@ -37,7 +43,18 @@ def _shards(ctx: StageContext) -> list[tuple[int | None, Path, Path]]:
         if not in_path.is_file():
             raise ParamsError(f"{in_path}: {SOURCE_KIND} shard not found (run `avs {SOURCE_KIND}` first)")
         found.append((shard, in_path, shard_file(ctx.data_root, args.dataset, KIND, shard)))
+    _remove_other_shards(ctx.data_root / args.dataset / KIND, set(ctx.data.shards))
     return found
+
+
+def _remove_other_shards(folder: Path, shards: set[int]) -> None:
+    """Delete this stage's own files (``shard-<N>.h5`` / ``.h5.sha256`` / ``.failures.csv`` exactly) of shard ids no
+    longer in data.shards: the folder is a persistent DVC output, so nothing else removes them."""
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        owned = OWN_FILE.fullmatch(path.name)
+        if owned and int(owned.group(1)) not in shards and path.is_file() and not path.is_symlink():
+            path.unlink()
+            print(f"proposals: removed {path} (shard {owned.group(1)} is not in data.shards)")
 
 
 def _manifest_slice(ctx: StageContext, shard: int | None) -> Path | None:
@@ -50,7 +67,9 @@ def _manifest_slice(ctx: StageContext, shard: int | None) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
     params = ctx.section(ProposalStageParams, "proposals", cache_dir=args.cache_dir)
-    source = maskige_source(params, args.dataset or "", ctx.dask())
+    dataset = args.dataset or ""
+    tree_cache = ctx.source_hash_cache.with_name(f"maskiges-{dataset}.sha256.json")  # beside the manifest's
+    source = maskige_source(params, dataset, ctx.dask(), reuse=args.reuse, tree_hash_cache=tree_cache)
     status = 0
     for shard, in_path, out_path in _shards(ctx):
         failures, hits = source.write_shard(

@@ -23,6 +23,12 @@ in ``dropped_masks`` and reported as one warning per video. Any other colour, a 
 ADE20K's, or a size that is neither 224x224 nor the frame's own fails the video (one failures row naming
 the file); the other videos are written.
 
+Reruns (:class:`ComboMaskigeTree` with ``reuse``): a video is copied from the previous shard when its
+extracted frames (``source_digest``) and its maskige files (``maskige_files_digest``: each PNG's name and
+sha256, through a stat-keyed :class:`~pipeline.manifest.HashCache`, and its manifest row) are the ones
+stored, and its stored bytes still match their ``stored_digest``; a shard whose every video is so is
+kept as it is, not rewritten.
+
 Output: the proposals shard of :mod:`pipeline.proposals.shard` (``maskige`` uint8 [T,H,W,3],
 ``mask_counts`` int32 [T] = labels shown per frame, ``dropped_masks`` int32 [T] = labels beyond the
 palette per frame), so training reads it like computed maskiges.
@@ -30,19 +36,31 @@ palette per frame), so training reads it like computed maskiges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from pipeline.failures import FailureLog
+from pipeline.hashing import sha256_of_named_digests
 from pipeline.labels import fit_image
-from pipeline.manifest import ManifestRow, read_manifest
+from pipeline.manifest import HashCache, ManifestRow, read_manifest
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
 from pipeline.proposals.shard import KIND, shard_hash, shard_provenance
-from pipeline.shards import CONTENT_DIGEST, SOURCE_DIGEST, ShardReader, ShardWriter
+from pipeline.shards import (
+    CONTENT_DIGEST,
+    SHAPES,
+    SOURCE_DIGEST,
+    STORED_DIGEST,
+    PreviousShard,
+    ShardError,
+    ShardReader,
+    ShardWriter,
+    input_digest,
+    record_file_digest,
+)
 
 NAME = "combo_pre_sam_mask"
 READER_VERSION = 2  # bump when what is read from a tree changes (part of the shard's params hash)
@@ -50,6 +68,7 @@ SUFFIX = "_mask_color.png"
 COMBO_SIZE = (224, 224)  # (H, W) of COMBO's S4 / MS3 / processed_frames maskiges
 BEYOND = 150  # index of "a label beyond the palette" in the decoded index maps (black, as PIL shows it)
 BLACK = (0, 0, 0)
+MASKIGE_FILES_DIGEST = "maskige_files_digest"  # video attribute: what maskige_files_digest() gave
 
 # Where COMBO's trees sit under the folders a user may name (deepest first): COMBO's AVS_dataset/ root
 # (also the layout its pre_mask2rgb scripts write under their --save_dir), the release folder, its data folder.
@@ -232,11 +251,40 @@ def read_video(
     return arrays, beyond
 
 
+def maskige_files_digest(paths: list[Path], tree: Path, row: ManifestRow | None, hashes: HashCache) -> str:
+    """What one video's maskiges are made from, as one digest: each maskige file's name (relative to the
+    tree) and sha256 (through the stat-keyed ``hashes``: an unchanged file is not read again), and the
+    manifest row that says how its frames were fitted. Raises OSError when a file is missing."""
+    named = [(path.relative_to(tree).as_posix(), hashes.sha256(path)) for path in paths]
+    named.append((":manifest row", input_digest(asdict(row)) if row is not None else ""))  # no PNG is named so
+    return sha256_of_named_digests(named)
+
+
+@dataclass(frozen=True)
+class PlannedVideo:
+    """One video of the extraction shard and what its maskiges would be made from (``identity``: the
+    stored attributes a previous shard's video must have to be reused; an empty value: never reused)."""
+
+    video_id: str
+    task: str = ""
+    split: str = ""
+    frame_shape: tuple[int, ...] = ()  # (T, H, W, 3) of the extracted frames
+    row: ManifestRow | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # the extracted video is unusable
+
+
 @dataclass(frozen=True)
 class ComboMaskigeTree:
-    """Maskige source: one dataset's COMBO ``pre_SAM_mask`` tree (``proposals.maskige_trees``)."""
+    """Maskige source: one dataset's COMBO ``pre_SAM_mask`` tree (``proposals.maskige_trees``).
+
+    ``hash_cache``: the stat-keyed sha256 cache of the tree's files ("" : in memory only); ``reuse``: copy
+    the videos whose frames and maskige files are unchanged from the previous shard, and keep that shard
+    as it is when every video is (:mod:`pipeline.shards.reuse`)."""
 
     root: str
+    hash_cache: str = ""
+    reuse: bool = True
 
     @property
     def label(self) -> str:
@@ -253,8 +301,6 @@ class ComboMaskigeTree:
     ) -> tuple[FailureLog, int]:
         """Write the proposals shard of every video of an extraction shard; (failures, 0 cache hits).
         ``manifest``: the shard's manifest slice, which says how each video's frames were fitted."""
-        from tqdm.auto import tqdm
-
         if not Path(self.root).is_dir():
             raise PrecomputedError(f"{self.root}: COMBO maskige tree not found (proposals.maskige_trees)")
         rows = read_manifest(manifest) if manifest is not None and Path(manifest).is_file() else []
@@ -262,30 +308,140 @@ class ComboMaskigeTree:
         failures = FailureLog(stage=KIND)
         settings = {"source": NAME, "reader_version": READER_VERSION}
         attrs = shard_provenance(dataset, NAME, self.root, "", combo_recipe(), settings, extract_path)
-        with (
-            ShardReader(extract_path) as reader,
-            ShardWriter(out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs) as writer,
-        ):
-            for video_id in tqdm(reader.video_ids(), desc=f"maskiges {out_path.stem}", disable=not progress):
-                self._write_video(reader, writer, video_id, by_id.get(video_id), failures)
+        header = ShardWriter(
+            out_path, kind=KIND, params_hash=shard_hash(settings, ""), attrs=attrs, index_keys=(MASKIGE_FILES_DIGEST,)
+        )
+        with ShardReader(extract_path) as reader:
+            videos = self._plan(reader, by_id)
+        with PreviousShard(out_path, header.file_attrs, enabled=self.reuse) as previous:
+            index, why = previous.trusted_index()  # the fast path: the file as recorded, decided on its index
+            reused = _reusable(previous, videos, index)
+            if self._keep(previous, videos, reused, (index, why), failures, out_path):
+                return failures, 0
+            with header as writer:
+                for video in tqdm_videos(videos, out_path, progress):
+                    if video.video_id in reused:
+                        self._warn(failures, video.video_id, previous.copy(writer, video.video_id))
+                    else:
+                        self._write_video(writer, video, failures)
+            record_file_digest(out_path)  # after the rename: a crash in between leaves a digest that fails
+            if previous.reason not in ("no previous shard", "reuse turned off"):
+                checked = f" (checked per video: {why})" if index is None and previous.reader is not None else ""
+                print(f"proposals {out_path.name}: {previous.summary(len(videos))}{checked}")
         return failures, 0
 
-    def _write_video(self, reader, writer, video_id: str, row: ManifestRow | None, failures: FailureLog) -> None:
-        attrs = reader.video_attrs(video_id)
-        task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
-        frames_shape = reader.shape(video_id, "frames")  # [T,H,W,3]: their size and count, not their pixels
-        geometry = geometry_for(row, split, tuple(frames_shape[1:3]))
+    def _keep(
+        self,
+        previous: PreviousShard,
+        videos: list[PlannedVideo],
+        reused: set[str],
+        trusted: tuple[dict[str, dict] | None, str],
+        failures: FailureLog,
+        out_path: Path,
+    ) -> bool:
+        """Keep the previous shard as is when it holds every video, unchanged, in order. ``trusted``: its
+        index when its bytes match their recorded digest, and why not. Checked per video instead, it is
+        kept only when its index agrees with its videos (then its digest is recorded, so the next run
+        takes the fast path); a shard without index is rewritten (copies) to gain one."""
+        index, why = trusted
+        ids = [video.video_id for video in videos]
+        if previous.reader is None or reused != set(ids) or previous.reader.video_ids() != ids:
+            return False
+        if index is None:
+            keys = [MASKIGE_FILES_DIGEST, SOURCE_DIGEST, STORED_DIGEST, "warnings"]
+            if not previous.index_agrees(ids, keys):
+                return False
+            record_file_digest(out_path)
+        for video_id in ids:  # the previous run's warnings, as its failures file had them
+            stored = index[video_id].get("warnings") if index is not None else previous.warnings(video_id)
+            self._warn(failures, video_id, list(stored or []))
+        how = "" if index is not None else f" (checked per video: {why}; its digest recorded)"
+        print(f"proposals {out_path.name}: all {len(videos)} videos unchanged; previous shard kept as is{how}")
+        return True
+
+    def _plan(self, reader: ShardReader, by_id: dict[str, ManifestRow]) -> list[PlannedVideo]:
+        """Every video of the extraction shard, with its identity; saves the hash cache if it grew."""
+        hashes = HashCache(Path(self.hash_cache) if self.hash_cache else None)  # read per shard: a few ms
+        before = dict(hashes.entries)
+        index = reader.index() or {}  # one read for all videos (a shard written before indexes: per video)
+        videos = [
+            self._plan_video(reader, video_id, by_id.get(video_id), hashes, index.get(video_id))
+            for video_id in reader.video_ids()
+        ]
+        if hashes.entries != before:
+            hashes.save()
+        return videos
+
+    def _plan_video(
+        self, reader: ShardReader, video_id: str, row: ManifestRow | None, hashes: HashCache, entry: dict | None
+    ) -> PlannedVideo:
         try:
-            arrays, beyond = read_video(maskige_tree(self.root, task), task, video_id, split, geometry, frames_shape[0])
-        except (PrecomputedError, ValueError) as exc:
-            failures.add(video_id, str(exc), source=self.root)
+            if entry is not None and "frames" in entry.get(SHAPES, {}):
+                attrs, shape = entry, tuple(entry[SHAPES]["frames"])
+            else:
+                attrs = reader.video_attrs(video_id, ["task", "split", CONTENT_DIGEST])
+                shape = reader.shape(video_id, "frames")
+        except ShardError as exc:
+            return PlannedVideo(video_id, error=str(exc))
+        task, split = str(attrs.get("task", "")), str(attrs.get("split", ""))
+        try:
+            tree = maskige_tree(self.root, task)
+            files = maskige_files_digest(maskige_paths(tree, task, video_id, split, shape[0]), tree, row, hashes)
+        except (PrecomputedError, ValueError, OSError):
+            files = ""  # not reusable; reading the maskiges names the problem
+        identity = {SOURCE_DIGEST: str(attrs.get(CONTENT_DIGEST, "")), MASKIGE_FILES_DIGEST: files}
+        return PlannedVideo(video_id, task, split, tuple(shape), row, identity)
+
+    def _warn(self, failures: FailureLog, video_id: str, warnings: list[str]) -> None:
+        for warning in warnings:
+            failures.warn(video_id, warning, source=self.root)
+
+    def _write_video(self, writer: ShardWriter, video: PlannedVideo, failures: FailureLog) -> None:
+        if video.error:
+            failures.add(video.video_id, video.error, source=self.root)
             return
-        if beyond:
-            failures.warn(
-                video_id,
-                f"{beyond} maskige pixel(s) of labels beyond the {BEYOND}-row palette read as black, "
-                "as COMBO's loader reads them",
-                source=self.root,
+        task, split, num_frames = video.task, video.split, video.frame_shape[0]
+        geometry = geometry_for(video.row, split, tuple(video.frame_shape[1:3]))
+        try:
+            arrays, beyond = read_video(
+                maskige_tree(self.root, task), task, video.video_id, split, geometry, num_frames
             )
-        made_from = {SOURCE_DIGEST: attrs.get(CONTENT_DIGEST, "")}  # the frames these maskiges are paired with
-        writer.write_video(video_id, arrays, {"cache_hit": False, "num_frames": int(frames_shape[0]), **made_from})
+        except (PrecomputedError, ValueError) as exc:
+            failures.add(video.video_id, str(exc), source=self.root)
+            return
+        warnings = [_beyond_warning(beyond)] if beyond else []
+        self._warn(failures, video.video_id, warnings)
+        # identity: the frames these maskiges are paired with (source_digest) and the files they came from
+        writer.write_video(
+            video.video_id,
+            arrays,
+            {"cache_hit": False, "num_frames": num_frames, **video.identity, "warnings": warnings},
+        )
+        writer.seal_video(video.video_id)  # a rerun checks the stored bytes before reusing them
+
+
+def _beyond_warning(pixels: int) -> str:
+    return f"{pixels} maskige pixel(s) of labels beyond the {BEYOND}-row palette read as black, as COMBO's loader reads them"
+
+
+def _reusable(previous: PreviousShard, videos: list[PlannedVideo], index: dict[str, dict] | None) -> set[str]:
+    """The videos the previous shard holds made from the same frames and maskige files, stored intact:
+    by its ``index`` when the file is as recorded (its stored digests then hold), else video by video."""
+    if index is not None:
+        return {
+            v.video_id
+            for v in videos
+            if all(v.identity.values())
+            and all(index.get(v.video_id, {}).get(key) == value for key, value in v.identity.items())
+        }
+    return {
+        v.video_id
+        for v in videos
+        if previous.matches_all(v.video_id, v.identity) and previous.stored_intact(v.video_id)
+    }
+
+
+def tqdm_videos(videos: list[PlannedVideo], out_path: Path, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(videos, desc=f"maskiges {out_path.stem}", disable=not progress)

@@ -50,6 +50,7 @@ class ComputedMaskiges:
 
     params: ProposalParams
     dask_cfg: DaskParams
+    reuse: bool = True
 
     @property
     def label(self) -> str:
@@ -64,7 +65,9 @@ class ComputedMaskiges:
         manifest: Path | None = None,
         progress: bool = True,
     ) -> tuple[FailureLog, int]:
-        return propose_shard(extract_path, out_path, self.params, self.dask_cfg, dataset=dataset, progress=progress)
+        return propose_shard(
+            extract_path, out_path, self.params, self.dask_cfg, dataset=dataset, progress=progress, reuse=self.reuse
+        )
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,17 @@ class ProposalStageParams(ProposalParams):
         return ProposalParams(**{f.name: getattr(self, f.name) for f in fields(ProposalParams)})
 
 
-def maskige_source(params: ProposalStageParams, dataset: str, dask_cfg: DaskParams) -> MaskigeSource:
-    """The source of ``dataset``'s maskiges: its COMBO tree when ``proposals.maskige_trees`` names one,
-    else the configured backend."""
+def maskige_source(
+    params: ProposalStageParams,
+    dataset: str,
+    dask_cfg: DaskParams,
+    *,
+    reuse: bool = True,
+    tree_hash_cache: Path | None = None,
+) -> MaskigeSource:
+    """The source of ``dataset``'s maskiges: its COMBO tree when ``proposals.maskige_trees`` names one
+    (its files hashed through the stat-keyed ``tree_hash_cache``), else the configured backend. ``reuse``:
+    unchanged videos are copied from the previous shard."""
     if dataset in params.maskige_trees:
-        return ComboMaskigeTree(str(params.maskige_trees[dataset]))
-    return ComputedMaskiges(params.backend_params(), dask_cfg)
+        return ComboMaskigeTree(str(params.maskige_trees[dataset]), str(tree_hash_cache or ""), reuse)
+    return ComputedMaskiges(params.backend_params(), dask_cfg, reuse)

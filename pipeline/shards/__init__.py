@@ -24,12 +24,16 @@ closes without error; a crash leaves the previous file (or none).
 Writing a long video a window at a time: :meth:`ShardWriter.begin_video` returns a
 :class:`VideoWriter` (``write(key, start, block)``), digests computed as the blocks go by.
 Reuse (:mod:`pipeline.shards.reuse`): a rerun copies unchanged videos from the previous shard, as stored.
+Index (:mod:`pipeline.shards.index`): each shard lists its videos' identity attributes in one ``/_index``
+dataset, so that a whole shard's reuse is decided in one read; a stage may record the file's sha256 beside it
+(:mod:`pipeline.shards.file_digest`) to trust that index on its next run.
 
 Identity (:mod:`pipeline.shards.identity`): every video carries the digests of its arrays; audio and
 proposals videos carry the digest of the extracted video they were made from (``source_digest``).
 """
 
 from pipeline.shards.errors import ShardError
+from pipeline.shards.file_digest import digest_file, file_digest_mismatch, record_file_digest
 from pipeline.shards.identity import (
     ARRAY_DIGESTS,
     CODE_DIGEST,
@@ -42,11 +46,12 @@ from pipeline.shards.identity import (
     source_mismatch,
     verify_array,
 )
+from pipeline.shards.index import SHAPES
 from pipeline.shards.located import ArrayLocation, FileStamp
 from pipeline.shards.paths import failures_file, shard_file, shard_name
 from pipeline.shards.reader import ArrayReader, ShardReader, read_arrays
 from pipeline.shards.reuse import InOrder, PreviousShard
-from pipeline.shards.video_writer import GZIP_LEVEL, VideoWriter
+from pipeline.shards.video_writer import GZIP_LEVEL, STORED_DIGEST, VideoWriter
 from pipeline.shards.writer import ShardWriter
 
 __all__ = [
@@ -55,6 +60,8 @@ __all__ = [
     "CONTENT_DIGEST",
     "INPUT_DIGEST",
     "SOURCE_DIGEST",
+    "SHAPES",
+    "STORED_DIGEST",
     "GZIP_LEVEL",
     "ArrayHasher",
     "ArrayLocation",
@@ -67,9 +74,12 @@ __all__ = [
     "ShardWriter",
     "VideoWriter",
     "array_digest",
+    "digest_file",
+    "file_digest_mismatch",
     "failures_file",
     "input_digest",
     "read_arrays",
+    "record_file_digest",
     "shard_file",
     "shard_name",
     "source_mismatch",

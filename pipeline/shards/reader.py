@@ -205,6 +205,18 @@ class ShardReader:
     def file_attrs(self) -> dict[str, Any]:
         return {k: from_attr(v) for k, v in self._h5.attrs.items()}
 
+    def index(self) -> dict[str, dict[str, Any]] | None:
+        """Video id -> the attributes :mod:`pipeline.shards.index` lists (and ``shapes``), in order, read in
+        one go; None for a shard without a readable index that lists exactly its videos (one written
+        before indexes, or damaged): callers then read per video (:meth:`video_attrs`)."""
+        from pipeline.shards.index import INDEX, decode_index
+
+        try:
+            entries = decode_index(self._h5[INDEX][()]) if INDEX in self._h5 else None
+        except (ValueError, OSError, TypeError):
+            return None
+        return entries if entries is not None and list(entries) == self.video_ids() else None
+
 
 def read_arrays(path: str | Path, video_id: str, keys: list[str]) -> dict[str, np.ndarray]:
     """Convenience: open, read ``keys`` of one video, close."""
