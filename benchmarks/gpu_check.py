@@ -284,7 +284,10 @@ def check_outputs(out: Path, summary: dict, video_seconds: int, size: tuple[int,
     from pipeline import media
 
     masks = sorted((out / "masks").glob("second_*.png"))
-    mask_sizes = {Image.open(m).size[::-1] for m in masks}  # PIL gives (W, H)
+    mask_sizes = set()
+    for mask in masks:
+        with Image.open(mask) as image:
+            mask_sizes.add(image.size[::-1])  # PIL gives (W, H)
     overlay = out / "overlay.mp4"
     overlay_frames = int(media.decode_all_frames(overlay).shape[0]) if overlay.is_file() else 0
     counts = {
