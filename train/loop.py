@@ -105,6 +105,12 @@ class TrainParams:
             model_spec(self.model)
 
 
+@dataclass
+class ResolvedTrainParams(TrainParams):
+    """:class:`TrainParams` with every null key filled, as :func:`resolve_train_params` returns them; resolving
+    them again returns them as they are (``avs train`` resolves once, checks the task, and trains on them)."""
+
+
 # Values of keys that neither the preset nor the model's TrainDefaults set.
 TRAIN_FALLBACKS: dict[str, Any] = {
     "model": "combo_mnv2",
@@ -117,11 +123,13 @@ TRAIN_FALLBACKS: dict[str, Any] = {
 }
 
 
-def resolve_train_params(cfg: TrainParams) -> TrainParams:
+def resolve_train_params(cfg: TrainParams) -> ResolvedTrainParams:
     """``cfg`` with every null key filled: the preset's value, else the model's default, else the fallback.
 
     The preset's ``model_config`` goes under ``cfg.model_config`` (the file's keys win). A preset whose
     model differs from an explicit ``train.model`` is an error (one of them is a mistake)."""
+    if isinstance(cfg, ResolvedTrainParams):
+        return cfg
     values = asdict(cfg)
     preset = get_preset(cfg.preset) if cfg.preset else None
     preset_values = dict(preset.train) if preset else {}
@@ -141,7 +149,7 @@ def resolve_train_params(cfg: TrainParams) -> TrainParams:
                     break
     values["model"] = model
     values["inference_size"] = values["inference_size"] or values["size"]
-    return from_section(TrainParams, values, "train")
+    return from_section(ResolvedTrainParams, values, "train")
 
 
 @dataclass
@@ -250,7 +258,8 @@ class TrainState:
 
 def setup_training(cfg: TrainParams, data_root: str, shards: list[int]) -> TrainState:
     """Build the model first (it says which features it reads), then the dataset, sampler and optimiser.
-    Null keys of ``cfg`` are resolved first (:func:`resolve_train_params`); the state holds the result."""
+    Null keys of ``cfg`` are resolved first unless it is :class:`ResolvedTrainParams` (:func:`resolve_train_params`);
+    the state holds the result."""
     cfg = resolve_train_params(cfg)
     info = init_distributed()
     device = pick_device(info)

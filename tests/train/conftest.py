@@ -36,9 +36,8 @@ def write_toy_shards(root: Path, dataset: str = "toy", videos: int = 6, T: int =
             left = (v + t) % 2 == 0
             frames[t, 8:20, 2:14] = (200, 30, 30)
             frames[t, 8:20, 18:30] = (30, 30, 200)
-            masks[t, 8:20, 2 : 14 if left else 18 : 30] = 1 if left else 0
-            if not left:
-                masks[t, 8:20, 18:30] = 1
+            first, last = (2, 14) if left else (18, 30)  # the sounding square's columns
+            masks[t, 8:20, first:last] = 1
             audio[t, 0 if left else 1] = 1.0
             audio[t, 2:] = rng.normal(0, 0.1, dim - 2)
         clips.append(ToyClip(f"v{v}", frames, masks, audio, split="test" if v >= videos - 2 else "train"))

@@ -4,6 +4,7 @@ records, and two real training steps of every preset on the toy shards."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from pipeline.params import ParamsError, from_section
 from pipeline.registry import UnknownNameError
 from train.checkpoint import load_checkpoint
-from train.loop import TrainParams, resolve_train_params, train
+from train.loop import ResolvedTrainParams, TrainParams, resolve_train_params, train
 from train.models.presets import get_preset, list_presets
 from train.models.registry import builder_keys, model_spec
 
@@ -77,6 +78,15 @@ def test_resolution_order_explicit_then_preset_then_model_then_fallback() -> Non
     assert (demo.lr, demo.max_steps, demo.size, demo.freeze_backbone) == (3e-3, 850, [112, 112], True)
     assert (demo.task, demo.amp, demo.audio_key) == ("binary", "auto", "embeddings")  # fallbacks
     assert resolve_train_params(TrainParams()).model == "combo_mnv2"
+
+
+def test_resolved_params_are_resolved_once() -> None:
+    """`avs train` resolves for its task check and trains on the result: resolving again changes nothing
+    (a preset's model_config is not merged twice) and returns the very object."""
+    cfg = resolve_train_params(TrainParams(preset="combo_r50_s4", lr=3e-4, model_config={"num_queries": 50}))
+    assert isinstance(cfg, ResolvedTrainParams) and resolve_train_params(cfg) is cfg
+    assert asdict(cfg) == asdict(resolve_train_params(TrainParams(**asdict(cfg))))  # resolving is idempotent
+    assert [key for key, value in asdict(cfg).items() if value is None] == ["threads"]  # None: torch's default
 
 
 def test_bad_presets_and_conflicts_are_one_line_errors() -> None:
