@@ -1,32 +1,52 @@
 """The feature DAG at AVSBench size: how each cost grows from 1/10 to the full dataset.
 
 For each ``--fractions`` point it writes release trees with the real counts (benchmarks/avsbench_full.py,
-cached across runs), makes a DVC workspace of this checkout beside them (the project's dvc.yaml and
+cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's dvc.yaml and
 params.yaml, with the demo datasets replaced by the generated ones and COMBO's maskiges as the proposal
-source), and measures, with ``/usr/bin/time`` around each command:
+source), and measures what a user runs, each step once, in this order:
 
-* every feature stage item under ``dvc repro --single-item``: wall and CPU seconds, peak RSS (the
-  largest process of the item), output bytes; summed per stage and divided by the videos;
-* ``dvc status`` and ``dvc repro`` with nothing changed (the whole DAG up to the features);
-* adding one video to the S4 tree (what reruns and how long, against the full feature time) and editing
-  one label PNG.
+1. every feature stage item under ``dvc repro --single-item`` with GNU time: wall and CPU seconds, peak
+   RSS (the largest process of the item), output bytes; summed per stage and divided by the videos.
+   Always-changed stages (the tree stamps) run first: the manifests depend on their outputs;
+2. ``train.max_steps: 1`` in params.yaml, then ``dvc repro train``: seconds until DVC starts the train
+   stage's command, and the whole run (stamps, the unchanged features, one training step);
+3. ``dvc repro --single-item evaluate`` under GNU time: the one evaluate run (wall, CPU, peak RSS);
+4. plain ``dvc status`` and plain ``dvc repro`` with everything up to date: wall, and which stages ran
+   (always-changed stamp stages listed apart from stages that reran for real);
+5. ``dvc freeze train evaluate``; one S4 video added, then plain ``dvc repro``; one label PNG edited,
+   then plain ``dvc repro``: wall, what reran, the share of the full feature wall and the marginal cost
+   (that wall minus the no-op repro's wall) and its share; ``dvc unfreeze train evaluate``;
+6. the training loader's clips/s for 0 / 1 / 2 workers.
+
+``--skip`` leaves out train, evaluate or the loader at this run's points (skipped entries are absent
+from the JSON); without train there is no checkpoint, so evaluate is left out too, and a skipped stage
+is removed from the workspace's dvc.yaml before step 4 (``dag_removed`` in the JSON), so the no-op
+figures never include a stage that has never run. ``--demo-baseline`` also times plain ``dvc status``
+and plain ``dvc repro`` three times each in this repository itself (the demo DAG; only when its
+``dvc status`` reports nothing to run except always-changed stages), and the table gives full / demo.
 
 Shards scale with the data (about ``--videos-per-shard`` S4 videos per shard), as a user would set
-them. Results: benchmarks/results/scale.json (merged per fraction) and a table on stdout.
+them. Results: ``--results`` (default benchmarks/results/scale.json, points merged per fraction) and two
+tables on stdout.
 
-    python benchmarks/bench_scale.py --fractions 0.1 0.25 1.0
+    python benchmarks/bench_scale.py --fractions 0.1 0.25 1.0 --demo-baseline
+    python benchmarks/bench_scale.py --fractions 1.0 --skip evaluate loader
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -35,7 +55,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import avsbench_full  # noqa: E402
-from _bench_common import machine_info, print_table  # noqa: E402
+from _bench_common import machine_info, print_table, write_json  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
 FEATURE_STAGES = ("manifest", "extract", "audio", "combo_maskiges")  # COMBO's maskiges: no SAM model runs
@@ -47,17 +67,23 @@ MASKIGE_TREES = {  # the pre_SAM_mask folders themselves, so each is the depende
     "avss": "AVSBench_semantic/pre_SAM_mask/AVSBench_semantic",
 }
 SOURCES = {"s4": "avsbench_s4", "ms3": "avsbench_ms3", "avss": "avsbench_semantic"}
+DEMO_RAW = "data/raw/demo/"  # the demo trees and their stamps: the workspace has no demo_data stage
+SKIPPABLE = ("train", "evaluate", "loader")
+FROZEN = ("train", "evaluate")  # frozen while a video is added and a label edited: features only
+ADDED_VIDEO = avsbench_full.Video("s4", "train", "dog_barking", "zzAddedOne0", 7)
+DEMO_REPEATS = 3
 
 
 def timed(cmd: list[str], cwd: Path) -> dict:
     """Runs ``cmd`` under GNU time: wall, user+sys CPU seconds and the peak RSS of its largest process."""
-    stats = cwd / ".time.txt"
-    start = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %M", *cmd], cwd=cwd, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    user, sys_, rss_kb = stats.read_text().split()[-3:]
+    with tempfile.TemporaryDirectory() as tmp:  # never a file in cwd: cwd may be the repository itself
+        stats = Path(tmp) / "time.txt"
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %M", *cmd], cwd=cwd, capture_output=True, text=True
+        )
+        wall = time.perf_counter() - start
+        user, sys_, rss_kb = stats.read_text().split()[-3:]
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return {
@@ -68,13 +94,42 @@ def timed(cmd: list[str], cwd: Path) -> dict:
     }
 
 
-def make_workspace(ws: Path, raw: Path, datasets: list[str], shards: int) -> None:
-    """This checkout's code and DAG, pointed at the generated trees (feature stages only matter here)."""
-    ws.mkdir(parents=True, exist_ok=True)
+def dvc(ws: Path, *args: str) -> str:
+    """An untimed DVC command in ``ws``; its stdout."""
+    proc = subprocess.run(["dvc", *args], cwd=ws, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} in {ws} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- workspace
+def workspace_dag(dag: dict) -> dict:
+    """The project's dvc.yaml for the bench workspace: no demo_data stage, no dependency on the demo trees
+    (the stamp stages list the demo stamps only to run after demo_data), and train / evaluate read the
+    generated datasets' features instead of the demo's."""
+    dag["stages"].pop("demo_data", None)
+    for stage in dag["stages"].values():
+        body = stage.get("do", stage)  # foreach stages keep their deps under ``do``
+        if "deps" in body:
+            body["deps"] = [
+                d.replace("data/demo_s4/", "data/s4/").replace("data/demo_ms3/", "data/ms3/")
+                for d in body["deps"]
+                if not str(d).startswith(DEMO_RAW)
+            ]
+    return dag
+
+
+def make_workspace(ws: Path, raw: Path, datasets: list[str], shards: int) -> list[str]:
+    """This checkout's code and DAG, pointed at the generated trees; returns ``dvc stage list``'s names.
+
+    The workspace is made afresh (a previous run's dvc.lock would make the feature run a no-op)."""
+    if ws.exists():
+        shutil.rmtree(ws)  # this benchmark's own workspace from an earlier run
+    ws.mkdir(parents=True)
     for name in CODE:
         src, dst = REPO / name, ws / name
         if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -83,23 +138,30 @@ def make_workspace(ws: Path, raw: Path, datasets: list[str], shards: int) -> Non
     params["proposals"].update(datasets=[], maskige_trees={d: str(raw / MASKIGE_TREES[d]) for d in datasets})
     params["train"]["datasets"] = params["evaluate"]["datasets"] = [d for d in datasets if d != "avss"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dag = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    dag["stages"].pop("demo_data")
-    for stage in ("train", "evaluate"):
-        deps = dag["stages"][stage]["deps"]
-        dag["stages"][stage]["deps"] = [
-            d.replace("data/demo_s4/", "data/s4/").replace("data/demo_ms3/", "data/ms3/") for d in deps
-        ]
+    dag = workspace_dag(yaml.safe_load((REPO / "dvc.yaml").read_text()))
     (ws / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
-    if not (ws / ".dvc").exists():
-        subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=ws, check=True)
-        subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=ws, check=True)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=ws, check=True)
+    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=ws, check=True)
+    return dvc(ws, "stage", "list", "--name-only").split()
 
 
-def stage_items(ws: Path, stage: str) -> list[str]:
-    """The items of a (foreach / matrix) stage, as ``dvc repro --single-item`` names them."""
-    out = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ws, capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.split() if line == stage or line.startswith(f"{stage}@")]
+def remove_stages(ws: Path, names: list[str]) -> None:
+    """Drops stages from the workspace's dvc.yaml (those a ``--skip`` left without outputs)."""
+    dag = yaml.safe_load((ws / "dvc.yaml").read_text())
+    for name in names:
+        dag["stages"].pop(name, None)
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
+
+
+def always_changed_stages(dvc_yaml: Path) -> list[str]:
+    """Names of the stages marked ``always_changed`` (for a foreach stage, the flag sits under ``do``)."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return [name for name, body in stages.items() if body.get("do", body).get("always_changed")]
+
+
+def stage_items(names: list[str], stage: str) -> list[str]:
+    """The items of a (foreach / matrix) stage among ``dvc stage list`` names, as ``--single-item`` takes them."""
+    return [n for n in names if n == stage or n.startswith(f"{stage}@")]
 
 
 def output_bytes(ws: Path, stage: str) -> int:
@@ -107,13 +169,30 @@ def output_bytes(ws: Path, stage: str) -> int:
     return sum(p.stat().st_size for p in (ws / "data").glob(f"*/{folder}/*") if p.is_file())
 
 
-def run_features(ws: Path, videos: int) -> dict:
-    """Each feature stage item in DAG order; per-stage sums and per-video costs."""
+# ---------------------------------------------------------------- what ran
+def ran(stdout: str, always: list[str]) -> dict:
+    """Stages ``dvc repro`` ran, split into always-changed stamps and the stages that reran for real."""
+    names = [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage '")]
+    stamp = [n for n in names if n.split("@")[0] in always]
+    return {"reran": [n for n in names if n not in stamp], "always_changed_ran": stamp}
+
+
+def pending(status: dict) -> dict:
+    """``dvc status --json`` without the always-changed stages: what a ``dvc repro`` would really run."""
+    return {stage: change for stage, change in status.items() if change != ["always changed"]}
+
+
+# ---------------------------------------------------------------- steps
+def run_features(ws: Path, names: list[str], always: list[str], videos: int) -> dict:
+    """Each feature stage item in DAG order (stamps first); per-stage sums and per-video costs."""
     result = {}
-    for stage in FEATURE_STAGES:
-        items = stage_items(ws, stage)
+    for stage in [*always, *FEATURE_STAGES]:
+        items = stage_items(names, stage)
+        if not items:
+            continue
         runs = [timed(["dvc", "repro", "--single-item", item], ws) for item in items]
         wall, cpu = sum(r["wall_s"] for r in runs), sum(r["cpu_s"] for r in runs)
+        has_bytes = stage in FEATURE_STAGES and stage != "manifest"
         result[stage] = {
             "items": len(items),
             "wall_s": round(wall, 1),
@@ -121,40 +200,88 @@ def run_features(ws: Path, videos: int) -> dict:
             "wall_s_per_video": round(wall / videos, 4),
             "cpu_s_per_video": round(cpu / videos, 4),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "output_bytes_per_video": round(output_bytes(ws, stage) / videos) if stage != "manifest" else None,
+            "output_bytes_per_video": round(output_bytes(ws, stage) / videos) if has_bytes else None,
         }
         print(f"  {stage}: {result[stage]}", flush=True)
     return result
 
 
-def reruns(stdout: str) -> list[str]:
-    return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage '")]
+def train_one_step(ws: Path) -> dict:
+    """``train.max_steps`` set to 1 in params.yaml, then ``dvc repro train`` (what ``dvc exp run -S`` does,
+    without the git bookkeeping of a workspace that has no git): seconds until the train stage's command
+    starts, and the whole run."""
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["train"]["max_steps"] = 1
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train"], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    started, lines = None, []
+    for line in proc.stdout:
+        lines.append(line)
+        if started is None and line.startswith("Running stage 'train'"):
+            started = time.perf_counter() - start
+    proc.wait()
+    whole = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc repro train exited {proc.returncode}: {''.join(lines)[-2000:]}")
+    return {"until_train_starts_s": round(started, 1) if started else None, "whole_s": round(whole, 1)}
 
 
-def features_target(ws: Path) -> list[str]:
-    return [i for s in FEATURE_STAGES for i in stage_items(ws, s)]
+def evaluate_alone(ws: Path) -> dict:
+    """The DAG's evaluate stage alone, on the 1-step checkpoint: wall, CPU and peak RSS."""
+    run = timed(["dvc", "repro", "--single-item", "evaluate"], ws)
+    return {k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}
 
 
-def add_one_video(raw: Path, ws: Path) -> dict:
-    """A new S4 train video (files + meta row), then ``dvc repro`` of the feature stages."""
-    video = avsbench_full.Video("s4", "train", "dog_barking", "zzAddedOne0", 7)
-    avsbench_full.write_video(raw, video)
+def noop(ws: Path, always: list[str]) -> dict:
+    """Plain ``dvc status`` and plain ``dvc repro`` with everything up to date."""
+    status = timed(["dvc", "status"], ws)
+    repro = timed(["dvc", "repro"], ws)
+    return {"dvc_status_s": status["wall_s"], "dvc_repro_noop_s": repro["wall_s"], **ran(repro["stdout"], always)}
+
+
+def add_one_video(raw: Path) -> None:
+    """A new S4 train video: its files and its meta row."""
+    avsbench_full.write_video(raw, ADDED_VIDEO)
     meta = raw / "Single-source" / "s4_meta_data.csv"
-    if video.name not in meta.read_text():
+    if ADDED_VIDEO.name not in meta.read_text():
         with meta.open("a") as f:
-            f.write(f"{video.name},0,{video.category},train\n")
-    run = timed(["dvc", "repro", *features_target(ws)], ws)
-    return {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "reran": reruns(run["stdout"])}
+            f.write(f"{ADDED_VIDEO.name},0,{ADDED_VIDEO.category},train\n")
 
 
-def edit_one_label(raw: Path, ws: Path) -> dict:
+def remove_added_video(raw: Path) -> None:
+    """An earlier run's added video out of the cached tree (generate() rewrites the meta CSVs itself)."""
+    paths = avsbench_full.video_paths(ADDED_VIDEO)
+    for rel in [*paths["frames"], *paths["labels"], *paths["maskiges"], paths["wav"]]:
+        (raw / rel).unlink(missing_ok=True)
+
+
+def edit_one_label(raw: Path) -> None:
+    """One pixel of one S4 test ground-truth mask flips (a flip again on the next run: a change either way)."""
     label = sorted((raw / "Single-source" / "s4_data" / "gt_masks" / "test").rglob("*_2.png"))[0]
     img = Image.open(label).convert("L")
     pixels = bytearray(img.tobytes())
-    pixels[0] = 255 - pixels[0]  # one pixel of one ground-truth mask flips
+    pixels[0] = 255 - pixels[0]
     Image.frombytes("L", img.size, bytes(pixels)).save(label)
-    run = timed(["dvc", "repro", *features_target(ws)], ws)
-    return {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "reran": reruns(run["stdout"])}
+
+
+def change_then_repro(
+    ws: Path, change: Callable[[], None], always: list[str], noop_s: float, features_s: float
+) -> dict:
+    """One change to the raw data, then plain ``dvc repro``: wall, what ran, full and marginal shares."""
+    change()
+    run = timed(["dvc", "repro"], ws)
+    marginal = run["wall_s"] - noop_s
+    return {
+        "wall_s": run["wall_s"],
+        "cpu_s": run["cpu_s"],
+        **ran(run["stdout"], always),
+        "share_of_features": round(run["wall_s"] / features_s, 4),
+        "marginal_s": round(marginal, 2),
+        "marginal_share_of_features": round(marginal / features_s, 4),
+    }
 
 
 LOADER_PROBE = """
@@ -202,53 +329,146 @@ def loader_rates(ws: Path, datasets: list[str], shards: int) -> dict:
     return rates
 
 
-def until_training_starts(ws: Path) -> dict:
-    """``train.max_steps`` set to 1 in params.yaml, then ``dvc repro`` (what ``dvc exp run -S`` does, without
-    the git bookkeeping of a workspace that has no git): seconds until the train stage's command starts."""
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["train"]["max_steps"] = 1
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    start = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    started = None
-    for line in proc.stdout:
-        if started is None and line.startswith("Running stage 'train'"):
-            started = time.perf_counter() - start
-    proc.wait()
-    return {"until_train_starts_s": round(started, 1) if started else None, "whole_s": round(time.perf_counter() - start, 1),
-            "exit": proc.returncode}  # fmt: skip
+# ---------------------------------------------------------------- the demo baseline
+def demo_baseline(repo: Path, repeats: int = DEMO_REPEATS) -> dict | None:
+    """Plain ``dvc status`` and ``dvc repro`` in ``repo`` (the demo DAG), ``repeats`` times each, interleaved;
+    medians. None (and one line why) unless ``dvc status`` there has nothing to run but always-changed stages."""
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(
+            f"demo baseline skipped: dvc status in the repository exited {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        )
+        return None
+    todo = pending(json.loads(proc.stdout or "{}"))
+    if todo:
+        first = next(iter(todo))
+        print(
+            f"demo baseline skipped: dvc status in the repository reports {len(todo)} stage(s) to run ({first}: {todo[first]})"
+        )
+        return None
+    always = always_changed_stages(repo / "dvc.yaml")
+    status, repro, last = [], [], {}
+    for _ in range(repeats):
+        status.append(timed(["dvc", "status"], repo)["wall_s"])
+        run = timed(["dvc", "repro"], repo)
+        repro.append(run["wall_s"])
+        last = ran(run["stdout"], always)
+    return {
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "repeats": repeats,
+        "dvc_status_s": round(statistics.median(status), 2),
+        "dvc_repro_noop_s": round(statistics.median(repro), 2),
+        "dvc_status_runs_s": status,
+        "dvc_repro_noop_runs_s": repro,
+        **last,
+    }
 
 
-def evaluate_cost(ws: Path) -> dict:
-    """``avs evaluate`` of the (1-step) checkpoint over the test splits: wall, CPU and peak RSS."""
-    ckpt = ws / "data" / "runs" / "train" / "model.pt"  # the DAG's, trained one step by until_training_starts
-    run = timed(["avs", "evaluate", "--checkpoint", str(ckpt), "--out", "metrics/scale-eval", "--no-progress"], ws)
-    return {k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}
-
-
-def measure(fraction: float, datasets: list[str], out: Path, per_shard: int) -> dict:
+# ---------------------------------------------------------------- one point
+def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, skip: set[str]) -> dict:
     raw, ws = out / f"raw-{fraction:g}", out / f"ws-{fraction:g}"
+    remove_added_video(raw)
     gen = avsbench_full.generate(raw, datasets, fraction, seed=0, workers=os.cpu_count() or 1)
     videos = sum(gen["videos"].values())
     shards = max(1, math.ceil(gen["videos"].get("s4", videos) / per_shard))
     print(f"fraction {fraction:g}: {gen['videos']} videos, {shards} shards", flush=True)
-    make_workspace(ws, raw, datasets, shards)
+    names = make_workspace(ws, raw, datasets, shards)
+    always = always_changed_stages(ws / "dvc.yaml")
     point = {"fraction": fraction, "videos": gen["videos"], "frames": gen["frames"], "shards": shards}
-    point["stages"] = run_features(ws, videos)
-    point["feature_total_wall_s"] = round(sum(s["wall_s"] for s in point["stages"].values()), 1)
-    target = features_target(ws)
-    point["dvc_status_s"] = timed(["dvc", "status", *target], ws)["wall_s"]
-    noop = timed(["dvc", "repro", *target], ws)
-    point["dvc_repro_noop_s"], point["noop_reran"] = noop["wall_s"], reruns(noop["stdout"])
-    point["add_one_video"] = add_one_video(raw, ws)
-    point["add_one_video"]["share_of_features"] = round(
-        point["add_one_video"]["wall_s"] / point["feature_total_wall_s"], 4
-    )
-    point["edit_one_label"] = edit_one_label(raw, ws)
-    point["loader"] = loader_rates(ws, [d for d in datasets if d != "avss"], shards)
-    point["max_steps_1_repro"] = until_training_starts(ws)
-    point["evaluate"] = evaluate_cost(ws)
+    point.update(workspace_stages=names, always_changed_stages=always, skipped=sorted(skip))
+    point["stages"] = run_features(ws, names, always, videos)
+    features_s = point["feature_total_wall_s"] = round(sum(s["wall_s"] for s in point["stages"].values()), 1)
+    if "train" not in skip:
+        point["max_steps_1_repro"] = train_one_step(ws)
+        print(f"  train (max_steps 1): {point['max_steps_1_repro']}", flush=True)
+    if not {"train", "evaluate"} & skip:
+        point["evaluate"] = evaluate_alone(ws)
+        print(f"  evaluate: {point['evaluate']}", flush=True)
+    removed = [s for s in FROZEN if s in skip or (s == "evaluate" and "train" in skip)]
+    if removed:
+        remove_stages(ws, removed)
+        point["dag_removed"] = removed
+    point["noop"] = noop(ws, always)
+    print(f"  no-op: {point['noop']}", flush=True)
+    frozen = [s for s in FROZEN if s not in removed]
+    if frozen:
+        dvc(ws, "freeze", *frozen)
+    noop_s = point["noop"]["dvc_repro_noop_s"]
+    point["add_one_video"] = change_then_repro(ws, lambda: add_one_video(raw), always, noop_s, features_s)
+    point["edit_one_label"] = change_then_repro(ws, lambda: edit_one_label(raw), always, noop_s, features_s)
+    print(f"  add one video: {point['add_one_video']}\n  edit one label: {point['edit_one_label']}", flush=True)
+    if frozen:
+        dvc(ws, "unfreeze", *frozen)
+    if "loader" not in skip:
+        point["loader"] = loader_rates(ws, [d for d in datasets if d != "avss"], shards)
     return point
+
+
+# ---------------------------------------------------------------- tables
+def _get(point: dict, *keys: str) -> object:
+    """A nested entry of a point, or "-" where a step was skipped (or predates this table)."""
+    value: object = point
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return "-"
+        value = value[key]
+    return value
+
+
+def _noop_s(point: dict, key: str) -> object:
+    """No-op figures: this layout's ``noop`` entry, or the top-level keys of points measured before it."""
+    value = _get(point, "noop", key)
+    return point.get(key, "-") if value == "-" else value
+
+
+def _ratio(value: object, demo: dict | None, key: str) -> str:
+    if not demo or not isinstance(value, int | float) or not demo.get(key):
+        return f"{value}"
+    return f"{value} ({value / demo[key]:.1f}x)"
+
+
+def _change(point: dict, name: str) -> str:
+    wall, share = _get(point, name, "wall_s"), _get(point, name, "share_of_features")
+    if wall == "-":
+        return "-"
+    marginal = _get(point, name, "marginal_share_of_features")
+    text = f"{wall} s ({share:.1%}"
+    return text + (f"; marginal {marginal:.1%})" if marginal != "-" else ")")
+
+
+def _loader(point: dict) -> str:
+    rates = [_get(point, "loader", f"{w}_workers", "clips_per_s") for w in (0, 1, 2)]
+    return "-" if rates[0] == "-" else " / ".join(str(r) for r in rates)
+
+
+def _evaluate(point: dict) -> str:
+    wall = _get(point, "evaluate", "wall_s")
+    return "-" if wall == "-" else f"{wall} s, {_get(point, 'evaluate', 'peak_rss_mb')} MB"
+
+
+def print_tables(results: dict) -> None:
+    points = sorted(results["points"].items(), key=lambda kv: float(kv[0]))
+    rows = [
+        [f, st, s["items"], s["wall_s_per_video"], s["cpu_s_per_video"], s["peak_rss_mb"], s["output_bytes_per_video"]]
+        for f, p in points for st, s in p["stages"].items()
+    ]  # fmt: skip
+    print_table(["fraction", "stage", "items", "wall s/video", "cpu s/video", "peak RSS MB", "bytes/video"], rows)
+    demo = results.get("demo_baseline")
+    rows = [
+        [f, _ratio(_noop_s(p, "dvc_status_s"), demo, "dvc_status_s"),
+         _ratio(_noop_s(p, "dvc_repro_noop_s"), demo, "dvc_repro_noop_s"), _change(p, "add_one_video"),
+         _get(p, "edit_one_label", "wall_s"), _loader(p), _evaluate(p),
+         _get(p, "max_steps_1_repro", "until_train_starts_s")]
+        for f, p in points
+    ]  # fmt: skip
+    headers = ["fraction", "dvc status s (x demo)", "no-op repro s (x demo)", "add one video (share; marginal)",
+               "edit label s", "loader clips/s 0/1/2", "evaluate, peak RSS", "train starts s"]  # fmt: skip
+    when = f", demo measured {demo['measured_at']}" if demo else ", no demo baseline"
+    print_table(headers, rows, title=f"What a user runs{when}")
+    for f, p in points:
+        for step in ("noop", "add_one_video", "edit_one_label"):
+            if step in p and "always_changed_ran" in p[step]:
+                print(f"{f} {step}: reran {p[step]['reran'] or 'nothing'}; stamps {p[step]['always_changed_ran']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,22 +477,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=["s4", "ms3"], choices=list(ROOTS))
     parser.add_argument("--out", type=Path, default=REPO / "data" / "scale")
     parser.add_argument("--videos-per-shard", type=int, default=300)
+    parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, help="steps left out at these points")
+    parser.add_argument("--demo-baseline", action="store_true", help="also time plain dvc status / repro here")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON to merge this run's points into")
     args = parser.parse_args(argv)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"points": {}}
+    results = json.loads(args.results.read_text()) if args.results.exists() else {"points": {}}
     results["machine"] = machine_info()
+    if args.demo_baseline and (demo := demo_baseline(REPO)) is not None:
+        results["demo_baseline"] = demo
+        print(f"demo baseline: {demo}", flush=True)
     for fraction in args.fractions:
-        point = measure(fraction, args.datasets, args.out.resolve(), args.videos_per_shard)
+        point = measure(fraction, args.datasets, args.out.resolve(), args.videos_per_shard, set(args.skip))
         results["points"][f"{fraction:g}"] = point
-        RESULTS.write_text(json.dumps(results, indent=1))
-    rows = [
-        [f, st, p["stages"][st]["items"], p["stages"][st]["wall_s_per_video"], p["stages"][st]["cpu_s_per_video"],
-         p["stages"][st]["peak_rss_mb"], p["stages"][st]["output_bytes_per_video"]]
-        for f, p in sorted(results["points"].items()) for st in FEATURE_STAGES
-    ]  # fmt: skip
-    print(
-        print_table(["fraction", "stage", "items", "wall s/video", "cpu s/video", "peak RSS MB", "bytes/video"], rows)
-    )
+        write_json(args.results, results)
+    print_tables(results)
     return 0
 
 
