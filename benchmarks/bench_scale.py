@@ -74,13 +74,23 @@ ADDED_VIDEO = avsbench_full.Video("s4", "train", "dog_barking", "zzAddedOne0", 7
 DEMO_REPEATS = 3
 
 
+def code_env(cwd: Path) -> dict[str, str]:
+    """The environment of a command run in ``cwd``: its ``avs`` imports the code copied there, not the
+    editable install's (which may be another checkout)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))}
+
+
 def timed(cmd: list[str], cwd: Path) -> dict:
     """Runs ``cmd`` under GNU time: wall, user+sys CPU seconds and the peak RSS of its largest process."""
     with tempfile.TemporaryDirectory() as tmp:  # never a file in cwd: cwd may be the repository itself
         stats = Path(tmp) / "time.txt"
         start = time.perf_counter()
         proc = subprocess.run(
-            ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %M", *cmd], cwd=cwd, capture_output=True, text=True
+            ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %M", *cmd],
+            cwd=cwd,
+            env=code_env(cwd),
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - start
         user, sys_, rss_kb = stats.read_text().split()[-3:]
@@ -96,7 +106,7 @@ def timed(cmd: list[str], cwd: Path) -> dict:
 
 def dvc(ws: Path, *args: str) -> str:
     """An untimed DVC command in ``ws``; its stdout."""
-    proc = subprocess.run(["dvc", *args], cwd=ws, capture_output=True, text=True)
+    proc = subprocess.run(["dvc", *args], cwd=ws, env=code_env(ws), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} in {ws} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc.stdout
@@ -215,7 +225,7 @@ def train_one_step(ws: Path) -> dict:
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     start = time.perf_counter()
     proc = subprocess.Popen(
-        ["dvc", "repro", "train"], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["dvc", "repro", "train"], cwd=ws, env=code_env(ws), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     started, lines = None, []
     for line in proc.stdout:
@@ -333,7 +343,7 @@ def loader_rates(ws: Path, datasets: list[str], shards: int) -> dict:
 def demo_baseline(repo: Path, repeats: int = DEMO_REPEATS) -> dict | None:
     """Plain ``dvc status`` and ``dvc repro`` in ``repo`` (the demo DAG), ``repeats`` times each, interleaved;
     medians. None (and one line why) unless ``dvc status`` there has nothing to run but always-changed stages."""
-    proc = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True)
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=repo, env=code_env(repo), capture_output=True, text=True)
     if proc.returncode != 0:
         print(
             f"demo baseline skipped: dvc status in the repository exited {proc.returncode}: {proc.stderr.strip()[-300:]}"
