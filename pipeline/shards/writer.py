@@ -128,7 +128,7 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None
         try:
-            self._close()
+            self._close(complete=exc_type is None)
             if exc_type is None:
                 self._check_complete()
         except Exception as error:  # a failed close (disk full) or read-back: never published
@@ -137,10 +137,13 @@ class ShardWriter:
             return
         self._publish.__exit__(exc_type, exc, tb)  # rename into place on success, delete on error
 
-    def _close(self) -> None:
+    def _close(self, complete: bool) -> None:
+        """Close the temporary; the closing records (count, index) only when every write went through: after
+        a failed write (disk full) more writes would only replace that error with HDF5's own."""
         try:
-            self._h5.attrs["num_videos"] = self.count
-            self._h5.create_dataset(INDEX, data=encode_index(self._index), track_times=False)
+            if complete:
+                self._h5.attrs["num_videos"] = self.count
+                self._h5.create_dataset(INDEX, data=encode_index(self._index), track_times=False)
         finally:
             self._h5.close()
             self._h5 = None
