@@ -61,8 +61,6 @@ def evaluate(
     report.html. ``metrics_path``: also write the metrics there. ``train_log``: the run's dvclive folder
     (curves). ``device``: see :func:`train.device.inference_device` (None: CUDA when available).
     ``model_flags``: ``--model`` / ``--task`` / ``--num-classes`` (:func:`train.checkpoint.load_checkpoint`)."""
-    from train.report import render_report
-
     out_dir = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -118,5 +116,7 @@ def evaluate(
         "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {},
     }
     artefacts.write_json(out_dir / "report.json", report)
+    from train.report import render_report  # matplotlib: imported once the scoring has freed its memory
+
     render_report([out_dir], out_dir / "report.html")
     return metrics
