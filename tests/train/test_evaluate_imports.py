@@ -45,3 +45,13 @@ def test_a_resnet_model_still_gets_its_torchvision_blocks() -> None:
         'from train.models.backbones import build_backbone\nbuild_backbone("resnet18_small", frozen_bn=True)',
     )
     assert "torchvision" in _imported_after(program)
+
+
+def test_heap_settings_apply_on_glibc_and_release_runs() -> None:
+    import platform
+
+    from train.evaluation.memory import limit_heap_growth, release_free_heap
+
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert limit_heap_growth() is on_glibc
+    release_free_heap()  # returns; a no-op where not glibc
