@@ -13,11 +13,16 @@ from train.checkpoint import load_model, scoring_size
 from train.data import ClipDataset, ClipSource
 from train.device import inference_device
 from train.evaluation import artefacts
+from train.evaluation.memory import limit_heap_growth, release_free_heap
 from train.evaluation.metrics_log import log_metrics
 from train.evaluation.params import EvalParams
 from train.evaluation.scoring import DatasetScores, score_dataset
 from train.official_combo import ModelFlags
 from train.runlog import read_curves
+
+# What evaluation does not read from a checkpoint: the weights (the model holds its own copy) and the
+# resumption state; dropped once the model is built.
+WEIGHT_KEYS = ("state_dict", "optimizer", "scheduler", "rng", "tensor_sha256")
 
 
 def _strips(
@@ -61,13 +66,13 @@ def evaluate(
     report.html. ``metrics_path``: also write the metrics there. ``train_log``: the run's dvclive folder
     (curves). ``device``: see :func:`train.device.inference_device` (None: CUDA when available).
     ``model_flags``: ``--model`` / ``--task`` / ``--num-classes`` (:func:`train.checkpoint.load_checkpoint`)."""
-    from train.report import render_report
-
     out_dir = Path(out_dir)
+    limit_heap_growth()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch_device = inference_device(device)
     model, ckpt = load_model(checkpoint, torch_device, model_flags)
+    ckpt = {k: v for k, v in ckpt.items() if k not in WEIGHT_KEYS}  # the model holds its own copy
     train_params = ckpt.get("train_params", {})
     size = scoring_size(train_params, cfg.size)
     source = ClipSource.for_inputs(model.inputs, data_root, size)
@@ -95,6 +100,8 @@ def evaluate(
         drawn, drawn_negative = _strips(model, dataset, scored, cfg, out_dir, torch_device, progress)
         strips += drawn
         negative_strips += drawn_negative
+        del scored, dataset
+        release_free_heap()
     out_dir.mkdir(parents=True, exist_ok=True)
     log_metrics(out_dir, metrics)
     if metrics_path and Path(metrics_path) != out_dir / "metrics.json":
@@ -118,5 +125,8 @@ def evaluate(
         "curves": read_curves(Path(train_log), last_step=metrics["step"]) if train_log else {},
     }
     artefacts.write_json(out_dir / "report.json", report)
+    from train.report import render_report  # matplotlib: imported once the scoring has freed its memory
+
     render_report([out_dir], out_dir / "report.html")
+    release_free_heap()  # what the interpreter's exit then touches lands on a trimmed heap
     return metrics

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from train.data import ClipDataset, collate_clips
+from train.evaluation.memory import release_free_heap
 from train.evaluation.negative_audio import (
     ForegroundTally,
     OffscreenAudio,
@@ -96,6 +97,7 @@ def score(
             acc.add_video(vid, scores[0] if model.task == "binary" else labels[0].long(), gt, valid)
     result = acc.compute() if acc is not None else {}
     result["foreground"] = {**tally.compute(), "per_video": tally.per_video}
+    release_free_heap()  # the pass's activations, before the next pass or strip allocates its own
     return result
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from train.models.backbones.registry import STAGE_NAMES, register_backbone
 from train.models.backbones.weights import caffe2_to_detectron2_name
+
+if TYPE_CHECKING:  # imported when a ResNet is built: ``import torchvision`` costs ~165 MB (torch._dynamo)
+    from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 class ResNetBackbone(nn.Module):
@@ -106,7 +108,19 @@ def detectron2_to_torchvision_name(name: str) -> str:
 
 
 def _norm(frozen_bn: bool) -> Callable[[int], nn.Module]:
-    return FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    if not frozen_bn:
+        return nn.BatchNorm2d
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    return FrozenBatchNorm2d
+
+
+def _block(name: str) -> type[BasicBlock] | type[Bottleneck]:
+    """torchvision's ``BasicBlock`` or ``Bottleneck``, imported only when a ResNet is built, so that a
+    model without one (MobileNetV2, PVT, Swin) never imports torchvision."""
+    from torchvision.models import resnet
+
+    return getattr(resnet, name)
 
 
 @register_backbone("resnet50")
@@ -116,24 +130,24 @@ def resnet50(
     """ResNet-50 (paper config; frozen BN as in Mask2Former/COMBO). Channels 256/512/1024/2048.
     ``widths`` / ``stem_width``: a narrower trunk of the same depth (official COMBO checkpoints of
     small test configs; their widths are read from the tensor shapes)."""
-    return ResNetBackbone(Bottleneck, (3, 4, 6, 3), tuple(widths), stem_width, norm_layer=_norm(frozen_bn))
+    return ResNetBackbone(_block("Bottleneck"), (3, 4, 6, 3), tuple(widths), stem_width, norm_layer=_norm(frozen_bn))
 
 
 @register_backbone("resnet101")
 def resnet101(frozen_bn: bool = True) -> ResNetBackbone:
     """ResNet-101 (TransAVS's ImageNet-1K backbone; frozen BN). Channels 256/512/1024/2048."""
-    return ResNetBackbone(Bottleneck, (3, 4, 23, 3), norm_layer=_norm(frozen_bn))
+    return ResNetBackbone(_block("Bottleneck"), (3, 4, 23, 3), norm_layer=_norm(frozen_bn))
 
 
 @register_backbone("resnet18")
 def resnet18(frozen_bn: bool = False) -> ResNetBackbone:
     """ResNet-18, channels 64/128/256/512."""
-    return ResNetBackbone(BasicBlock, (2, 2, 2, 2), norm_layer=_norm(frozen_bn))
+    return ResNetBackbone(_block("BasicBlock"), (2, 2, 2, 2), norm_layer=_norm(frozen_bn))
 
 
 @register_backbone("resnet18_small")
 def resnet18_small(frozen_bn: bool = False, widths: tuple[int, int, int, int] = (8, 16, 24, 32)) -> ResNetBackbone:
     """ResNet-18 layout with few channels (default 8/16/24/32) for fast tests; no pretrained weights."""
     return ResNetBackbone(
-        BasicBlock, (2, 2, 2, 2), widths=tuple(widths), stem_width=widths[0], norm_layer=_norm(frozen_bn)
+        _block("BasicBlock"), (2, 2, 2, 2), widths=tuple(widths), stem_width=widths[0], norm_layer=_norm(frozen_bn)
     )
