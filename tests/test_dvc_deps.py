@@ -192,3 +192,14 @@ def test_the_stamp_stages_have_their_own_file():
     root file, whose lock is large at AVSBench size."""
     always = sorted(name for name, body in pipeline_stages().items() if body.get("always_changed"))
     assert always == ["stamps/dvc.yaml:maskige_tree", "stamps/dvc.yaml:source_tree"]
+
+
+def test_every_stamp_item_feeds_a_stage_of_the_root_file():
+    """Plain ``dvc repro`` collects dvc.yaml's stages and what they depend on: an item of stamps/dvc.yaml whose
+    stamp no dvc.yaml stage reads (item for item: the same foreach) would never run."""
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in yaml.safe_load((REPO / "stamps" / "dvc.yaml").read_text())["stages"].items():
+        for out in stage["do"]["outs"]:
+            path = next(iter(out)) if isinstance(out, dict) else out
+            readers = [n for n, s in root.items() if s.get("foreach") == stage["foreach"] and path in s["do"]["deps"]]
+            assert readers, f"stamps/dvc.yaml stage {name!r}: no dvc.yaml stage with its foreach reads {path}"
