@@ -2,7 +2,7 @@
 
 Method
 ------
-A temporary copy of the repository is made with only what the DAG needs: dvc.yaml, params.yaml,
+A temporary copy of the repository is made with only what the DAG needs: dvc.yaml, stamps/dvc.yaml, params.yaml,
 .dvc/config (plus ``core.no_scm = true``, since the copy is not a git work tree), .dvcignore,
 pipeline/ and stages/. Its params.yaml is overridden to a small demo: ``avs demo-data`` with
 1-3 videos per flavour at 64x64 (``demo.*_videos``, ``demo.frame_size``), ``extract.frame_size``
@@ -56,8 +56,9 @@ VENV_BIN = Path(sys.executable).parent
 def make_copy(tmp: Path, shards: list[int] | None = None, name: str = "repo") -> Path:
     repo = tmp / name
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "stamps/dvc.yaml", "params.yaml", ".dvcignore"):
         if (REPO_ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO_ROOT / name, repo / name)
     (repo / ".dvc").mkdir()
     config = (REPO_ROOT / ".dvc" / "config").read_text() if (REPO_ROOT / ".dvc" / "config").is_file() else "[core]\n"
@@ -104,8 +105,9 @@ def run(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None, chec
 
 
 def is_noop(output: str) -> bool:
-    text = output.lower()
-    return "up to date" in text and "running stage" not in text
+    """Nothing ran but the always-changed tree stamps (stamps/dvc.yaml), which every ``dvc repro`` runs."""
+    ran = [line for line in output.splitlines() if line.lower().startswith("running stage")]
+    return all("'stamps/dvc.yaml:" in line for line in ran)
 
 
 def importtime_top(repo: Path, n: int = 12) -> list[dict]:
@@ -178,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first dvc repro (untimed in the table): {first:.1f} s", flush=True)
         names_listed = [
             ln.strip()
-            for ln in run([dvc, "stage", "list", "--name-only"], repo)[1].splitlines()
-            if re.match(r"^[\w@.-]+$", ln.strip())
+            for ln in run([dvc, "stage", "list", "--all", "--name-only"], repo)[1].splitlines()
+            if re.match(r"^[\w@./:-]+$", ln.strip())
         ]
         stage_items = len(names_listed)
         single = next(n for n in names_listed if n.startswith("extract"))
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu[name].append(CPU_SECONDS[-1])
                 if name.startswith("dvc repro") and not is_noop(output):
                     noop_ok[name] = False
-                if name == "dvc status" and "changed" in output.lower():
+                if name == "dvc status" and "changed" in output.lower().replace("always changed", ""):
                     noop_ok[name] = False
             print(f"repeat {rep + 1}/{repeats} done", flush=True)
 

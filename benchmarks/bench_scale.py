@@ -1,13 +1,13 @@
 """The feature DAG at AVSBench size: how each cost grows from 1/10 to the full dataset.
 
 For each ``--fractions`` point it writes release trees with the real counts (benchmarks/avsbench_full.py,
-cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's dvc.yaml and
-params.yaml, with the demo datasets replaced by the generated ones and COMBO's maskiges as the proposal
-source), and measures what a user runs, each step once, in this order:
+cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's pipeline
+files dvc.yaml and stamps/dvc.yaml and its params.yaml, with the demo datasets replaced by the generated
+ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once, in this order:
 
 1. every feature stage item under ``dvc repro --single-item`` with GNU time: wall and CPU seconds, peak
    RSS (the largest process of the item), output bytes; summed per stage and divided by the videos.
-   Always-changed stages (the tree stamps) run first: the manifests depend on their outputs;
+   Always-changed stages (the tree stamps, stamps/dvc.yaml) run first: the manifests depend on their outputs;
 2. ``train.max_steps: 1`` in params.yaml, then ``dvc repro train``: seconds until DVC starts the train
    stage's command, and the whole run (stamps, the unchanged features, one training step);
 3. ``dvc repro --single-item evaluate`` under GNU time: the one evaluate run (wall, CPU, peak RSS);
@@ -59,7 +59,9 @@ from _bench_common import machine_info, print_table, write_json  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
 FEATURE_STAGES = ("manifest", "extract", "audio", "combo_maskiges")  # COMBO's maskiges: no SAM model runs
-CODE = ("pipeline", "stages", "train", "pyproject.toml", "dvc.yaml", "params.yaml", ".dvcignore")
+CODE = ("pipeline", "stages", "train", "pyproject.toml", ".dvcignore")
+# The pipeline files: the always-changed tree stamps have their own, whose small lock is all they rewrite.
+PIPELINE_FILES = ("dvc.yaml", "stamps/dvc.yaml")
 ROOTS = {"s4": "Single-source", "ms3": "Multi-sources", "avss": "AVSBench_semantic"}
 MASKIGE_TREES = {  # the pre_SAM_mask folders themselves, so each is the dependency of its dataset's item only
     "s4": "Single-source/s4_data/pre_SAM_mask",
@@ -114,7 +116,7 @@ def dvc(ws: Path, *args: str) -> str:
 
 # ---------------------------------------------------------------- workspace
 def workspace_dag(dag: dict) -> dict:
-    """The project's dvc.yaml for the bench workspace: no demo_data stage, no dependency on the demo trees
+    """One of the project's pipeline files for the bench workspace: no demo_data stage, no dependency on the demo trees
     (the stamp stages list the demo stamps only to run after demo_data), and train / evaluate read the
     generated datasets' features instead of the demo's."""
     dag["stages"].pop("demo_data", None)
@@ -148,11 +150,13 @@ def make_workspace(ws: Path, raw: Path, datasets: list[str], shards: int) -> lis
     params["proposals"].update(datasets=[], maskige_trees={d: str(raw / MASKIGE_TREES[d]) for d in datasets})
     params["train"]["datasets"] = params["evaluate"]["datasets"] = [d for d in datasets if d != "avss"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dag = workspace_dag(yaml.safe_load((REPO / "dvc.yaml").read_text()))
-    (ws / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
+    for file in PIPELINE_FILES:
+        dag = workspace_dag(yaml.safe_load((REPO / file).read_text()))
+        (ws / file).parent.mkdir(parents=True, exist_ok=True)
+        (ws / file).write_text(yaml.safe_dump(dag, sort_keys=False))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=ws, check=True)
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=ws, check=True)
-    return dvc(ws, "stage", "list", "--name-only").split()
+    return dvc(ws, "stage", "list", "--all", "--name-only").split()  # --all: stamps/dvc.yaml's stages too
 
 
 def remove_stages(ws: Path, names: list[str]) -> None:
@@ -163,10 +167,16 @@ def remove_stages(ws: Path, names: list[str]) -> None:
     (ws / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
 
 
-def always_changed_stages(dvc_yaml: Path) -> list[str]:
-    """Names of the stages marked ``always_changed`` (for a foreach stage, the flag sits under ``do``)."""
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    return [name for name, body in stages.items() if body.get("do", body).get("always_changed")]
+def always_changed_stages(root: Path) -> list[str]:
+    """The stages marked ``always_changed`` in the pipeline files of the project ``root`` (for a foreach stage,
+    the flag sits under ``do``), named as DVC names them: ``stamps/dvc.yaml:source_tree``."""
+    names = []
+    for file in PIPELINE_FILES:
+        if (root / file).is_file():
+            prefix = "" if file == "dvc.yaml" else f"{file}:"
+            stages = yaml.safe_load((root / file).read_text())["stages"]
+            names += [prefix + name for name, body in stages.items() if body.get("do", body).get("always_changed")]
+    return names
 
 
 def stage_items(names: list[str], stage: str) -> list[str]:
@@ -356,7 +366,7 @@ def demo_baseline(repo: Path, repeats: int = DEMO_REPEATS) -> dict | None:
             f"demo baseline skipped: dvc status in the repository reports {len(todo)} stage(s) to run ({first}: {todo[first]})"
         )
         return None
-    always = always_changed_stages(repo / "dvc.yaml")
+    always = always_changed_stages(repo)
     status, repro, last = [], [], {}
     for _ in range(repeats):
         status.append(timed(["dvc", "status"], repo)["wall_s"])
@@ -383,7 +393,7 @@ def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, ski
     shards = max(1, math.ceil(gen["videos"].get("s4", videos) / per_shard))
     print(f"fraction {fraction:g}: {gen['videos']} videos, {shards} shards", flush=True)
     names = make_workspace(ws, raw, datasets, shards)
-    always = always_changed_stages(ws / "dvc.yaml")
+    always = always_changed_stages(ws)
     point = {"fraction": fraction, "videos": gen["videos"], "frames": gen["frames"], "shards": shards}
     point.update(workspace_stages=names, always_changed_stages=always, skipped=sorted(skip))
     point["stages"] = run_features(ws, names, always, videos)

@@ -1,6 +1,6 @@
 """benchmarks/bench_scale.py's plumbing on real inputs: the workspace DAG it derives from the project's
-dvc.yaml, and how it reads DVC's own output (what ran, what is pending, the demo baseline) in a tiny
-DVC project with an always-changed stamp stage like the tree stamps."""
+pipeline files, and how it reads DVC's own output (what ran, what is pending, the demo baseline) in a tiny
+DVC project with an always-changed stamp stage in its own file, like the tree stamps (stamps/dvc.yaml)."""
 
 from __future__ import annotations
 
@@ -29,35 +29,51 @@ TINY_DAG = {
                 "outs": [{"stamp-${item}.txt": {"cache": False}}],
             },
         },
-        "features": {"cmd": "cat stamp-a.txt > features.txt", "deps": ["stamp-a.txt"], "outs": ["features.txt"]},
+        "features": {  # plain `dvc repro` runs a stamp item of stamps/dvc.yaml only if a dvc.yaml stage reads it
+            "cmd": "cat stamp-a.txt stamp-b.txt > features.txt",
+            "deps": ["stamp-a.txt", "stamp-b.txt"],
+            "outs": ["features.txt"],
+        },
     }
 }
 
 
-def test_workspace_dag_drops_demo_data_and_every_demo_tree_dep():
-    dag = bench_scale.workspace_dag(yaml.safe_load((REPO / "dvc.yaml").read_text()))
+@pytest.mark.parametrize("file", bench_scale.PIPELINE_FILES)
+def test_workspace_dag_drops_demo_data_and_every_demo_tree_dep(file):
+    dag = bench_scale.workspace_dag(yaml.safe_load((REPO / file).read_text()))
     assert "demo_data" not in dag["stages"]
     for name, stage in dag["stages"].items():
         deps = [str(d) for d in stage.get("do", stage).get("deps", [])]
         assert not [d for d in deps if d.startswith("data/raw/demo/") or "data/demo_" in d], name
+
+
+def test_workspace_dag_keeps_train_on_the_generated_features():
+    dag = bench_scale.workspace_dag(yaml.safe_load((REPO / "dvc.yaml").read_text()))
     assert "data/s4/extract" in dag["stages"]["train"]["deps"]
     assert "data/ms3/audio" in dag["stages"]["evaluate"]["deps"]
+
+
+STAMP_ITEMS = ["stamps/dvc.yaml:stamp@a", "stamps/dvc.yaml:stamp@b"]  # as DVC names them
 
 
 def test_workspace_dag_reaches_foreach_stages():
     dag = bench_scale.workspace_dag(json.loads(json.dumps(TINY_DAG)))
     assert dag["stages"]["stamp"]["do"]["deps"] == ["raw"]
-    assert dag["stages"]["features"]["deps"] == ["stamp-a.txt"]
+    assert dag["stages"]["features"]["deps"] == ["stamp-a.txt", "stamp-b.txt"]
 
 
 @pytest.fixture
 def tiny_project(tmp_path, monkeypatch):
-    """A DVC project (no git) whose stamp items always run and change nothing downstream."""
+    """A DVC project (no git) whose stamp items (in stamps/dvc.yaml, run from the root as the project's
+    are) always run and change nothing downstream."""
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "one.txt").write_text("1")
     dag = json.loads(json.dumps(TINY_DAG))
-    dag["stages"]["stamp"]["do"]["deps"] = ["raw"]
+    stamp = dag["stages"].pop("stamp")
+    stamp["do"] |= {"deps": ["raw"], "wdir": ".."}
+    (tmp_path / "stamps").mkdir()
+    (tmp_path / "stamps" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"stamp": stamp}}))
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dag))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=tmp_path, check=True)
@@ -65,14 +81,14 @@ def tiny_project(tmp_path, monkeypatch):
 
 
 def test_stamps_are_told_apart_from_real_reruns(tiny_project):
-    always = bench_scale.always_changed_stages(tiny_project / "dvc.yaml")
-    assert always == ["stamp"]
+    always = bench_scale.always_changed_stages(tiny_project)
+    assert always == ["stamps/dvc.yaml:stamp"]
     first = bench_scale.ran(bench_scale.timed(["dvc", "repro"], tiny_project)["stdout"], always)
-    assert first == {"reran": ["features"], "always_changed_ran": ["stamp@a", "stamp@b"]}
+    assert first == {"reran": ["features"], "always_changed_ran": STAMP_ITEMS}
     again = bench_scale.ran(bench_scale.timed(["dvc", "repro"], tiny_project)["stdout"], always)
-    assert again == {"reran": [], "always_changed_ran": ["stamp@a", "stamp@b"]}
+    assert again == {"reran": [], "always_changed_ran": STAMP_ITEMS}
     status = json.loads(bench_scale.dvc(tiny_project, "status", "--json"))
-    assert set(status) == {"stamp@a", "stamp@b"} and bench_scale.pending(status) == {}
+    assert set(status) == set(STAMP_ITEMS) and bench_scale.pending(status) == {}
 
 
 def test_demo_baseline_only_on_an_up_to_date_project(tiny_project, capsys):
@@ -81,5 +97,5 @@ def test_demo_baseline_only_on_an_up_to_date_project(tiny_project, capsys):
     subprocess.run(["dvc", "repro", "-q"], cwd=tiny_project, check=True)
     demo = bench_scale.demo_baseline(tiny_project, repeats=1)
     assert demo["dvc_status_s"] > 0 and demo["dvc_repro_noop_s"] > 0 and demo["repeats"] == 1
-    assert demo["reran"] == [] and demo["always_changed_ran"] == ["stamp@a", "stamp@b"]
+    assert demo["reran"] == [] and demo["always_changed_ran"] == STAMP_ITEMS
     assert not list(tiny_project.glob("*time*"))  # GNU time's record never lands in the measured project

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ MODULE_NAME = re.compile(r"(pipeline|stages|train)(\.[A-Za-z_][A-Za-z0-9_]*)+")
 NOT_OUTPUT_RELEVANT = {
     "stages/cli.py": "argument dispatch only",
 }
+# Every pipeline file: DVC builds one graph from all of them. The always-changed tree stamps have their own file,
+# so that running them rewrites only its small dvc.lock (docs/pipeline.md, "Source-tree stamps").
+PIPELINE_FILES = ("dvc.yaml", "stamps/dvc.yaml")
 
 
 def module_file(module: str) -> Path | None:
@@ -70,12 +74,25 @@ def project_closure(start_module: str) -> set[str]:
     return {str(p.relative_to(REPO)) for p in seen}
 
 
+def pipeline_stages() -> dict[str, dict]:
+    """DVC's stage name -> stage body (a foreach / matrix stage's ``do``, once) of every pipeline file.
+    Stages of ``stamps/dvc.yaml`` are named as DVC names them: ``stamps/dvc.yaml:source_tree``."""
+    found = {}
+    for file in PIPELINE_FILES:
+        for name, stage in yaml.safe_load((REPO / file).read_text())["stages"].items():
+            found[name if file == "dvc.yaml" else f"{file}:{name}"] = stage.get("do", stage)
+    return found
+
+
+def stage_file(name: str) -> str:
+    """The pipeline file of a ``pipeline_stages`` name."""
+    return name.split(":")[0] if ":" in name else "dvc.yaml"
+
+
 def stage_commands() -> dict[str, tuple[str, list[str]]]:
-    """stage name -> (avs sub-command, deps) from dvc.yaml (foreach/matrix stages once)."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    """stage name -> (avs sub-command, deps) of every pipeline file (foreach/matrix stages once)."""
     out = {}
-    for name, stage in spec["stages"].items():
-        body = stage.get("do", stage)
+    for name, body in pipeline_stages().items():
         command = body["cmd"].split()
         assert command[0] == "avs", f"stage {name}: command does not start with avs"
         out[name] = (command[1], [str(d) for d in body.get("deps", [])])
@@ -150,7 +167,39 @@ def test_feature_deps_follow_the_params_datasets(stage):
 
 def test_every_source_dep_exists():
     """A dep naming a project file that does not exist (a module turned package) fails `dvc repro` of that stage."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    deps = {str(d) for stage in spec.values() for d in stage.get("do", stage).get("deps", [])}
+    deps = {str(d) for body in pipeline_stages().values() for d in body.get("deps", [])}
     missing = sorted(d for d in deps if d.split("/")[0] in PACKAGES and not (REPO / d).exists())
     assert not missing, f"dvc.yaml deps name project sources that do not exist: {missing}"
+
+
+def test_every_pipeline_file_is_checked():
+    """A dvc.yaml these tests do not read would escape every check above."""
+    tracked = subprocess.run(["git", "ls-files", "dvc.yaml", "*/dvc.yaml"], cwd=REPO, capture_output=True, text=True)
+    assert sorted(tracked.stdout.split()) == sorted(PIPELINE_FILES)
+
+
+@pytest.mark.parametrize("stage", sorted(pipeline_stages()))
+def test_every_stage_runs_in_the_repository_root(stage):
+    """Commands, deps and outs of every file read from the repository root (``wdir: ..`` in stamps/dvc.yaml),
+    as these tests, tests/test_dvc_remote.py and the benchmarks read them."""
+    file = REPO / stage_file(stage)
+    workdir = (file.parent / pipeline_stages()[stage].get("wdir", ".")).resolve()
+    assert workdir == REPO.resolve(), f"{file.relative_to(REPO)} stage {stage!r} runs in {workdir}"
+
+
+def test_the_stamp_stages_have_their_own_file():
+    """DVC rewrites a stage's whole dvc.lock after running it: the always-changed stages stay out of the
+    root file, whose lock is large at AVSBench size."""
+    always = sorted(name for name, body in pipeline_stages().items() if body.get("always_changed"))
+    assert always == ["stamps/dvc.yaml:maskige_tree", "stamps/dvc.yaml:source_tree"]
+
+
+def test_every_stamp_item_feeds_a_stage_of_the_root_file():
+    """Plain ``dvc repro`` collects dvc.yaml's stages and what they depend on: an item of stamps/dvc.yaml whose
+    stamp no dvc.yaml stage reads (item for item: the same foreach) would never run."""
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in yaml.safe_load((REPO / "stamps" / "dvc.yaml").read_text())["stages"].items():
+        for out in stage["do"]["outs"]:
+            path = next(iter(out)) if isinstance(out, dict) else out
+            readers = [n for n, s in root.items() if s.get("foreach") == stage["foreach"] and path in s["do"]["deps"]]
+            assert readers, f"stamps/dvc.yaml stage {name!r}: no dvc.yaml stage with its foreach reads {path}"

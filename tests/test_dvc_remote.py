@@ -4,11 +4,11 @@ One person runs ``dvc repro`` and ``dvc push``; a teammate clones the git reposi
 and finds every stage up to date: nothing reruns, although the teammate has no raw videos. For that,
 every output of dvc.yaml is either cached (``dvc pull`` brings it) or committed to git (the clone has
 it); the raw data (the demo trees, a team's AVSBench copy) is neither, and ``dvc repro --allow-missing``
-skips the stages whose only change is that missing raw data. The tree-stamp stages (``source_tree@D``,
-``maskige_tree@D``) are ``always_changed``, so ``dvc repro --allow-missing`` runs them: without the raw
+skips the stages whose only change is that missing raw data. The tree-stamp stages (stamps/dvc.yaml:
+``source_tree@D``, ``maskige_tree@D``) are ``always_changed``, so ``dvc repro --allow-missing`` runs them: without the raw
 trees they keep the pulled stamps byte for byte, so no other stage runs.
 
-The slow test builds a small real project: this repository's code and dvc.yaml, params pointing at a
+The slow test builds a small real project: this repository's code and pipeline files, params pointing at a
 few AVSBench-layout videos written by ``benchmarks/avsbench_full.py`` with COMBO maskige trees (so no
 SAM model runs), a tiny model trained for 2 steps.
 """
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_dvc_deps import FEATURE_DEP, feature_deps
+from test_dvc_deps import FEATURE_DEP, PIPELINE_FILES, feature_deps, pipeline_stages
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = ("pipeline", "stages", "train")
 GIT_CONFIG = (".gitignore", ".dvcignore", ".dvc/config", "metrics/eval/.gitignore")
 RAW = "data/raw/tiny"  # the generated release trees: the project's raw data
-RAW_STAGES = ("demo_data", "source_tree", "maskige_tree")  # the stages that read raw data
-STAMP_STAGES = ("source_tree", "maskige_tree")  # always changed: every `dvc repro` runs them
+STAMP_STAGES = ("stamps/dvc.yaml:source_tree", "stamps/dvc.yaml:maskige_tree")  # always changed: run by every repro
+RAW_STAGES = ("demo_data", *STAMP_STAGES)  # the stages that read raw data
 DATASETS = ["tiny_s4", "tiny_ms3"]
 TEAM = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@example.org"}
 TEAM |= {"GIT_COMMITTER_NAME": "lab", "GIT_COMMITTER_EMAIL": "lab@example.org", "DVC_NO_ANALYTICS": "1"}
@@ -64,11 +64,10 @@ def test_every_output_is_cached_or_in_git():
     """The rule that makes a pulled clone up to date: an uncached output must be one git tracks, else a clone
     lacks it and its stage reruns. The exception is demo_data's stamps: they describe the raw demo trees,
     which a teammate does not have either (``dvc repro --allow-missing`` skips that stage)."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     uncached = {
         path: name
-        for name, stage in stages.items()
-        for path, flags in _stage_outputs(stage.get("do", stage))
+        for name, body in pipeline_stages().items()
+        for path, flags in _stage_outputs(body)
         if flags.get("cache", True) is False
     }
     ignored = _git_ignored(sorted(uncached))
@@ -80,11 +79,10 @@ def test_every_output_is_cached_or_in_git():
 def test_cached_outputs_are_not_committed_to_git():
     """A cached output DVC checks out must be git-ignored (dvc adds it to .gitignore; a stale entry in git would
     show as a change after every ``dvc pull``)."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     cached = [
         path
-        for stage in stages.values()
-        for path, flags in _stage_outputs(stage.get("do", stage))
+        for body in pipeline_stages().values()
+        for path, flags in _stage_outputs(body)
         if flags.get("cache", True) and "${" not in path
     ]
     tracked = subprocess.run(["git", "ls-files", *cached], cwd=REPO, capture_output=True, text=True).stdout.split()
@@ -140,7 +138,7 @@ def _dvc_yaml_for(datasets: list[str]) -> dict:
 
 
 def _make_project(root: Path) -> Path:
-    """A git + DVC project: this repo's code, git config files and dvc.yaml, tiny params and raw data."""
+    """A git + DVC project: this repo's code, git config files and pipeline files, tiny params and raw data."""
     root.mkdir()
     for folder in CODE:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -148,6 +146,9 @@ def _make_project(root: Path) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
+    for name in PIPELINE_FILES[1:]:  # stamps/dvc.yaml as it is
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
     (root / "dvc.yaml").write_text(yaml.safe_dump(_dvc_yaml_for(DATASETS), sort_keys=False))
     script = REPO / "benchmarks" / "avsbench_full.py"
     _run(root, sys.executable, str(script), "--out", RAW, "--fraction", "0.002", "--datasets", "s4", "ms3")
@@ -209,7 +210,7 @@ def test_a_pulled_clone_reruns_nothing(tmp_path):
 def _stamps(project: Path) -> dict[str, bytes]:
     """Stamp stage name -> the bytes of its stamp file (data/D/source_tree.json, data/D/maskige_tree.json)."""
     found = {}
-    for stage, name in (("source_tree", "source_tree.json"), ("maskige_tree", "maskige_tree.json")):
+    for stage, name in zip(STAMP_STAGES, ("source_tree.json", "maskige_tree.json"), strict=True):
         for dataset in DATASETS:
             path = project / "data" / dataset / name
             if path.exists():

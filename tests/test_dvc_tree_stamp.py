@@ -1,6 +1,6 @@
 """DVC sees a release tree through its stamp (``source_tree@D``, docs/pipeline.md "Source-tree stamps").
 
-A small real project (this repository's code and its dvc.yaml stages up to ``extract``, a tiny S4 tree
+A small real project (this repository's code, its pipeline stages up to ``extract``, a tiny S4 tree
 written by ``benchmarks/avsbench_full.py``, two shards) is reproduced, then changed the ways a user
 changes a tree; DVC itself says what reruns:
 
@@ -9,6 +9,9 @@ changes a tree; DVC itself says what reruns:
   bytes, so no extract item reruns;
 * a label's content changed: the manifest and the extract item of that video's shard rerun;
 * a video added: the manifest reruns.
+
+The stamp stages live in their own pipeline file (stamps/dvc.yaml), so the no-op ``dvc repro`` that runs
+them rewrites only its lock: the root dvc.lock keeps its bytes and its mtime.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from test_dvc_remote import CODE, GIT_CONFIG, _dvc, _run, _stages_run, _status
 REPO = Path(__file__).resolve().parents[1]
 RAW = "data/raw/tiny"
 TREE = f"{RAW}/Single-source"
-STAGES = ("demo_data", "source_tree", "manifest", "extract")  # the raw-data end of the DAG
+STAMPS = "stamps/dvc.yaml"
+STAMP = f"{STAMPS}:source_tree@tiny_s4"  # DVC's name of the stamp stage item
+STAGES = ("demo_data", "manifest", "extract")  # dvc.yaml's raw-data end of the DAG, after the stamp
 
 
 def _params() -> dict:
@@ -42,16 +47,19 @@ def _params() -> dict:
     return params
 
 
-def _make_project(root: Path) -> Path:
+def _make_project(root: Path, stages: tuple[str, ...] = STAGES) -> Path:
+    """This repository's code, ``stages`` of its dvc.yaml, stamps/dvc.yaml's source_tree, a tiny S4 tree."""
     root.mkdir()
     for folder in CODE:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in GIT_CONFIG:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    spec["stages"] = {name: spec["stages"][name] for name in STAGES}
-    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for file, names in (("dvc.yaml", stages), (STAMPS, ("source_tree",))):
+        spec = yaml.safe_load((REPO / file).read_text())
+        spec["stages"] = {name: spec["stages"][name] for name in names}
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        (root / file).write_text(yaml.safe_dump(spec, sort_keys=False))
     (root / "params.yaml").write_text(yaml.safe_dump(_params(), sort_keys=False))
     script = REPO / "benchmarks" / "avsbench_full.py"
     _run(root, sys.executable, str(script), "--out", RAW, "--fraction", "0.001", "--datasets", "s4")
@@ -78,32 +86,49 @@ def test_dvc_reruns_what_the_tree_stamp_says(tmp_path):
     root = _make_project(tmp_path / "project")
     assert set(_stages_run(_dvc(root, "repro"))) == {
         "demo_data",
-        "source_tree@tiny_s4",
+        STAMP,
         "manifest@tiny_s4",
         "extract@tiny_s4-0",
         "extract@tiny_s4-1",
     }
-    assert _stages_run(_dvc(root, "repro")) == ["source_tree@tiny_s4"]  # nothing changed: nothing downstream
-    assert _status(root) == {"source_tree@tiny_s4": ["always changed"]}
+    assert _stages_run(_dvc(root, "repro")) == [STAMP]  # nothing changed: nothing downstream
+    assert _status(root) == {STAMP: ["always changed"]}
 
     label = sorted((root / TREE / "s4_data/gt_masks").rglob("*_1.png"))[0]
     video_id = f"{label.parent.parent.name}/{label.parent.name}"  # gt_masks/{split}/{category}/{name}/
     manifest = _manifest_bytes(root)
     stat = label.stat()
     os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: same bytes
-    assert _stages_run(_dvc(root, "repro")) == ["source_tree@tiny_s4", "manifest@tiny_s4"]
+    assert _stages_run(_dvc(root, "repro")) == [STAMP, "manifest@tiny_s4"]
     assert _manifest_bytes(root) == manifest
 
     mask = np.asarray(Image.open(label).convert("L"))
     Image.fromarray(np.where(mask > 0, 0, 255).astype(np.uint8)).save(label)  # the label inverted
     shard = _shard_of(root, video_id)
     ran = _stages_run(_dvc(root, "repro"))
-    assert ran == ["source_tree@tiny_s4", "manifest@tiny_s4", f"extract@tiny_s4-{shard}"], ran
+    assert ran == [STAMP, "manifest@tiny_s4", f"extract@tiny_s4-{shard}"], ran
 
     _add_video(root / TREE, label.parent.name, "zz_added")
     ran = _stages_run(_dvc(root, "repro"))
-    assert ran[:2] == ["source_tree@tiny_s4", "manifest@tiny_s4"] and len(ran) == 3, ran  # + its one shard
+    assert ran[:2] == [STAMP, "manifest@tiny_s4"] and len(ran) == 3, ran  # + its one shard
     assert "zz_added" in (root / "data_manifests" / "tiny_s4.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_noop_repro_leaves_the_root_lock_alone(tmp_path):
+    """DVC rewrites the whole dvc.lock of each stage it runs (~1.6 s per stamp item for the root lock at AVSBench
+    size): the always-changed stamp stages, in stamps/dvc.yaml, rewrite only stamps/dvc.lock."""
+    root = _make_project(tmp_path / "project", stages=("demo_data", "manifest"))
+    _dvc(root, "repro")
+    lock, stamps_lock = root / "dvc.lock", root / STAMPS.replace("dvc.yaml", "dvc.lock")
+    assert set(yaml.safe_load(stamps_lock.read_text())["stages"]) == {"source_tree@tiny_s4"}
+    assert not [name for name in yaml.safe_load(lock.read_text())["stages"] if name.startswith("source_tree")]
+    content, past = lock.read_bytes(), lock.stat().st_mtime_ns - 10_000_000_000
+    for path in (lock, stamps_lock):
+        os.utime(path, ns=(past, past))  # a rewrite shows however fast it comes
+    assert _stages_run(_dvc(root, "repro")) == [STAMP]
+    assert lock.read_bytes() == content and lock.stat().st_mtime_ns == past
+    assert stamps_lock.stat().st_mtime_ns != past  # the stamp stage ran and wrote its own lock
 
 
 def _add_video(tree: Path, name: str, new: str) -> None:
