@@ -1,14 +1,11 @@
 """Keeping ``avs evaluate``'s resident memory down: glibc's heap, not Python, holds most of what a
-scoring pass leaves behind.
+scoring pass leaves behind, and :func:`release_free_heap` hands its free pages back after each pass.
 
-glibc serves an allocation above its mmap threshold with its own mapping, returned to the system when
-freed; but the threshold rises to the largest block freed so far (up to 32 MB), so after the first
-forward pass the activations of every later one come from the heap, and a heap keeps its freed pages.
-A fixed threshold keeps large tensors in their own mappings, and :func:`release_free_heap` hands back
-what the heap has freed. Measured on combo_mnv2's forward passes over the demo's 224x224 clips: peak RSS
-787 MB by default, 709 MB at 1 MiB, 725 MB at 4 MiB, 698 MB at 256 KiB (but 1.8x slower: every tensor
-from 256 KiB up is then a fresh mapping to zero-fill). Neither changes a result: they decide where
-memory lives, not what it holds. Elsewhere than on glibc both do nothing.
+Not done, measured: fixing glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps large tensors
+in their own mappings and lowers the peak a little more, but every such tensor is then a fresh mapping
+to zero-fill. On the 1/10 AVSBench MS3 test split (evaluate, five audio conditions): no fixed threshold
+20-21 s wall, 4 s system CPU, 840-870 MB; 16 MiB 26 s, 10 s, 823 MB; 4 MiB 38 s, 26 s, 783 MB; 1 MiB
+47-56 s, 35 s, 770 MB. Elsewhere than on glibc the trim does nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +16,6 @@ import gc
 import sys
 from functools import cache
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-MMAP_THRESHOLD_BYTES = 1024 * 1024  # blocks from 1 MiB up get their own mapping (its pages go back when freed)
-
 
 @cache
 def _glibc() -> ctypes.CDLL | None:
@@ -29,16 +23,10 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - musl and others lack them: treated as no glibc
+        libc.malloc_trim  # noqa: B018 - musl and others lack them: treated as no glibc
     except (OSError, AttributeError):
         return None
     return libc
-
-
-def limit_heap_growth() -> bool:
-    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD_BYTES`` for this process; False where not glibc."""
-    libc = _glibc()
-    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def release_free_heap() -> None:

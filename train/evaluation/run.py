@@ -13,7 +13,7 @@ from train.checkpoint import load_model, scoring_size
 from train.data import ClipDataset, ClipSource
 from train.device import inference_device
 from train.evaluation import artefacts
-from train.evaluation.memory import limit_heap_growth, release_free_heap
+from train.evaluation.memory import release_free_heap
 from train.evaluation.metrics_log import log_metrics
 from train.evaluation.params import EvalParams
 from train.evaluation.scoring import DatasetScores, score_dataset
@@ -67,7 +67,6 @@ def evaluate(
     (curves). ``device``: see :func:`train.device.inference_device` (None: CUDA when available).
     ``model_flags``: ``--model`` / ``--task`` / ``--num-classes`` (:func:`train.checkpoint.load_checkpoint`)."""
     out_dir = Path(out_dir)
-    limit_heap_growth()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch_device = inference_device(device)
