@@ -33,7 +33,7 @@ the 2-core machine is shared, so wall times are upper bounds.
     nice -n 10 python benchmarks/bench_long_video.py            # extract/audio 1, 10, 30 min; proposals 1, 10
     nice -n 10 python benchmarks/bench_long_video.py --minutes 120 --proposal-minutes   # 2 hours, no proposals
     nice -n 10 python benchmarks/bench_long_video.py --quick    # 1 minute only (smoke run)
-    ... --results /tmp/long.json                                # elsewhere than benchmarks/results/
+    ... --results scratch/long.json                             # elsewhere than benchmarks/results/
 """
 
 from __future__ import annotations
