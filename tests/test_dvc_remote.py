@@ -137,14 +137,19 @@ def _dvc_yaml_for(datasets: list[str]) -> dict:
     return spec
 
 
-def _make_project(root: Path) -> Path:
-    """A git + DVC project: this repo's code, git config files and pipeline files, tiny params and raw data."""
+def copy_code(root: Path) -> None:
+    """A new folder ``root`` holding this repository's code and its git / DVC config files."""
     root.mkdir()
     for folder in CODE:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in GIT_CONFIG:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
+
+
+def _make_project(root: Path) -> Path:
+    """A git + DVC project: this repo's code, git config files and pipeline files, tiny params and raw data."""
+    copy_code(root)
     (root / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
     for name in PIPELINE_FILES[1:]:  # stamps/dvc.yaml as it is
         (root / name).parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from test_dvc_remote import CODE, GIT_CONFIG, _dvc, _run, _stages_run, _status
+from test_dvc_remote import _dvc, _run, _stages_run, _status, copy_code
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = "data/raw/tiny"
@@ -49,12 +49,7 @@ def _params() -> dict:
 
 def _make_project(root: Path, stages: tuple[str, ...] = STAGES) -> Path:
     """This repository's code, ``stages`` of its dvc.yaml, stamps/dvc.yaml's source_tree, a tiny S4 tree."""
-    root.mkdir()
-    for folder in CODE:
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in GIT_CONFIG:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, root / name)
+    copy_code(root)
     for file, names in (("dvc.yaml", stages), (STAMPS, ("source_tree",))):
         spec = yaml.safe_load((REPO / file).read_text())
         spec["stages"] = {name: spec["stages"][name] for name in names}
