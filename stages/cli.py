@@ -17,6 +17,7 @@ import sys
 # the other commands in stages/commands/.
 STAGE_COMMANDS = {
     "demo-data": ("stages.demo_data", "generate the synthetic demo dataset (mp4 + ground truth in AVSBench layouts)"),
+    "code-digest": ("stages.code_digest", "write one file per stage command naming its sources and their sha256"),
     "tree-stamp": ("stages.tree_stamp", "stamp a source tree (paths, sizes, times, inodes) so DVC need not walk it"),
     "manifest": ("stages.manifest", "build the manifest CSV of a dataset and its per-shard slices"),
     "extract": ("stages.extract", "extract the T kept frames and 16 kHz mono audio of one shard into HDF5"),

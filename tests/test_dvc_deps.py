@@ -1,77 +1,30 @@
-"""Every dvc.yaml stage depends on all project source files its command imports (transitively).
+"""Every pipeline stage depends on the code its command runs, through that command's code digest.
 
-A dependency missing from ``deps`` means a code change that alters a stage's output would not
-rerun it, and DVC would serve stale results. The import graph is read from the sources with
-``ast``: imports inside functions count (the stages import lazily), and so do strings naming a
-project module (registries import their members with ``importlib``)."""
+A code change that alters a stage's output must rerun it, or DVC serves stale results. Each stage lists
+``data/code/<command>.json`` (stamps/dvc.yaml's ``code_digest`` stage, :mod:`pipeline.code_digest`) instead
+of its source files: these tests check that every stage does, that no stage lists sources by hand, that the
+digest follows the import graph (imports inside functions, registries' module-name strings, package data) and
+that it changes for exactly the commands whose sources changed."""
 
 from __future__ import annotations
 
-import ast
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stages.cli import COMMANDS
+from pipeline.code_digest import PACKAGES, code_digest, import_closure, stage_sources, write_code_digests
+from stages.cli import COMMANDS, STAGE_COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "stages", "train")
-MODULE_NAME = re.compile(r"(pipeline|stages|train)(\.[A-Za-z_][A-Za-z0-9_]*)+")
-# Files a stage imports that cannot change its outputs.
-NOT_OUTPUT_RELEVANT = {
-    "stages/cli.py": "argument dispatch only",
-}
-# Every pipeline file: DVC builds one graph from all of them. The always-changed tree stamps have their own file,
-# so that running them rewrites only its small dvc.lock (docs/pipeline.md, "Source-tree stamps").
+# Every pipeline file: DVC builds one graph from all of them. The stamps have their own file, so that running
+# them rewrites only its small dvc.lock (docs/pipeline.md, "Source-tree stamps").
 PIPELINE_FILES = ("dvc.yaml", "stamps/dvc.yaml")
-
-
-def module_file(module: str) -> Path | None:
-    base = REPO.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts)
-    if path.name == "__init__.py":
-        package = package.rsplit(".", 1)[0] + ".__init__"
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: -node.level]
-                base = ".".join(parent + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
-            found.add(node.value)  # registries import their modules by name (importlib.import_module)
-    return {m for m in found if m.split(".")[0] in PACKAGES}
-
-
-def project_closure(start_module: str) -> set[str]:
-    """Repository-relative paths of every project file executed when ``start_module`` is imported
-    (package ``__init__`` files included)."""
-    seen: set[Path] = set()
-    todo = [start_module]
-    while todo:
-        module = todo.pop()
-        parts = module.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-            path = module_file(".".join(parts[:i]))
-            if path is not None and path not in seen:
-                seen.add(path)
-                todo.extend(_imported_modules(path))
-    return {str(p.relative_to(REPO)) for p in seen}
+CODE_STAGE = "stamps/dvc.yaml:code_digest"
+CODE_DIR = "data/code"
 
 
 def pipeline_stages() -> dict[str, dict]:
@@ -99,30 +52,73 @@ def stage_commands() -> dict[str, tuple[str, list[str]]]:
     return out
 
 
-def covered(path: str, deps: list[str]) -> bool:
-    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+def code_dep(command: str) -> str:
+    return f"{CODE_DIR}/{command}.json"
 
 
-@pytest.mark.parametrize("stage", sorted(stage_commands()))
-def test_stage_deps_cover_its_imported_sources(stage):
+@pytest.mark.parametrize("stage", sorted(set(stage_commands()) - {CODE_STAGE}))
+def test_every_stage_depends_on_its_command_code_digest(stage):
     command, deps = stage_commands()[stage]
-    module = COMMANDS[command][0]
-    missing = sorted(p for p in project_closure(module) if not covered(p, deps) and p not in NOT_OUTPUT_RELEVANT)
-    assert not missing, f"dvc.yaml stage {stage!r} (avs {command}) imports files missing from its deps: {missing}"
+    assert code_dep(command) in deps, f"pipeline stage {stage!r} (avs {command}) lacks the dep {code_dep(command)}"
+    by_hand = [d for d in deps if d.split("/")[0] in PACKAGES]
+    assert not by_hand, f"pipeline stage {stage!r} lists sources by hand ({by_hand}): depend on {code_dep(command)}"
+
+
+def test_the_code_digest_stage_depends_on_every_package_and_writes_the_folder():
+    body = pipeline_stages()[CODE_STAGE]
+    assert sorted(body["deps"]) == sorted(PACKAGES)
+    assert body["outs"] == [CODE_DIR] and body["cmd"] == f"avs code-digest --out-dir {CODE_DIR}"
+
+
+def test_every_stage_command_gets_a_digest(tmp_path):
+    commands = {name: module for name, (module, _) in STAGE_COMMANDS.items() if name != "code-digest"}
+    write_code_digests(REPO, commands, tmp_path)
+    used = {command for command, _ in stage_commands().values()} - {"code-digest"}
+    assert used <= {p.stem for p in tmp_path.glob("*.json")}
 
 
 def test_closure_follows_lazy_and_package_imports():
-    closure = project_closure("stages.extract")
-    assert (
-        "pipeline/__init__.py" in closure and "pipeline/media/decoding.py" in closure and "stages/extract.py" in closure
-    )
+    closure = import_closure(REPO, "stages.extract")
+    assert {"pipeline/__init__.py", "pipeline/media/decoding.py", "stages/extract.py"} <= closure
+    assert "stages/cli.py" not in closure  # argument dispatch: never an input of a stage's outputs
 
 
-def test_shortened_deps_are_caught():
-    command, deps = stage_commands()["extract"]
-    files = project_closure(COMMANDS[command][0])
-    shortened = [d for d in deps if d != "pipeline/media" and d != "pipeline"]
-    assert any(not covered(p, shortened) for p in files if p not in NOT_OUTPUT_RELEVANT)
+def test_package_data_counts():
+    assert "train/report/templates/report.html.j2" in stage_sources(REPO, "stages.evaluate")
+    assert not any(p.endswith(".j2") for p in stage_sources(REPO, "stages.extract"))
+
+
+def _copy_sources(root: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_a_change_reruns_exactly_the_commands_that_run_it(tmp_path):
+    _copy_sources(tmp_path)
+    commands = {"extract": "stages.extract", "audio": "stages.audio", "evaluate": "stages.evaluate"}
+    before = {c: code_digest(tmp_path, c, m)["sha256"] for c, m in commands.items()}
+    assert "pipeline/extraction.py" in import_closure(tmp_path, "stages.extract")
+    assert "pipeline/extraction.py" not in import_closure(tmp_path, "stages.audio")
+    with open(tmp_path / "pipeline/extraction.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    after = {c: code_digest(tmp_path, c, m)["sha256"] for c, m in commands.items()}
+    assert after["extract"] != before["extract"] and after["audio"] == before["audio"]
+    (tmp_path / "train/report/templates/report.html.j2").write_text("edited")
+    assert code_digest(tmp_path, "evaluate", "stages.evaluate")["sha256"] != after["evaluate"]
+
+
+def test_a_new_lazy_import_joins_the_closure(tmp_path):
+    _copy_sources(tmp_path)
+    assert "pipeline/labels.py" not in import_closure(tmp_path, "stages.audio")
+    with open(tmp_path / "stages/audio.py", "a") as fh:
+        fh.write("\n\ndef _later():\n    from pipeline.labels import __doc__  # noqa\n")
+    assert "pipeline/labels.py" in import_closure(tmp_path, "stages.audio")
+
+
+def test_digest_files_are_rewritten_only_when_they_change(tmp_path):
+    commands = {"tree-stamp": "stages.tree_stamp"}
+    assert write_code_digests(REPO, commands, tmp_path) == ["tree-stamp"]
+    assert write_code_digests(REPO, commands, tmp_path) == []
 
 
 def test_stages_folder_holds_the_dvc_stages_and_commands_the_others():
@@ -199,6 +195,8 @@ def test_every_stamp_item_feeds_a_stage_of_the_root_file():
     stamp no dvc.yaml stage reads (item for item: the same foreach) would never run."""
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in yaml.safe_load((REPO / "stamps" / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:  # code_digest: every stage reads it (test_every_stage_depends_on_its_...)
+            continue
         for out in stage["do"]["outs"]:
             path = next(iter(out)) if isinstance(out, dict) else out
             readers = [n for n, s in root.items() if s.get("foreach") == stage["foreach"] and path in s["do"]["deps"]]

@@ -8,7 +8,9 @@ changes a tree; DVC itself says what reruns:
 * a label touched (same bytes, new mtime): the stamp changes, the manifest reruns and writes the same
   bytes, so no extract item reruns;
 * a label's content changed: the manifest and the extract item of that video's shard rerun;
-* a video added: the manifest reruns.
+* a video added: the manifest reruns;
+* a source file only ``avs extract`` imports edited: the code digests are rewritten and the extract items
+  rerun, nothing else (docs/pipeline.md, "Code digests").
 
 The stamp stages live in their own pipeline file (stamps/dvc.yaml), so the no-op ``dvc repro`` that runs
 them rewrites only its lock: the root dvc.lock keeps its bytes and its mtime.
@@ -33,6 +35,7 @@ RAW = "data/raw/tiny"
 TREE = f"{RAW}/Single-source"
 STAMPS = "stamps/dvc.yaml"
 STAMP = f"{STAMPS}:source_tree@tiny_s4"  # DVC's name of the stamp stage item
+CODE = f"{STAMPS}:code_digest"  # the code digests every stage depends on
 STAGES = ("demo_data", "manifest", "extract")  # dvc.yaml's raw-data end of the DAG, after the stamp
 
 
@@ -50,7 +53,7 @@ def _params() -> dict:
 def _make_project(root: Path, stages: tuple[str, ...] = STAGES) -> Path:
     """This repository's code, ``stages`` of its dvc.yaml, stamps/dvc.yaml's source_tree, a tiny S4 tree."""
     copy_code(root)
-    for file, names in (("dvc.yaml", stages), (STAMPS, ("source_tree",))):
+    for file, names in (("dvc.yaml", stages), (STAMPS, ("code_digest", "source_tree"))):
         spec = yaml.safe_load((REPO / file).read_text())
         spec["stages"] = {name: spec["stages"][name] for name in names}
         (root / file).parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +83,7 @@ def _shard_of(root: Path, video_id: str) -> int:
 def test_dvc_reruns_what_the_tree_stamp_says(tmp_path):
     root = _make_project(tmp_path / "project")
     assert set(_stages_run(_dvc(root, "repro"))) == {
+        CODE,
         "demo_data",
         STAMP,
         "manifest@tiny_s4",
@@ -108,6 +112,11 @@ def test_dvc_reruns_what_the_tree_stamp_says(tmp_path):
     assert ran[:2] == [STAMP, "manifest@tiny_s4"] and len(ran) == 3, ran  # + its one shard
     assert "zz_added" in (root / "data_manifests" / "tiny_s4.csv").read_text()
 
+    with open(root / "pipeline" / "extraction.py", "a") as fh:  # code only `avs extract` runs
+        fh.write("\n# an edit\n")
+    ran = _stages_run(_dvc(root, "repro"))
+    assert set(ran) == {CODE, STAMP, "extract@tiny_s4-0", "extract@tiny_s4-1"}, ran
+
 
 @pytest.mark.slow
 def test_a_noop_repro_leaves_the_root_lock_alone(tmp_path):
@@ -116,7 +125,7 @@ def test_a_noop_repro_leaves_the_root_lock_alone(tmp_path):
     root = _make_project(tmp_path / "project", stages=("demo_data", "manifest"))
     _dvc(root, "repro")
     lock, stamps_lock = root / "dvc.lock", root / STAMPS.replace("dvc.yaml", "dvc.lock")
-    assert set(yaml.safe_load(stamps_lock.read_text())["stages"]) == {"source_tree@tiny_s4"}
+    assert set(yaml.safe_load(stamps_lock.read_text())["stages"]) == {"code_digest", "source_tree@tiny_s4"}
     assert not [name for name in yaml.safe_load(lock.read_text())["stages"] if name.startswith("source_tree")]
     content, past = lock.read_bytes(), lock.stat().st_mtime_ns - 10_000_000_000
     for path in (lock, stamps_lock):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.test_dvc_deps import PACKAGES, REPO, module_file
+from pipeline.code_digest import PACKAGES
+from pipeline.code_digest import module_file as _module_file
+from tests.test_dvc_deps import REPO
 
 
 def _module_name(path: Path) -> str:
@@ -35,8 +37,8 @@ def imports_of(path: Path, text: str | None = None) -> set[Path]:
                 base = ".".join(parent + ([base] if base else []))
             for alias in node.names:
                 full = f"{base}.{alias.name}"
-                targets.add(full if module_file(full) is not None else base)
-    files = {module_file(t) for t in targets if t.split(".")[0] in PACKAGES}
+                targets.add(full if _module_file(REPO, full) is not None else base)
+    files = {_module_file(REPO, t) for t in targets if t.split(".")[0] in PACKAGES}
     return {f for f in files if f is not None and f != path}
 
 

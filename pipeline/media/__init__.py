@@ -42,8 +42,8 @@ from pipeline.media.frames import FramePlan, avsbench_frame_indices
 from pipeline.media.probing import MediaInfo, parse_probe, probe, seconds_in
 
 # Decoding and encoding need numpy (~0.1 s to import): they are imported when first asked for, so that
-# `avs manifest`, which only probes, does without it. Full module names, so that tests/test_dvc_deps.py
-# sees these imports too.
+# `avs manifest`, which only probes, does without it. Full module names, so that the code digest of a stage
+# (pipeline/code_digest.py) sees these imports too.
 _DECODING, _ENCODING = "pipeline.media.decoding", "pipeline.media.encoding"
 _LAZY = {
     "DEFAULT_WINDOW_SECONDS": _DECODING,
