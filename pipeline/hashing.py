@@ -62,20 +62,13 @@ def sha256_of_records(records: Iterable[bytes]) -> str:
 def sha256_of_named_digests(named: list[tuple[str, str]]) -> str:
     """Hex sha256 of (name, hex digest) pairs in order: the identity of a set of files whose names matter
     too (a file renamed, added or dropped changes it). Names never hold a NUL, so the encoding is unambiguous."""
-    digest = hashlib.sha256()
-    for name, value in named:
-        digest.update(f"{name}\0{value}\n".encode())
-    return digest.hexdigest()
+    return sha256_of_records(f"{name}\0{value}\n".encode() for name, value in named)
 
 
 def sha256_of_blocks(blocks: list[bytes]) -> str:
     """Hex sha256 of byte blocks in order, each preceded by its length (block boundaries count): the
     identity of data as a file stores it (a video's compressed chunks)."""
-    digest = hashlib.sha256()
-    for block in blocks:
-        digest.update(len(block).to_bytes(8, "little"))
-        digest.update(block)
-    return digest.hexdigest()
+    return sha256_of_records(part for block in blocks for part in (len(block).to_bytes(8, "little"), block))
 
 
 @lru_cache(maxsize=64)
