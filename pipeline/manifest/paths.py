@@ -40,6 +40,29 @@ def child(folder: str, relative: str) -> str:
     return f"{folder}/{relative}"
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether pathlib keeps ``name`` as one path component, as it is (not empty, not ``.``, no ``/``)."""
+    return bool(name) and name != "." and "/" not in name
+
+
+def joined(folder: str, *names: str) -> str:
+    """``str(Path(folder, *names))`` for a ``folder`` that is a ``str(Path)``: the joined text when every
+    name is a plain component (:func:`is_plain_name`), else pathlib's answer."""
+    if folder in ("", ".") or folder.endswith("/") or not all(is_plain_name(name) for name in names):
+        return str(Path(folder, *names))
+    return "/".join((folder, *names))
+
+
+def relative_name(file: str, folder: str) -> str:
+    """``Path(file).relative_to(folder).as_posix()``: the text after ``folder/`` when that is in pathlib's
+    form already, else pathlib's answer (a ValueError when ``file`` is not under ``folder``)."""
+    if folder not in ("", ".") and not folder.endswith("/") and file.startswith(folder + "/"):
+        rest = file[len(folder) + 1 :]
+        if all(is_plain_name(part) for part in rest.split("/")):
+            return rest
+    return Path(file).relative_to(folder).as_posix()
+
+
 class FolderCheck:
     """Whether folders exist, each asked once: a missing folder holds no file, so a dozen candidate
     names under it need no ``stat`` each (AVSBench releases without ``raw_videos/``)."""
