@@ -47,7 +47,7 @@ from pipeline.failures import FailureLog
 from pipeline.hashing import sha256_of_named_digests
 from pipeline.labels import fit_image
 from pipeline.manifest import HashCache, ManifestRow, read_manifest
-from pipeline.manifest.paths import is_plain_name, joined, relative_name
+from pipeline.manifest.paths import is_plain_relative, joined, relative_name
 from pipeline.proposals.config import ProposalParams
 from pipeline.proposals.maskige import nearest_resize
 from pipeline.proposals.palette import ade20k_palette
@@ -134,8 +134,7 @@ def maskige_files(tree: str, task: str, video_id: str, split: str, num_frames: i
 
 def _id_parts(video_id: str) -> tuple[str, ...]:
     """``PurePosixPath(video_id).parts``, split on ``/`` where that gives the same answer."""
-    parts = tuple(video_id.split("/"))
-    return parts if all(is_plain_name(part) for part in parts) else PurePosixPath(video_id).parts
+    return tuple(video_id.split("/")) if is_plain_relative(video_id) else PurePosixPath(video_id).parts
 
 
 def _codes(rgb: np.ndarray) -> np.ndarray:
