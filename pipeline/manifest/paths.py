@@ -40,6 +40,33 @@ def child(folder: str, relative: str) -> str:
     return f"{folder}/{relative}"
 
 
+def is_plain_relative(text: str) -> bool:
+    """Whether ``text`` is a relative path in pathlib's form, ``str(PurePosixPath(text)) == text``: components
+    that are neither empty nor ``.``, joined by single slashes (string tests, no split)."""
+    return not (
+        text in ("", ".") or text.startswith(("/", "./")) or text.endswith(("/", "/.")) or "//" in text or "/./" in text
+    )
+
+
+def joined(folder: str, *names: str) -> str:
+    """``str(Path(folder, *names))`` for a ``folder`` that is a ``str(Path)``: the joined text when the
+    names join into a plain relative path (:func:`is_plain_relative`), else pathlib's answer."""
+    relative = "/".join(names)
+    if folder in ("", ".") or folder.endswith("/") or not is_plain_relative(relative):
+        return str(Path(folder, *names))
+    return f"{folder}/{relative}"
+
+
+def relative_name(file: str, folder: str) -> str:
+    """``Path(file).relative_to(folder).as_posix()``: the text after ``folder/`` when that is in pathlib's
+    form already, else pathlib's answer (a ValueError when ``file`` is not under ``folder``)."""
+    if folder not in ("", ".") and not folder.endswith("/") and file.startswith(folder + "/"):
+        rest = file[len(folder) + 1 :]
+        if is_plain_relative(rest):
+            return rest
+    return Path(file).relative_to(folder).as_posix()
+
+
 class FolderCheck:
     """Whether folders exist, each asked once: a missing folder holds no file, so a dozen candidate
     names under it need no ``stat`` each (AVSBench releases without ``raw_videos/``)."""

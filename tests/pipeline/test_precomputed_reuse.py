@@ -23,6 +23,7 @@ from test_shard_reuse import assert_same_shards
 
 from pipeline.failures import read_failures
 from pipeline.hashing import sha256_of_file
+from pipeline.manifest import HashCache
 from pipeline.proposals.precomputed import MASKIGE_FILES_DIGEST
 from pipeline.shards import (
     CONTENT_DIGEST,
@@ -221,6 +222,34 @@ def test_the_hash_cache_spares_unchanged_files_their_read(work, capsys):
     out = _rerun(capsys)
     assert "proposals shard-1.h5: 1 of 2 videos reused from the previous shard" in out, out
     assert "shard-0.h5: all 4 videos unchanged" in out
+
+
+def test_one_run_reads_the_hash_cache_once_and_writes_it_only_when_a_hash_changed(work, monkeypatch, capsys):
+    """The tree's hash cache is read once per command, not once per shard (at AVSBench size 17 reads of a
+    6 MB JSON); a run that hashed nothing leaves the file as it is; new hashes are written, atomically."""
+    path = work / "data" / "cache" / "maskiges-ms3.sha256.json"
+    reads = []
+    read = HashCache._read
+
+    def counted_read(cache: HashCache, file: Path) -> dict:
+        reads.append(Path(file).resolve())
+        return read(cache, file)
+
+    monkeypatch.setattr(HashCache, "_read", counted_read)  # the real read, counted
+    untouched = _stamp(path)
+    assert "shard-1.h5: all 2 videos unchanged" in _rerun(capsys)
+    assert reads == [path.resolve()] and _stamp(path) == untouched
+    edited = [_png_of("m_000", 3), _png_of("m_004", 2)]  # one in each shard
+    for png in edited:
+        write_combo_png(png, random_masks(40, 40, k=6))
+    reads.clear()
+    out = _rerun(capsys)
+    assert "shard-0.h5: 3 of 4 videos reused" in out and "shard-1.h5: 1 of 2 videos reused" in out, out
+    assert reads == [path.resolve()]
+    entries = json.loads(path.read_text())["entries"]
+    assert len(entries) == 5 * len(VIDEOS)
+    assert all(entries[str(png.resolve())][4] == sha256_of_file(png) for png in edited)
+    assert not list(path.parent.glob(f".{path.name}*"))  # no temporary left beside it
 
 
 def test_shards_no_longer_in_data_shards_are_removed(work, capsys):
