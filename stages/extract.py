@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         progress=ctx.progress,
         hash_cache=ctx.source_hash_cache,
         reuse=args.reuse,
+        ffmpeg_hash_cache=ctx.source_hash_cache.with_name("ffmpeg.sha256.json"),  # beside the sources' cache
     )
     done = len(rows) - len(failures.errors)
     print(f"extract {out}: {done}/{len(rows)} videos")

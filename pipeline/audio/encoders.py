@@ -9,6 +9,8 @@ and exposes:
 - ``log_offset``: the offset of log(mel + offset) the network was trained with (the mel
   examples are shared; only the log floor differs between VGGish and YAMNet);
 - ``provenance``: str -> str attributes recorded in the output shard;
+- optionally ``describe(**cfg) -> provenance | None`` (a static method): the provenance without building the
+  encoder (no weights loaded), so that a rerun that computes nothing loads nothing (:func:`describe_encoder`);
 - ``encode(examples: float32 [N,96,64]) -> float32 [N,D]``, batched internally.
 """
 
@@ -61,6 +63,14 @@ def build_encoder(name: str, **cfg: Any) -> AudioEncoder:
             f"audio encoder {name!r} takes no {', '.join(unknown)} (it takes {', '.join(encoder_arguments(name))})"
         )
     return builder(**cfg)
+
+
+def describe_encoder(name: str, **cfg: Any) -> dict[str, str] | None:
+    """The ``provenance`` that ``build_encoder(name, **cfg)`` would give, when the encoder can tell without
+    being built (its ``describe``); None when it cannot (then build it to know)."""
+    builder = _ENCODERS.lookup(name)
+    describe = getattr(builder, "describe", None)
+    return None if describe is None else describe(**cfg)
 
 
 def encoder_arguments(name: str) -> list[str]:

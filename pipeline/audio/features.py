@@ -1,7 +1,8 @@
 """Per-video audio features: VGGish log-mel examples and encoder embeddings, T per video.
 
 ``AudioParams`` is the ``audio`` section of params.yaml. ``get_encoder`` loads the configured
-encoder once per process (workers are long-lived). ``clip_features`` turns a batch of clips
+encoder once per process (workers are long-lived); ``get_provenance`` says what it records without
+loading it where the encoder can tell. ``clip_features`` turns a batch of clips
 (int16 16 kHz mono, with their T) into ``{"logmel": float32 [T,96,64], "embeddings": float32 [T,D]}``
 each, running the encoder once over all seconds of the batch. A clip longer than
 :data:`WINDOW_EXAMPLES` seconds is done a window of examples at a time (:func:`long_clip_features`),
@@ -20,6 +21,7 @@ from pipeline.audio.encoders import (
     AudioEncoder,
     AudioEncoderError,
     build_encoder,
+    describe_encoder,
     encoder_arguments,
     list_encoders,
 )
@@ -82,6 +84,13 @@ class AudioParams:
 def get_encoder(params: AudioParams, num_threads: int | None = None) -> AudioEncoder:
     """The encoder described by ``params``, built once per process and reused for every video."""
     return build_encoder(params.encoder, num_threads=num_threads, **params.encoder_config())
+
+
+def get_provenance(params: AudioParams) -> dict[str, str]:
+    """The provenance of the encoder ``get_encoder(params)`` builds, without building it where the encoder
+    can tell (YAMNet: no onnx import, no session): a rerun that reuses every video loads no model."""
+    described = describe_encoder(params.encoder, **params.encoder_config())
+    return dict(described) if described is not None else dict(get_encoder(params).provenance)
 
 
 def validate_clip(audio: np.ndarray, num_seconds: int) -> np.ndarray:

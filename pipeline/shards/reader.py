@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5o, h5z
 
-from pipeline.shards.attributes import from_attr
+from pipeline.shards.attributes import AttributeView, from_attr
 from pipeline.shards.errors import ShardError
 from pipeline.shards.located import ArrayLocation, FileStamp, frame_range, read_located
 from pipeline.shards.paths import group_name, video_id_of
@@ -200,7 +200,7 @@ class ShardReader:
         attrs = self._group(video_id).attrs
         if keys is None:
             return {k: from_attr(v) for k, v in attrs.items()}
-        return {k: from_attr(attrs[k]) for k in keys if k in attrs}
+        return AttributeView(attrs).pick(keys)
 
     def file_attrs(self) -> dict[str, Any]:
         return {k: from_attr(v) for k, v in self._h5.attrs.items()}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import DiskFullError, ensure_free_space
-from pipeline.shards.attributes import from_attr, to_attr
+from pipeline.shards.attributes import AttributeView, from_attr, to_attr
 from pipeline.shards.errors import ShardError
 from pipeline.shards.file_digest import file_digest_mismatch
 from pipeline.shards.identity import ARRAY_DIGESTS, verify_array
@@ -57,6 +57,8 @@ class PreviousShard:
         self.reason = "" if enabled else "reuse turned off"
         self.enabled = enabled
         self.reused = 0
+        # video id -> its attributes as read by matches_all, for copy (and warnings) to use without reading again
+        self._accepted: dict[str, AttributeView] = {}
 
     def __enter__(self) -> PreviousShard:
         if not self.enabled:
@@ -84,6 +86,7 @@ class PreviousShard:
         self.close()
 
     def close(self) -> None:
+        self._accepted.clear()
         if self.reader is not None:
             self.reader.close()
             self.reader = None
@@ -127,14 +130,22 @@ class PreviousShard:
         the stored one."""
         if self.reader is None or not all(expected.values()) or not self.reader.has(video_id):
             return False
-        stored = self.reader.video_attrs(video_id, list(expected))
+        group = self.reader.group(video_id)
+        stored = AttributeView(group.attrs)
         if any(stored.get(key) != value for key, value in expected.items()):
             return False
         try:
-            stored_digests_consistent(self.reader.group(video_id), f"{self.path}: video {video_id!r}")
+            stored_digests_consistent(group, f"{self.path}: video {video_id!r}", stored)
         except ShardError:
             return False
+        self._accepted[video_id] = stored
         return True
+
+    def _attributes(self, video_id: str) -> AttributeView:
+        """The attributes of ``video_id``: those :meth:`matches_all` read, else a fresh view."""
+        assert self.reader is not None
+        view = self._accepted.get(video_id)
+        return view if view is not None else AttributeView(self.reader.group(video_id).attrs)
 
     def stored_intact(self, video_id: str) -> bool:
         """Whether the arrays of ``video_id`` (accepted by :meth:`matches`) are stored as they were written:
@@ -142,7 +153,7 @@ class PreviousShard:
         bytes are read, not inflated), else by :meth:`arrays_intact`. A copy moves compressed chunks as
         they are, so bytes flipped on disk would otherwise travel on unseen."""
         assert self.reader is not None
-        recorded = self.reader.video_attrs(video_id, [STORED_DIGEST]).get(STORED_DIGEST)
+        recorded = self._attributes(video_id).get(STORED_DIGEST)
         if recorded is None:
             return self.arrays_intact(video_id)
         try:
@@ -166,14 +177,16 @@ class PreviousShard:
         """Copy ``video_id`` (accepted by :meth:`matches`) into ``writer`` (a :class:`ShardWriter`); returns
         the warnings recorded with it (its ``warnings`` attribute, if any)."""
         assert self.reader is not None
-        writer.copy_video(self.reader, video_id, checked=True)
+        attrs = self._attributes(video_id)
+        writer.copy_video(self.reader, video_id, checked=True, attrs=attrs)
+        self._accepted.pop(video_id, None)
         self.reused += 1
-        return self.warnings(video_id)
+        return list(attrs.get("warnings") or [])
 
     def warnings(self, video_id: str) -> list[str]:
         """The warnings recorded with ``video_id`` (its ``warnings`` attribute, if any)."""
         assert self.reader is not None
-        return list(self.reader.video_attrs(video_id, ["warnings"]).get("warnings") or [])
+        return list(self._attributes(video_id).get("warnings") or [])
 
     def summary(self, total: int) -> str:
         if self.reused or not self.reason:

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.atomic import ensure_free_space
 from pipeline.hashing import sha256_of_blocks
-from pipeline.shards.attributes import from_attr, to_attr
+from pipeline.shards.attributes import AttributeView, from_attr, to_attr
 from pipeline.shards.errors import ShardError
 from pipeline.shards.identity import ARRAY_DIGESTS, CONTENT_DIGEST, ArrayHasher, array_digest, content_digest
 
@@ -148,11 +148,13 @@ class VideoWriter:
         self.shard.count += 1
 
 
-def stored_digests_consistent(group: h5py.Group, where: str) -> str:
+def stored_digests_consistent(group: h5py.Group, where: str, attrs: AttributeView | None = None) -> str:
     """The content digest of a stored video group, after checking that it has one digest per array and
-    that its content digest is the digest over them (a group from an older version has none)."""
-    digests = from_attr(group.attrs.get(ARRAY_DIGESTS, "null"))
-    stored = from_attr(group.attrs.get(CONTENT_DIGEST, ""))
+    that its content digest is the digest over them (a group from an older version has none). ``attrs``:
+    the group's attributes where the caller has them in an :class:`AttributeView` already."""
+    attrs = AttributeView(group.attrs) if attrs is None else attrs
+    digests = attrs.get(ARRAY_DIGESTS)
+    stored = attrs.get(CONTENT_DIGEST, "")
     if not isinstance(digests, dict) or not stored:
         raise ShardError(f"{where}: no array digests (written by an earlier version)")
     if set(digests) != set(group.keys()) or content_digest(digests) != stored:

@@ -8,10 +8,11 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5o
 
 from pipeline import __version__
 from pipeline.atomic import atomic_path, ensure_free_space
-from pipeline.shards.attributes import from_attr, to_attr
+from pipeline.shards.attributes import AttributeView, to_attr
 from pipeline.shards.errors import ShardError
 from pipeline.shards.identity import CODE_DIGEST, code_digest
 from pipeline.shards.index import INDEX, INDEX_KEYS, encode_index, index_entry
@@ -105,24 +106,28 @@ class ShardWriter:
         digest = group.attrs[STORED_DIGEST] = stored_digest(group)
         self._index[video_id][STORED_DIGEST] = digest
 
-    def copy_video(self, reader: ShardReader, video_id: str, checked: bool = False) -> None:
+    def copy_video(
+        self, reader: ShardReader, video_id: str, checked: bool = False, attrs: AttributeView | None = None
+    ) -> None:
         """Copy one video of another shard as stored (HDF5 object copy: compressed chunks are copied
         without inflating them) with all its attributes. The group must carry consistent digests (one per
         array, and the content digest over them) and fit on the disk; ``checked``: the caller made both
-        checks already (:class:`pipeline.shards.reuse.PreviousShard` does, once per shard for the space)."""
+        checks already (:class:`pipeline.shards.reuse.PreviousShard` does, once per shard for the space).
+        ``attrs``: the source group's attributes where the caller has read them already."""
         assert self._h5 is not None, "use ShardWriter as a context manager"
         name = group_name(video_id)
         if name in self._videos:
             raise ShardError(f"{self.path}: video id {video_id!r} written twice")
         source = reader.group(video_id)
+        attrs = AttributeView(source.attrs) if attrs is None else attrs
         if not checked:
-            stored_digests_consistent(source, f"{reader.path}: video {video_id!r}")
+            stored_digests_consistent(source, f"{reader.path}: video {video_id!r}", attrs)
             ensure_free_space(self.path, sum(source[key].id.get_storage_size() for key in source) + (64 << 10))
         source.file.copy(source, self._videos, name=name)
-        # the index entry from the copied group itself (a few attribute reads, beside a copy of ~2 ms)
-        attrs = source.attrs
-        stored = {key: from_attr(attrs[key]) for key in self.index_keys if key in attrs}
-        self._index[video_id] = index_entry(stored, {key: source[key].shape for key in source}, self.index_keys)
+        # the index entry from the copied group itself (a few attribute reads, beside a copy of ~1 ms); its
+        # arrays opened at the low level (h5py's group[key] costs twice as much)
+        shapes = {key: h5o.open(source.id, key.encode()).shape for key in source}
+        self._index[video_id] = index_entry(attrs.pick(self.index_keys), shapes, self.index_keys)
         self.count += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
