@@ -7,7 +7,7 @@ ones and COMBO's maskiges as the proposal source), and measures what a user runs
 
 1. every feature stage item under ``dvc repro --single-item`` with GNU time: wall and CPU seconds, peak
    RSS (the largest process of the item), output bytes; summed per stage and divided by the videos.
-   Always-changed stages (the tree stamps, stamps/dvc.yaml) run first: the manifests depend on their outputs;
+   The code digests and the always-changed tree stamps (stamps/dvc.yaml) run first: the stages depend on their outputs;
 2. ``train.max_steps: 1`` in params.yaml, then ``dvc repro train``: seconds until DVC starts the train
    stage's command, and the whole run (stamps, the unchanged features, one training step);
 3. ``dvc repro --single-item evaluate`` under GNU time: the one evaluate run (wall, CPU, peak RSS);
@@ -59,6 +59,7 @@ from _bench_common import machine_info, print_table, write_json  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
 FEATURE_STAGES = ("manifest", "extract", "audio", "combo_maskiges")  # COMBO's maskiges: no SAM model runs
+CODE_STAGE = "stamps/dvc.yaml:code_digest"  # data/code/<command>.json, which every stage depends on: first of all
 CODE = ("pipeline", "stages", "train", "pyproject.toml", ".dvcignore")
 # The pipeline files: the always-changed tree stamps have their own, whose small lock is all they rewrite.
 PIPELINE_FILES = ("dvc.yaml", "stamps/dvc.yaml")
@@ -204,9 +205,9 @@ def pending(status: dict) -> dict:
 
 # ---------------------------------------------------------------- steps
 def run_features(ws: Path, names: list[str], always: list[str], videos: int) -> dict:
-    """Each feature stage item in DAG order (stamps first); per-stage sums and per-video costs."""
+    """Each feature stage item in DAG order (code digests and tree stamps first); per-stage sums and per-video costs."""
     result = {}
-    for stage in [*always, *FEATURE_STAGES]:
+    for stage in [CODE_STAGE, *always, *FEATURE_STAGES]:
         items = stage_items(names, stage)
         if not items:
             continue
