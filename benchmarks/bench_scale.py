@@ -3,7 +3,7 @@
 For each ``--fractions`` point it writes release trees with the real counts (benchmarks/avsbench_full.py,
 cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's pipeline
 files dvc.yaml and stamps/dvc.yaml and its params.yaml, with the demo datasets replaced by the generated
-ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once, in this order:
+ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once (the no-op three times), in this order:
 
 1. every feature stage item under ``dvc repro --single-item`` with GNU time: wall and CPU seconds, peak
    RSS (the largest process of the item), output bytes; summed per stage and divided by the videos.
@@ -11,8 +11,8 @@ ones and COMBO's maskiges as the proposal source), and measures what a user runs
 2. ``train.max_steps: 1`` in params.yaml, then ``dvc repro train``: seconds until DVC starts the train
    stage's command, and the whole run (stamps, the unchanged features, one training step);
 3. ``dvc repro --single-item evaluate`` under GNU time: the one evaluate run (wall, CPU, peak RSS);
-4. plain ``dvc status`` and plain ``dvc repro`` with everything up to date: wall, and which stages ran
-   (always-changed stamp stages listed apart from stages that reran for real);
+4. plain ``dvc status`` and plain ``dvc repro`` with everything up to date, three times each, interleaved:
+   median walls, and which stages ran (always-changed stamp stages listed apart from real reruns);
 5. ``dvc freeze train evaluate``; one S4 video added, then plain ``dvc repro``; one label PNG edited,
    then plain ``dvc repro``: wall, what reran, the share of the full feature wall and the marginal cost
    (that wall minus the no-op repro's wall) and its share; ``dvc unfreeze train evaluate``;
@@ -256,11 +256,22 @@ def evaluate_alone(ws: Path) -> dict:
     return {k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}
 
 
-def noop(ws: Path, always: list[str]) -> dict:
-    """Plain ``dvc status`` and plain ``dvc repro`` with everything up to date."""
-    status = timed(["dvc", "status"], ws)
-    repro = timed(["dvc", "repro"], ws)
-    return {"dvc_status_s": status["wall_s"], "dvc_repro_noop_s": repro["wall_s"], **ran(repro["stdout"], always)}
+def noop(ws: Path, always: list[str], repeats: int = DEMO_REPEATS) -> dict:
+    """Plain ``dvc status`` and plain ``dvc repro`` with everything up to date, ``repeats`` times each,
+    interleaved (as the demo baseline): medians, and every run's wall."""
+    status, repro, last = [], [], {}
+    for _ in range(repeats):
+        status.append(timed(["dvc", "status"], ws)["wall_s"])
+        run = timed(["dvc", "repro"], ws)
+        repro.append(run["wall_s"])
+        last = ran(run["stdout"], always)
+    return {
+        "dvc_status_s": round(statistics.median(status), 2),
+        "dvc_repro_noop_s": round(statistics.median(repro), 2),
+        "dvc_status_runs_s": status,
+        "dvc_repro_noop_runs_s": repro,
+        **last,
+    }
 
 
 def add_one_video(raw: Path) -> None:

@@ -12,12 +12,17 @@ import argparse
 import os
 import time
 
-from pipeline.tree_stamp import TreeStampError, read_stamp, stamp_tree, write_stamp
+from pipeline.tree_stamp import NOT_READ_BY_SOURCE, TreeStampError, read_stamp, stamp_tree, write_stamp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tree", required=True, help="the folder to stamp (a release root or a maskige tree)")
     parser.add_argument("--out", required=True, help="the stamp JSON file (rewritten only when it changes)")
+    parser.add_argument(
+        "--source",
+        choices=sorted(NOT_READ_BY_SOURCE),
+        help="the manifest source reading the tree: folders it never reads are not stamped (default: every folder)",
+    )
 
 
 def _keep_absent_tree_stamp(tree: str, out: str) -> int:
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.tree):  # a broken link to an unmounted disk is absent too
         return _keep_absent_tree_stamp(args.tree, args.out)
     start = time.perf_counter()
-    stamp = stamp_tree(args.tree)
+    stamp = stamp_tree(args.tree, NOT_READ_BY_SOURCE[args.source] if args.source else frozenset())
     written = write_stamp(stamp, args.out)
     print(
         f"tree-stamp -> {args.out}: {stamp.files} files, {stamp.bytes / 1e6:.1f} MB under {args.tree}, "

@@ -92,6 +92,10 @@ def test_dvc_reruns_what_the_tree_stamp_says(tmp_path):
     }
     assert _stages_run(_dvc(root, "repro")) == [STAMP]  # nothing changed: nothing downstream
     assert _status(root) == {STAMP: ["always changed"]}
+    cache = root / "pipeline" / "__pycache__"  # byte code Python writes beside the sources (.dvcignore)
+    cache.mkdir(exist_ok=True)
+    (cache / "atomic.cpython-311.pyc").write_bytes(b"byte code")
+    assert _stages_run(_dvc(root, "repro")) == [STAMP]
 
     label = sorted((root / TREE / "s4_data/gt_masks").rglob("*_1.png"))[0]
     video_id = f"{label.parent.parent.name}/{label.parent.name}"  # gt_masks/{split}/{category}/{name}/

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tree_stamp import FORMAT, TreeStamp, TreeStampError, read_stamp, stamp_tree, write_stamp
+from pipeline.tree_stamp import (
+    FORMAT,
+    NOT_READ_BY_SOURCE,
+    TreeStamp,
+    TreeStampError,
+    read_stamp,
+    stamp_tree,
+    write_stamp,
+)
 from stages.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,3 +225,39 @@ def test_the_command_imports_no_heavy_library(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.stdout.strip().splitlines()[-1] == "[] 0", done.stdout + done.stderr
+
+
+def test_folders_the_source_never_reads_are_not_stamped(tmp_path, capsys):
+    """COMBO's maskiges inside a release tree have their own stamp (maskige_tree@D): an AVSBench source's stamp
+    does not walk them, at any depth, so editing one reruns no manifest; a folder source's stamp still does."""
+    tree = _tree(tmp_path / "tree")
+    maskige = tree / "s4_data" / "pre_SAM_mask" / "train" / "cat" / "a" / "a_1_mask_color.png"
+    maskige.parent.mkdir(parents=True)
+    maskige.write_bytes(b"maskige")
+    skip = NOT_READ_BY_SOURCE["avsbench_s4"]
+    before, whole = stamp_tree(tree, skip), stamp_tree(tree)
+    assert before.files == 8 and whole.files == 9
+    maskige.write_bytes(b"MASKIGE")
+    assert stamp_tree(tree, skip) == before and stamp_tree(tree) != whole
+    (tree / LABEL).write_bytes(b"LABEL")
+    assert stamp_tree(tree, skip).digest != before.digest
+    out = tmp_path / "source_tree.json"
+    assert main(["tree-stamp", "--tree", str(tree), "--source", "avsbench_s4", "--out", str(out)]) == 0
+    assert "8 files" in capsys.readouterr().out
+    assert not NOT_READ_BY_SOURCE["folder"]
+
+
+def test_the_avsbench_readers_read_nothing_the_stamp_skips(tmp_path):
+    """What the stamp leaves out must be what the manifest never reads: every path of every row built from
+    generated release trees (benchmarks/avsbench_full.py, with COMBO's maskige trees inside) avoids them."""
+    from pipeline.manifest import SourceParams, build_manifest
+
+    script = REPO / "benchmarks" / "avsbench_full.py"
+    out = tmp_path / "raw"
+    subprocess.run([sys.executable, str(script), "--out", str(out), "--fraction", "0.001"], check=True, cwd=REPO)
+    roots = {"avsbench_s4": "Single-source", "avsbench_ms3": "Multi-sources", "avsbench_semantic": "AVSBench_semantic"}
+    for source, root in roots.items():
+        assert any(p.name in NOT_READ_BY_SOURCE[source] for p in (out / root).rglob("*") if p.is_dir())
+        rows = build_manifest(SourceParams(source=source, root=str(out / root)), num_shards=1, progress=False)
+        paths = [str(value) for row in rows for value in vars(row).values()]
+        assert rows and not [p for p in paths if any(f"/{name}/" in p for name in NOT_READ_BY_SOURCE[source])]
