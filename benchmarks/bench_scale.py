@@ -378,21 +378,10 @@ def demo_baseline(repo: Path, repeats: int = DEMO_REPEATS) -> dict | None:
             f"demo baseline skipped: dvc status in the repository reports {len(todo)} stage(s) to run ({first}: {todo[first]})"
         )
         return None
-    always = always_changed_stages(repo)
-    status, repro, last = [], [], {}
-    for _ in range(repeats):
-        status.append(timed(["dvc", "status"], repo)["wall_s"])
-        run = timed(["dvc", "repro"], repo)
-        repro.append(run["wall_s"])
-        last = ran(run["stdout"], always)
     return {
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "repeats": repeats,
-        "dvc_status_s": round(statistics.median(status), 2),
-        "dvc_repro_noop_s": round(statistics.median(repro), 2),
-        "dvc_status_runs_s": status,
-        "dvc_repro_noop_runs_s": repro,
-        **last,
+        **noop(repo, always_changed_stages(repo), repeats),
     }
 
 
