@@ -32,6 +32,7 @@ import yaml
 from PIL import Image
 from test_release_trees import AVSS_VIDEOS, MS3_VIDEOS, S4_VIDEOS, build_avss, build_ms3, build_s4
 
+from pipeline.code_digest import write_code_digests
 from pipeline.failures import read_failures
 from pipeline.feature_record import read_record
 from pipeline.params import ParamsError, from_section
@@ -341,6 +342,8 @@ def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _dvc(tmp_path, "init", "--no-scm", "-q")
     _stamp_trees(tmp_path, trees)
+    code = {"tree-stamp": "stages.tree_stamp", "proposals": "stages.proposals"}  # the stages' code deps
+    write_code_digests(tmp_path, code, tmp_path / "data" / "code")
     _dvc(tmp_path, "commit", "-f", "-q", "stamps/dvc.yaml:maskige_tree", "combo_maskiges")  # as if every item ran
     status = _dvc(tmp_path, "status")
     assert "combo_maskiges" not in status  # only the stamps, always changed
