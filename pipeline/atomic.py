@@ -32,6 +32,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 ORPHAN_LOCK_AFTER_S = 60.0  # a lock file without temporary younger than this may be a writer just starting
@@ -229,3 +230,24 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], fieldnames: list
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def holds_bytes(path: str | Path, data: bytes) -> bool:
+    """Whether ``path`` is a regular file (not a link) whose bytes are ``data``."""
+    try:
+        stat = os.lstat(path)
+        return S_ISREG(stat.st_mode) and stat.st_size == len(data) and Path(path).read_bytes() == data
+    except OSError:
+        return False
+
+
+def write_bytes_if_changed(path: str | Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically unless ``path`` already holds exactly those bytes
+    (:func:`holds_bytes`): then the file, its inode and its times are left as they are, so that DVC and other
+    readers see nothing change; abandoned temporaries beside it are removed as a write would. Returns whether
+    it was written. The one way the manifest, the tree stamps and the code digests keep an unchanged output."""
+    if holds_bytes(path, data):
+        remove_stale_temporaries(path)
+        return False
+    write_bytes(path, data)
+    return True

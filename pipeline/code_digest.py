@@ -25,7 +25,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.atomic import write_text
+from pipeline.atomic import write_bytes_if_changed
 from pipeline.hashing import sha256_of_file, sha256_of_named_digests
 
 PACKAGES = ("pipeline", "stages", "train")  # the project's top-level packages
@@ -128,12 +128,6 @@ def write_code_digests(root: Path, commands: dict[str, str], out_dir: str | Path
     written = []
     for command, module in sorted(commands.items()):
         text = json.dumps(code_digest(root, command, module), indent=1, sort_keys=True) + "\n"
-        path = Path(out_dir) / f"{command}.json"
-        try:
-            unchanged = path.read_text(encoding="utf-8") == text
-        except (OSError, UnicodeDecodeError):
-            unchanged = False
-        if not unchanged:
-            write_text(path, text)
+        if write_bytes_if_changed(Path(out_dir) / f"{command}.json", text.encode("utf-8")):
             written.append(command)
     return written

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.atomic import write_text
+from pipeline.atomic import write_bytes_if_changed
 from pipeline.hashing import sha256_of_records
 
 FORMAT = 1  # bump when the digest's input changes: every stamp then differs once, and the manifests rerun
@@ -150,11 +150,4 @@ def read_stamp(path: str | Path) -> TreeStamp:
 def write_stamp(stamp: TreeStamp, path: str | Path) -> bool:
     """Write ``stamp`` to ``path`` unless the file already holds exactly that text (its mtime then stays, and
     DVC sees an unchanged output); True when written."""
-    text = stamp.to_text()
-    try:
-        if Path(path).read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass  # absent or unreadable: written anew
-    write_text(path, text)
-    return True
+    return write_bytes_if_changed(path, stamp.to_text().encode("utf-8"))

@@ -6,12 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import operator
-import os
 import re
 from pathlib import Path
-from stat import S_ISREG
 
-from pipeline.atomic import atomic_path, remove_stale_temporaries
+from pipeline.atomic import write_bytes_if_changed
 from pipeline.manifest.schema import (
     COLUMNS,
     OPTIONAL_COLUMNS,
@@ -34,26 +32,11 @@ def manifest_bytes(rows: list[ManifestRow]) -> bytes:
     return text.getvalue().encode("utf-8")
 
 
-def _holds(path: Path, data: bytes) -> bool:
-    """Whether ``path`` is a regular file (not a link) whose bytes are ``data``."""
-    try:
-        stat = os.lstat(path)
-        return S_ISREG(stat.st_mode) and stat.st_size == len(data) and path.read_bytes() == data
-    except OSError:
-        return False
-
-
 def write_manifest(rows: list[ManifestRow], path: str | Path) -> bool:
     """Write the manifest CSV of ``rows`` atomically unless ``path`` already holds exactly those bytes
     (then the file, its inode and its times are left as they are, so its readers see nothing change;
     abandoned temporaries beside it are removed as a write would). Returns whether it was written."""
-    path, data = Path(path), manifest_bytes(rows)
-    if _holds(path, data):
-        remove_stale_temporaries(path)
-        return False
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return True
+    return write_bytes_if_changed(path, manifest_bytes(rows))
 
 
 def read_manifest(path: str | Path, num_shards: int | None = None) -> list[ManifestRow]:
