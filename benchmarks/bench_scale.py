@@ -3,11 +3,13 @@
 For each ``--fractions`` point it writes release trees with the real counts (benchmarks/avsbench_full.py,
 cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's pipeline
 files dvc.yaml and stamps/dvc.yaml and its params.yaml, with the demo datasets replaced by the generated
-ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once (the no-op three times), in this order:
+ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once (the
+no-op three times), in this order:
 
 1. every feature stage item under ``dvc repro --single-item`` with GNU time: wall and CPU seconds, peak
    RSS (the largest process of the item), output bytes; summed per stage and divided by the videos.
-   The code digests and the always-changed tree stamps (stamps/dvc.yaml) run first: the stages depend on their outputs;
+   The code digests and the always-changed tree stamps (stamps/dvc.yaml) run first: the stages depend on
+   their outputs;
 2. ``train.max_steps: 1`` in params.yaml, then ``dvc repro train``: seconds until DVC starts the train
    stage's command, and the whole run (stamps, the unchanged features, one training step);
 3. ``dvc repro --single-item evaluate`` under GNU time: the one evaluate run (wall, CPU, peak RSS);

@@ -251,6 +251,9 @@ def test_the_avsbench_readers_read_nothing_the_stamp_skips(tmp_path):
     """What the stamp leaves out must be what the manifest never reads: every path of every row built from
     generated release trees (benchmarks/avsbench_full.py, with COMBO's maskige trees inside) avoids them."""
     from pipeline.manifest import SourceParams, build_manifest
+    from pipeline.manifest.sources import SOURCES
+
+    assert set(NOT_READ_BY_SOURCE) == set(SOURCES)  # --source takes every source, and only those
 
     script = REPO / "benchmarks" / "avsbench_full.py"
     out = tmp_path / "raw"
