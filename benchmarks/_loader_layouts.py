@@ -22,6 +22,7 @@ from _bench_common import moving_frames
 from torch.utils.data import Dataset
 
 from pipeline.shards import ShardReader, ShardWriter, shard_file
+from pipeline.shards.identity import SOURCE_DIGEST
 from train.data import (
     Augmentation,
     ClipDataset,
@@ -98,13 +99,17 @@ def write_synthetic_shards(
             valid = np.zeros(t, bool)
             valid[0 if split == "train" else slice(None)] = True
             gt[~valid] = 0
-            ext.write_video(
+            made_from = ext.write_video(
                 vid, {"frames": frames, "gt_masks": gt, "gt_valid": valid}, attrs={"split": split, "num_seconds": t}
-            )
+            )  # the derived shards name it, as the stages do: the training reader checks the pairing
             aud.write_video(
-                vid, {"embeddings": rng.standard_normal((t, dim)).astype(np.float32)}, attrs={"num_seconds": t}
+                vid,
+                {"embeddings": rng.standard_normal((t, dim)).astype(np.float32)},
+                attrs={"num_seconds": t, SOURCE_DIGEST: made_from},
             )
-            pro.write_video(vid, {"maskige": synthetic_maskige(rng, t, size)}, attrs={"num_frames": t})
+            pro.write_video(
+                vid, {"maskige": synthetic_maskige(rng, t, size)}, attrs={"num_frames": t, SOURCE_DIGEST: made_from}
+            )
     return [("synthetic", 0)]
 
 

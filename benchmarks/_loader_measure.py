@@ -211,7 +211,7 @@ def model_step_rate(batch: dict[str, Any], steps: int, warmup: int, threads: int
             if "backbone" in name:
                 param.requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameter_groups(lr=1e-4, weight_decay=0.05, backbone_lr_mult=0.1))
-        set_train_mode(model, freeze_backbone=True)
+        set_train_mode(model, frozen_backbone=True)
         times, cpus = [], []
         for i in range(warmup + steps):
             cpu0, start = cpu_seconds(), time.perf_counter()
