@@ -43,4 +43,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean-data:
-	rm -rf data dvc.lock stamps/dvc.lock .dvc/cache .dvc/tmp
+	rm -rf data dvc.lock stamps/dvc.lock features/*/dvc.lock .dvc/cache .dvc/tmp

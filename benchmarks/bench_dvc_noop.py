@@ -2,7 +2,7 @@
 
 Method
 ------
-A temporary copy of the repository is made with only what the DAG needs: dvc.yaml, stamps/dvc.yaml, params.yaml,
+A temporary copy of the repository is made with only what the DAG needs: its pipeline files, params.yaml,
 .dvc/config (plus ``core.no_scm = true``, since the copy is not a git work tree), .dvcignore,
 pipeline/ and stages/. Its params.yaml is overridden to a small demo: ``avs demo-data`` with
 1-3 videos per flavour at 64x64 (``demo.*_videos``, ``demo.frame_size``), ``extract.frame_size``
@@ -56,7 +56,8 @@ VENV_BIN = Path(sys.executable).parent
 def make_copy(tmp: Path, shards: list[int] | None = None, name: str = "repo") -> Path:
     repo = tmp / name
     repo.mkdir()
-    for name in ("dvc.yaml", "stamps/dvc.yaml", "params.yaml", ".dvcignore"):
+    pipeline_files = [str(path.relative_to(REPO_ROOT)) for path in REPO_ROOT.glob("features/*/dvc.yaml")]
+    for name in ("dvc.yaml", "stamps/dvc.yaml", *pipeline_files, "params.yaml", ".dvcignore"):
         if (REPO_ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO_ROOT / name, repo / name)

@@ -2,7 +2,7 @@
 
 For each ``--fractions`` point it writes release trees with the real counts (benchmarks/avsbench_full.py,
 cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's pipeline
-files dvc.yaml and stamps/dvc.yaml and its params.yaml, with the demo datasets replaced by the generated
+files, :data:`PIPELINE_FILES`, and its params.yaml, with the demo datasets replaced by the generated
 ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once (the
 no-op three times), in this order:
 
@@ -13,10 +13,11 @@ no-op three times), in this order:
 2. ``train.max_steps: 1`` in params.yaml, then ``dvc repro train``: seconds until DVC starts the train
    stage's command, and the whole run (stamps, the unchanged features, one training step);
 3. ``dvc repro --single-item evaluate`` under GNU time: the one evaluate run (wall, CPU, peak RSS);
-4. plain ``dvc status`` and plain ``dvc repro`` with everything up to date, three times each, interleaved:
+4. plain ``dvc status`` and ``dvc repro`` (of every pipeline file, :data:`REPRO`) with everything up to date,
+   three times each, interleaved:
    median walls, and which stages ran (always-changed stamp stages listed apart from real reruns);
-5. ``dvc freeze train evaluate``; one S4 video added, then plain ``dvc repro``; one label PNG edited,
-   then plain ``dvc repro``: wall, what reran, the share of the full feature wall and the marginal cost
+5. ``dvc freeze train evaluate``; one S4 video added, then ``dvc repro``; one label PNG edited,
+   then ``dvc repro``: wall, what reran, the share of the full feature wall and the marginal cost
    (that wall minus the no-op repro's wall) and its share; ``dvc unfreeze train evaluate``;
 6. the training loader's clips/s for 0 / 1 / 2 workers.
 
@@ -24,7 +25,7 @@ no-op three times), in this order:
 from the JSON); without train there is no checkpoint, so evaluate is left out too, and a skipped stage
 is removed from the workspace's dvc.yaml before step 4 (``dag_removed`` in the JSON), so the no-op
 figures never include a stage that has never run. ``--demo-baseline`` also times plain ``dvc status``
-and plain ``dvc repro`` three times each in this repository itself (the demo DAG; only when its
+and the same ``dvc repro`` three times each in this repository itself (the demo DAG; only when its
 ``dvc status`` reports nothing to run except always-changed stages), and the table gives full / demo.
 
 Shards scale with the data (about ``--videos-per-shard`` S4 videos per shard), as a user would set
@@ -57,14 +58,32 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import avsbench_full  # noqa: E402
-from _bench_common import machine_info, print_table, write_json  # noqa: E402
+from _bench_common import machine_info, write_json  # noqa: E402
+from _scale_tables import print_tables  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
-FEATURE_STAGES = ("manifest", "extract", "audio", "combo_maskiges")  # COMBO's maskiges: no SAM model runs
+# The feature stages (COMBO's maskiges: no SAM model runs): result key -> DVC's name (those of another pipeline
+# file than dvc.yaml are prefixed with it).
+FEATURE_STAGES = {
+    "manifest": "manifest",
+    "extract": "features/extract/dvc.yaml:extract",
+    "audio": "features/audio/dvc.yaml:audio",
+    "combo_maskiges": "features/proposals/dvc.yaml:combo_maskiges",
+}
 CODE_STAGE = "stamps/dvc.yaml:code_digest"  # data/code/<command>.json, which every stage depends on: first of all
 CODE = ("pipeline", "stages", "train", "pyproject.toml", ".dvcignore")
 # The pipeline files: the always-changed tree stamps have their own, whose small lock is all they rewrite.
-PIPELINE_FILES = ("dvc.yaml", "stamps/dvc.yaml")
+PIPELINE_FILES = (
+    "dvc.yaml",
+    "stamps/dvc.yaml",
+    "features/extract/dvc.yaml",
+    "features/audio/dvc.yaml",
+    "features/proposals/dvc.yaml",
+)
+# Every pipeline file's stages: with train frozen or removed, plain `dvc repro` (dvc.yaml's stages and their
+# upstream) would not reach the feature families of features/*/dvc.yaml. In the project, train reads every
+# feature folder, so plain `dvc repro` covers the same stages (docs/pipeline.md, "Pipeline files").
+REPRO = ("dvc", "repro", "--all-pipelines")
 ROOTS = {"s4": "Single-source", "ms3": "Multi-sources", "avss": "AVSBench_semantic"}
 MASKIGE_TREES = {  # the pre_SAM_mask folders themselves, so each is the dependency of its dataset's item only
     "s4": "Single-source/s4_data/pre_SAM_mask",
@@ -209,8 +228,9 @@ def pending(status: dict) -> dict:
 def run_features(ws: Path, names: list[str], always: list[str], videos: int) -> dict:
     """Each feature stage item in DAG order (code digests and tree stamps first); per-stage sums and per-video costs."""
     result = {}
-    for stage in [CODE_STAGE, *always, *FEATURE_STAGES]:
-        items = stage_items(names, stage)
+    stages = {CODE_STAGE: CODE_STAGE, **{name: name for name in always}, **FEATURE_STAGES}
+    for stage, dvc_name in stages.items():
+        items = stage_items(names, dvc_name)
         if not items:
             continue
         runs = [timed(["dvc", "repro", "--single-item", item], ws) for item in items]
@@ -259,12 +279,12 @@ def evaluate_alone(ws: Path) -> dict:
 
 
 def noop(ws: Path, always: list[str], repeats: int = DEMO_REPEATS) -> dict:
-    """Plain ``dvc status`` and plain ``dvc repro`` with everything up to date, ``repeats`` times each,
+    """Plain ``dvc status`` and ``dvc repro`` (:data:`REPRO`) with everything up to date, ``repeats`` times each,
     interleaved (as the demo baseline): medians, and every run's wall."""
     status, repro, last = [], [], {}
     for _ in range(repeats):
         status.append(timed(["dvc", "status"], ws)["wall_s"])
-        run = timed(["dvc", "repro"], ws)
+        run = timed(list(REPRO), ws)
         repro.append(run["wall_s"])
         last = ran(run["stdout"], always)
     return {
@@ -304,9 +324,10 @@ def edit_one_label(raw: Path) -> None:
 def change_then_repro(
     ws: Path, change: Callable[[], None], always: list[str], noop_s: float, features_s: float
 ) -> dict:
-    """One change to the raw data, then plain ``dvc repro``: wall, what ran, full and marginal shares."""
+    """One change to the raw data, then ``dvc repro`` of every pipeline file (:data:`REPRO`): wall, what ran, full
+    and marginal shares."""
     change()
-    run = timed(["dvc", "repro"], ws)
+    run = timed(list(REPRO), ws)
     marginal = run["wall_s"] - noop_s
     return {
         "wall_s": run["wall_s"],
@@ -425,72 +446,6 @@ def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, ski
     if "loader" not in skip:
         point["loader"] = loader_rates(ws, [d for d in datasets if d != "avss"], shards)
     return point
-
-
-# ---------------------------------------------------------------- tables
-def _get(point: dict, *keys: str) -> object:
-    """A nested entry of a point, or "-" where a step was skipped (or predates this table)."""
-    value: object = point
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return "-"
-        value = value[key]
-    return value
-
-
-def _noop(point: dict, demo: dict | None, key: str) -> str:
-    """A no-op figure with its ratio to the demo's. Points measured before this layout kept them at the top
-    level, timed with the 24 item targets (marked *, no ratio: not what a user runs)."""
-    if "noop" not in point:
-        return f"{point[key]}*" if key in point else "-"
-    value = point["noop"][key]
-    return f"{value} ({value / demo[key]:.1f}x)" if demo and demo.get(key) else f"{value}"
-
-
-def _change(point: dict, name: str) -> str:
-    wall, share = _get(point, name, "wall_s"), _get(point, name, "share_of_features")
-    if wall == "-":
-        return "-"
-    marginal = _get(point, name, "marginal_share_of_features")
-    text = f"{wall} s ({share:.1%}"
-    return text + (f"; marginal {marginal:.1%})" if marginal != "-" else ")")
-
-
-def _loader(point: dict) -> str:
-    rates = [_get(point, "loader", f"{w}_workers", "clips_per_s") for w in (0, 1, 2)]
-    return "-" if rates[0] == "-" else " / ".join(str(r) for r in rates)
-
-
-def _evaluate(point: dict) -> str:
-    wall = _get(point, "evaluate", "wall_s")
-    return "-" if wall == "-" else f"{wall} s, {_get(point, 'evaluate', 'peak_rss_mb')} MB"
-
-
-def print_tables(results: dict) -> None:
-    points = sorted(results["points"].items(), key=lambda kv: float(kv[0]))
-    rows = [
-        [f, st, s["items"], s["wall_s_per_video"], s["cpu_s_per_video"], s["peak_rss_mb"],
-         "-" if s["output_bytes_per_video"] is None else s["output_bytes_per_video"]]
-        for f, p in points for st, s in p["stages"].items()
-    ]  # fmt: skip
-    print_table(["fraction", "stage", "items", "wall s/video", "cpu s/video", "peak RSS MB", "bytes/video"], rows)
-    demo = results.get("demo_baseline")
-    rows = [
-        [f, _noop(p, demo, "dvc_status_s"), _noop(p, demo, "dvc_repro_noop_s"), _change(p, "add_one_video"),
-         _get(p, "edit_one_label", "wall_s"), _loader(p), _evaluate(p),
-         _get(p, "max_steps_1_repro", "until_train_starts_s")]
-        for f, p in points
-    ]  # fmt: skip
-    headers = ["fraction", "dvc status s (x demo)", "no-op repro s (x demo)", "add one video (share; marginal)",
-               "edit label s", "loader clips/s 0/1/2", "evaluate, peak RSS", "train starts s"]  # fmt: skip
-    when = f", demo measured {demo['measured_at']}" if demo else ", no demo baseline"
-    print_table(headers, rows, title=f"What a user runs{when}")
-    if any("noop" not in p for _, p in points):
-        print("* measured before this layout: dvc status / repro given the feature item targets, not plain")
-    for f, p in points:
-        for step in ("noop", "add_one_video", "edit_one_label"):
-            if step in p and "always_changed_ran" in p[step]:
-                print(f"{f} {step}: reran {p[step]['reran'] or 'nothing'}; stamps {p[step]['always_changed_ran']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,16 @@ from pipeline.code_digest import PACKAGES, code_digest, import_closure, stage_so
 from stages.cli import COMMANDS, STAGE_COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
-# Every pipeline file: DVC builds one graph from all of them. The stamps have their own file, so that running
-# them rewrites only its small dvc.lock (docs/pipeline.md, "Source-tree stamps").
-PIPELINE_FILES = ("dvc.yaml", "stamps/dvc.yaml")
+# Every pipeline file: DVC builds one graph from all of them. The stamps and each per-shard stage family have
+# their own file, so that running one of their items rewrites only that file's dvc.lock (docs/pipeline.md,
+# "Pipeline files").
+PIPELINE_FILES = (
+    "dvc.yaml",
+    "stamps/dvc.yaml",
+    "features/extract/dvc.yaml",
+    "features/audio/dvc.yaml",
+    "features/proposals/dvc.yaml",
+)
 CODE_STAGE = "stamps/dvc.yaml:code_digest"
 CODE_DIR = "data/code"
 
@@ -190,14 +197,27 @@ def test_the_stamp_stages_have_their_own_file():
     assert always == ["stamps/dvc.yaml:maskige_tree", "stamps/dvc.yaml:source_tree"]
 
 
-def test_every_stamp_item_feeds_a_stage_of_the_root_file():
-    """Plain ``dvc repro`` collects dvc.yaml's stages and what they depend on: an item of stamps/dvc.yaml whose
-    stamp no dvc.yaml stage reads (item for item: the same foreach) would never run."""
-    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, stage in yaml.safe_load((REPO / "stamps" / "dvc.yaml").read_text())["stages"].items():
+def test_every_stamp_item_feeds_a_stage():
+    """An item of stamps/dvc.yaml whose stamp no stage reads (item for item: a stage with the same foreach, in any
+    pipeline file) would never run under plain ``dvc repro``, which runs only what its stages depend on."""
+    files = {file: yaml.safe_load((REPO / file).read_text())["stages"] for file in PIPELINE_FILES}
+    readers_by_file = {file: stages for file, stages in files.items() if file != "stamps/dvc.yaml"}
+    for name, stage in files["stamps/dvc.yaml"].items():
         if "foreach" not in stage:  # code_digest: every stage reads it (test_every_stage_depends_on_its_...)
             continue
         for out in stage["do"]["outs"]:
             path = next(iter(out)) if isinstance(out, dict) else out
-            readers = [n for n, s in root.items() if s.get("foreach") == stage["foreach"] and path in s["do"]["deps"]]
-            assert readers, f"stamps/dvc.yaml stage {name!r}: no dvc.yaml stage with its foreach reads {path}"
+            readers = [
+                n
+                for stages in readers_by_file.values()
+                for n, s in stages.items()
+                if s.get("foreach") == stage["foreach"] and path in s["do"]["deps"]
+            ]
+            assert readers, f"stamps/dvc.yaml stage {name!r}: no stage with its foreach reads {path}"
+
+
+def test_per_shard_stages_are_not_in_the_root_file():
+    """A per-shard (matrix) stage has one item per dataset shard: in the root file, each of its items run would
+    rewrite the root lock with every item's entry (docs/pipeline.md, "Pipeline files")."""
+    per_shard = sorted(name for name, body in pipeline_stages().items() if "matrix" in body)
+    assert per_shard and all(stage_file(name).startswith("features/") for name in per_shard), per_shard

@@ -36,7 +36,10 @@ TREE = f"{RAW}/Single-source"
 STAMPS = "stamps/dvc.yaml"
 STAMP = f"{STAMPS}:source_tree@tiny_s4"  # DVC's name of the stamp stage item
 CODE = f"{STAMPS}:code_digest"  # the code digests every stage depends on
-STAGES = ("demo_data", "manifest", "extract")  # dvc.yaml's raw-data end of the DAG, after the stamp
+EXTRACT = "features/extract/dvc.yaml"
+X = f"{EXTRACT}:extract"  # DVC's name of the extract stage, in its own pipeline file
+# The raw-data end of the DAG, after the stamp: pipeline file -> its stages taken
+STAGES = {"dvc.yaml": ("demo_data", "manifest"), EXTRACT: ("extract",)}
 
 
 def _params() -> dict:
@@ -50,10 +53,10 @@ def _params() -> dict:
     return params
 
 
-def _make_project(root: Path, stages: tuple[str, ...] = STAGES) -> Path:
-    """This repository's code, ``stages`` of its dvc.yaml, stamps/dvc.yaml's source_tree, a tiny S4 tree."""
+def _make_project(root: Path, stages: dict[str, tuple[str, ...]] = STAGES) -> Path:
+    """This repository's code, ``stages`` of its pipeline files, stamps/dvc.yaml's source_tree, a tiny S4 tree."""
     copy_code(root)
-    for file, names in (("dvc.yaml", stages), (STAMPS, ("code_digest", "source_tree"))):
+    for file, names in {**stages, STAMPS: ("code_digest", "source_tree")}.items():
         spec = yaml.safe_load((REPO / file).read_text())
         spec["stages"] = {name: spec["stages"][name] for name in names}
         (root / file).parent.mkdir(parents=True, exist_ok=True)
@@ -79,54 +82,60 @@ def _shard_of(root: Path, video_id: str) -> int:
     raise AssertionError(f"{video_id} is in no manifest slice")
 
 
+def _repro(root: Path) -> list[str]:
+    """``dvc repro -P``: this project has no train stage, whose deps make plain ``dvc repro`` reach the extract
+    items of features/extract/dvc.yaml (docs/pipeline.md, "Pipeline files")."""
+    return _stages_run(_dvc(root, "repro", "-P"))
+
+
 @pytest.mark.slow
 def test_dvc_reruns_what_the_tree_stamp_says(tmp_path):
     root = _make_project(tmp_path / "project")
-    assert set(_stages_run(_dvc(root, "repro"))) == {
+    assert set(_repro(root)) == {
         CODE,
         "demo_data",
         STAMP,
         "manifest@tiny_s4",
-        "extract@tiny_s4-0",
-        "extract@tiny_s4-1",
+        f"{X}@tiny_s4-0",
+        f"{X}@tiny_s4-1",
     }
-    assert _stages_run(_dvc(root, "repro")) == [STAMP]  # nothing changed: nothing downstream
+    assert _repro(root) == [STAMP]  # nothing changed: nothing downstream
     assert _status(root) == {STAMP: ["always changed"]}
     cache = root / "pipeline" / "__pycache__"  # byte code Python writes beside the sources (.dvcignore)
     cache.mkdir(exist_ok=True)
     (cache / "atomic.cpython-311.pyc").write_bytes(b"byte code")
-    assert _stages_run(_dvc(root, "repro")) == [STAMP]
+    assert _repro(root) == [STAMP]
 
     label = sorted((root / TREE / "s4_data/gt_masks").rglob("*_1.png"))[0]
     video_id = f"{label.parent.parent.name}/{label.parent.name}"  # gt_masks/{split}/{category}/{name}/
     manifest = _manifest_bytes(root)
     stat = label.stat()
     os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: same bytes
-    assert _stages_run(_dvc(root, "repro")) == [STAMP, "manifest@tiny_s4"]
+    assert _repro(root) == [STAMP, "manifest@tiny_s4"]
     assert _manifest_bytes(root) == manifest
 
     mask = np.asarray(Image.open(label).convert("L"))
     Image.fromarray(np.where(mask > 0, 0, 255).astype(np.uint8)).save(label)  # the label inverted
     shard = _shard_of(root, video_id)
-    ran = _stages_run(_dvc(root, "repro"))
-    assert ran == [STAMP, "manifest@tiny_s4", f"extract@tiny_s4-{shard}"], ran
+    ran = _repro(root)
+    assert ran == [STAMP, "manifest@tiny_s4", f"{X}@tiny_s4-{shard}"], ran
 
     _add_video(root / TREE, label.parent.name, "zz_added")
-    ran = _stages_run(_dvc(root, "repro"))
+    ran = _repro(root)
     assert ran[:2] == [STAMP, "manifest@tiny_s4"] and len(ran) == 3, ran  # + its one shard
     assert "zz_added" in (root / "data_manifests" / "tiny_s4.csv").read_text()
 
     with open(root / "pipeline" / "extraction.py", "a") as fh:  # code only `avs extract` runs
         fh.write("\n# an edit\n")
-    ran = _stages_run(_dvc(root, "repro"))
-    assert set(ran) == {CODE, STAMP, "extract@tiny_s4-0", "extract@tiny_s4-1"}, ran
+    ran = _repro(root)
+    assert set(ran) == {CODE, STAMP, f"{X}@tiny_s4-0", f"{X}@tiny_s4-1"}, ran
 
 
 @pytest.mark.slow
 def test_a_noop_repro_leaves_the_root_lock_alone(tmp_path):
     """DVC rewrites the whole dvc.lock of each stage it runs (~1.6 s per stamp item for the root lock at AVSBench
     size): the always-changed stamp stages, in stamps/dvc.yaml, rewrite only stamps/dvc.lock."""
-    root = _make_project(tmp_path / "project", stages=("demo_data", "manifest"))
+    root = _make_project(tmp_path / "project", stages={"dvc.yaml": ("demo_data", "manifest")})
     _dvc(root, "repro")
     lock, stamps_lock = root / "dvc.lock", root / STAMPS.replace("dvc.yaml", "dvc.lock")
     assert set(yaml.safe_load(stamps_lock.read_text())["stages"]) == {"code_digest", "source_tree@tiny_s4"}

@@ -315,12 +315,17 @@ def _stamp_trees(tmp_path: Path, trees: dict[str, Path]) -> None:
         write_stamp(stamp_tree(tree.relative_to(tmp_path)), tmp_path / "data" / dataset / "maskige_tree.json")
 
 
+COMBO_STAGE = "features/proposals/dvc.yaml:combo_maskiges"  # as DVC names a stage of another pipeline file
+
+
 def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
-    """The real stages (combo_maskiges of dvc.yaml, maskige_tree of stamps/dvc.yaml): each dataset's tree stamp
-    is a dependency of that dataset's item only."""
+    """The real stages (combo_maskiges of features/proposals/dvc.yaml, maskige_tree of stamps/dvc.yaml): each
+    dataset's tree stamp is a dependency of that dataset's item only."""
     monkeypatch.chdir(tmp_path)
-    combo = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["combo_maskiges"]
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"combo_maskiges": combo}}))
+    proposals = yaml.safe_load((REPO / "features" / "proposals" / "dvc.yaml").read_text())
+    combo = {"combo_maskiges": proposals["stages"]["combo_maskiges"]}
+    (tmp_path / "features" / "proposals").mkdir(parents=True)
+    (tmp_path / "features" / "proposals" / "dvc.yaml").write_text(yaml.safe_dump({**proposals, "stages": combo}))
     stamps = yaml.safe_load((REPO / "stamps" / "dvc.yaml").read_text())
     stamp = stamps["stages"]["maskige_tree"]
     stamp["do"]["deps"] = [d for d in stamp["do"]["deps"] if not d.startswith("data/raw/demo/")]  # no demo_data
@@ -344,7 +349,7 @@ def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
     _stamp_trees(tmp_path, trees)
     code = {"tree-stamp": "stages.tree_stamp", "proposals": "stages.proposals"}  # the stages' code deps
     write_code_digests(tmp_path, code, tmp_path / "data" / "code")
-    _dvc(tmp_path, "commit", "-f", "-q", "stamps/dvc.yaml:maskige_tree", "combo_maskiges")  # as if every item ran
+    _dvc(tmp_path, "commit", "-f", "-q", "stamps/dvc.yaml:maskige_tree", COMBO_STAGE)  # as if every item ran
     status = _dvc(tmp_path, "status")
     assert "combo_maskiges" not in status  # only the stamps, always changed
     write_combo_png(trees["ms3"] / "v" / "v.mp4_1_mask_color.png", random_masks(40, 40, k=6))
