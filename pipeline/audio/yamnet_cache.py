@@ -125,7 +125,7 @@ class GraphCache:
         model_path, json_path = self.paths(key)
         try:
             text = json_path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no entry (yet); the write will say if it cannot be made
             return None
         except OSError as error:
             return _warn(json_path, f"is unreadable ({error}); rebuilt")
