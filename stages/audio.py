@@ -21,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
     params = ctx.section(AudioParams, "audio")
     dask_cfg = ctx.dask()
     in_path, out_path = ctx.shard_io(SOURCE_KIND, KIND)
-    failures = compute_audio_shard(in_path, out_path, params, dask_cfg, progress=ctx.progress, reuse=args.reuse)
+    # Beside the source hash cache (data/cache/): what the encoder derives from its weights, kept between runs.
+    encoder_cache = ctx.source_hash_cache.parent / "yamnet"
+    failures = compute_audio_shard(
+        in_path, out_path, params, dask_cfg, progress=ctx.progress, reuse=args.reuse, encoder_cache=encoder_cache
+    )
     print(f"audio {out_path}: encoder {params.encoder}, {len(failures.errors)} failed")
     return finish(failures, out_path, strict=args.strict, what=f"audio {out_path}")

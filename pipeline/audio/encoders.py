@@ -2,8 +2,8 @@
 
 An encoder is a class registered with ``@register_encoder("name")``; ``build_encoder(name, **cfg)``
 instantiates it. Each encoder takes only its own keyword arguments (``encoder_arguments(name)``; all
-take checkpoint, batch_size and num_threads, VGGish also pca, pca_checkpoint and allow_random_init)
-and exposes:
+take checkpoint, batch_size and num_threads, VGGish also pca, pca_checkpoint and allow_random_init, YAMNet
+also cache_dir) and exposes:
 
 - ``dim``: embedding width D;
 - ``log_offset``: the offset of log(mel + offset) the network was trained with (the mel

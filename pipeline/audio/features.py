@@ -81,9 +81,11 @@ class AudioParams:
 
 
 @lru_cache(maxsize=4)
-def get_encoder(params: AudioParams, num_threads: int | None = None) -> AudioEncoder:
-    """The encoder described by ``params``, built once per process and reused for every video."""
-    return build_encoder(params.encoder, num_threads=num_threads, **params.encoder_config())
+def get_encoder(params: AudioParams, num_threads: int | None = None, cache_dir: str | None = None) -> AudioEncoder:
+    """The encoder described by ``params``, built once per process and reused for every video. ``cache_dir``:
+    a folder where an encoder that takes one keeps what it derives from its weights (YAMNet's edited graph)."""
+    cached = {"cache_dir": cache_dir} if cache_dir and "cache_dir" in encoder_arguments(params.encoder) else {}
+    return build_encoder(params.encoder, num_threads=num_threads, **params.encoder_config(), **cached)
 
 
 def get_provenance(params: AudioParams) -> dict[str, str]:

@@ -58,9 +58,10 @@ class EncodeChunk:
 
     params: AudioParams
     num_threads: int | None = None
+    cache_dir: str | None = None  # absolute: workers may run elsewhere
 
     def __call__(self, chunk: list[ClipJob]) -> list[dict[str, np.ndarray]]:
-        encoder = get_encoder(self.params, self.num_threads)
+        encoder = get_encoder(self.params, self.num_threads, self.cache_dir)
         return clip_features([(job.audio, job.num_seconds) for job in chunk], encoder)
 
 
@@ -148,18 +149,21 @@ def compute_audio_shard(
     dask_cfg: DaskParams,
     progress: bool = True,
     reuse: bool = True,
+    encoder_cache: Path | None = None,
 ) -> FailureLog:
     """Write the audio shard ``out_path`` for extraction shard ``in_path``; returns the failures.
 
     The encoder's provenance goes into the shard's file attributes; it is read first (a missing checkpoint
     stops the stage with its message before any work). With ``reuse``, videos made from unchanged
     extracted audio are copied from the previous shard at ``out_path`` (:mod:`pipeline.shards.reuse`);
-    the encoder is built only when some video is left to compute (:func:`_build_encoder`).
+    the encoder is built only when some video is left to compute (:func:`_build_encoder`), from what it
+    keeps in ``encoder_cache`` when it keeps anything (YAMNet's edited graph; None: nothing is kept).
     """
     failures = FailureLog(stage=KIND)
     provenance = get_provenance(params)
     threads = None if (dask_cfg.scheduler_address is None and dask_cfg.n_workers == 0) else dask_cfg.threads_per_worker
-    work = EncodeChunk(params, threads)
+    cache_dir = str(Path(encoder_cache).resolve()) if encoder_cache is not None else None
+    work = EncodeChunk(params, threads, cache_dir)
     source = str(in_path)
     with ShardReader(in_path) as reader:
         source_attrs = reader.file_attrs()
@@ -182,7 +186,7 @@ def compute_audio_shard(
             reused = reusable_videos(reader, previous)
             streamed = long_clips(reader, reused)
             plan = plan_chunks(reader, params.batch_seconds, failures, source, skip=reused | set(streamed))
-            encoder = _build_encoder(params, provenance) if plan or streamed else None
+            encoder = _build_encoder(params, provenance, cache_dir) if plan or streamed else None
             in_main = MainProcessVideos(reader, writer, previous, streamed, encoder, digest, failures)
             in_order = InOrder(reader.video_ids(), reused | set(streamed), in_main)
             chunks = _read_chunks(reader, plan, failures, source)
@@ -203,10 +207,10 @@ def compute_audio_shard(
     return failures
 
 
-def _build_encoder(params: AudioParams, provenance: dict[str, str]) -> Any:
+def _build_encoder(params: AudioParams, provenance: dict[str, str], cache_dir: str | None) -> Any:
     """The encoder, once some video must be computed; its provenance must be the one the shard's header
     was written with (:func:`get_provenance` read it without building the encoder)."""
-    encoder = get_encoder(params)
+    encoder = get_encoder(params, None, cache_dir)
     if dict(encoder.provenance) != provenance:
         differs = sorted(
             k for k in encoder.provenance.keys() | provenance.keys() if encoder.provenance.get(k) != provenance.get(k)

