@@ -45,7 +45,7 @@ def _evaluate(point: dict) -> str:
 
 
 def print_tables(results: dict) -> None:
-    points = sorted(results["points"].items(), key=lambda kv: float(kv[0]))
+    points = sorted(results["points"].items(), key=lambda kv: (kv[1]["fraction"], kv[0]))
     rows = [
         [f, st, s["items"], s["wall_s_per_video"], s["cpu_s_per_video"], s["peak_rss_mb"],
          "-" if s["output_bytes_per_video"] is None else s["output_bytes_per_video"]]

@@ -90,6 +90,7 @@ MASKIGE_TREES = {  # the pre_SAM_mask folders themselves, so each is the depende
     "ms3": "Multi-sources/ms3_data/pre_SAM_mask",
     "avss": "AVSBench_semantic/pre_SAM_mask/AVSBench_semantic",
 }
+DEFAULT_DATASETS = ("s4", "ms3")
 SOURCES = {"s4": "avsbench_s4", "ms3": "avsbench_ms3", "avss": "avsbench_semantic"}
 DEMO_RAW = "data/raw/demo/"  # the demo trees and their stamps: the workspace has no demo_data stage
 SKIPPABLE = ("train", "evaluate", "loader")
@@ -448,10 +449,17 @@ def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, ski
     return point
 
 
+def point_key(fraction: float, datasets: list[str]) -> str:
+    """A point's key in the results: its fraction, and its datasets when they are not the default S4 + MS3
+    (so that a run with AVSS does not replace the S4 + MS3 point of the same fraction)."""
+    key = f"{fraction:g}"
+    return key if datasets == list(DEFAULT_DATASETS) else f"{key}-{'+'.join(datasets)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1])
-    parser.add_argument("--datasets", nargs="+", default=["s4", "ms3"], choices=list(ROOTS))
+    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(ROOTS))
     parser.add_argument("--out", type=Path, default=REPO / "data" / "scale")
     parser.add_argument("--videos-per-shard", type=int, default=300)
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, help="steps left out at these points")
@@ -466,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo baseline: {demo}", flush=True)
     for fraction in args.fractions:
         point = measure(fraction, args.datasets, args.out.resolve(), args.videos_per_shard, set(args.skip))
-        results["points"][f"{fraction:g}"] = point
+        results["points"][point_key(fraction, args.datasets)] = point
         write_json(args.results, results)
     print_tables(results)
     return 0
