@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline import media
 from pipeline.hashing import sha256_of_digests
 from pipeline.manifest.hash_cache import HashCache, NotCached, ProbeCache
-from pipeline.manifest.paths import is_file
+from pipeline.manifest.paths import StatOnce
 from pipeline.manifest.schema import (
     MAX_SECONDS,
     PROBED_COLUMNS,
@@ -115,7 +115,7 @@ def _fill_media(row: ManifestRow, hashes: HashCache, probes: ProbeCache) -> Mani
         if row.source_video:
             info = probes.probe(row.source_video)
         else:
-            info = probes.probe(row.source_audio) if row.source_audio and is_file(row.source_audio) else None
+            info = probes.probe(row.source_audio) if row.source_audio and hashes.is_file(row.source_audio) else None
         if info is not None:
             _probed_fields(row, info)
     except (media.MediaError, OSError) as exc:
@@ -158,14 +158,15 @@ def build_manifest(
     """List, hash and probe every video of a dataset source; assign shards. Files a folder source
     does not take are appended to ``skipped`` as (relative path, reason). ``hash_cache`` and
     ``probe_cache`` (JSON files, None: not kept) spare unchanged files their hashing and their ffmpeg run."""
-    rows = list_rows(cfg, skipped)
+    stats = StatOnce()  # one lstat per file for the listing and both caches
+    rows = list_rows(cfg, skipped, stats)
     seen: set[str] = set()
     for row in rows:
         if row.video_id in seen:
             raise ManifestError(f"{cfg.root}: video id {row.video_id!r} appears twice")
         seen.add(row.video_id)
         row.shard = shard_of(row.video_id, num_shards)
-    hashes, probes = HashCache(hash_cache), ProbeCache(probe_cache)
+    hashes, probes = HashCache(hash_cache, stats.lstat), ProbeCache(probe_cache, stats.lstat)
     pending = _fill_from_caches(rows, hashes, probes)
     if pending:
         # Probing is one short ffmpeg process per file: threads overlap the process start-up.

@@ -23,13 +23,31 @@ from pipeline.params import ParamsError, from_section
 _ROW_VALUES = operator.attrgetter(*COLUMNS)  # a row's cells in column order
 
 
+# Characters that make csv's minimal quoting quote a cell (delimiter, quote character, line end): a line
+# without any is its cells joined by commas, as ``csv.writer`` writes it.
+_QUOTED_CHARACTERS = re.compile(r'[,"\r\n]')
+_PLAIN_TYPES = frozenset({str, int})  # cells csv writes as str() gives them (not bool, float or None)
+
+
+def _csv_line(cells: tuple) -> str:
+    """``cells`` as ``csv.writer`` writes them (excel dialect, CRLF): joined directly for str / int cells
+    holding nothing that is quoted (a manifest's rows: half the time), else by the csv module itself (which
+    also quotes the one empty cell of a one-column row)."""
+    if len(cells) > 1 and _PLAIN_TYPES.issuperset(map(type, cells)):
+        texts = list(map(str, cells))
+        if not _QUOTED_CHARACTERS.search("".join(texts)):
+            return ",".join(texts) + "\r\n"
+    text = io.StringIO(newline="")
+    csv.writer(text).writerow(cells)
+    return text.getvalue()
+
+
+_HEADER = _csv_line(tuple(COLUMNS))
+
+
 def manifest_bytes(rows: list[ManifestRow]) -> bytes:
     """The manifest CSV of ``rows`` (header, then one line per row; CRLF line ends, UTF-8)."""
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(COLUMNS)
-    writer.writerows(map(_ROW_VALUES, rows))
-    return text.getvalue().encode("utf-8")
+    return (_HEADER + "".join([_csv_line(_ROW_VALUES(row)) for row in rows])).encode("utf-8")
 
 
 def write_manifest(rows: list[ManifestRow], path: str | Path) -> bool:

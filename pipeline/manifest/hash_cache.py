@@ -20,8 +20,10 @@ from typing import Any
 from pipeline import media
 from pipeline.atomic import atomic_path
 from pipeline.hashing import file_sha256, sha256_of_file
-from pipeline.manifest.paths import ABSENT_ERRNOS
+from pipeline.manifest.paths import ABSENT_ERRNOS, is_file
 from pipeline.media import probing
+
+_NOT_NAMES = ("", os.curdir, os.pardir)  # last components that are no file's own name (resolved by realpath)
 
 
 class NotCached(LookupError):
@@ -40,8 +42,11 @@ class StatKeyedCache:
     FORMAT = 0
     WHAT = "cache"
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, lstat: Callable[[str], os.stat_result] = os.lstat) -> None:
         self.path = path
+        # ``lstat``: how a file's own stat is taken (a manifest run shares one stat per file between its
+        # listing and its caches: :class:`pipeline.manifest.paths.StatOnce`)
+        self._lstat = lstat
         self.entries: dict[str, list] = {}
         self._changed = True  # whether the file on disk differs from ``entries`` (save writes it only then)
         self._real_folders: dict[str, str] = {}  # folder as given -> its resolved path (see :meth:`_stat_and_key`)
@@ -84,11 +89,13 @@ class StatKeyedCache:
         """The stat of ``file`` (links followed) and its key, its resolved absolute path (``Path.resolve``).
         A file that is not itself a link resolves to its folder's resolved path plus its name, so one
         ``lstat`` does for both (``realpath`` takes one per component of the path)."""
-        own = os.lstat(file)
+        own = self._lstat(file)
         folder, slash, name = file.rpartition("/")  # os.path.split's answer for the paths built here, faster
-        if S_ISLNK(own.st_mode) or name in ("", os.curdir, os.pardir):
+        if S_ISLNK(own.st_mode) or name in _NOT_NAMES:
             return os.stat(file), os.path.realpath(file)
-        real_folder = self._real_folder(folder if folder or not slash else "/")
+        if slash and not folder:
+            folder = "/"
+        real_folder = self._real_folders.get(folder) or self._real_folder(folder)
         return own, f"{real_folder}/{name}" if real_folder != "/" else f"/{name}"
 
     def _real_folder(self, folder: str) -> str:
@@ -124,15 +131,33 @@ class StatKeyedCache:
         return self._value(file, stat, key, compute) if S_ISREG(stat.st_mode) else None
 
     def _value(self, file: str | Path, stat: os.stat_result, key: str, compute: Callable[[Path], Any]) -> Any:
-        identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = self.entries.get(key)
-        if entry is None or entry[:4] != identity:
-            if not self._may_compute:
-                raise NotCached(file)
-            entry = [*identity, compute(Path(file))]
-            self.entries[key] = entry
-            self._changed = True
+        if (
+            entry is not None  # compared field by field: no list is built for the ~50,000 unchanged files
+            and entry[0] == stat.st_ino
+            and entry[1] == stat.st_size
+            and entry[2] == stat.st_mtime_ns
+            and entry[3] == stat.st_ctime_ns
+        ):
+            return entry[4]
+        if not self._may_compute:
+            raise NotCached(file)
+        entry = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, compute(Path(file))]
+        self.entries[key] = entry
+        self._changed = True
         return entry[4]
+
+    def is_file(self, file: str) -> bool:
+        """``Path(file).is_file()``, from this cache's ``lstat`` (a link: its target's stat)."""
+        try:
+            own = self._lstat(file)
+        except OSError as exc:
+            if exc.errno not in ABSENT_ERRNOS:
+                raise
+            return False
+        except ValueError:  # a NUL byte in the name, as pathlib
+            return False
+        return is_file(file) if S_ISLNK(own.st_mode) else S_ISREG(own.st_mode)
 
     @contextlib.contextmanager
     def lookups_only(self) -> Iterator[None]:

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field
 
 from pipeline.labels import FITS
-from pipeline.manifest.paths import FolderCheck, child, is_file
+from pipeline.manifest.paths import FolderCheck, StatOnce, child
 from pipeline.manifest.schema import MAX_SECONDS, SPLITS, ManifestError, ManifestRow, validate_video_id
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
@@ -136,10 +136,12 @@ def release_root(root: Path, meta_name: str, data_name: str) -> tuple[Path, Path
     )
 
 
-def _choose_media(row: ManifestRow, frames: list[str], audio: str, video: str | None, media_pref: str) -> None:
+def _choose_media(
+    row: ManifestRow, frames: list[str], audio: str, video: str | None, media_pref: str, folders: FolderCheck
+) -> None:
     """Fill the row's sources: the released frames + wav, or a raw video (``media``: auto | frames | video)."""
     use_video = video is not None and (
-        media_pref == "video" or (media_pref == "auto" and not all(is_file(p) for p in frames))
+        media_pref == "video" or (media_pref == "auto" and not all(folders.is_file(p) for p in frames))
     )
     if use_video:
         row.source_video = video
@@ -148,17 +150,17 @@ def _choose_media(row: ManifestRow, frames: list[str], audio: str, video: str | 
         row.source_audio = audio
 
 
-def _labels(paths: list[str]) -> str:
-    return ";".join(p if is_file(p) else "" for p in paths)
+def _labels(paths: list[str], folders: FolderCheck) -> str:
+    return ";".join(p if folders.is_file(p) else "" for p in paths)
 
 
-def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[ManifestRow]:
+def rows_from_avsbench_s4(root: Path, media_pref: str = "auto", stats: StatOnce | None = None) -> list[ManifestRow]:
     """AVSBench-object S4 (``Single-source/`` or ``Single-source/s4_data/``): ``s4_meta_data.csv``
     (name, start, category, split); in ``s4_data/``: ``visual_frames/{split}/{category}/{name}/{name}_{k}.png``
     (k = 1..5), ``audio_wav/{split}/{category}/{name}.wav``, ``gt_masks/{split}/{category}/{name}/{name}_{k}.png``
     (train: k = 1 only); raw videos (the preprocessing input) ``raw_videos/{split}/{category}/{name}.mp4``."""
     meta, data = release_root(root, "s4_meta_data.csv", "s4_data")
-    base, folders, rows = str(data), FolderCheck(), []
+    base, folders, rows = str(data), FolderCheck(stats), []
     for i, rec in enumerate(_read_csv(meta, ("name", "category", "split"))):
         where = f"{meta}:{i + 2}"
         name, category, split = rec["name"], rec["category"], _check_split(rec["split"], where)
@@ -170,20 +172,20 @@ def rows_from_avsbench_s4(root: Path, media_pref: str = "auto") -> list[Manifest
         frames_dir = child(base, f"visual_frames/{split}/{category}/{name}")
         frames = [child(frames_dir, f"{name}_{k}.png") for k in range(1, 6)]
         video = folders.first_file(child(base, f"raw_videos/{split}/{category}/{name}"), VIDEO_EXTENSIONS)
-        _choose_media(row, frames, child(base, f"audio_wav/{split}/{category}/{name}.wav"), video, media_pref)
+        _choose_media(row, frames, child(base, f"audio_wav/{split}/{category}/{name}.wav"), video, media_pref, folders)
         masks_dir = child(base, f"gt_masks/{split}/{category}/{name}")
-        row.label_paths = _labels([child(masks_dir, f"{name}_{k}.png") for k in range(1, 6)])
+        row.label_paths = _labels([child(masks_dir, f"{name}_{k}.png") for k in range(1, 6)], folders)
         rows.append(row)
     return rows
 
 
-def rows_from_avsbench_ms3(root: Path, media_pref: str = "auto") -> list[ManifestRow]:
+def rows_from_avsbench_ms3(root: Path, media_pref: str = "auto", stats: StatOnce | None = None) -> list[ManifestRow]:
     """AVSBench-object MS3 (``Multi-sources/`` or ``Multi-sources/ms3_data/``): ``ms3_meta_data.csv``
     (video_id, split); in ``ms3_data/``: ``visual_frames/{video}/{video}.mp4_{k}.png`` (no split folder,
     k = 1..5), ``audio_wav/{split}/{video}.wav``, ``gt_masks/{split}/{video}/{video}_{k}.png`` (all 5);
     raw videos ``raw_videos/{video}.mp4``."""
     meta, data = release_root(root, "ms3_meta_data.csv", "ms3_data")
-    base, folders, rows = str(data), FolderCheck(), []
+    base, folders, rows = str(data), FolderCheck(stats), []
     for i, rec in enumerate(_read_csv(meta, ("video_id", "split"))):
         where = f"{meta}:{i + 2}"
         vid, split = validate_video_id(rec["video_id"], where), _check_split(rec["split"], where)
@@ -191,21 +193,23 @@ def rows_from_avsbench_ms3(root: Path, media_pref: str = "auto") -> list[Manifes
         frames_dir = child(base, f"visual_frames/{vid}")
         frames = [child(frames_dir, f"{vid}.mp4_{k}.png") for k in range(1, 6)]
         video = folders.first_file(child(base, f"raw_videos/{vid}"), VIDEO_EXTENSIONS)
-        _choose_media(row, frames, child(base, f"audio_wav/{split}/{vid}.wav"), video, media_pref)
+        _choose_media(row, frames, child(base, f"audio_wav/{split}/{vid}.wav"), video, media_pref, folders)
         masks_dir = child(base, f"gt_masks/{split}/{vid}")
-        row.label_paths = _labels([child(masks_dir, f"{vid}_{k}.png") for k in range(1, 6)])
+        row.label_paths = _labels([child(masks_dir, f"{vid}_{k}.png") for k in range(1, 6)], folders)
         rows.append(row)
     return rows
 
 
-def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit: str = "crop") -> list[ManifestRow]:
+def rows_from_avsbench_semantic(
+    root: Path, media_pref: str = "auto", train_fit: str = "crop", stats: StatOnce | None = None
+) -> list[ManifestRow]:
     """AVSBench-semantic (``AVSBench_semantic/``): ``metadata.csv`` (uid, label in v1s/v1m/v2, split) and
     ``label2idx.json``; per video ``{label}/{uid}/frames/{i}.jpg`` (i = 0.., 5 for v1s/v1m, 10 for v2),
     ``audio.wav``, ``labels_rgb/{i}.png`` (VOC palette; v1s train: i = 0 only). ``raw_video.*`` beside
     them (not in the release; the demo writes one) is used by ``media: video``. Train rows read from
     the released frames get ``frame_fit = train_fit`` (the official train loader centre-crops)."""
     meta = root / "metadata.csv"
-    base, folders, rows = str(root), FolderCheck(), []
+    base, folders, rows = str(root), FolderCheck(stats), []
     for i, rec in enumerate(_read_csv(meta, ("uid", "label", "split"))):
         where = f"{meta}:{i + 2}"
         uid, label, split = rec["uid"], rec["label"], _check_split(rec["split"], where)
@@ -226,10 +230,10 @@ def rows_from_avsbench_semantic(root: Path, media_pref: str = "auto", train_fit:
         )
         frames = [child(folder, f"frames/{k}.jpg") for k in range(num)]
         video = folders.first_file(child(folder, "raw_video"), VIDEO_EXTENSIONS)
-        _choose_media(row, frames, child(folder, "audio.wav"), video, media_pref)
+        _choose_media(row, frames, child(folder, "audio.wav"), video, media_pref, folders)
         if row.source_video:  # ffmpeg scales raw videos to the frame size: labels must match that
             row.frame_fit = "stretch"
-        row.label_paths = _labels([child(folder, f"labels_rgb/{k}.png") for k in range(num)])
+        row.label_paths = _labels([child(folder, f"labels_rgb/{k}.png") for k in range(num)], folders)
         rows.append(row)
     return rows
 
@@ -260,13 +264,15 @@ class SourceParams:
             raise ValueError(f"train_fit must be one of {list(FITS)}, got {self.train_fit!r}")
 
 
-def list_rows(cfg: SourceParams, skipped: list[tuple[str, str]] | None = None) -> list[ManifestRow]:
-    """The rows of a dataset source, before hashing and probing."""
+def list_rows(
+    cfg: SourceParams, skipped: list[tuple[str, str]] | None = None, stats: StatOnce | None = None
+) -> list[ManifestRow]:
+    """The rows of a dataset source, before hashing and probing (``stats``: the run's shared stats)."""
     root = Path(cfg.root)
     if cfg.source == "folder":
         return rows_from_folder(root, cfg.seconds, cfg.split, skipped)
     if cfg.source == "avsbench_s4":
-        return rows_from_avsbench_s4(root, cfg.media)
+        return rows_from_avsbench_s4(root, cfg.media, stats)
     if cfg.source == "avsbench_ms3":
-        return rows_from_avsbench_ms3(root, cfg.media)
-    return rows_from_avsbench_semantic(root, cfg.media, cfg.train_fit)
+        return rows_from_avsbench_ms3(root, cfg.media, stats)
+    return rows_from_avsbench_semantic(root, cfg.media, cfg.train_fit, stats)
