@@ -63,6 +63,9 @@ class Browser:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for method in ("Page.enable", "Network.enable"):
             self.call(method, session=True)
+        self._viewport(width, height)
+
+    def _viewport(self, width: int, height: int) -> None:
         self.call(
             "Emulation.setDeviceMetricsOverride",
             session=True,
@@ -131,15 +134,7 @@ class Browser:
         """The whole page (not only the viewport) as a PNG."""
         import base64
 
-        height = int(self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]["height"])
-        self.call(
-            "Emulation.setDeviceMetricsOverride",
-            session=True,
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        self._viewport(width, int(self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]["height"]))
         data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 

@@ -99,3 +99,10 @@ def test_demo_baseline_only_on_an_up_to_date_project(tiny_project, capsys):
     assert demo["dvc_status_s"] > 0 and demo["dvc_repro_noop_s"] > 0 and demo["repeats"] == 1
     assert demo["reran"] == [] and demo["always_changed_ran"] == STAMP_ITEMS
     assert not list(tiny_project.glob("*time*"))  # GNU time's record never lands in the measured project
+
+
+def test_bench_copies_every_pipeline_file():
+    """The workspace holds the project's pipeline files: the list tests/test_dvc_deps.py keeps equal to git's."""
+    from test_dvc_deps import PIPELINE_FILES
+
+    assert bench_scale.PIPELINE_FILES == PIPELINE_FILES

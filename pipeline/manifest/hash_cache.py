@@ -20,7 +20,7 @@ from typing import Any
 from pipeline import media
 from pipeline.atomic import atomic_path
 from pipeline.hashing import file_sha256, sha256_of_file
-from pipeline.manifest.paths import ABSENT_ERRNOS, is_file
+from pipeline.manifest.paths import ABSENT_ERRNOS, is_file_by
 from pipeline.media import probing
 
 _NOT_NAMES = ("", os.curdir, os.pardir)  # last components that are no file's own name (resolved by realpath)
@@ -149,15 +149,7 @@ class StatKeyedCache:
 
     def is_file(self, file: str) -> bool:
         """``Path(file).is_file()``, from this cache's ``lstat`` (a link: its target's stat)."""
-        try:
-            own = self._lstat(file)
-        except OSError as exc:
-            if exc.errno not in ABSENT_ERRNOS:
-                raise
-            return False
-        except ValueError:  # a NUL byte in the name, as pathlib
-            return False
-        return is_file(file) if S_ISLNK(own.st_mode) else S_ISREG(own.st_mode)
+        return is_file_by(self._lstat, file)
 
     @contextlib.contextmanager
     def lookups_only(self) -> Iterator[None]:

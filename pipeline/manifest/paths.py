@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 
@@ -29,6 +30,20 @@ def is_file(path: str) -> bool:
     """``Path(path).is_file()``: a regular file, or a link to one. A missing file, a file under a
     non-folder and a link loop are False; other errors (a folder that may not be searched) are raised."""
     return S_ISREG(_mode(path))
+
+
+def is_file_by(lstat: Callable[[str], os.stat_result], path: str) -> bool:
+    """:func:`is_file` answered from ``lstat`` (a remembered or a cached one); a link: its target's stat, taken
+    now. Absent paths and names with a NUL byte are False, as pathlib answers."""
+    try:
+        own = lstat(path)
+    except OSError as exc:
+        if exc.errno not in ABSENT_ERRNOS:
+            raise
+        return False
+    except ValueError:  # an embedded NUL byte, as pathlib
+        return False
+    return is_file(path) if S_ISLNK(own.st_mode) else S_ISREG(own.st_mode)
 
 
 def child(folder: str, relative: str) -> str:
@@ -86,15 +101,7 @@ class StatOnce:
 
     def is_file(self, path: str) -> bool:
         """:func:`is_file` from the remembered ``lstat`` (a link: its target's stat, taken now)."""
-        try:
-            own = self.lstat(path)
-        except OSError as exc:
-            if exc.errno not in ABSENT_ERRNOS:
-                raise
-            return False
-        except ValueError:  # an embedded NUL byte, as pathlib
-            return False
-        return is_file(path) if S_ISLNK(own.st_mode) else S_ISREG(own.st_mode)
+        return is_file_by(self.lstat, path)
 
 
 class FolderCheck:
