@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline.audio import onnx_nodes, yamnet_cache
+from pipeline.audio import yamnet_cache
 from pipeline.audio.encoders import AudioEncoderError, register_encoder
 from pipeline.audio.logmel import EXAMPLE_FRAMES, NUM_MEL_BANDS
 from pipeline.audio.onnx_nodes import Node, graph_nodes
@@ -281,9 +281,12 @@ def load_yamnet_graph(source: str | Path | None = None, cache_dir: str | Path | 
 
 
 def _editing_code_digest() -> str:
-    """sha256 of the modules whose code makes the edited graph or stores it: an edit to any of them
-    makes every cached graph stale."""
-    return yamnet_cache.code_digest([Path(__file__), Path(onnx_nodes.__file__), Path(yamnet_cache.__file__)])
+    """The code digest the feature shards record (every ``pipeline`` source): an edit to the code that makes
+    or stores the edited graph makes every cached graph stale, as it makes every shard unreusable. No
+    hand-kept list of modules to forget one in; any other edit costs one rebuild (~1 s)."""
+    from pipeline.shards.identity import code_digest  # here: h5py only for a build that uses the cache
+
+    return code_digest()
 
 
 def _edited_graph(path: Path, where: str, sha256: str, archive: bytes | None) -> YAMNetGraph:

@@ -26,13 +26,11 @@ import hashlib
 import importlib.metadata
 import json
 import warnings
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_bytes, write_json
-from pipeline.hashing import file_sha256, sha256_of_named_digests
 
 FORMAT = 1
 _ENTRY_KEYS = {"format", "key", "model_sha256", "model_size", "graph", "checksum"}
@@ -47,17 +45,12 @@ class GraphKey:
     """What the edited graph is a function of: an entry made under another key is never used."""
 
     source_sha256: str  # of the archive the weights come from
-    code_digest: str  # of the modules that edit the graph (:func:`code_digest`)
+    code_digest: str  # of the code that edits and stores the graph (every ``pipeline`` source)
     onnx_version: str  # of the installed onnx package, read without importing it
 
     @property
     def entry_name(self) -> str:
         return self.source_sha256[:16]
-
-
-def code_digest(files: Iterable[Path]) -> str:
-    """sha256 over the names and bytes of the modules that make the edited graph (any edit changes it)."""
-    return sha256_of_named_digests([(Path(path).name, file_sha256(path)) for path in files])
 
 
 def installed_version(package: str) -> str:
