@@ -46,15 +46,6 @@ def is_file_by(lstat: Callable[[str], os.stat_result], path: str) -> bool:
     return is_file(path) if S_ISLNK(own.st_mode) else S_ISREG(own.st_mode)
 
 
-def child(folder: str, relative: str) -> str:
-    """``str(Path(folder, relative))`` for a ``folder`` that is a ``str(Path)``: the joined text when both
-    are already in pathlib's form (no empty or ``.`` part, not absolute), else pathlib's answer."""
-    parts = relative.split("/")
-    if "" in parts or "." in parts or folder in ("", ".") or folder[-1] == "/":
-        return str(Path(folder, relative))
-    return f"{folder}/{relative}"
-
-
 def is_plain_relative(text: str) -> bool:
     """Whether ``text`` is a relative path in pathlib's form, ``str(PurePosixPath(text)) == text``: components
     that are neither empty nor ``.``, joined by single slashes (string tests, no split)."""

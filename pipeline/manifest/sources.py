@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field
 
 from pipeline.labels import FITS
-from pipeline.manifest.paths import FolderCheck, StatOnce, child
+from pipeline.manifest.paths import FolderCheck, StatOnce, joined
 from pipeline.manifest.schema import MAX_SECONDS, SPLITS, ManifestError, ManifestRow, validate_video_id
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".ts")
@@ -169,12 +169,12 @@ def rows_from_avsbench_s4(root: Path, media_pref: str = "auto", stats: StatOnce 
         row = ManifestRow(
             video_id=video_id, split=split, task="s4", category=category, num_seconds=5, label_format="binary_png"
         )
-        frames_dir = child(base, f"visual_frames/{split}/{category}/{name}")
-        frames = [child(frames_dir, f"{name}_{k}.png") for k in range(1, 6)]
-        video = folders.first_file(child(base, f"raw_videos/{split}/{category}/{name}"), VIDEO_EXTENSIONS)
-        _choose_media(row, frames, child(base, f"audio_wav/{split}/{category}/{name}.wav"), video, media_pref, folders)
-        masks_dir = child(base, f"gt_masks/{split}/{category}/{name}")
-        row.label_paths = _labels([child(masks_dir, f"{name}_{k}.png") for k in range(1, 6)], folders)
+        frames_dir = joined(base, f"visual_frames/{split}/{category}/{name}")
+        frames = [joined(frames_dir, f"{name}_{k}.png") for k in range(1, 6)]
+        video = folders.first_file(joined(base, f"raw_videos/{split}/{category}/{name}"), VIDEO_EXTENSIONS)
+        _choose_media(row, frames, joined(base, f"audio_wav/{split}/{category}/{name}.wav"), video, media_pref, folders)
+        masks_dir = joined(base, f"gt_masks/{split}/{category}/{name}")
+        row.label_paths = _labels([joined(masks_dir, f"{name}_{k}.png") for k in range(1, 6)], folders)
         rows.append(row)
     return rows
 
@@ -190,12 +190,12 @@ def rows_from_avsbench_ms3(root: Path, media_pref: str = "auto", stats: StatOnce
         where = f"{meta}:{i + 2}"
         vid, split = validate_video_id(rec["video_id"], where), _check_split(rec["split"], where)
         row = ManifestRow(video_id=vid, split=split, task="ms3", num_seconds=5, label_format="binary_png")
-        frames_dir = child(base, f"visual_frames/{vid}")
-        frames = [child(frames_dir, f"{vid}.mp4_{k}.png") for k in range(1, 6)]
-        video = folders.first_file(child(base, f"raw_videos/{vid}"), VIDEO_EXTENSIONS)
-        _choose_media(row, frames, child(base, f"audio_wav/{split}/{vid}.wav"), video, media_pref, folders)
-        masks_dir = child(base, f"gt_masks/{split}/{vid}")
-        row.label_paths = _labels([child(masks_dir, f"{vid}_{k}.png") for k in range(1, 6)], folders)
+        frames_dir = joined(base, f"visual_frames/{vid}")
+        frames = [joined(frames_dir, f"{vid}.mp4_{k}.png") for k in range(1, 6)]
+        video = folders.first_file(joined(base, f"raw_videos/{vid}"), VIDEO_EXTENSIONS)
+        _choose_media(row, frames, joined(base, f"audio_wav/{split}/{vid}.wav"), video, media_pref, folders)
+        masks_dir = joined(base, f"gt_masks/{split}/{vid}")
+        row.label_paths = _labels([joined(masks_dir, f"{vid}_{k}.png") for k in range(1, 6)], folders)
         rows.append(row)
     return rows
 
@@ -218,7 +218,7 @@ def rows_from_avsbench_semantic(
         video_id = validate_video_id(f"{label}/{uid}", where)
         validate_video_id(uid, where)
         num = 10 if label == "v2" else 5
-        folder = child(base, f"{label}/{uid}")
+        folder = joined(base, f"{label}/{uid}")
         row = ManifestRow(
             video_id=video_id,
             split=split,
@@ -228,12 +228,12 @@ def rows_from_avsbench_semantic(
             label_format="voc_rgb",
             frame_fit=train_fit if split == "train" else "stretch",
         )
-        frames = [child(folder, f"frames/{k}.jpg") for k in range(num)]
-        video = folders.first_file(child(folder, "raw_video"), VIDEO_EXTENSIONS)
-        _choose_media(row, frames, child(folder, "audio.wav"), video, media_pref, folders)
+        frames = [joined(folder, f"frames/{k}.jpg") for k in range(num)]
+        video = folders.first_file(joined(folder, "raw_video"), VIDEO_EXTENSIONS)
+        _choose_media(row, frames, joined(folder, "audio.wav"), video, media_pref, folders)
         if row.source_video:  # ffmpeg scales raw videos to the frame size: labels must match that
             row.frame_fit = "stretch"
-        row.label_paths = _labels([child(folder, f"labels_rgb/{k}.png") for k in range(num)], folders)
+        row.label_paths = _labels([joined(folder, f"labels_rgb/{k}.png") for k in range(num)], folders)
         rows.append(row)
     return rows
 

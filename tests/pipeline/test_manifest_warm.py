@@ -16,7 +16,7 @@ import yaml
 from pipeline.manifest import HashCache, ManifestRow, SourceParams, read_manifest, write_manifest, write_shard_slices
 from pipeline.manifest.files import manifest_bytes
 from pipeline.manifest.hash_cache import NotCached
-from pipeline.manifest.paths import FolderCheck, child, is_file
+from pipeline.manifest.paths import FolderCheck, is_file, joined
 from pipeline.manifest.sources import VIDEO_EXTENSIONS, list_rows
 from tests.pipeline.test_release_trees import build_avss, build_ms3, build_s4
 
@@ -75,8 +75,8 @@ def test_is_file_of_a_name_with_a_nul_byte_is_false_as_in_pathlib():
 
 @pytest.mark.parametrize("folder", ["/data/s4", "/", ".", "rel/dir", "//net"])
 @pytest.mark.parametrize("relative", ["a/b.png", "a//b.png", "a/./b.png", "a/", "./a", "../a", "a/../b", ".", "x"])
-def test_child_is_the_text_of_pathlib_join(folder, relative):
-    assert child(str(Path(folder)), relative) == str(Path(folder) / relative)
+def test_joined_is_the_text_of_pathlib_join(folder, relative):
+    assert joined(str(Path(folder)), relative) == str(Path(folder) / relative)
 
 
 def test_folder_check_finds_the_first_extension_and_skips_missing_folders(tmp_path):
