@@ -3,8 +3,7 @@
 For each ``--fractions`` point it writes release trees with the real counts (benchmarks/avsbench_full.py,
 cached across runs), makes a fresh DVC workspace of this checkout beside them (the project's pipeline
 files, :data:`PIPELINE_FILES`, and its params.yaml, with the demo datasets replaced by the generated
-ones and COMBO's maskiges as the proposal source), and measures what a user runs, each step once (the
-no-op three times), in this order:
+ones and COMBO's maskiges as the proposal source), and measures what a user runs, in this order:
 
 1. every feature stage item under ``dvc repro --single-item`` with GNU time: wall and CPU seconds, peak
    RSS (the largest process of the item), output bytes; summed per stage and divided by the videos.
@@ -16,8 +15,9 @@ no-op three times), in this order:
 4. plain ``dvc status`` and ``dvc repro`` (of every pipeline file, :data:`REPRO`) with everything up to date,
    three times each, interleaved:
    median walls, and which stages ran (always-changed stamp stages listed apart from real reruns);
-5. ``dvc freeze train evaluate``; one S4 video added, then ``dvc repro``; one label PNG edited,
-   then ``dvc repro``: wall, what reran, the share of the full feature wall and the marginal cost
+5. ``dvc freeze train evaluate``; three times one S4 video added, then ``dvc repro`` (removed again, with a
+   ``dvc repro`` of its own, between two adds); three times one label PNG edited, then ``dvc repro``: median
+   wall (and every run's), what the first run reran, the share of the full feature wall and the marginal cost
    (that wall minus the no-op repro's wall) and its share; ``dvc unfreeze train evaluate``;
 6. the training loader's clips/s for 0 / 1 / 2 workers.
 
@@ -53,12 +53,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import avsbench_full  # noqa: E402
 from _bench_common import machine_info, write_json  # noqa: E402
+from _scale_changes import add_one_video, edit_one_label, remove_added_video, remove_one_video  # noqa: E402
 from _scale_tables import print_tables  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
@@ -95,7 +95,6 @@ SOURCES = {"s4": "avsbench_s4", "ms3": "avsbench_ms3", "avss": "avsbench_semanti
 DEMO_RAW = "data/raw/demo/"  # the demo trees and their stamps: the workspace has no demo_data stage
 SKIPPABLE = ("train", "evaluate", "loader")
 FROZEN = ("train", "evaluate")  # frozen while a video is added and a label edited: features only
-ADDED_VIDEO = avsbench_full.Video("s4", "train", "dog_barking", "zzAddedOne0", 7)
 DEMO_REPEATS = 3
 
 
@@ -192,7 +191,7 @@ def remove_stages(ws: Path, names: list[str]) -> None:
 
 def always_changed_stages(root: Path) -> list[str]:
     """The stages marked ``always_changed`` in the pipeline files of the project ``root`` (for a foreach stage,
-    the flag sits under ``do``), named as DVC names them: ``stamps/dvc.yaml:source_tree``."""
+    the flag sits under ``do``), named as DVC names them: ``stamps/dvc.yaml:trees``."""
     names = []
     for file in PIPELINE_FILES:
         if (root / file).is_file():
@@ -297,47 +296,38 @@ def noop(ws: Path, always: list[str], repeats: int = DEMO_REPEATS) -> dict:
     }
 
 
-def add_one_video(raw: Path) -> None:
-    """A new S4 train video: its files and its meta row."""
-    avsbench_full.write_video(raw, ADDED_VIDEO)
-    meta = raw / "Single-source" / "s4_meta_data.csv"
-    if ADDED_VIDEO.name not in meta.read_text():
-        with meta.open("a") as f:
-            f.write(f"{ADDED_VIDEO.name},0,{ADDED_VIDEO.category},train\n")
-
-
-def remove_added_video(raw: Path) -> None:
-    """An earlier run's added video out of the cached tree (generate() rewrites the meta CSVs itself)."""
-    paths = avsbench_full.video_paths(ADDED_VIDEO)
-    for rel in [*paths["frames"], *paths["labels"], *paths["maskiges"], paths["wav"]]:
-        (raw / rel).unlink(missing_ok=True)
-
-
-def edit_one_label(raw: Path) -> None:
-    """One pixel of one S4 test ground-truth mask flips (a flip again on the next run: a change either way)."""
-    label = sorted((raw / "Single-source" / "s4_data" / "gt_masks" / "test").rglob("*_2.png"))[0]
-    img = Image.open(label).convert("L")
-    pixels = bytearray(img.tobytes())
-    pixels[0] = 255 - pixels[0]
-    Image.frombytes("L", img.size, bytes(pixels)).save(label)
-
-
 def change_then_repro(
-    ws: Path, change: Callable[[], None], always: list[str], noop_s: float, features_s: float
+    ws: Path,
+    change: Callable[[], None],
+    always: list[str],
+    noop_s: float,
+    features_s: float,
+    undo: Callable[[], None] | None = None,
+    repeats: int = DEMO_REPEATS,
 ) -> dict:
-    """One change to the raw data, then ``dvc repro`` of every pipeline file (:data:`REPRO`): wall, what ran, full
-    and marginal shares."""
-    change()
-    run = timed(list(REPRO), ws)
-    marginal = run["wall_s"] - noop_s
-    return {
-        "wall_s": run["wall_s"],
-        "cpu_s": run["cpu_s"],
-        **ran(run["stdout"], always),
-        "share_of_features": round(run["wall_s"] / features_s, 4),
-        "marginal_s": round(marginal, 2),
-        "marginal_share_of_features": round(marginal / features_s, 4),
+    """``repeats`` times: one change to the raw data, then ``dvc repro`` of every pipeline file (:data:`REPRO`),
+    then (between two changes) ``undo`` and a repro of its own. The median wall (every run's too, and the undos'),
+    what the first run ran, full and marginal shares: one run of a few seconds moves by ~20% on a shared machine."""
+    runs, undone = [], []
+    for repeat in range(repeats):
+        change()
+        runs.append(timed(list(REPRO), ws))
+        if undo is not None and repeat < repeats - 1:
+            undo()
+            undone.append(timed(list(REPRO), ws)["wall_s"])
+    wall = round(statistics.median(run["wall_s"] for run in runs), 2)
+    result = {
+        "wall_s": wall,
+        "cpu_s": round(statistics.median(run["cpu_s"] for run in runs), 2),
+        "runs_s": [run["wall_s"] for run in runs],
+        **ran(runs[0]["stdout"], always),
+        "share_of_features": round(wall / features_s, 4),
+        "marginal_s": round(wall - noop_s, 2),
+        "marginal_share_of_features": round((wall - noop_s) / features_s, 4),
     }
+    if undone:
+        result["undo_runs_s"] = undone
+    return result
 
 
 LOADER_PROBE = """
@@ -439,7 +429,8 @@ def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, ski
     if frozen:
         dvc(ws, "freeze", *frozen)
     noop_s = point["noop"]["dvc_repro_noop_s"]
-    point["add_one_video"] = change_then_repro(ws, lambda: add_one_video(raw), always, noop_s, features_s)
+    add, remove = (lambda: add_one_video(raw)), (lambda: remove_one_video(raw))
+    point["add_one_video"] = change_then_repro(ws, add, always, noop_s, features_s, undo=remove)
     point["edit_one_label"] = change_then_repro(ws, lambda: edit_one_label(raw), always, noop_s, features_s)
     print(f"  add one video: {point['add_one_video']}\n  edit one label: {point['edit_one_label']}", flush=True)
     if frozen:

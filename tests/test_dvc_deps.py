@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.code_digest import PACKAGES, code_digest, import_closure, stage_sources, write_code_digests
 from stages.cli import COMMANDS, STAGE_COMMANDS
+from stages.tree_stamp import STAMP_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 # Every pipeline file: DVC builds one graph from all of them. The stamps and each per-shard stage family have
@@ -36,7 +37,7 @@ CODE_DIR = "data/code"
 
 def pipeline_stages() -> dict[str, dict]:
     """DVC's stage name -> stage body (a foreach / matrix stage's ``do``, once) of every pipeline file.
-    Stages of ``stamps/dvc.yaml`` are named as DVC names them: ``stamps/dvc.yaml:source_tree``."""
+    Stages of ``stamps/dvc.yaml`` are named as DVC names them: ``stamps/dvc.yaml:trees``."""
     found = {}
     for file in PIPELINE_FILES:
         for name, stage in yaml.safe_load((REPO / file).read_text())["stages"].items():
@@ -194,26 +195,30 @@ def test_the_stamp_stages_have_their_own_file():
     """DVC rewrites a stage's whole dvc.lock after running it: the always-changed stages stay out of the
     root file, whose lock is large at AVSBench size."""
     always = sorted(name for name, body in pipeline_stages().items() if body.get("always_changed"))
-    assert always == ["stamps/dvc.yaml:maskige_tree", "stamps/dvc.yaml:source_tree"]
+    assert always == ["stamps/dvc.yaml:trees"]
 
 
-def test_every_stamp_item_feeds_a_stage():
-    """An item of stamps/dvc.yaml whose stamp no stage reads (item for item: a stage with the same foreach, in any
-    pipeline file) would never run under plain ``dvc repro``, which runs only what its stages depend on."""
-    files = {file: yaml.safe_load((REPO / file).read_text())["stages"] for file in PIPELINE_FILES}
-    readers_by_file = {file: stages for file, stages in files.items() if file != "stamps/dvc.yaml"}
-    for name, stage in files["stamps/dvc.yaml"].items():
-        if "foreach" not in stage:  # code_digest: every stage reads it (test_every_stage_depends_on_its_...)
-            continue
-        for out in stage["do"]["outs"]:
-            path = next(iter(out)) if isinstance(out, dict) else out
-            readers = [
-                n
-                for stages in readers_by_file.values()
-                for n, s in stages.items()
-                if s.get("foreach") == stage["foreach"] and path in s["do"]["deps"]
-            ]
-            assert readers, f"stamps/dvc.yaml stage {name!r}: no stage with its foreach reads {path}"
+def test_every_stamp_feeds_the_stage_of_its_dataset():
+    """stamps/dvc.yaml:trees (``avs tree-stamp --out-dir data/stamps``) writes D/source_tree.json for every dataset
+    of manifest.datasets and D/maskige_tree.json for every tree of proposals.maskige_trees (STAMP_NAMES): each is
+    a dependency of the item of the same dataset of a stage with a foreach over that same mapping, and the stage
+    lists both mappings as params (a tree added there is stamped on the next run)."""
+    trees = pipeline_stages()["stamps/dvc.yaml:trees"]
+    assert trees["cmd"] == "avs tree-stamp --out-dir data/stamps" and trees["outs"] == [
+        {"data/stamps": {"persist": True}}
+    ]
+    mappings = {"source": "manifest.datasets", "maskige": "proposals.maskige_trees"}
+    assert sorted(trees["params"]) == sorted(mappings.values())
+    for kind, name in STAMP_NAMES.items():
+        path = f"data/stamps/${{key}}/{name}"
+        foreach = f"${{{mappings[kind]}}}"
+        readers = [
+            name
+            for file in PIPELINE_FILES
+            for name, stage in yaml.safe_load((REPO / file).read_text())["stages"].items()
+            if stage.get("foreach") == foreach and path in stage["do"]["deps"]
+        ]
+        assert readers, f"no stage with foreach {foreach} depends on {path}"
 
 
 def test_per_shard_stages_are_not_in_the_root_file():

@@ -4,9 +4,9 @@ One person runs ``dvc repro`` and ``dvc push``; a teammate clones the git reposi
 and finds every stage up to date: nothing reruns, although the teammate has no raw videos. For that,
 every output of dvc.yaml is either cached (``dvc pull`` brings it) or committed to git (the clone has
 it); the raw data (the demo trees, a team's AVSBench copy) is neither, and ``dvc repro --allow-missing``
-skips the stages whose only change is that missing raw data. The tree-stamp stages (stamps/dvc.yaml:
-``source_tree@D``, ``maskige_tree@D``) are ``always_changed``, so ``dvc repro --allow-missing`` runs them: without the raw
-trees they keep the pulled stamps byte for byte, so no other stage runs.
+skips the stages whose only change is that missing raw data. The tree-stamp stage (``stamps/dvc.yaml:trees``) is
+``always_changed``, so ``dvc repro --allow-missing`` runs it: without the raw trees it keeps the pulled stamps byte
+for byte, so no other stage runs.
 
 The slow test builds a small real project: this repository's code and pipeline files, params pointing at a
 few AVSBench-layout videos written by ``benchmarks/avsbench_full.py`` with COMBO maskige trees (so no
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = ("pipeline", "stages", "train")
 GIT_CONFIG = (".gitignore", ".dvcignore", ".dvc/config", "metrics/eval/.gitignore")
 RAW = "data/raw/tiny"  # the generated release trees: the project's raw data
-STAMP_STAGES = ("stamps/dvc.yaml:source_tree", "stamps/dvc.yaml:maskige_tree")  # always changed: run by every repro
+STAMP_STAGES = ("stamps/dvc.yaml:trees",)  # always changed: run by every repro
 RAW_STAGES = ("demo_data", *STAMP_STAGES)  # the stages that read raw data
 COMBO_STAGE = "features/proposals/dvc.yaml:combo_maskiges"  # as DVC names a stage of another pipeline file
 DATASETS = ["tiny_s4", "tiny_ms3"]
@@ -191,8 +191,8 @@ def test_a_pulled_clone_reruns_nothing(tmp_path):
     assert not (mate / RAW).exists()
 
     stamps = _stamps(mate)
-    assert stamps == _stamps(lab) and len(stamps) == 4
-    assert set(_stages_run(_dvc(mate, "repro", "--allow-missing"))) == set(stamps)  # the stamp stages alone
+    assert stamps == _stamps(lab) and len(stamps) == 4  # a source and a maskige tree per dataset
+    assert set(_stages_run(_dvc(mate, "repro", "--allow-missing"))) == set(STAMP_STAGES)  # the stamp stage alone
     assert _stamps(mate) == stamps  # kept byte for byte: the trees are absent
     assert _status(mate, "train", "evaluate") == {}
     changed = _status(mate)  # only the raw data is missing, and only the stages that read it see it
@@ -200,7 +200,7 @@ def test_a_pulled_clone_reruns_nothing(tmp_path):
     assert all(set(_changed_kinds(entry)) <= {"deleted", "always changed"} for entry in changed.values()), changed
 
     shutil.copytree(lab / "data" / "raw", mate / "data" / "raw", dirs_exist_ok=True)  # a teammate with the raw data
-    assert _status(mate) == {name: ["always changed"] for name in stamps}
+    assert _status(mate) == {name: ["always changed"] for name in STAMP_STAGES}
     # The copies have new inodes and ctimes: the stamps change, the manifests and COMBO maskiges rerun
     # (docs/pipeline.md, "Source-tree stamps") and write the same outputs, so training does not rerun.
     ran = _stages_run(_dvc(mate, "repro"))
@@ -214,14 +214,9 @@ def test_a_pulled_clone_reruns_nothing(tmp_path):
 
 
 def _stamps(project: Path) -> dict[str, bytes]:
-    """Stamp stage name -> the bytes of its stamp file (data/D/source_tree.json, data/D/maskige_tree.json)."""
-    found = {}
-    for stage, name in zip(STAMP_STAGES, ("source_tree.json", "maskige_tree.json"), strict=True):
-        for dataset in DATASETS:
-            path = project / "data" / dataset / name
-            if path.exists():
-                found[f"{stage}@{dataset}"] = path.read_bytes()
-    return found
+    """Stamp file (data/stamps/D/source_tree.json, data/stamps/D/maskige_tree.json) -> its bytes."""
+    folder = project / "data" / "stamps"
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*.json"))}
 
 
 def _changed_kinds(entry: list) -> list[str]:

@@ -1,4 +1,4 @@
-"""DVC sees a release tree through its stamp (``source_tree@D``, docs/pipeline.md "Source-tree stamps").
+"""DVC sees a release tree through its stamp (``stamps/dvc.yaml:trees``, docs/pipeline.md "Source-tree stamps").
 
 A small real project (this repository's code, its pipeline stages up to ``extract``, a tiny S4 tree
 written by ``benchmarks/avsbench_full.py``, two shards) is reproduced, then changed the ways a user
@@ -12,7 +12,7 @@ changes a tree; DVC itself says what reruns:
 * a source file only ``avs extract`` imports edited: the code digests are rewritten and the extract items
   rerun, nothing else (docs/pipeline.md, "Code digests").
 
-The stamp stages live in their own pipeline file (stamps/dvc.yaml), so the no-op ``dvc repro`` that runs
+The stamp stage lives in its own pipeline file (stamps/dvc.yaml), so the no-op ``dvc repro`` that runs
 them rewrites only its lock: the root dvc.lock keeps its bytes and its mtime.
 """
 
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 RAW = "data/raw/tiny"
 TREE = f"{RAW}/Single-source"
 STAMPS = "stamps/dvc.yaml"
-STAMP = f"{STAMPS}:source_tree@tiny_s4"  # DVC's name of the stamp stage item
+STAMP = f"{STAMPS}:trees"  # DVC's name of the tree-stamp stage
 CODE = f"{STAMPS}:code_digest"  # the code digests every stage depends on
 EXTRACT = "features/extract/dvc.yaml"
 X = f"{EXTRACT}:extract"  # DVC's name of the extract stage, in its own pipeline file
@@ -54,9 +54,9 @@ def _params() -> dict:
 
 
 def _make_project(root: Path, stages: dict[str, tuple[str, ...]] = STAGES) -> Path:
-    """This repository's code, ``stages`` of its pipeline files, stamps/dvc.yaml's source_tree, a tiny S4 tree."""
+    """This repository's code, ``stages`` of its pipeline files, stamps/dvc.yaml's trees, a tiny S4 tree."""
     copy_code(root)
-    for file, names in {**stages, STAMPS: ("code_digest", "source_tree")}.items():
+    for file, names in {**stages, STAMPS: ("code_digest", "trees")}.items():
         spec = yaml.safe_load((REPO / file).read_text())
         spec["stages"] = {name: spec["stages"][name] for name in names}
         (root / file).parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +138,8 @@ def test_a_noop_repro_leaves_the_root_lock_alone(tmp_path):
     root = _make_project(tmp_path / "project", stages={"dvc.yaml": ("demo_data", "manifest")})
     _dvc(root, "repro")
     lock, stamps_lock = root / "dvc.lock", root / STAMPS.replace("dvc.yaml", "dvc.lock")
-    assert set(yaml.safe_load(stamps_lock.read_text())["stages"]) == {"code_digest", "source_tree@tiny_s4"}
-    assert not [name for name in yaml.safe_load(lock.read_text())["stages"] if name.startswith("source_tree")]
+    assert set(yaml.safe_load(stamps_lock.read_text())["stages"]) == {"code_digest", "trees"}
+    assert not [name for name in yaml.safe_load(lock.read_text())["stages"] if name == "trees"]
     content, past = lock.read_bytes(), lock.stat().st_mtime_ns - 10_000_000_000
     for path in (lock, stamps_lock):
         os.utime(path, ns=(past, past))  # a rewrite shows however fast it comes

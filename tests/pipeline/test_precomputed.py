@@ -310,16 +310,16 @@ def _dvc(cwd: Path, *args: str) -> str:
 
 
 def _stamp_trees(tmp_path: Path, trees: dict[str, Path]) -> None:
-    """What ``dvc repro`` does first: the always-changed maskige_tree@D items restamp each tree."""
+    """What ``dvc repro`` does first: the always-changed stage stamps/dvc.yaml:trees restamps each tree."""
     for dataset, tree in trees.items():
-        write_stamp(stamp_tree(tree.relative_to(tmp_path)), tmp_path / "data" / dataset / "maskige_tree.json")
+        write_stamp(stamp_tree(tree.relative_to(tmp_path)), tmp_path / "data/stamps" / dataset / "maskige_tree.json")
 
 
 COMBO_STAGE = "features/proposals/dvc.yaml:combo_maskiges"  # as DVC names a stage of another pipeline file
 
 
 def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
-    """The real stages (combo_maskiges of features/proposals/dvc.yaml, maskige_tree of stamps/dvc.yaml): each
+    """The real stages (combo_maskiges of features/proposals/dvc.yaml, trees of stamps/dvc.yaml): each
     dataset's tree stamp is a dependency of that dataset's item only."""
     monkeypatch.chdir(tmp_path)
     proposals = yaml.safe_load((REPO / "features" / "proposals" / "dvc.yaml").read_text())
@@ -327,10 +327,10 @@ def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
     (tmp_path / "features" / "proposals").mkdir(parents=True)
     (tmp_path / "features" / "proposals" / "dvc.yaml").write_text(yaml.safe_dump({**proposals, "stages": combo}))
     stamps = yaml.safe_load((REPO / "stamps" / "dvc.yaml").read_text())
-    stamp = stamps["stages"]["maskige_tree"]
-    stamp["do"]["deps"] = [d for d in stamp["do"]["deps"] if not d.startswith("data/raw/demo/")]  # no demo_data
+    stamp = stamps["stages"]["trees"]
+    stamp["deps"] = [d for d in stamp["deps"] if not d.startswith("data/raw/demo/")]  # no demo_data
     (tmp_path / "stamps").mkdir()
-    (tmp_path / "stamps" / "dvc.yaml").write_text(yaml.safe_dump({**stamps, "stages": {"maskige_tree": stamp}}))
+    (tmp_path / "stamps" / "dvc.yaml").write_text(yaml.safe_dump({**stamps, "stages": {"trees": stamp}}))
     for code in ("pipeline", "stages"):
         shutil.copytree(REPO / code, tmp_path / code, ignore=shutil.ignore_patterns("__pycache__"))
     trees = {}
@@ -342,6 +342,7 @@ def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
             (tmp_path / "data" / dataset / folder / "shard-0.x").write_text(folder)
     params = {
         "data": {"shards": [0]},
+        "manifest": {"datasets": {}},
         "proposals": {"maskige_trees": {d: str(t.relative_to(tmp_path)) for d, t in trees.items()}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -349,7 +350,7 @@ def test_editing_one_png_reruns_only_its_dataset(tmp_path, monkeypatch):
     _stamp_trees(tmp_path, trees)
     code = {"tree-stamp": "stages.tree_stamp", "proposals": "stages.proposals"}  # the stages' code deps
     write_code_digests(tmp_path, code, tmp_path / "data" / "code")
-    _dvc(tmp_path, "commit", "-f", "-q", "stamps/dvc.yaml:maskige_tree", COMBO_STAGE)  # as if every item ran
+    _dvc(tmp_path, "commit", "-f", "-q", "stamps/dvc.yaml:trees", COMBO_STAGE)  # as if every item ran
     status = _dvc(tmp_path, "status")
     assert "combo_maskiges" not in status  # only the stamps, always changed
     write_combo_png(trees["ms3"] / "v" / "v.mp4_1_mask_color.png", random_masks(40, 40, k=6))

@@ -215,16 +215,112 @@ def test_an_absent_tree_with_a_bad_stamp_is_one_line_exit_2(tmp_path, stamp, rea
 
 
 def test_the_command_imports_no_heavy_library(tmp_path):
-    """Run on every `dvc repro`: its start-up must stay a plain interpreter's (no torch, dask, h5py, numpy)."""
-    tree = _tree(tmp_path / "tree")
+    """Run on every `dvc repro`: its start-up must stay a plain interpreter's and the params check's (pydantic),
+    no torch, dask, h5py or numpy."""
+    _tree(tmp_path / "tree")
+    _params(tmp_path, {"s4": {"source": "avsbench_s4", "root": "tree"}})
     code = (
         "import sys; from stages.cli import main; "
-        f"code = main(['tree-stamp', '--tree', {str(tree)!r}, '--out', 'stamp.json']); "
-        "print(sorted(m for m in ('torch', 'dask', 'h5py', 'numpy', 'pydantic') if m in sys.modules), code)"
+        "code = main(['tree-stamp', '--out-dir', 'data/stamps']); "
+        "print(sorted(m for m in ('torch', 'dask', 'h5py', 'numpy') if m in sys.modules), code)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.stdout.strip().splitlines()[-1] == "[] 0", done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- avs tree-stamp --out-dir (stamps/dvc.yaml:trees)
+def _params(root: Path, datasets: dict, maskige_trees: dict | None = None) -> None:
+    sections = {"manifest": {"datasets": datasets}, "proposals": {"maskige_trees": maskige_trees or {}}}
+    (root / "params.yaml").write_text(json.dumps(sections))  # JSON is YAML
+
+
+def test_out_dir_stamps_every_named_tree_and_rewrites_only_a_changed_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _tree(tmp_path / "s4")
+    _tree(tmp_path / "ms3")
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "a_1.png").write_bytes(b"maskige")
+    datasets = {
+        "s4": {"source": "avsbench_s4", "root": "s4", "train_fit": "crop"},
+        "ms3": {"source": "folder", "root": "ms3"},
+    }
+    _params(tmp_path, datasets, {"s4": "masks"})
+    assert main(["tree-stamp", "--out-dir", "data/stamps"]) == 0
+    stamps = {
+        path.relative_to(tmp_path / "data/stamps").as_posix() for path in (tmp_path / "data/stamps").rglob("*.json")
+    }
+    assert stamps == {"s4/source_tree.json", "ms3/source_tree.json", "s4/maskige_tree.json"}
+    assert read_stamp("data/stamps/s4/source_tree.json") == stamp_tree("s4", NOT_READ_BY_SOURCE["avsbench_s4"])
+    assert read_stamp("data/stamps/s4/maskige_tree.json") == stamp_tree("masks")
+    times = {name: (tmp_path / "data/stamps" / name).stat().st_mtime_ns for name in stamps}
+    (tmp_path / "ms3" / LABEL).write_bytes(b"LABEL")
+    capsys.readouterr()
+    assert main(["tree-stamp", "--out-dir", "data/stamps"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("(written)") == 1 and said.count("(unchanged)") == 2 and "ms3/source_tree.json" in said
+    unchanged = {name for name in stamps if (tmp_path / "data/stamps" / name).stat().st_mtime_ns == times[name]}
+    assert unchanged == {"s4/source_tree.json", "s4/maskige_tree.json"}
+
+
+def test_out_dir_removes_the_stamps_of_trees_no_longer_named(tmp_path, monkeypatch):
+    """Only its own files: a stamp of a tree params.yaml dropped goes, anything else in the folder stays."""
+    monkeypatch.chdir(tmp_path)
+    _tree(tmp_path / "s4")
+    (tmp_path / "masks").mkdir()
+    _params(
+        tmp_path,
+        {"s4": {"source": "avsbench_s4", "root": "s4"}, "x": {"source": "folder", "root": "s4"}},
+        {"s4": "masks"},
+    )
+    assert main(["tree-stamp", "--out-dir", "data/stamps"]) == 0
+    (tmp_path / "data/stamps/x/notes.txt").write_text("user file")
+    _params(tmp_path, {"s4": {"source": "avsbench_s4", "root": "s4"}, "x": {"source": "folder", "root": "s4"}})
+    assert main(["tree-stamp", "--out-dir", "data/stamps"]) == 0
+    assert not (tmp_path / "data/stamps/s4/maskige_tree.json").exists()
+    assert (tmp_path / "data/stamps/s4/source_tree.json").is_file()
+    _params(tmp_path, {"s4": {"source": "avsbench_s4", "root": "s4"}})
+    assert main(["tree-stamp", "--out-dir", "data/stamps"]) == 0
+    assert sorted(p.name for p in (tmp_path / "data/stamps/x").iterdir()) == ["notes.txt"]
+
+
+def test_out_dir_keeps_an_absent_trees_stamp_and_stamps_the_rest_when_one_fails(tmp_path):
+    """A pulled clone without one raw tree keeps that stamp; a tree with neither tree nor stamp is one line on
+    stderr naming its dataset, the other trees are still stamped, and the exit code is 1."""
+    _tree(tmp_path / "s4")
+    _tree(tmp_path / "ms3")
+    datasets = {"s4": {"source": "avsbench_s4", "root": "s4"}, "ms3": {"source": "avsbench_ms3", "root": "ms3"}}
+    _params(tmp_path, datasets)
+    assert _avs("tree-stamp", "--out-dir", "data/stamps", cwd=tmp_path).returncode == 0
+    kept = (tmp_path / "data/stamps/ms3/source_tree.json").read_bytes()
+    (tmp_path / "ms3").rename(tmp_path / "moved")
+    done = _avs("tree-stamp", "--out-dir", "data/stamps", cwd=tmp_path)
+    assert done.returncode == 0 and "ms3 is absent" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "data/stamps/ms3/source_tree.json").read_bytes() == kept
+    _params(tmp_path, {**datasets, "avss": {"source": "avsbench_semantic", "root": "nowhere"}})
+    (tmp_path / "s4" / LABEL).write_bytes(b"LABEL")
+    done = _avs("tree-stamp", "--out-dir", "data/stamps", cwd=tmp_path)
+    errors = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert errors[0].startswith("avs tree-stamp: error: avss (source tree): nowhere: tree not found"), errors
+    assert "data/stamps/s4/source_tree.json" in done.stdout and "(written)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("datasets", "reason"),
+    [
+        ({"s4": {"source": "nope", "root": "s4"}}, "manifest.datasets.s4"),
+        ({"s4": {"source": "avsbench_s4"}}, "manifest.datasets.s4"),
+        ({"s4": ["avsbench_s4"]}, "manifest.datasets.s4 must be a mapping"),
+        ({"bad name!": {"source": "avsbench_s4", "root": "s4"}}, "manifest.datasets.bad name!"),
+    ],
+)
+def test_out_dir_bad_params_are_one_line_exit_2(tmp_path, datasets, reason):
+    _params(tmp_path, datasets)
+    done = _avs("tree-stamp", "--out-dir", "data/stamps", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and reason in lines[0], lines
+    assert not (tmp_path / "data").exists()
 
 
 def test_folders_the_source_never_reads_are_not_stamped(tmp_path, capsys):
