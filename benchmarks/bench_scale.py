@@ -15,10 +15,12 @@ ones and COMBO's maskiges as the proposal source), and measures what a user runs
 4. plain ``dvc status`` and ``dvc repro`` (of every pipeline file, :data:`REPRO`) with everything up to date,
    three times each, interleaved:
    median walls, and which stages ran (always-changed stamp stages listed apart from real reruns);
+   each repro's wall is split into its ``avs`` commands' walls and the rest, DVC's own (:mod:`_command_times`);
 5. ``dvc freeze train evaluate``; three times one S4 video added, then ``dvc repro`` (removed again, with a
    ``dvc repro`` of its own, between two adds); three times one label PNG edited, then ``dvc repro``: median
-   wall (and every run's), what the first run reran, the share of the full feature wall and the marginal cost
-   (that wall minus the no-op repro's wall) and its share; ``dvc unfreeze train evaluate``;
+   wall (and every run's), what the first run reran, the medians of its commands' walls and of DVC's own, the share
+   of the full feature wall and the marginal cost (that wall minus the no-op repro's wall) and its share;
+   ``dvc unfreeze train evaluate``;
 6. the training loader's clips/s for 0 / 1 / 2 workers.
 
 ``--skip`` leaves out train, evaluate or the loader at this run's points (skipped entries are absent
@@ -58,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import avsbench_full  # noqa: E402
 from _bench_common import machine_info, write_json  # noqa: E402
+from _command_times import avs_timed, command_walls  # noqa: E402
 from _scale_changes import add_one_video, edit_one_label, remove_added_video, remove_one_video  # noqa: E402
 from _scale_tables import print_tables  # noqa: E402
 
@@ -105,19 +108,21 @@ def code_env(cwd: Path) -> dict[str, str]:
 
 
 def timed(cmd: list[str], cwd: Path) -> dict:
-    """Runs ``cmd`` under GNU time: wall, user+sys CPU seconds and the peak RSS of its largest process."""
-    with tempfile.TemporaryDirectory() as tmp:  # never a file in cwd: cwd may be the repository itself
+    """Runs ``cmd`` under GNU time: wall, user+sys CPU seconds and the peak RSS of its largest process; and
+    ``commands``: the wall of each ``avs`` command it ran (:mod:`_command_times`)."""
+    with tempfile.TemporaryDirectory() as tmp, avs_timed(code_env(cwd)) as (env, log):  # never a file in cwd
         stats = Path(tmp) / "time.txt"
         start = time.perf_counter()
         proc = subprocess.run(
             ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %M", *cmd],
             cwd=cwd,
-            env=code_env(cwd),
+            env=env,
             capture_output=True,
             text=True,
         )
         wall = time.perf_counter() - start
         user, sys_, rss_kb = stats.read_text().split()[-3:]
+        commands = command_walls(log.read_text()) if log.exists() else {}
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return {
@@ -125,6 +130,16 @@ def timed(cmd: list[str], cwd: Path) -> dict:
         "cpu_s": round(float(user) + float(sys_), 2),
         "peak_rss_mb": round(int(rss_kb) / 1024, 1),
         "stdout": proc.stdout,
+        "commands": commands,
+    }
+
+
+def split_walls(runs: list[dict]) -> dict:
+    """Medians over ``runs`` (of :func:`timed`) of each ``avs`` command's wall and of the rest, DVC's own."""
+    names = sorted({name for run in runs for name in run["commands"]})
+    return {
+        "commands_s": {n: round(statistics.median(run["commands"].get(n, 0.0) for run in runs), 2) for n in names},
+        "dvc_s": round(statistics.median(run["wall_s"] - sum(run["commands"].values()) for run in runs), 2),
     }
 
 
@@ -281,18 +296,17 @@ def evaluate_alone(ws: Path) -> dict:
 def noop(ws: Path, always: list[str], repeats: int = DEMO_REPEATS) -> dict:
     """Plain ``dvc status`` and ``dvc repro`` (:data:`REPRO`) with everything up to date, ``repeats`` times each,
     interleaved (as the demo baseline): medians, and every run's wall."""
-    status, repro, last = [], [], {}
+    status, repro = [], []
     for _ in range(repeats):
         status.append(timed(["dvc", "status"], ws)["wall_s"])
-        run = timed(list(REPRO), ws)
-        repro.append(run["wall_s"])
-        last = ran(run["stdout"], always)
+        repro.append(timed(list(REPRO), ws))
     return {
         "dvc_status_s": round(statistics.median(status), 2),
-        "dvc_repro_noop_s": round(statistics.median(repro), 2),
+        "dvc_repro_noop_s": round(statistics.median(run["wall_s"] for run in repro), 2),
         "dvc_status_runs_s": status,
-        "dvc_repro_noop_runs_s": repro,
-        **last,
+        "dvc_repro_noop_runs_s": [run["wall_s"] for run in repro],
+        **split_walls(repro),
+        **ran(repro[-1]["stdout"], always),
     }
 
 
@@ -320,6 +334,7 @@ def change_then_repro(
         "wall_s": wall,
         "cpu_s": round(statistics.median(run["cpu_s"] for run in runs), 2),
         "runs_s": [run["wall_s"] for run in runs],
+        **split_walls(runs),
         **ran(runs[0]["stdout"], always),
         "share_of_features": round(wall / features_s, 4),
         "marginal_s": round(wall - noop_s, 2),

@@ -28,7 +28,9 @@ STAMP_NAMES = {"source": "source_tree.json", "maskige": "maskige_tree.json"}  # 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out-dir", help="stamp every tree params.yaml names into OUT_DIR/D/ (the dvc.yaml stage)")
+    target.add_argument(
+        "--out-dir", help="stamp every tree params.yaml names into OUT_DIR/D/ (stamps/dvc.yaml's trees stage)"
+    )
     target.add_argument("--tree", help="the one folder to stamp (a release root or a maskige tree); needs --out")
     parser.add_argument("--out", help="with --tree: the stamp JSON file (rewritten only when it changes)")
     parser.add_argument(

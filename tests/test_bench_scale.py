@@ -106,3 +106,26 @@ def test_bench_copies_every_pipeline_file():
     from test_dvc_deps import PIPELINE_FILES
 
     assert bench_scale.PIPELINE_FILES == PIPELINE_FILES
+
+
+def test_avs_timed_logs_each_avs_command_and_command_walls_reads_it(tmp_path):
+    """The shim runs the ``avs`` found on PATH under GNU time; each run appends ``wall command``; two runs of the
+    same command add up, another command is its own entry, and GNU time's exit-status lines are skipped."""
+    from _command_times import avs_timed, command_walls
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "avs").write_text('#!/bin/sh\necho "ran $*"\n[ "$1" = fail ] && exit 3\nexit 0\n')
+    (bin_dir / "avs").chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), os.environ["PATH"]])}
+    with avs_timed(env) as (timed_env, log):
+        for args in (["manifest", "--dataset", "s4"], ["manifest", "--dataset", "s4"], ["extract"], ["fail"]):
+            done = subprocess.run(["avs", *args], env=timed_env, capture_output=True, text=True)
+            assert done.stdout == f"ran {' '.join(args)}\n"
+        assert done.returncode == 3  # the command's own exit status comes through
+        walls = command_walls(log.read_text())
+    assert set(walls) == {"manifest --dataset s4", "extract", "fail"}, walls
+    assert all(0.0 <= seconds < 5.0 for seconds in walls.values())
+    assert command_walls(
+        "Command exited with non-zero status 3\n0.50 /x/avs audio --shard 1\n0.2 /x/python -c 1\n"
+    ) == {"audio --shard 1": 0.5}
