@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +42,13 @@ def command_walls(log_text: str) -> dict[str, float]:
             name = " ".join(words[1:])
             walls[name] = round(walls.get(name, 0.0) + seconds, 2)
     return walls
+
+
+def split_walls(runs: list[dict]) -> dict:
+    """Medians over ``runs`` (each with its ``wall_s`` and its ``commands``, the :func:`command_walls` of its log) of
+    each ``avs`` command's wall and of the rest of the wall, DVC's own."""
+    names = sorted({name for run in runs for name in run["commands"]})
+    return {
+        "commands_s": {n: round(statistics.median(run["commands"].get(n, 0.0) for run in runs), 2) for n in names},
+        "dvc_s": round(statistics.median(run["wall_s"] - sum(run["commands"].values()) for run in runs), 2),
+    }

@@ -17,11 +17,13 @@ def _get(point: dict, *keys: str) -> object:
 
 
 def _noop(point: dict, demo: dict | None, key: str) -> str:
-    """A no-op figure with its ratio to the demo's. Points measured before this layout kept them at the top
-    level, timed with the 24 item targets (marked *, no ratio: not what a user runs)."""
+    """A no-op figure with its ratio to the demo's (the demo's runs interleaved with the point's when there are).
+    Points measured before this layout kept them at the top level, timed with the 24 item targets (marked *, no
+    ratio: not what a user runs)."""
     if "noop" not in point:
         return f"{point[key]}*" if key in point else "-"
     value = point["noop"][key]
+    demo = point["noop"].get("demo", demo)  # measured beside this point's no-op, else the run's demo baseline
     return f"{value} ({value / demo[key]:.1f}x)" if demo and demo.get(key) else f"{value}"
 
 

@@ -28,7 +28,8 @@ from the JSON); without train there is no checkpoint, so evaluate is left out to
 is removed from the workspace's dvc.yaml before step 4 (``dag_removed`` in the JSON), so the no-op
 figures never include a stage that has never run. ``--demo-baseline`` also times plain ``dvc status``
 and the same ``dvc repro`` three times each in this repository itself (the demo DAG; only when its
-``dvc status`` reports nothing to run except always-changed stages), and the table gives full / demo.
+``dvc status`` reports nothing to run except always-changed stages), at the start and again between the runs of
+each point's no-op (step 4), and the table gives point / demo from the runs interleaved with the point's.
 
 Shards scale with the data (about ``--videos-per-shard`` S4 videos per shard), as a user would set
 them. Results: ``--results`` (default benchmarks/results/scale.json, points merged per fraction) and two
@@ -60,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import avsbench_full  # noqa: E402
 from _bench_common import machine_info, write_json  # noqa: E402
-from _command_times import avs_timed, command_walls  # noqa: E402
+from _command_times import avs_timed, command_walls, split_walls  # noqa: E402
 from _scale_changes import add_one_video, edit_one_label, remove_added_video, remove_one_video  # noqa: E402
 from _scale_tables import print_tables  # noqa: E402
 
@@ -131,15 +132,6 @@ def timed(cmd: list[str], cwd: Path) -> dict:
         "peak_rss_mb": round(int(rss_kb) / 1024, 1),
         "stdout": proc.stdout,
         "commands": commands,
-    }
-
-
-def split_walls(runs: list[dict]) -> dict:
-    """Medians over ``runs`` (of :func:`timed`) of each ``avs`` command's wall and of the rest, DVC's own."""
-    names = sorted({name for run in runs for name in run["commands"]})
-    return {
-        "commands_s": {n: round(statistics.median(run["commands"].get(n, 0.0) for run in runs), 2) for n in names},
-        "dvc_s": round(statistics.median(run["wall_s"] - sum(run["commands"].values()) for run in runs), 2),
     }
 
 
@@ -293,14 +285,23 @@ def evaluate_alone(ws: Path) -> dict:
     return {k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}
 
 
-def noop(ws: Path, always: list[str], repeats: int = DEMO_REPEATS) -> dict:
+def noop(ws: Path, always: list[str], repeats: int = DEMO_REPEATS, beside: Path | None = None) -> dict:
     """Plain ``dvc status`` and ``dvc repro`` (:data:`REPRO`) with everything up to date, ``repeats`` times each,
-    interleaved (as the demo baseline): medians, and every run's wall."""
-    status, repro = [], []
+    interleaved (as the demo baseline): medians, and every run's wall. With ``beside`` (the demo repository), the
+    same there after each pair, as ``demo``: a ratio of two runs minutes apart moves with the machine's load."""
+    status, repro, demo = [], [], []
     for _ in range(repeats):
         status.append(timed(["dvc", "status"], ws)["wall_s"])
         repro.append(timed(list(REPRO), ws))
+        if beside is not None:
+            demo.append((timed(["dvc", "status"], beside)["wall_s"], timed(list(REPRO), beside)["wall_s"]))
+    beside_runs = {"demo": {
+        "dvc_status_s": round(statistics.median(s for s, _ in demo), 2),
+        "dvc_repro_noop_s": round(statistics.median(r for _, r in demo), 2),
+        "runs_s": demo,
+    }} if demo else {}  # fmt: skip
     return {
+        **beside_runs,
         "dvc_status_s": round(statistics.median(status), 2),
         "dvc_repro_noop_s": round(statistics.median(run["wall_s"] for run in repro), 2),
         "dvc_status_runs_s": status,
@@ -415,7 +416,9 @@ def demo_baseline(repo: Path, repeats: int = DEMO_REPEATS) -> dict | None:
 
 
 # ---------------------------------------------------------------- one point
-def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, skip: set[str]) -> dict:
+def measure(
+    fraction: float, datasets: list[str], out: Path, per_shard: int, skip: set[str], demo: Path | None = None
+) -> dict:
     raw, ws = out / f"raw-{fraction:g}", out / f"ws-{fraction:g}"
     remove_added_video(raw)
     gen = avsbench_full.generate(raw, datasets, fraction, seed=0, workers=os.cpu_count() or 1)
@@ -438,7 +441,7 @@ def measure(fraction: float, datasets: list[str], out: Path, per_shard: int, ski
     if removed:
         remove_stages(ws, removed)
         point["dag_removed"] = removed
-    point["noop"] = noop(ws, always)
+    point["noop"] = noop(ws, always, beside=demo)
     print(f"  no-op: {point['noop']}", flush=True)
     frozen = [s for s in FROZEN if s not in removed]
     if frozen:
@@ -475,11 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     results = json.loads(args.results.read_text()) if args.results.exists() else {"points": {}}
     results["machine"] = machine_info()
+    beside = None
     if args.demo_baseline and (demo := demo_baseline(REPO)) is not None:
-        results["demo_baseline"] = demo
+        results["demo_baseline"], beside = demo, REPO  # and beside each point's no-op
         print(f"demo baseline: {demo}", flush=True)
     for fraction in args.fractions:
-        point = measure(fraction, args.datasets, args.out.resolve(), args.videos_per_shard, set(args.skip))
+        point = measure(fraction, args.datasets, args.out.resolve(), args.videos_per_shard, set(args.skip), beside)
         results["points"][point_key(fraction, args.datasets)] = point
         write_json(args.results, results)
     print_tables(results)

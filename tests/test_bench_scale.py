@@ -101,6 +101,17 @@ def test_demo_baseline_only_on_an_up_to_date_project(tiny_project, capsys):
     assert not list(tiny_project.glob("*time*"))  # GNU time's record never lands in the measured project
 
 
+def test_noop_times_the_demo_beside_each_of_its_runs(tiny_project):
+    """The ratio to the demo is of runs minutes apart unless the demo's runs sit between the point's."""
+    subprocess.run(["dvc", "repro", "-q"], cwd=tiny_project, check=True)
+    always = bench_scale.always_changed_stages(tiny_project)
+    point = bench_scale.noop(tiny_project, always, repeats=2, beside=tiny_project)
+    assert len(point["dvc_repro_noop_runs_s"]) == 2 and len(point["demo"]["runs_s"]) == 2
+    assert point["demo"]["dvc_repro_noop_s"] > 0 and point["demo"]["dvc_status_s"] > 0
+    assert point["commands_s"] == {} and point["dvc_s"] > 0  # the tiny project runs no avs command
+    assert "demo" not in bench_scale.noop(tiny_project, always, repeats=1)
+
+
 def test_bench_copies_every_pipeline_file():
     """The workspace holds the project's pipeline files: the list tests/test_dvc_deps.py keeps equal to git's."""
     from test_dvc_deps import PIPELINE_FILES
