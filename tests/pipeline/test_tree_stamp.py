@@ -324,8 +324,9 @@ def test_out_dir_bad_params_are_one_line_exit_2(tmp_path, datasets, reason):
 
 
 def test_folders_the_source_never_reads_are_not_stamped(tmp_path, capsys):
-    """COMBO's maskiges inside a release tree have their own stamp (maskige_tree@D): an AVSBench source's stamp
-    does not walk them, at any depth, so editing one reruns no manifest; a folder source's stamp still does."""
+    """COMBO's maskiges inside a release tree have their own stamp (data/stamps/D/maskige_tree.json): an AVSBench
+    source's stamp does not walk them, at any depth, so editing one reruns no manifest; a folder source's stamp
+    still does."""
     tree = _tree(tmp_path / "tree")
     maskige = tree / "s4_data" / "pre_SAM_mask" / "train" / "cat" / "a" / "a_1_mask_color.png"
     maskige.parent.mkdir(parents=True)
