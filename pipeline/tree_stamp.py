@@ -28,7 +28,7 @@ from pipeline.hashing import sha256_of_records
 FORMAT = 1  # bump when the digest's input changes: every stamp then differs once, and the manifests rerun
 # Folders a manifest source never reads, by ``manifest.datasets.D.source``: the AVSBench readers build every
 # path from the meta CSV (visual_frames, gt_masks, audio_wav, raw videos), and COMBO's maskiges, which the
-# releases keep inside the tree, have their own stamp (maskige_tree@D): walking them here too cost S4's
+# releases keep inside the tree, have their own stamp (D/maskige_tree.json): walking them here too cost S4's
 # source stamp 24,670 of its 65,129 files on every `dvc repro`. A ``folder`` source reads every video file.
 NOT_READ_BY_SOURCE = {
     "avsbench_s4": frozenset({"pre_SAM_mask"}),
