@@ -117,7 +117,9 @@ def _mapping(value: object, where: str) -> dict:
 
 def stamp_all(trees: dict[tuple[str, str], tuple[str, str | None]], out_dir: Path) -> int:
     """Stamp each ``(dataset, kind) -> (tree, source)`` into ``out_dir/dataset/<kind's file>``; remove stamp files
-    of trees no longer named. A tree that fails is one line; the others are still stamped; exit 1 if any failed."""
+    of trees no longer named. A tree that fails is one line; the others are still stamped; exit 1 if any failed.
+    ``out_dir`` exists afterwards even with no tree named: it is the stage's DVC output."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for (dataset, kind), (tree, source) in sorted(trees.items()):
         out = out_dir / dataset / STAMP_NAMES[kind]

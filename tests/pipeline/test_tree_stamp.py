@@ -306,6 +306,14 @@ def test_out_dir_keeps_an_absent_trees_stamp_and_stamps_the_rest_when_one_fails(
     assert "data/stamps/s4/source_tree.json" in done.stdout and "(written)" in done.stdout
 
 
+def test_out_dir_with_no_tree_named_is_an_empty_folder(tmp_path, monkeypatch):
+    """The stage's DVC output is the folder: it must exist even when params.yaml names no dataset."""
+    monkeypatch.chdir(tmp_path)
+    _params(tmp_path, {})
+    assert main(["tree-stamp", "--out-dir", "data/stamps"]) == 0
+    assert (tmp_path / "data/stamps").is_dir() and not any((tmp_path / "data/stamps").iterdir())
+
+
 @pytest.mark.parametrize(
     ("datasets", "reason"),
     [
