@@ -134,9 +134,8 @@ def stamp_all(trees: dict[tuple[str, str], tuple[str, str | None]], out_dir: Pat
 
 def _remove_unnamed(out_dir: Path, named: set[tuple[str, str]]) -> None:
     """Stamp files under ``out_dir`` of a dataset or tree params.yaml no longer names (only this stage's own
-    files: ``D/source_tree.json`` and ``D/maskige_tree.json``; a folder left empty goes too)."""
-    if not out_dir.is_dir():
-        return
+    files: ``D/source_tree.json`` and ``D/maskige_tree.json``; a folder left empty goes too). ``out_dir`` exists:
+    :func:`stamp_all` made it."""
     for folder in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink()):
         for name in STAMP_NAMES.values():
             stale = folder / name
